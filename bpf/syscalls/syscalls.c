@@ -1,0 +1,71 @@
+// syscalls: system calls per syscall and process name, and failed calls per
+// syscall and errno. Counted in the kernel in per-CPU maps (no atomics, no
+// per-event data to user space).
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+
+#ifndef MAX_ENTRIES
+#define MAX_ENTRIES 10240
+#endif
+#ifndef COUNT_ERRORS
+#define COUNT_ERRORS 1
+#endif
+
+struct syscall_key {
+    u32 syscall_id;
+    char comm[TASK_COMM_LEN];
+};
+
+struct error_key {
+    u32 syscall_id;
+    u32 errno_value; // positive errno, e.g. 11 for EAGAIN
+};
+
+BPF_PERCPU_HASH(syscalls, struct syscall_key, u64, MAX_ENTRIES);
+BPF_PERCPU_ARRAY(syscalls_dropped, u64, 1);
+
+// The raw tracepoint is the cheapest hook on every syscall; args[1] is the id.
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    struct syscall_key key = {};
+    key.syscall_id = ctx->args[1];
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u64 zero = 0;
+    u64 *count = syscalls.lookup_or_try_init(&key, &zero);
+    if (count) {
+        (*count)++;
+    } else {
+        int idx = 0;
+        u64 *dropped = syscalls_dropped.lookup(&idx);
+        if (dropped)
+            (*dropped)++;
+    }
+    return 0;
+}
+
+#if COUNT_ERRORS
+BPF_PERCPU_HASH(syscall_errors, struct error_key, u64, MAX_ENTRIES);
+BPF_PERCPU_ARRAY(syscall_errors_dropped, u64, 1);
+
+// The classic tracepoint gives id and ret as fields whose layout BCC reads
+// from tracefs at run time, with no pt_regs access.
+TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
+    long ret = args->ret;
+    // -4095..-1 are errors; other negative values are valid results (e.g. mmap).
+    if (ret >= 0 || ret < -4095)
+        return 0;
+    struct error_key key = {};
+    key.syscall_id = args->id;
+    key.errno_value = -ret;
+    u64 zero = 0;
+    u64 *count = syscall_errors.lookup_or_try_init(&key, &zero);
+    if (count) {
+        (*count)++;
+    } else {
+        int idx = 0;
+        u64 *dropped = syscall_errors_dropped.lookup(&idx);
+        if (dropped)
+            (*dropped)++;
+    }
+    return 0;
+}
+#endif

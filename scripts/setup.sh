@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for `make run` and `make test`; quick and silent
+# when nothing is. The Makefile, the Dockerfile and CI all call this script, so
+# every install step is exercised by every path.
+#
+#   scripts/setup.sh [system|python|tools|collector|all]...
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/versions.sh
+. "$ROOT/scripts/versions.sh"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------
+DEB_PACKAGES=(
+  python3-bpfcc   # BCC and its Python binding (PyPI has no real one)
+  python3-venv    # virtualenv over the system Python, so `import bcc` works
+  bpftool         # tests check that no program is left loaded
+  linux-headers-amd64  # BCC compiles against them when the kernel ships none
+  nftables        # packet loss for TCP retransmit tests
+  iproute2        # network namespaces for tests
+  util-linux      # losetup for disk tests
+  prometheus      # promtool checks the text exposition in tests
+  ca-certificates
+)
+
+setup_system() {
+  local missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  link_kernel_headers
+}
+
+# BCC looks for headers under /lib/modules/$(uname -r)/{build,source}. Kernels
+# without a headers package (ours, many cloud kernels) get Debian's generic
+# ones; the running kernel's BTF stays the authority for struct layouts.
+link_kernel_headers() {
+  local rel dir hdr common
+  rel=$(uname -r)
+  dir=/lib/modules/$rel
+  if [ -e "$dir/build/include" ] || [ -e /sys/kernel/kheaders.tar.xz ]; then
+    return 0
+  fi
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
+  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1 || true)
+  if [ -z "$hdr" ] || [ -z "$common" ]; then
+    log "no kernel headers found under /usr/src; install linux-headers-amd64"
+    return 1
+  fi
+  log "linking $dir/build -> $hdr and $dir/source -> $common"
+  mkdir -p "$dir"
+  ln -sfn "$hdr" "$dir/build"
+  ln -sfn "$common" "$dir/source"
+}
+
+# --- Python environment ------------------------------------------------------
+setup_python() {
+  local venv=$ROOT/.venv stamp=$ROOT/.venv/.requirements.sha
+  local want
+  want=$(sha256sum sidecar/requirements.txt sidecar/pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  log "creating Python environment in .venv (system site-packages for BCC)"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r sidecar/requirements.txt
+  # The sidecar is used in place: a .pth file puts sidecar/src on the path.
+  "$venv/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/ebpf_sidecar.pth', 'w').write(sys.argv[1] + '\\n')" "$ROOT/sidecar/src"
+  "$venv/bin/python" -c 'import bcc, grpc, yaml' || { log "Python environment is incomplete"; return 1; }
+  echo "$want" >"$stamp"
+}
+
+# --- Go tools ----------------------------------------------------------------
+setup_tools() {
+  mkdir -p "$ROOT/.tools"
+  local bin=$ROOT/.tools
+  install_go_tool "$bin/builder" "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
+  install_go_tool "$bin/protoc-gen-go" "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+  install_go_tool "$bin/protoc-gen-go-grpc" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
+}
+
+install_go_tool() {
+  local path=$1 pkg=$2 stamp=$1.version
+  if [ -x "$path" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return 0; fi
+  log "go install $pkg"
+  GOBIN=$(dirname "$path") GOFLAGS=-buildvcs=false go install "$pkg"
+  echo "$pkg" >"$stamp"
+}
+
+# --- the ocb-built collector -------------------------------------------------
+setup_collector() {
+  setup_tools
+  local out=$ROOT/build/otelcol-ebpf/otelcol-ebpf
+  # Rebuild only when an input is newer than the binary.
+  if [ -x "$out" ] && [ -z "$(find collector-config/builder-config.yaml receiver-go -newer "$out" -type f -print -quit)" ]; then
+    return 0
+  fi
+  log "building the collector with ocb $OCB_VERSION (first build takes a few minutes)"
+  mkdir -p "$ROOT/build"
+  (cd collector-config && GOFLAGS=-buildvcs=false "$ROOT/.tools/builder" --config builder-config.yaml >"$ROOT/build/ocb.log" 2>&1) || {
+    tail -n 40 "$ROOT/build/ocb.log" >&2
+    log "ocb build failed; full log in build/ocb.log"
+    return 1
+  }
+  touch "$out"
+}
+
+main() {
+  [ $# -gt 0 ] || set -- all
+  for step in "$@"; do
+    case $step in
+      system) setup_system ;;
+      python) setup_python ;;
+      tools) setup_tools ;;
+      collector) setup_collector ;;
+      all) setup_system; setup_python; setup_tools; setup_collector ;;
+      *) log "unknown step $step"; exit 2 ;;
+    esac
+  done
+}
+
+main "$@"

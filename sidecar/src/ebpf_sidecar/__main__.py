@@ -1,0 +1,3 @@
+from ebpf_sidecar.cli import main
+
+raise SystemExit(main())

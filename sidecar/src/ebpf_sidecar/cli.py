@@ -1,0 +1,83 @@
+"""Command line: ``python -m ebpf_sidecar [--listen unix:///run/ebpf-sidecar/sidecar.sock]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ebpf_sidecar import __version__, kernel
+from ebpf_sidecar.catalog import Catalog, CatalogError
+from ebpf_sidecar.programs import ProgramManager
+from ebpf_sidecar.server import SidecarService, serve
+
+DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
+# In a checkout the catalog sits at the repository root; images pass --catalog.
+_REPO_CATALOG = Path(__file__).resolve().parents[3] / "bpf"
+
+log = logging.getLogger("ebpf_sidecar")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="ebpf-sidecar",
+        description="Loads BCC programs from the catalog and streams their maps to the "
+        "OpenTelemetry ebpf receiver over gRPC. Needs root or CAP_BPF + CAP_PERFMON.",
+    )
+    p.add_argument("--listen", default=DEFAULT_LISTEN,
+                   help="unix:///path (default %(default)s) or host:port")
+    p.add_argument("--socket-group", default=None,
+                   help="group that may use the Unix socket (mode 0660); default: owner only (0600)")
+    p.add_argument("--catalog", type=Path, default=_REPO_CATALOG,
+                   help="the built-in program catalog (default %(default)s)")
+    p.add_argument("--programs-dir", type=Path, action="append", default=[],
+                   help="an extra directory of your own programs (repeatable)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        catalog = Catalog.load([args.catalog, *args.programs_dir])
+    except CatalogError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        kernel.ensure_tracefs()
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 1
+    info = kernel.detect()
+    log.info("ebpf-sidecar %s; %s", __version__, info.summary())
+    if not info.headers:
+        log.warning("no kernel headers for %s: install linux-headers (see README) or enable "
+                    "CONFIG_IKHEADERS; programs will fail to compile", info.release)
+    log.info("catalog: %s", ", ".join(sorted(catalog.programs)))
+
+    programs = ProgramManager(catalog)
+    server = serve(SidecarService(catalog, programs, info), args.listen, args.socket_group)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set():
+        time.sleep(0.2)
+    server.stop(grace=2).wait()
+    programs.close()  # nothing stays attached after we exit
+    log.info("stopped; all programs detached")
+    return 0

@@ -1,0 +1,174 @@
+"""Batch reads of BPF maps into columns.
+
+One BPF_MAP_LOOKUP_BATCH syscall (repeated only if the kernel stops early)
+copies every key and value into two flat buffers; ``struct.iter_unpack`` then
+splits them into columns in C, so the per-entry cost stays far below the
+5 µs of BCC's ``Table.items()``. The manifest's fields are checked against the
+struct layout BCC derived from the compiled program, so a manifest that
+disagrees with its C source fails at load, not with garbage at read time.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ebpf_sidecar import decoders
+from ebpf_sidecar.catalog import FieldSpec, MapSpec
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+_INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
+              (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
+
+
+class LayoutError(ValueError):
+    """The manifest's fields do not match the compiled struct."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each manifest field sits in one key or value of ``stride`` bytes."""
+
+    fields: tuple[FieldSpec, ...]  # in offset order
+    unpacker: struct.Struct
+
+    @classmethod
+    def of(cls, ctype: Any, fields: Sequence[FieldSpec], stride: int, where: str) -> Layout:
+        """Check ``fields`` against BCC's ctypes type and build the unpacker."""
+        if hasattr(ctype, "_fields_"):
+            placed = []
+            compiled = {n for n, *_ in ctype._fields_ if not n.startswith("__pad")}
+            declared = {f.name for f in fields}
+            if compiled != declared:
+                raise LayoutError(
+                    f"{where}: manifest fields {sorted(declared)} do not match the "
+                    f"compiled struct's {sorted(compiled)}"
+                )
+            for f in fields:
+                member = getattr(ctype, f.name)
+                if member.size != f.size:
+                    raise LayoutError(
+                        f"{where}.{f.name}: manifest says {f.c_type} ({f.size} bytes), "
+                        f"the compiled struct has {member.size} bytes"
+                    )
+                placed.append((member.offset, f))
+        else:
+            if len(fields) != 1 or ct.sizeof(ctype) != fields[0].size:
+                raise LayoutError(
+                    f"{where}: the compiled type is a {ct.sizeof(ctype)}-byte scalar; "
+                    "the manifest must declare exactly one field of that size"
+                )
+            placed = [(0, fields[0])]
+        placed.sort(key=lambda p: p[0])
+        fmt, pos = "<", 0
+        for offset, f in placed:
+            fmt += "x" * (offset - pos)
+            fmt += f"{f.size}s" if f.c_type.startswith("char") else _INT_CODES[(f.size, f.signed)]
+            pos = offset + f.size
+        fmt += "x" * (stride - pos)
+        return cls(tuple(f for _, f in placed), struct.Struct(fmt))
+
+    def columns(self, raw: bytes, count: int) -> dict[str, list[Any]]:
+        if count == 0:
+            return {f.name: [] for f in self.fields}
+        rows = struct.iter_unpack(self.unpacker.format, raw[: count * self.unpacker.size])
+        cols = list(zip(*rows, strict=True))
+        return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
+
+
+def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int) -> (
+    tuple[bytes, bytes, int]
+):
+    from bcc.libbcc import lib
+
+    keys = ct.create_string_buffer(key_size * capacity)
+    values = ct.create_string_buffer(value_size * capacity)
+    in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
+    total = 0
+    while total < capacity:
+        count.value = capacity - total
+        res = lib.bpf_lookup_batch(
+            map_fd,
+            ct.byref(in_batch) if total else None,
+            ct.byref(out_batch),
+            ct.byref(keys, key_size * total),
+            ct.byref(values, value_size * total),
+            ct.byref(count),
+        )
+        err = ct.get_errno()
+        total += count.value
+        if res != 0:
+            if err == errno.ENOENT:  # the normal end of the map
+                break
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
+        if count.value == 0:  # no progress: a bucket larger than the buffer
+            break
+        in_batch.value = out_batch.value
+    return keys.raw, values.raw, total
+
+
+class MapReader:
+    """Reads one map of a loaded program into a MapSnapshot."""
+
+    def __init__(self, table: Any, spec: MapSpec, where: str, dropped_table: Any = None) -> None:
+        self.table = table
+        self.spec = spec
+        self.dropped_table = dropped_table
+        self.cpus = int(getattr(table, "total_cpu", 1))
+        self.per_cpu = hasattr(table, "sLeaf")
+        self.key_size = ct.sizeof(table.Key)
+        self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
+        self.capacity = int(table.max_entries)
+        single_leaf = table.sLeaf if self.per_cpu else table.Leaf
+        self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
+        self.value_layout = Layout.of(
+            single_leaf, spec.value, self.value_size // self.cpus, f"{where}.value"
+        )
+
+    def read(self, snap: pb.MapSnapshot) -> None:
+        keys_raw, values_raw, n = _lookup_batch(
+            self.table.map_fd, self.key_size, self.value_size, self.capacity
+        )
+        keys = self.key_layout.columns(keys_raw, n)
+        values = self.value_layout.columns(values_raw, n * self.cpus)
+        if self.per_cpu and self.cpus > 1:
+            c = self.cpus
+            values = {
+                name: [sum(col[i * c : (i + 1) * c]) for i in range(n)]
+                for name, col in values.items()
+            }
+        snap.entries = n
+        snap.max_entries = self.capacity
+        for f in self.spec.key:
+            _fill(snap.key_columns.add(), f, decoders.apply(f.decoders, keys[f.name]))
+        for f in self.spec.value:
+            _fill(snap.value_columns.add(), f, decoders.apply(f.decoders, values[f.name]))
+        if self.dropped_table is not None:
+            snap.dropped_updates = _sum_counter(self.dropped_table)
+
+
+def _sum_counter(table: Any) -> int:
+    """Element 0 of a (per-CPU) array counter, summed over CPUs."""
+    value = table[ct.c_int(0)]
+    try:
+        return int(sum(value))
+    except TypeError:
+        return int(value.value)
+
+
+def _fill(column: pb.Column, f: FieldSpec, values: list[Any]) -> None:
+    column.field = f.name
+    t = f.wire_type
+    if t == pb.FIELD_TYPE_STRING:
+        column.strings.extend(
+            v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values
+        )
+    elif t == pb.FIELD_TYPE_INT:
+        column.ints.extend(values)
+    else:
+        column.uints.extend(values)

@@ -1,0 +1,139 @@
+"""Compiling, attaching and sharing BCC programs.
+
+Streams that ask for the same program with the same parameters share one
+loaded instance; it is detached when the last of them closes. BCC attaches
+TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE functions itself when it loads the
+program, so loading is attaching.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ebpf_sidecar.catalog import Catalog, Program
+from ebpf_sidecar.maps import MapReader
+
+log = logging.getLogger(__name__)
+
+# BCC prints compiler diagnostics and verifier logs on fd 2 from C++; one
+# compile at a time keeps captured output from interleaving.
+_COMPILE_LOCK = threading.Lock()
+# The tail of compiler or verifier output returned to the receiver.
+_ERROR_LINES = 25
+
+
+class LoadError(RuntimeError):
+    """The program does not compile or the verifier rejects it."""
+
+
+@dataclass
+class LoadedProgram:
+    program: Program
+    parameters: tuple[tuple[str, str], ...]
+    bpf: Any
+    attach_time_ns: int
+    compile_seconds: float
+    readers: dict[str, MapReader] = field(default_factory=dict)
+    users: int = 0
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what C code writes to fd 2 (the verifier log among it)."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
+    from bcc import BPF
+
+    start = time.monotonic()
+    with _COMPILE_LOCK, _captured_stderr() as output:
+        try:
+            bpf = BPF(src_file=str(program.source).encode(), cflags=cflags)
+        except Exception as e:
+            error: Exception | None = e
+        else:
+            error = None
+    if error is not None:
+        tail = "\n".join(line for line in output if line.strip())
+        tail = "\n".join(tail.splitlines()[-_ERROR_LINES:])
+        raise LoadError(f"program {program.name!r} failed to load: {error}\n{tail}".rstrip())
+    return bpf, time.monotonic() - start
+
+
+class ProgramManager:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, tuple[tuple[str, str], ...]], LoadedProgram] = {}
+
+    def acquire(self, name: str, parameters: Mapping[str, str]) -> LoadedProgram:
+        program = self.catalog.program(name)
+        cflags = program.cflags(parameters)  # validates before anything loads
+        key = (name, tuple(sorted(parameters.items())))
+        with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                bpf, seconds = _compile(program, cflags)
+                loaded = LoadedProgram(
+                    program=program,
+                    parameters=key[1],
+                    bpf=bpf,
+                    attach_time_ns=time.time_ns(),
+                    compile_seconds=seconds,
+                )
+                try:
+                    for spec in program.maps.values():
+                        dropped = bpf[spec.dropped_counter] if spec.dropped_counter else None
+                        loaded.readers[spec.name] = MapReader(
+                            bpf[spec.name], spec, f"{program.source.parent}/manifest.yaml "
+                            f"maps ({spec.name})", dropped
+                        )
+                except Exception:
+                    bpf.cleanup()
+                    raise
+                self._loaded[key] = loaded
+                log.info(
+                    "loaded program %s %s in %.2fs (hooks: %s)",
+                    name, dict(key[1]) or "", seconds, ", ".join(program.hooks),
+                )
+            loaded.users += 1
+            return loaded
+
+    def release(self, loaded: LoadedProgram) -> None:
+        with self._lock:
+            loaded.users -= 1
+            if loaded.users > 0:
+                return
+            key = (loaded.program.name, loaded.parameters)
+            self._loaded.pop(key, None)
+            loaded.bpf.cleanup()
+            log.info("detached program %s (no stream uses it)", loaded.program.name)
+
+    def loaded(self) -> list[LoadedProgram]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for loaded in self._loaded.values():
+                loaded.bpf.cleanup()
+            self._loaded.clear()

@@ -1,0 +1,173 @@
+"""The gRPC service: Describe and Stream."""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from ebpf_sidecar import PROTOCOL_VERSION, __version__
+from ebpf_sidecar.catalog import Catalog, RequestError
+from ebpf_sidecar.kernel import KernelInfo
+from ebpf_sidecar.programs import LoadedProgram, LoadError, ProgramManager
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_S = 0.1
+DEFAULT_INTERVAL_S = 10.0
+
+
+class SidecarService(pb_grpc.SidecarServicer):
+    def __init__(self, catalog: Catalog, programs: ProgramManager, kernel: KernelInfo) -> None:
+        self.catalog = catalog
+        self.programs = programs
+        self.kernel = kernel
+
+    def Describe(  # noqa: N802 (gRPC method name)
+        self, request: pb.DescribeRequest, context: grpc.ServicerContext
+    ) -> pb.DescribeResponse:
+        k = self.kernel
+        return pb.DescribeResponse(
+            sidecar_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            kernel=pb.KernelInfo(
+                release=k.release,
+                btf=k.btf,
+                raw_tracepoints=k.raw_tracepoints,
+                perf_events=k.perf_events,
+                kprobes=k.kprobes,
+                headers=k.headers,
+            ),
+            programs=[p.to_proto() for _, p in sorted(self.catalog.programs.items())],
+        )
+
+    def Stream(  # noqa: N802 (gRPC method name)
+        self, request: pb.StreamRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Snapshot]:
+        interval = DEFAULT_INTERVAL_S
+        if request.HasField("interval"):
+            interval = request.interval.ToTimedelta().total_seconds()
+        if interval < MIN_INTERVAL_S:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"interval: {interval}s is below the minimum {MIN_INTERVAL_S}s",
+            )
+        try:
+            wanted = self._validate(request)
+        except RequestError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+        acquired: list[LoadedProgram] = []
+        closed = threading.Event()
+        context.add_callback(closed.set)
+        try:
+            by_name: dict[str, LoadedProgram] = {}
+            for p in request.programs:
+                loaded = self.programs.acquire(p.name, dict(p.parameters))
+                acquired.append(loaded)
+                by_name[p.name] = loaded
+            log.info(
+                "stream %s: programs %s, %d maps every %.1fs",
+                context.peer(), ", ".join(by_name), len(wanted), interval,
+            )
+            sequence = 0
+            next_tick = time.monotonic()
+            while not closed.is_set():
+                sequence += 1
+                yield self._snapshot(sequence, wanted, by_name)
+                next_tick += interval
+                closed.wait(max(0.0, next_tick - time.monotonic()))
+        except RequestError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except LoadError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        finally:
+            for loaded in acquired:
+                self.programs.release(loaded)
+
+    def _validate(self, request: pb.StreamRequest) -> list[tuple[str, str]]:
+        requested = set()
+        for i, p in enumerate(request.programs):
+            try:
+                program = self.catalog.program(p.name)
+            except RequestError as e:
+                raise RequestError(f"programs[{i}].name: {e}") from None
+            program.cflags(dict(p.parameters))
+            requested.add(p.name)
+        wanted = []
+        for i, m in enumerate(request.maps):
+            if m.program not in requested:
+                raise RequestError(
+                    f"maps[{i}].program: {m.program!r} is not among the requested programs "
+                    f"({', '.join(sorted(requested)) or 'none'})"
+                )
+            try:
+                self.catalog.map(m.program, m.map)
+            except RequestError as e:
+                raise RequestError(f"maps[{i}].map: {e}") from None
+            wanted.append((m.program, m.map))
+        return wanted
+
+    def _snapshot(
+        self, sequence: int, wanted: list[tuple[str, str]], loaded: dict[str, LoadedProgram]
+    ) -> pb.Snapshot:
+        started = time.monotonic()
+        snap = pb.Snapshot(sequence=sequence, time_unix_nano=time.time_ns())
+        for program, name in wanted:
+            prog = loaded[program]
+            ms = snap.maps.add(program=program, map=name,
+                               attach_time_unix_nano=prog.attach_time_ns)
+            try:
+                prog.readers[name].read(ms)
+            except Exception as e:  # one broken map must not stop the others
+                log.exception("reading map %s/%s failed", program, name)
+                del ms.key_columns[:]
+                del ms.value_columns[:]
+                ms.entries = 0
+                ms.error = f"reading {program}/{name} failed: {e}"
+        snap.read_duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+        return snap
+
+
+def _unix_path(listen: str) -> Path | None:
+    return Path(listen[len("unix://"):]) if listen.startswith("unix://") else None
+
+
+def serve(
+    service: SidecarService, listen: str, socket_group: str | None, workers: int = 16
+) -> grpc.Server:
+    """Start the server; a Unix socket gets mode 0600, or 0660 with a group."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    pb_grpc.add_SidecarServicer_to_server(service, server)
+    path = _unix_path(listen)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            path.unlink()  # a stale socket from a previous run
+        # Bind with a restrictive umask so the socket is never world-writable,
+        # not even between bind and chmod.
+        old = os.umask(0o177 if socket_group is None else 0o117)
+        try:
+            server.add_insecure_port(listen)
+            server.start()
+        finally:
+            os.umask(old)
+        if socket_group is not None:
+            os.chown(path, -1, grp.getgrnam(socket_group).gr_gid)
+            os.chmod(path, 0o660)
+        else:
+            os.chmod(path, 0o600)
+    else:
+        server.add_insecure_port(listen)
+        server.start()
+    log.info("listening on %s", listen)
+    return server

@@ -1,0 +1,276 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MapKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAP_KIND_UNSPECIFIED: _ClassVar[MapKind]
+    MAP_KIND_COUNTERS: _ClassVar[MapKind]
+    MAP_KIND_HISTOGRAM: _ClassVar[MapKind]
+
+class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_TYPE_UNSPECIFIED: _ClassVar[FieldType]
+    FIELD_TYPE_UINT: _ClassVar[FieldType]
+    FIELD_TYPE_INT: _ClassVar[FieldType]
+    FIELD_TYPE_STRING: _ClassVar[FieldType]
+
+class SlotConvention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SLOT_CONVENTION_UNSPECIFIED: _ClassVar[SlotConvention]
+    SLOT_CONVENTION_LOG2_BCC: _ClassVar[SlotConvention]
+
+class MetricType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_TYPE_UNSPECIFIED: _ClassVar[MetricType]
+    METRIC_TYPE_SUM: _ClassVar[MetricType]
+    METRIC_TYPE_GAUGE: _ClassVar[MetricType]
+    METRIC_TYPE_HISTOGRAM: _ClassVar[MetricType]
+MAP_KIND_UNSPECIFIED: MapKind
+MAP_KIND_COUNTERS: MapKind
+MAP_KIND_HISTOGRAM: MapKind
+FIELD_TYPE_UNSPECIFIED: FieldType
+FIELD_TYPE_UINT: FieldType
+FIELD_TYPE_INT: FieldType
+FIELD_TYPE_STRING: FieldType
+SLOT_CONVENTION_UNSPECIFIED: SlotConvention
+SLOT_CONVENTION_LOG2_BCC: SlotConvention
+METRIC_TYPE_UNSPECIFIED: MetricType
+METRIC_TYPE_SUM: MetricType
+METRIC_TYPE_GAUGE: MetricType
+METRIC_TYPE_HISTOGRAM: MetricType
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("sidecar_version", "protocol_version", "kernel", "programs")
+    SIDECAR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    sidecar_version: str
+    protocol_version: str
+    kernel: KernelInfo
+    programs: _containers.RepeatedCompositeFieldContainer[Program]
+    def __init__(self, sidecar_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., kernel: _Optional[_Union[KernelInfo, _Mapping]] = ..., programs: _Optional[_Iterable[_Union[Program, _Mapping]]] = ...) -> None: ...
+
+class KernelInfo(_message.Message):
+    __slots__ = ("release", "btf", "raw_tracepoints", "perf_events", "kprobes", "headers")
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    BTF_FIELD_NUMBER: _ClassVar[int]
+    RAW_TRACEPOINTS_FIELD_NUMBER: _ClassVar[int]
+    PERF_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    KPROBES_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    release: str
+    btf: bool
+    raw_tracepoints: bool
+    perf_events: bool
+    kprobes: bool
+    headers: str
+    def __init__(self, release: _Optional[str] = ..., btf: _Optional[bool] = ..., raw_tracepoints: _Optional[bool] = ..., perf_events: _Optional[bool] = ..., kprobes: _Optional[bool] = ..., headers: _Optional[str] = ...) -> None: ...
+
+class Program(_message.Message):
+    __slots__ = ("name", "description", "hooks", "maps", "parameters", "default_metrics")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HOOKS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_METRICS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    hooks: _containers.RepeatedScalarFieldContainer[str]
+    maps: _containers.RepeatedCompositeFieldContainer[Map]
+    parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
+    default_metrics: _containers.RepeatedCompositeFieldContainer[MetricBinding]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., hooks: _Optional[_Iterable[str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., default_metrics: _Optional[_Iterable[_Union[MetricBinding, _Mapping]]] = ...) -> None: ...
+
+class Parameter(_message.Message):
+    __slots__ = ("name", "type", "default", "allowed", "min", "max", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default: str
+    allowed: _containers.RepeatedScalarFieldContainer[str]
+    min: int
+    max: int
+    description: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[str] = ..., allowed: _Optional[_Iterable[str]] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Field(_message.Message):
+    __slots__ = ("name", "type", "size", "decoders", "unit", "attribute", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DECODERS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: FieldType
+    size: int
+    decoders: _containers.RepeatedScalarFieldContainer[str]
+    unit: str
+    attribute: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., size: _Optional[int] = ..., decoders: _Optional[_Iterable[str]] = ..., unit: _Optional[str] = ..., attribute: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class HistogramLayout(_message.Message):
+    __slots__ = ("slot_field", "convention", "slots", "count_field", "sum_field", "unit")
+    SLOT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    CONVENTION_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    slot_field: str
+    convention: SlotConvention
+    slots: int
+    count_field: str
+    sum_field: str
+    unit: str
+    def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
+
+class Map(_message.Message):
+    __slots__ = ("name", "kind", "max_entries", "key_fields", "value_fields", "histogram", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: MapKind
+    max_entries: int
+    key_fields: _containers.RepeatedCompositeFieldContainer[Field]
+    value_fields: _containers.RepeatedCompositeFieldContainer[Field]
+    histogram: HistogramLayout
+    description: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[MapKind, str]] = ..., max_entries: _Optional[int] = ..., key_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., value_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., histogram: _Optional[_Union[HistogramLayout, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class AttributeBinding(_message.Message):
+    __slots__ = ("field", "name", "resource")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    name: str
+    resource: bool
+    def __init__(self, field: _Optional[str] = ..., name: _Optional[str] = ..., resource: _Optional[bool] = ...) -> None: ...
+
+class MetricBinding(_message.Message):
+    __slots__ = ("name", "program", "map", "type", "unit", "description", "value_field", "attributes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    program: str
+    map: str
+    type: MetricType
+    unit: str
+    description: str
+    value_field: str
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeBinding]
+    def __init__(self, name: _Optional[str] = ..., program: _Optional[str] = ..., map: _Optional[str] = ..., type: _Optional[_Union[MetricType, str]] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., value_field: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[AttributeBinding, _Mapping]]] = ...) -> None: ...
+
+class ProgramRequest(_message.Message):
+    __slots__ = ("name", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    parameters: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class MapRequest(_message.Message):
+    __slots__ = ("program", "map")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    map: str
+    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ...) -> None: ...
+
+class StreamRequest(_message.Message):
+    __slots__ = ("programs", "maps", "interval")
+    PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    programs: _containers.RepeatedCompositeFieldContainer[ProgramRequest]
+    maps: _containers.RepeatedCompositeFieldContainer[MapRequest]
+    interval: _duration_pb2.Duration
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("field", "uints", "ints", "strings")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    UINTS_FIELD_NUMBER: _ClassVar[int]
+    INTS_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    uints: _containers.RepeatedScalarFieldContainer[int]
+    ints: _containers.RepeatedScalarFieldContainer[int]
+    strings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, field: _Optional[str] = ..., uints: _Optional[_Iterable[int]] = ..., ints: _Optional[_Iterable[int]] = ..., strings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MapSnapshot(_message.Message):
+    __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    map: str
+    attach_time_unix_nano: int
+    entries: int
+    key_columns: _containers.RepeatedCompositeFieldContainer[Column]
+    value_columns: _containers.RepeatedCompositeFieldContainer[Column]
+    max_entries: int
+    dropped_updates: int
+    error: str
+    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    READ_DURATION_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time_unix_nano: int
+    maps: _containers.RepeatedCompositeFieldContainer[MapSnapshot]
+    read_duration: _duration_pb2.Duration
+    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
