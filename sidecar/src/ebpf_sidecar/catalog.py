@@ -53,7 +53,7 @@ class FieldSpec:
         return self.c_type.startswith("s")
 
     @property
-    def wire_type(self) -> pb.FieldType.ValueType:
+    def wire_type(self) -> int:
         if self.decoders:
             return decoders.get(self.decoders[-1]).output
         if self.c_type.startswith("char"):
@@ -101,6 +101,8 @@ class MapSpec:
     description: str
     histogram: HistogramSpec | None = None
     dropped_counter: str = ""
+    # A bool parameter that compiles this map (and its hook) in or out.
+    enabled_by: str = ""
 
     def to_proto(self) -> pb.Map:
         m = pb.Map(
@@ -110,6 +112,7 @@ class MapSpec:
             key_fields=[f.to_proto() for f in self.key],
             value_fields=[f.to_proto() for f in self.value],
             description=self.description,
+            enabled_by=self.enabled_by,
         )
         if self.histogram:
             m.histogram.CopyFrom(self.histogram.to_proto())
@@ -180,6 +183,12 @@ class Program:
             parameters=[p.to_proto() for p in self.parameters.values()],
             default_metrics=list(self.default_metrics),
         )
+
+    def map_enabled(self, spec: MapSpec, values: Mapping[str, str]) -> bool:
+        if not spec.enabled_by:
+            return True
+        param = self.parameters[spec.enabled_by]
+        return values.get(param.name, param.default).strip().lower() == "true"
 
     def cflags(self, values: Mapping[str, str]) -> list[str]:
         """Compile-time defines for validated parameter values (defaults filled in)."""
@@ -295,6 +304,7 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         description=str(doc.get("description", "")),
         histogram=hist,
         dropped_counter=str(doc.get("dropped_counter", "")),
+        enabled_by=str(doc.get("enabled_by", "")),
     )
 
 
@@ -378,6 +388,14 @@ def load_manifest(path: Path) -> Program:
     for i, p in enumerate(doc.get("parameters", ()) or ()):
         pspec = _parameter(p, f"{where}.parameters[{i}]")
         params[pspec.name] = pspec
+    for spec in maps.values():
+        if spec.enabled_by and (
+            spec.enabled_by not in params or params[spec.enabled_by].type != "bool"
+        ):
+            raise CatalogError(
+                f"{where}: map {spec.name!r} is enabled_by {spec.enabled_by!r}, "
+                "which is not a bool parameter of the program"
+            )
     metrics = tuple(
         _metric(m, name, maps, f"{where}.default_metrics[{i}]")
         for i, m in enumerate(doc.get("default_metrics", ()) or ())

@@ -102,6 +102,8 @@ class ProgramManager:
                 )
                 try:
                     for spec in program.maps.values():
+                        if not program.map_enabled(spec, parameters):
+                            continue
                         dropped = bpf[spec.dropped_counter] if spec.dropped_counter else None
                         loaded.readers[spec.name] = MapReader(
                             bpf[spec.name], spec, f"{program.source.parent}/manifest.yaml "

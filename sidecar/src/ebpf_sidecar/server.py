@@ -32,7 +32,7 @@ class SidecarService(pb_grpc.SidecarServicer):
         self.programs = programs
         self.kernel = kernel
 
-    def Describe(  # noqa: N802 (gRPC method name)
+    def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
     ) -> pb.DescribeResponse:
         k = self.kernel
@@ -50,7 +50,7 @@ class SidecarService(pb_grpc.SidecarServicer):
             programs=[p.to_proto() for _, p in sorted(self.catalog.programs.items())],
         )
 
-    def Stream(  # noqa: N802 (gRPC method name)
+    def Stream(
         self, request: pb.StreamRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Snapshot]:
         interval = DEFAULT_INTERVAL_S
@@ -95,14 +95,14 @@ class SidecarService(pb_grpc.SidecarServicer):
                 self.programs.release(loaded)
 
     def _validate(self, request: pb.StreamRequest) -> list[tuple[str, str]]:
-        requested = set()
+        requested: dict[str, dict[str, str]] = {}
         for i, p in enumerate(request.programs):
             try:
                 program = self.catalog.program(p.name)
             except RequestError as e:
                 raise RequestError(f"programs[{i}].name: {e}") from None
             program.cflags(dict(p.parameters))
-            requested.add(p.name)
+            requested[p.name] = dict(p.parameters)
         wanted = []
         for i, m in enumerate(request.maps):
             if m.program not in requested:
@@ -111,9 +111,15 @@ class SidecarService(pb_grpc.SidecarServicer):
                     f"({', '.join(sorted(requested)) or 'none'})"
                 )
             try:
-                self.catalog.map(m.program, m.map)
+                spec = self.catalog.map(m.program, m.map)
             except RequestError as e:
                 raise RequestError(f"maps[{i}].map: {e}") from None
+            program = self.catalog.program(m.program)
+            if not program.map_enabled(spec, requested[m.program]):
+                raise RequestError(
+                    f"maps[{i}].map: {m.map!r} is compiled out; set parameter "
+                    f"{spec.enabled_by}: true on program {m.program!r}"
+                )
             wanted.append((m.program, m.map))
         return wanted
 
@@ -147,7 +153,8 @@ def serve(
 ) -> grpc.Server:
     """Start the server; a Unix socket gets mode 0600, or 0660 with a group."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    pb_grpc.add_SidecarServicer_to_server(service, server)
+    # grpcio-tools emits no annotations for the registration helper.
+    pb_grpc.add_SidecarServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     path = _unix_path(listen)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ebpfreceiver/sidecar/v1/sidecar.proto\x12\x17\x65\x62pfreceiver.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xae\x01\n\x10\x44\x65scribeResponse\x12\x17\n\x0fsidecar_version\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x33\n\x06kernel\x18\x03 \x01(\x0b\x32#.ebpfreceiver.sidecar.v1.KernelInfo\x12\x32\n\x08programs\x18\x04 \x03(\x0b\x32 .ebpfreceiver.sidecar.v1.Program\"z\n\nKernelInfo\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x0b\n\x03\x62tf\x18\x02 \x01(\x08\x12\x17\n\x0fraw_tracepoints\x18\x03 \x01(\x08\x12\x13\n\x0bperf_events\x18\x04 \x01(\x08\x12\x0f\n\x07kprobes\x18\x05 \x01(\x08\x12\x0f\n\x07headers\x18\x06 \x01(\t\"\xe0\x01\n\x07Program\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05hooks\x18\x03 \x03(\t\x12*\n\x04maps\x18\x04 \x03(\x0b\x32\x1c.ebpfreceiver.sidecar.v1.Map\x12\x36\n\nparameters\x18\x05 \x03(\x0b\x32\".ebpfreceiver.sidecar.v1.Parameter\x12?\n\x0f\x64\x65\x66\x61ult_metrics\x18\x06 \x03(\x0b\x32&.ebpfreceiver.sidecar.v1.MetricBinding\"x\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x04 \x03(\t\x12\x0b\n\x03min\x18\x05 \x01(\x03\x12\x0b\n\x03max\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\x9d\x01\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".ebpfreceiver.sidecar.v1.FieldType\x12\x0c\n\x04size\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65\x63oders\x18\x04 \x03(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xa7\x01\n\x0fHistogramLayout\x12\x12\n\nslot_field\x18\x01 \x01(\t\x12;\n\nconvention\x18\x02 \x01(\x0e\x32\'.ebpfreceiver.sidecar.v1.SlotConvention\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x13\n\x0b\x63ount_field\x18\x04 \x01(\t\x12\x11\n\tsum_field\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\"\x94\x02\n\x03Map\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .ebpfreceiver.sidecar.v1.MapKind\x12\x13\n\x0bmax_entries\x18\x03 \x01(\r\x12\x32\n\nkey_fields\x18\x04 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12\x34\n\x0cvalue_fields\x18\x05 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12;\n\thistogram\x18\x06 \x01(\x0b\x32(.ebpfreceiver.sidecar.v1.HistogramLayout\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"A\n\x10\x41ttributeBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\x08\"\xe5\x01\n\rMetricBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32#.ebpfreceiver.sidecar.v1.MetricType\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x13\n\x0bvalue_field\x18\x07 \x01(\t\x12=\n\nattributes\x18\x08 \x03(\x0b\x32).ebpfreceiver.sidecar.v1.AttributeBinding\"\x9e\x01\n\x0eProgramRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12K\n\nparameters\x18\x02 \x03(\x0b\x32\x37.ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\nMapRequest\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\"\xaa\x01\n\rStreamRequest\x12\x39\n\x08programs\x18\x01 \x03(\x0b\x32\'.ebpfreceiver.sidecar.v1.ProgramRequest\x12\x31\n\x04maps\x18\x02 \x03(\x0b\x32#.ebpfreceiver.sidecar.v1.MapRequest\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\x06\x43olumn\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05uints\x18\x02 \x03(\x04\x12\x0c\n\x04ints\x18\x03 \x03(\x12\x12\x0f\n\x07strings\x18\x04 \x03(\t\"\x86\x02\n\x0bMapSnapshot\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\x12\x1d\n\x15\x61ttach_time_unix_nano\x18\x03 \x01(\x06\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\r\x12\x34\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x36\n\rvalue_columns\x18\x06 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x13\n\x0bmax_entries\x18\x07 \x01(\r\x12\x17\n\x0f\x64ropped_updates\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\"\x9a\x01\n\x08Snapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x06\x12\x32\n\x04maps\x18\x03 \x03(\x0b\x32$.ebpfreceiver.sidecar.v1.MapSnapshot\x12\x30\n\rread_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration*R\n\x07MapKind\x12\x18\n\x14MAP_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MAP_KIND_COUNTERS\x10\x01\x12\x16\n\x12MAP_KIND_HISTOGRAM\x10\x02*g\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_UINT\x10\x01\x12\x12\n\x0e\x46IELD_TYPE_INT\x10\x02\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x03*O\n\x0eSlotConvention\x12\x1f\n\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SLOT_CONVENTION_LOG2_BCC\x10\x01*p\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMETRIC_TYPE_SUM\x10\x01\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n\x15METRIC_TYPE_HISTOGRAM\x10\x03\x32\xc1\x01\n\x07Sidecar\x12_\n\x08\x44\x65scribe\x12(.ebpfreceiver.sidecar.v1.DescribeRequest\x1a).ebpfreceiver.sidecar.v1.DescribeResponse\x12U\n\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01\x42OZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ebpfreceiver/sidecar/v1/sidecar.proto\x12\x17\x65\x62pfreceiver.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xae\x01\n\x10\x44\x65scribeResponse\x12\x17\n\x0fsidecar_version\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x33\n\x06kernel\x18\x03 \x01(\x0b\x32#.ebpfreceiver.sidecar.v1.KernelInfo\x12\x32\n\x08programs\x18\x04 \x03(\x0b\x32 .ebpfreceiver.sidecar.v1.Program\"z\n\nKernelInfo\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x0b\n\x03\x62tf\x18\x02 \x01(\x08\x12\x17\n\x0fraw_tracepoints\x18\x03 \x01(\x08\x12\x13\n\x0bperf_events\x18\x04 \x01(\x08\x12\x0f\n\x07kprobes\x18\x05 \x01(\x08\x12\x0f\n\x07headers\x18\x06 \x01(\t\"\xe0\x01\n\x07Program\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05hooks\x18\x03 \x03(\t\x12*\n\x04maps\x18\x04 \x03(\x0b\x32\x1c.ebpfreceiver.sidecar.v1.Map\x12\x36\n\nparameters\x18\x05 \x03(\x0b\x32\".ebpfreceiver.sidecar.v1.Parameter\x12?\n\x0f\x64\x65\x66\x61ult_metrics\x18\x06 \x03(\x0b\x32&.ebpfreceiver.sidecar.v1.MetricBinding\"x\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x04 \x03(\t\x12\x0b\n\x03min\x18\x05 \x01(\x03\x12\x0b\n\x03max\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\x9d\x01\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".ebpfreceiver.sidecar.v1.FieldType\x12\x0c\n\x04size\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65\x63oders\x18\x04 \x03(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xa7\x01\n\x0fHistogramLayout\x12\x12\n\nslot_field\x18\x01 \x01(\t\x12;\n\nconvention\x18\x02 \x01(\x0e\x32\'.ebpfreceiver.sidecar.v1.SlotConvention\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x13\n\x0b\x63ount_field\x18\x04 \x01(\t\x12\x11\n\tsum_field\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\"\xa8\x02\n\x03Map\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .ebpfreceiver.sidecar.v1.MapKind\x12\x13\n\x0bmax_entries\x18\x03 \x01(\r\x12\x32\n\nkey_fields\x18\x04 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12\x34\n\x0cvalue_fields\x18\x05 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12;\n\thistogram\x18\x06 \x01(\x0b\x32(.ebpfreceiver.sidecar.v1.HistogramLayout\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x12\n\nenabled_by\x18\x08 \x01(\t\"A\n\x10\x41ttributeBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\x08\"\xe5\x01\n\rMetricBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32#.ebpfreceiver.sidecar.v1.MetricType\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x13\n\x0bvalue_field\x18\x07 \x01(\t\x12=\n\nattributes\x18\x08 \x03(\x0b\x32).ebpfreceiver.sidecar.v1.AttributeBinding\"\x9e\x01\n\x0eProgramRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12K\n\nparameters\x18\x02 \x03(\x0b\x32\x37.ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\nMapRequest\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\"\xaa\x01\n\rStreamRequest\x12\x39\n\x08programs\x18\x01 \x03(\x0b\x32\'.ebpfreceiver.sidecar.v1.ProgramRequest\x12\x31\n\x04maps\x18\x02 \x03(\x0b\x32#.ebpfreceiver.sidecar.v1.MapRequest\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\x06\x43olumn\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05uints\x18\x02 \x03(\x04\x12\x0c\n\x04ints\x18\x03 \x03(\x12\x12\x0f\n\x07strings\x18\x04 \x03(\t\"\x86\x02\n\x0bMapSnapshot\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\x12\x1d\n\x15\x61ttach_time_unix_nano\x18\x03 \x01(\x06\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\r\x12\x34\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x36\n\rvalue_columns\x18\x06 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x13\n\x0bmax_entries\x18\x07 \x01(\r\x12\x17\n\x0f\x64ropped_updates\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\"\x9a\x01\n\x08Snapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x06\x12\x32\n\x04maps\x18\x03 \x03(\x0b\x32$.ebpfreceiver.sidecar.v1.MapSnapshot\x12\x30\n\rread_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration*R\n\x07MapKind\x12\x18\n\x14MAP_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MAP_KIND_COUNTERS\x10\x01\x12\x16\n\x12MAP_KIND_HISTOGRAM\x10\x02*g\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_UINT\x10\x01\x12\x12\n\x0e\x46IELD_TYPE_INT\x10\x02\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x03*O\n\x0eSlotConvention\x12\x1f\n\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SLOT_CONVENTION_LOG2_BCC\x10\x01*p\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMETRIC_TYPE_SUM\x10\x01\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n\x15METRIC_TYPE_HISTOGRAM\x10\x03\x32\xc1\x01\n\x07Sidecar\x12_\n\x08\x44\x65scribe\x12(.ebpfreceiver.sidecar.v1.DescribeRequest\x1a).ebpfreceiver.sidecar.v1.DescribeResponse\x12U\n\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01\x42OZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'ZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpb'
   _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_MAPKIND']._serialized_start=2546
-  _globals['_MAPKIND']._serialized_end=2628
-  _globals['_FIELDTYPE']._serialized_start=2630
-  _globals['_FIELDTYPE']._serialized_end=2733
-  _globals['_SLOTCONVENTION']._serialized_start=2735
-  _globals['_SLOTCONVENTION']._serialized_end=2814
-  _globals['_METRICTYPE']._serialized_start=2816
-  _globals['_METRICTYPE']._serialized_end=2928
+  _globals['_MAPKIND']._serialized_start=2566
+  _globals['_MAPKIND']._serialized_end=2648
+  _globals['_FIELDTYPE']._serialized_start=2650
+  _globals['_FIELDTYPE']._serialized_end=2753
+  _globals['_SLOTCONVENTION']._serialized_start=2755
+  _globals['_SLOTCONVENTION']._serialized_end=2834
+  _globals['_METRICTYPE']._serialized_start=2836
+  _globals['_METRICTYPE']._serialized_end=2948
   _globals['_DESCRIBEREQUEST']._serialized_start=98
   _globals['_DESCRIBEREQUEST']._serialized_end=115
   _globals['_DESCRIBERESPONSE']._serialized_start=118
@@ -58,25 +58,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HISTOGRAMLAYOUT']._serialized_start=928
   _globals['_HISTOGRAMLAYOUT']._serialized_end=1095
   _globals['_MAP']._serialized_start=1098
-  _globals['_MAP']._serialized_end=1374
-  _globals['_ATTRIBUTEBINDING']._serialized_start=1376
-  _globals['_ATTRIBUTEBINDING']._serialized_end=1441
-  _globals['_METRICBINDING']._serialized_start=1444
-  _globals['_METRICBINDING']._serialized_end=1673
-  _globals['_PROGRAMREQUEST']._serialized_start=1676
-  _globals['_PROGRAMREQUEST']._serialized_end=1834
-  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_start=1785
-  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_end=1834
-  _globals['_MAPREQUEST']._serialized_start=1836
-  _globals['_MAPREQUEST']._serialized_end=1878
-  _globals['_STREAMREQUEST']._serialized_start=1881
-  _globals['_STREAMREQUEST']._serialized_end=2051
-  _globals['_COLUMN']._serialized_start=2053
-  _globals['_COLUMN']._serialized_end=2122
-  _globals['_MAPSNAPSHOT']._serialized_start=2125
-  _globals['_MAPSNAPSHOT']._serialized_end=2387
-  _globals['_SNAPSHOT']._serialized_start=2390
-  _globals['_SNAPSHOT']._serialized_end=2544
-  _globals['_SIDECAR']._serialized_start=2931
-  _globals['_SIDECAR']._serialized_end=3124
+  _globals['_MAP']._serialized_end=1394
+  _globals['_ATTRIBUTEBINDING']._serialized_start=1396
+  _globals['_ATTRIBUTEBINDING']._serialized_end=1461
+  _globals['_METRICBINDING']._serialized_start=1464
+  _globals['_METRICBINDING']._serialized_end=1693
+  _globals['_PROGRAMREQUEST']._serialized_start=1696
+  _globals['_PROGRAMREQUEST']._serialized_end=1854
+  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_start=1805
+  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_end=1854
+  _globals['_MAPREQUEST']._serialized_start=1856
+  _globals['_MAPREQUEST']._serialized_end=1898
+  _globals['_STREAMREQUEST']._serialized_start=1901
+  _globals['_STREAMREQUEST']._serialized_end=2071
+  _globals['_COLUMN']._serialized_start=2073
+  _globals['_COLUMN']._serialized_end=2142
+  _globals['_MAPSNAPSHOT']._serialized_start=2145
+  _globals['_MAPSNAPSHOT']._serialized_end=2407
+  _globals['_SNAPSHOT']._serialized_start=2410
+  _globals['_SNAPSHOT']._serialized_end=2564
+  _globals['_SIDECAR']._serialized_start=2951
+  _globals['_SIDECAR']._serialized_end=3144
 # @@protoc_insertion_point(module_scope)

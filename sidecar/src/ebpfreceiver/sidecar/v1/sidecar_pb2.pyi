@@ -149,7 +149,7 @@ class HistogramLayout(_message.Message):
     def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class Map(_message.Message):
-    __slots__ = ("name", "kind", "max_entries", "key_fields", "value_fields", "histogram", "description")
+    __slots__ = ("name", "kind", "max_entries", "key_fields", "value_fields", "histogram", "description", "enabled_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class Map(_message.Message):
     VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: MapKind
     max_entries: int
@@ -164,7 +165,8 @@ class Map(_message.Message):
     value_fields: _containers.RepeatedCompositeFieldContainer[Field]
     histogram: HistogramLayout
     description: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[MapKind, str]] = ..., max_entries: _Optional[int] = ..., key_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., value_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., histogram: _Optional[_Union[HistogramLayout, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    enabled_by: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[MapKind, str]] = ..., max_entries: _Optional[int] = ..., key_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., value_fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., histogram: _Optional[_Union[HistogramLayout, _Mapping]] = ..., description: _Optional[str] = ..., enabled_by: _Optional[str] = ...) -> None: ...
 
 class AttributeBinding(_message.Message):
     __slots__ = ("field", "name", "resource")

@@ -1,0 +1,38 @@
+# The two commands a new user needs: `make run` and `make test`.
+# Both set up whatever is missing first (scripts/setup.sh, idempotent).
+SHELL := /bin/bash
+CONFIG ?= collector-config/default.yaml
+
+.PHONY: run test setup proto collector lint unit e2e bench clean
+
+run: setup
+	CONFIG=$(CONFIG) scripts/run.sh
+
+test: setup
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh all
+
+# Regenerate the Go and Python code of proto/ (checked for freshness by `make test`).
+proto:
+	scripts/setup.sh python tools
+	scripts/gen-proto.sh
+
+collector:
+	scripts/setup.sh collector
+
+lint: setup
+	scripts/test.sh lint
+
+unit: setup
+	scripts/test.sh unit
+
+e2e: setup
+	scripts/test.sh e2e
+
+bench: setup
+	.venv/bin/python bench/overhead.py
+
+clean:
+	rm -rf build .tools .venv

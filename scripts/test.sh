@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the whole suite (what `make test` and CI run), or one stage of it:
+#   scripts/test.sh [lint|unit|e2e]...
+# Tests that need BPF load real programs as root; they fail, never skip, when
+# they cannot run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=$ROOT/.venv/bin/python
+export GOFLAGS=${GOFLAGS:--buildvcs=false}
+
+stage() { printf '\n=== %s\n' "$*"; }
+
+lint() {
+  stage "generated code is fresh (scripts/gen-proto.sh)"
+  local tmp
+  tmp=$(mktemp -d)
+  scripts/gen-proto.sh "$tmp"
+  if ! diff -r "$tmp/receiver-go/internal/sidecarpb" receiver-go/internal/sidecarpb >/dev/null ||
+     ! diff -r -x __pycache__ "$tmp/sidecar/src/ebpfreceiver" sidecar/src/ebpfreceiver >/dev/null; then
+    echo "generated code is stale: run 'make proto' and commit the result" >&2
+    rm -rf "$tmp"; return 1
+  fi
+  rm -rf "$tmp"
+  stage "ruff, mypy (sidecar, tests)"
+  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests)
+  stage "gofmt, go vet (receiver-go)"
+  (cd receiver-go && test -z "$(gofmt -l . | tee /dev/stderr)" && go vet ./...)
+}
+
+unit() {
+  stage "go test (receiver-go)"
+  (cd receiver-go && go test -count=1 ./...)
+  stage "pytest (sidecar)"
+  (cd sidecar && "$PY" -m pytest -q tests)
+}
+
+e2e() {
+  stage "pytest (end to end: real sidecar, real collector, real kernel)"
+  "$PY" -m pytest -q tests
+}
+
+[ $# -gt 0 ] || set -- lint unit e2e
+for s in "$@"; do "$s"; done

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
+
+from ebpf_sidecar.catalog import Catalog, RequestError
+from ebpf_sidecar.programs import ProgramManager
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+pytestmark = pytest.mark.usefixtures("needs_root")
+
+
+def test_same_program_and_parameters_are_shared_and_detached_last(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    a = mgr.acquire("syscalls", {})
+    b = mgr.acquire("syscalls", {})
+    assert a is b and a.users == 2
+    ids = prog_ids_of(a.bpf)
+    assert ids and ids <= loaded_prog_ids()
+    mgr.release(a)
+    assert ids <= loaded_prog_ids(), "detached while a stream still uses it"
+    mgr.release(b)
+    assert not wait_unloaded(ids), "still loaded after the last stream closed"
+    assert mgr.loaded() == []
+
+
+def test_other_parameters_load_a_separate_instance(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    a = mgr.acquire("syscalls", {})
+    b = mgr.acquire("syscalls", {"count_errors": "false"})
+    try:
+        assert a is not b
+        assert len(mgr.loaded()) == 2
+        assert not prog_ids_of(a.bpf) & prog_ids_of(b.bpf)
+        # count_errors=false compiles the sys_exit hook out
+        assert len(prog_ids_of(a.bpf)) == 2 and len(prog_ids_of(b.bpf)) == 1
+    finally:
+        mgr.release(a)
+        mgr.release(b)
+
+
+def test_bad_parameter_loads_nothing(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    before = loaded_prog_ids()
+    with pytest.raises(RequestError):
+        mgr.acquire("syscalls", {"max_entries": "1"})
+    assert loaded_prog_ids() == before
+
+
+def test_reading_counts_own_getppid_calls_exactly(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    loaded = mgr.acquire("syscalls", {})
+    try:
+        reader = loaded.readers["syscalls"]
+        snap = pb.MapSnapshot()
+        reader.read(snap)
+        before = _count(snap, "getppid")
+        for _ in range(1234):
+            os.getppid()
+        snap = pb.MapSnapshot()
+        reader.read(snap)
+        # pytest's own threads make no getppid calls: the delta is exact.
+        assert _count(snap, "getppid") - before == 1234
+        assert snap.max_entries == 10240
+    finally:
+        mgr.release(loaded)
+
+
+def _count(snap: pb.MapSnapshot, syscall: str) -> int:
+    keys = {c.field: c for c in snap.key_columns}
+    values = {c.field: c for c in snap.value_columns}
+    comm = Path("/proc/self/comm").read_text().strip()
+    return sum(
+        n for s, c, n in zip(keys["syscall_id"].strings, keys["comm"].strings,
+                             values["count"].uints, strict=True)
+        if s == syscall and c == comm
+    )
