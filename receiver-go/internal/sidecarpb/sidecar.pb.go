@@ -141,8 +141,9 @@ type SlotConvention int32
 
 const (
 	SlotConvention_SLOT_CONVENTION_UNSPECIFIED SlotConvention = 0
-	// BCC's bpf_log2l(): slot 0 holds the value 0, slot s >= 1 holds values in
-	// [2^(s-1), 2^s). Upper bound of slot s is 2^s units.
+	// BCC's bpf_log2l(v) = floor(log2(v)) + 1, with bpf_log2l(0) = 1: slot 1
+	// holds 0 and 1, slot s >= 2 holds [2^(s-1), 2^s), slot 0 stays empty. The
+	// upper bound of slot s is 2^s units.
 	SlotConvention_SLOT_CONVENTION_LOG2_BCC SlotConvention = 1
 )
 
@@ -809,8 +810,12 @@ type Map struct {
 	KeyFields   []*Field               `protobuf:"bytes,4,rep,name=key_fields,json=keyFields,proto3" json:"key_fields,omitempty"`
 	ValueFields []*Field               `protobuf:"bytes,5,rep,name=value_fields,json=valueFields,proto3" json:"value_fields,omitempty"`
 	// Set for MAP_KIND_HISTOGRAM.
-	Histogram     *HistogramLayout `protobuf:"bytes,6,opt,name=histogram,proto3" json:"histogram,omitempty"`
-	Description   string           `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	Histogram   *HistogramLayout `protobuf:"bytes,6,opt,name=histogram,proto3" json:"histogram,omitempty"`
+	Description string           `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	// The name of a bool parameter that compiles this map in or out; empty
+	// when the map is always there. A default metric on a compiled-out map is
+	// left out; requesting such a map is INVALID_ARGUMENT.
+	EnabledBy     string `protobuf:"bytes,8,opt,name=enabled_by,json=enabledBy,proto3" json:"enabled_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +895,13 @@ func (x *Map) GetHistogram() *HistogramLayout {
 func (x *Map) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *Map) GetEnabledBy() string {
+	if x != nil {
+		return x.EnabledBy
 	}
 	return ""
 }
@@ -1538,7 +1550,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vcount_field\x18\x04 \x01(\tR\n" +
 	"countField\x12\x1b\n" +
 	"\tsum_field\x18\x05 \x01(\tR\bsumField\x12\x12\n" +
-	"\x04unit\x18\x06 \x01(\tR\x04unit\"\xdc\x02\n" +
+	"\x04unit\x18\x06 \x01(\tR\x04unit\"\xfb\x02\n" +
 	"\x03Map\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .ebpfreceiver.sidecar.v1.MapKindR\x04kind\x12\x1f\n" +
@@ -1548,7 +1560,9 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"key_fields\x18\x04 \x03(\v2\x1e.ebpfreceiver.sidecar.v1.FieldR\tkeyFields\x12A\n" +
 	"\fvalue_fields\x18\x05 \x03(\v2\x1e.ebpfreceiver.sidecar.v1.FieldR\vvalueFields\x12F\n" +
 	"\thistogram\x18\x06 \x01(\v2(.ebpfreceiver.sidecar.v1.HistogramLayoutR\thistogram\x12 \n" +
-	"\vdescription\x18\a \x01(\tR\vdescription\"X\n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\x12\x1d\n" +
+	"\n" +
+	"enabled_by\x18\b \x01(\tR\tenabledBy\"X\n" +
 	"\x10AttributeBinding\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +

@@ -53,7 +53,7 @@ class FieldSpec:
         return self.c_type.startswith("s")
 
     @property
-    def wire_type(self) -> int:
+    def wire_type(self) -> pb.FieldType:
         if self.decoders:
             return decoders.get(self.decoders[-1]).output
         if self.c_type.startswith("char"):

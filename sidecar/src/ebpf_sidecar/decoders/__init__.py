@@ -20,7 +20,7 @@ Column = Sequence[Any]
 @dataclass(frozen=True)
 class Decoder:
     name: str
-    output: int
+    output: pb.FieldType
     decode: Callable[[Column], list[Any]]
     failure: str  # what an undecodable value becomes, documented per decoder
 

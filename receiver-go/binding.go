@@ -1,0 +1,536 @@
+package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
+)
+
+// fieldRef is one column the converter reads: its name and wire type.
+type fieldRef struct {
+	name string
+	typ  sidecarpb.FieldType
+}
+
+// attributeBinding maps one key column to one attribute.
+type attributeBinding struct {
+	field    fieldRef
+	name     string
+	resource bool
+}
+
+// metricBinding is one metric resolved against the catalog: everything the
+// converter needs, with no further catalog lookups.
+type metricBinding struct {
+	name        string
+	description string
+	unit        string
+	typ         MetricType
+	program     string
+	mapName     string
+	attributes  []attributeBinding
+
+	// Sums and gauges.
+	value fieldRef
+
+	// Histograms.
+	slot   fieldRef
+	slots  uint32
+	count  fieldRef
+	sum    fieldRef // empty name: the map keeps no sum
+	hasSum bool
+
+	// scale converts the raw value (or slot bound and sum) into the metric
+	// unit; 1 keeps integers as integers.
+	scale float64
+}
+
+// resolution is a config resolved against a DescribeResponse.
+type resolution struct {
+	request  *sidecarpb.StreamRequest
+	bindings []*metricBinding
+}
+
+// catalog indexes a DescribeResponse.
+type catalog struct {
+	programs map[string]*sidecarpb.Program
+	order    []string // program names as the sidecar lists them
+}
+
+func newCatalog(desc *sidecarpb.DescribeResponse) *catalog {
+	c := &catalog{programs: map[string]*sidecarpb.Program{}}
+	for _, p := range desc.GetPrograms() {
+		if _, dup := c.programs[p.GetName()]; dup {
+			continue
+		}
+		c.programs[p.GetName()] = p
+		c.order = append(c.order, p.GetName())
+	}
+	return c
+}
+
+func (c *catalog) programNames() string {
+	if len(c.order) == 0 {
+		return "(none: the sidecar's catalog is empty)"
+	}
+	return strings.Join(c.order, ", ")
+}
+
+// mapNames lists every map as program/map.
+func (c *catalog) mapNames() string {
+	var names []string
+	for _, pn := range c.order {
+		for _, m := range c.programs[pn].GetMaps() {
+			names = append(names, pn+"/"+m.GetName())
+		}
+	}
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
+}
+
+func findMap(p *sidecarpb.Program, name string) *sidecarpb.Map {
+	for _, m := range p.GetMaps() {
+		if m.GetName() == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func findField(fields []*sidecarpb.Field, name string) *sidecarpb.Field {
+	for _, f := range fields {
+		if f.GetName() == name {
+			return f
+		}
+	}
+	return nil
+}
+
+func fieldNames(fields []*sidecarpb.Field, skip string) string {
+	var names []string
+	for _, f := range fields {
+		if f.GetName() != skip {
+			names = append(names, f.GetName())
+		}
+	}
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
+}
+
+// resolve binds cfg to the sidecar's catalog. Every error names the config
+// field, the bad value and the valid choices.
+func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error) {
+	cat := newCatalog(desc)
+	var errs []error
+
+	// Requested programs, in config order.
+	type progReq struct {
+		name   string
+		params map[string]string
+	}
+	var programs []progReq
+	requested := map[string]bool{}
+	for i, p := range cfg.Programs {
+		if _, ok := cat.programs[p.Name]; !ok {
+			errs = append(errs, fmt.Errorf("programs[%d].name: unknown program %q; valid programs: %s", i, p.Name, cat.programNames()))
+			continue
+		}
+		if requested[p.Name] {
+			continue
+		}
+		requested[p.Name] = true
+		programs = append(programs, progReq{name: p.Name, params: p.Parameters})
+	}
+
+	// The metrics to bind: the config's, or the default metrics of every
+	// requested program.
+	type metricSpec struct {
+		path string // config path for errors
+		cfg  MetricConfig
+	}
+	params := map[string]map[string]string{}
+	programIndex := map[string]int{}
+	for i, p := range cfg.Programs {
+		if _, seen := programIndex[p.Name]; !seen {
+			programIndex[p.Name] = i
+			params[p.Name] = p.Parameters
+		}
+	}
+	var specs []metricSpec
+	if len(cfg.Metrics) > 0 {
+		for i, m := range cfg.Metrics {
+			specs = append(specs, metricSpec{path: fmt.Sprintf("metrics[%d]", i), cfg: m})
+		}
+	} else {
+		for _, pr := range programs {
+			p := cat.programs[pr.name]
+			if len(p.GetDefaultMetrics()) == 0 {
+				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.name))
+			}
+			kept := 0
+			for j, mb := range p.GetDefaultMetrics() {
+				// A default metric on a map its parameters compile out is
+				// left out.
+				if mp := findMap(p, mb.GetMap()); mp != nil {
+					if on, _ := mapEnabled(p, mp, pr.params); !on {
+						continue
+					}
+				}
+				kept++
+				specs = append(specs, metricSpec{
+					path: fmt.Sprintf("catalog program %q default_metrics[%d] (%s)", pr.name, j, mb.GetName()),
+					cfg:  metricConfigFromBinding(pr.name, mb),
+				})
+			}
+			if kept == 0 && len(p.GetDefaultMetrics()) > 0 {
+				errs = append(errs, fmt.Errorf("programs[%d].parameters: with these parameters program %q compiles out every map its default metrics read; change the parameters or list the metrics to emit under metrics", programIndex[pr.name], pr.name))
+			}
+		}
+	}
+
+	var bindings []*metricBinding
+	names := map[string]string{}
+	for _, s := range specs {
+		b, err := bindMetric(cat, s.path, &s.cfg)
+		if err == nil {
+			err = checkEnabled(cat, s.path, b, params, programIndex)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev, dup := names[b.name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is also emitted by %s; metric names must be unique", s.path, b.name, prev))
+			continue
+		}
+		names[b.name] = s.path
+		bindings = append(bindings, b)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Programs referenced by metrics but not listed are loaded too, with
+	// their default parameters.
+	type mapKey struct{ program, name string }
+	seenMaps := map[mapKey]bool{}
+	req := &sidecarpb.StreamRequest{Interval: durationpb.New(cfg.CollectionInterval)}
+	for _, b := range bindings {
+		if !requested[b.program] {
+			requested[b.program] = true
+			programs = append(programs, progReq{name: b.program})
+		}
+		k := mapKey{b.program, b.mapName}
+		if !seenMaps[k] {
+			seenMaps[k] = true
+			req.Maps = append(req.Maps, &sidecarpb.MapRequest{Program: b.program, Map: b.mapName})
+		}
+	}
+	for _, pr := range programs {
+		var params map[string]string
+		if len(pr.params) > 0 {
+			params = make(map[string]string, len(pr.params))
+			for k, v := range pr.params {
+				params[k] = v
+			}
+		}
+		req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: pr.name, Parameters: params})
+	}
+	return &resolution{request: req, bindings: bindings}, nil
+}
+
+// mapEnabled tells whether the program's parameters (params over the
+// catalog defaults) compile the map in, and which parameter decides.
+func mapEnabled(p *sidecarpb.Program, m *sidecarpb.Map, params map[string]string) (bool, string) {
+	name := m.GetEnabledBy()
+	if name == "" {
+		return true, ""
+	}
+	value, set := params[name]
+	if !set {
+		for _, par := range p.GetParameters() {
+			if par.GetName() == name {
+				value, set = par.GetDefault(), true
+				break
+			}
+		}
+	}
+	if !set {
+		return true, name // unknown parameter: leave the verdict to the sidecar
+	}
+	// The sidecar's own reading of a bool: "true" or "false", any case.
+	switch strings.ToLower(strings.TrimSpace(value)) {
+	case "false":
+		return false, name
+	default:
+		return true, name // "true", or a bad value the sidecar rejects with its own message
+	}
+}
+
+// checkEnabled fails a metric whose map the program's parameters compile out.
+func checkEnabled(cat *catalog, path string, b *metricBinding, params map[string]map[string]string, programIndex map[string]int) error {
+	p := cat.programs[b.program]
+	on, par := mapEnabled(p, findMap(p, b.mapName), params[b.program])
+	if on {
+		return nil
+	}
+	fix := fmt.Sprintf("add {name: %s, parameters: {%s: \"true\"}} to programs", b.program, par)
+	if i, ok := programIndex[b.program]; ok {
+		fix = fmt.Sprintf("set programs[%d].parameters.%s to \"true\"", i, par)
+	}
+	return fmt.Errorf("%s.map_name: map %s/%s exists only when parameter %q of program %q is true, and it is false; %s", path, b.program, b.mapName, par, b.program, fix)
+}
+
+func metricConfigFromBinding(program string, mb *sidecarpb.MetricBinding) MetricConfig {
+	m := MetricConfig{
+		Name:        mb.GetName(),
+		MapName:     mb.GetMap(),
+		Program:     program,
+		Unit:        mb.GetUnit(),
+		Description: mb.GetDescription(),
+		ValueField:  mb.GetValueField(),
+	}
+	if mb.GetProgram() != "" {
+		m.Program = mb.GetProgram()
+	}
+	switch mb.GetType() {
+	case sidecarpb.MetricType_METRIC_TYPE_SUM:
+		m.Type = MetricTypeSum
+	case sidecarpb.MetricType_METRIC_TYPE_GAUGE:
+		m.Type = MetricTypeGauge
+	case sidecarpb.MetricType_METRIC_TYPE_HISTOGRAM:
+		m.Type = MetricTypeHistogram
+	default:
+		m.Type = MetricType(mb.GetType().String())
+	}
+	for _, a := range mb.GetAttributes() {
+		m.Attributes = append(m.Attributes, AttributeConfig{Field: a.GetField(), Name: a.GetName(), Resource: a.GetResource()})
+	}
+	return m
+}
+
+// locateMap finds the program owning m.MapName.
+func locateMap(cat *catalog, path string, m *MetricConfig) (string, *sidecarpb.Map, error) {
+	if m.Program != "" {
+		p, ok := cat.programs[m.Program]
+		if !ok {
+			return "", nil, fmt.Errorf("%s.program: unknown program %q; valid programs: %s", path, m.Program, cat.programNames())
+		}
+		mp := findMap(p, m.MapName)
+		if mp == nil {
+			var valid []string
+			for _, x := range p.GetMaps() {
+				valid = append(valid, x.GetName())
+			}
+			return "", nil, fmt.Errorf("%s.map_name: program %q has no map %q; its maps: %s", path, m.Program, m.MapName, strings.Join(valid, ", "))
+		}
+		return m.Program, mp, nil
+	}
+	var owners []string
+	var found *sidecarpb.Map
+	for _, pn := range cat.order {
+		if mp := findMap(cat.programs[pn], m.MapName); mp != nil {
+			owners = append(owners, pn)
+			found = mp
+		}
+	}
+	switch len(owners) {
+	case 0:
+		return "", nil, fmt.Errorf("%s.map_name: no catalog program has a map %q; valid maps (program/map): %s", path, m.MapName, cat.mapNames())
+	case 1:
+		return owners[0], found, nil
+	default:
+		return "", nil, fmt.Errorf("%s.map_name: map %q exists in programs %s; set %s.program to one of them", path, m.MapName, strings.Join(owners, ", "), path)
+	}
+}
+
+func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, error) {
+	program, mp, err := locateMap(cat, path, m)
+	if err != nil {
+		return nil, err
+	}
+	where := program + "/" + mp.GetName()
+	b := &metricBinding{
+		name:        m.Name,
+		description: m.Description,
+		typ:         m.Type,
+		program:     program,
+		mapName:     mp.GetName(),
+		scale:       1,
+	}
+	if b.description == "" {
+		b.description = mp.GetDescription()
+	}
+	isHist := mp.GetKind() == sidecarpb.MapKind_MAP_KIND_HISTOGRAM
+	var errs []error
+	var slotField string
+	var rawUnit string
+
+	switch {
+	case m.Type == MetricTypeHistogram && !isHist:
+		return nil, fmt.Errorf("%s.type: histogram needs a histogram map, but %s is a %s map; set type to sum or gauge", path, where, kindName(mp.GetKind()))
+	case m.Type != MetricTypeHistogram && isHist:
+		return nil, fmt.Errorf("%s.type: %s is a histogram map, so %q is not possible; set type to histogram", path, where, string(m.Type))
+	case m.Type == MetricTypeHistogram:
+		if m.ValueField != "" {
+			errs = append(errs, fmt.Errorf("%s.value_field: does not apply to histograms (they read the map's count and sum fields, %s); remove it", path, fieldNames(mp.GetValueFields(), "")))
+		}
+		h := mp.GetHistogram()
+		if h == nil {
+			return nil, fmt.Errorf("%s.map_name: histogram map %s has no histogram layout in the sidecar's catalog; the sidecar's manifest is incomplete", path, where)
+		}
+		if h.GetConvention() != sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC {
+			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s uses slot convention %s, which this receiver does not support (supported: %s)", path, where, h.GetConvention(), sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC))
+		}
+		if h.GetSlots() < 1 {
+			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s declares %d slots; the sidecar's manifest is broken", path, where, h.GetSlots()))
+		}
+		slotField = h.GetSlotField()
+		sf := findField(mp.GetKeyFields(), slotField)
+		cf := findField(mp.GetValueFields(), h.GetCountField())
+		if sf == nil || cf == nil {
+			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s names slot field %q and count field %q, which are not among its key fields (%s) and value fields (%s); the sidecar's manifest is broken",
+				path, where, slotField, h.GetCountField(), fieldNames(mp.GetKeyFields(), ""), fieldNames(mp.GetValueFields(), "")))
+		} else {
+			b.slot = fieldRef{sf.GetName(), sf.GetType()}
+			b.count = fieldRef{cf.GetName(), cf.GetType()}
+		}
+		if h.GetSumField() != "" {
+			if sm := findField(mp.GetValueFields(), h.GetSumField()); sm != nil {
+				b.sum = fieldRef{sm.GetName(), sm.GetType()}
+				b.hasSum = true
+			} else {
+				errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s names sum field %q, which is not among its value fields (%s); the sidecar's manifest is broken", path, where, h.GetSumField(), fieldNames(mp.GetValueFields(), "")))
+			}
+		}
+		b.slots = h.GetSlots()
+		rawUnit = h.GetUnit()
+	default:
+		vf := m.ValueField
+		if vf == "" {
+			if len(mp.GetValueFields()) != 1 {
+				return nil, fmt.Errorf("%s.value_field: map %s has %d value fields; set value_field to one of: %s", path, where, len(mp.GetValueFields()), fieldNames(mp.GetValueFields(), ""))
+			}
+			vf = mp.GetValueFields()[0].GetName()
+		}
+		f := findField(mp.GetValueFields(), vf)
+		if f == nil {
+			return nil, fmt.Errorf("%s.value_field: map %s has no value field %q; valid value fields: %s", path, where, vf, fieldNames(mp.GetValueFields(), ""))
+		}
+		if f.GetType() != sidecarpb.FieldType_FIELD_TYPE_UINT && f.GetType() != sidecarpb.FieldType_FIELD_TYPE_INT {
+			return nil, fmt.Errorf("%s.value_field: field %q of %s is %s, not a number; choose a numeric value field", path, vf, where, f.GetType())
+		}
+		b.value = fieldRef{f.GetName(), f.GetType()}
+		rawUnit = f.GetUnit()
+	}
+
+	// Unit: the one place raw units become metric units.
+	b.unit = m.Unit
+	if b.unit == "" {
+		b.unit = defaultMetricUnit(rawUnit)
+	}
+	scale, err := unitScale(rawUnit, b.unit)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s.unit: %w", path, err))
+	}
+	b.scale = scale
+
+	// Attributes.
+	if len(m.Attributes) == 0 {
+		for _, f := range mp.GetKeyFields() {
+			if f.GetName() == slotField && isHist {
+				continue
+			}
+			name := f.GetAttribute()
+			if name == "" {
+				name = f.GetName()
+			}
+			b.attributes = append(b.attributes, attributeBinding{field: fieldRef{f.GetName(), f.GetType()}, name: name})
+		}
+	} else {
+		for j, a := range m.Attributes {
+			apath := fmt.Sprintf("%s.attributes[%d].field", path, j)
+			if isHist && a.Field == slotField {
+				errs = append(errs, fmt.Errorf("%s: %q is the histogram slot field of %s and becomes the buckets, not an attribute; valid key fields: %s", apath, a.Field, where, fieldNames(mp.GetKeyFields(), slotField)))
+				continue
+			}
+			f := findField(mp.GetKeyFields(), a.Field)
+			if f == nil {
+				hint := ""
+				if findField(mp.GetValueFields(), a.Field) != nil {
+					hint = " (it is a value field)"
+				}
+				errs = append(errs, fmt.Errorf("%s: %q is not a key field of %s%s; valid key fields: %s", apath, a.Field, where, hint, fieldNames(mp.GetKeyFields(), slotField)))
+				continue
+			}
+			b.attributes = append(b.attributes, attributeBinding{field: fieldRef{f.GetName(), f.GetType()}, name: a.Name, resource: a.Resource})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return b, nil
+}
+
+func kindName(k sidecarpb.MapKind) string {
+	switch k {
+	case sidecarpb.MapKind_MAP_KIND_COUNTERS:
+		return "counters"
+	case sidecarpb.MapKind_MAP_KIND_HISTOGRAM:
+		return "histogram"
+	default:
+		return k.String()
+	}
+}
+
+// durationUnits are the UCUM time units the receiver converts between, in
+// seconds.
+var durationUnits = map[string]float64{
+	"ns":  1e-9,
+	"us":  1e-6,
+	"ms":  1e-3,
+	"s":   1,
+	"min": 60,
+	"h":   3600,
+}
+
+// defaultMetricUnit is the metric unit for a raw unit when the config names
+// none: durations are reported in seconds (OpenTelemetry semantic
+// conventions), everything else as is.
+func defaultMetricUnit(raw string) string {
+	if _, ok := durationUnits[raw]; ok {
+		return "s"
+	}
+	return raw
+}
+
+// unitScale is the factor that converts a raw value in unit from into unit
+// to. Identical units, and units the receiver does not know how to relate
+// (counts, annotations like "{syscall}", bytes), scale by 1: the unit is
+// then a label only. Durations convert among ns, us, ms, s, min and h; a
+// duration cannot become a non-duration or the other way round.
+func unitScale(from, to string) (float64, error) {
+	if from == to {
+		return 1, nil
+	}
+	fs, fromDur := durationUnits[from]
+	ts, toDur := durationUnits[to]
+	switch {
+	case fromDur && toDur:
+		return fs / ts, nil
+	case fromDur:
+		return 1, fmt.Errorf("%q cannot express a duration measured in %q; use s (recommended), ms, us or ns, or leave unit empty for s", to, from)
+	case toDur && from != "":
+		return 1, fmt.Errorf("%q is a duration unit but the field is measured in %q; leave unit empty for %q or use a unit of the same kind", to, from, from)
+	default:
+		return 1, nil
+	}
+}

@@ -1,0 +1,126 @@
+package ebpfreceiver
+
+import (
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
+)
+
+// A small fake catalog shared by the binding, conversion and receiver tests.
+
+const (
+	tUint = sidecarpb.FieldType_FIELD_TYPE_UINT
+	tInt  = sidecarpb.FieldType_FIELD_TYPE_INT
+	tStr  = sidecarpb.FieldType_FIELD_TYPE_STRING
+)
+
+func field(name string, typ sidecarpb.FieldType, unit, attribute string) *sidecarpb.Field {
+	return &sidecarpb.Field{Name: name, Type: typ, Unit: unit, Attribute: attribute}
+}
+
+func testDescribe() *sidecarpb.DescribeResponse {
+	counters := sidecarpb.MapKind_MAP_KIND_COUNTERS
+	return &sidecarpb.DescribeResponse{
+		SidecarVersion:  "0.0.0-test",
+		ProtocolVersion: "v1",
+		Kernel:          &sidecarpb.KernelInfo{Release: "6.18.0-test", Btf: true},
+		Programs: []*sidecarpb.Program{
+			{
+				Name: "syscalls",
+				Maps: []*sidecarpb.Map{{
+					Name:        "syscalls",
+					Kind:        counters,
+					Description: "Syscalls by process and syscall.",
+					KeyFields: []*sidecarpb.Field{
+						field("pid", tUint, "1", "process.pid"),
+						field("comm", tStr, "1", "process.executable.name"),
+						field("syscall", tStr, "1", "system.syscall.name"),
+					},
+					ValueFields: []*sidecarpb.Field{field("count", tUint, "{syscall}", "")},
+				}, {
+					// Compiled in only with errors: "true".
+					Name:        "errors",
+					Kind:        counters,
+					EnabledBy:   "errors",
+					KeyFields:   []*sidecarpb.Field{field("errno", tStr, "1", "error.type")},
+					ValueFields: []*sidecarpb.Field{field("count", tUint, "{error}", "")},
+				}},
+				Parameters: []*sidecarpb.Parameter{
+					{Name: "per_process", Type: "bool", Default: "true"},
+					{Name: "errors", Type: "bool", Default: "false"},
+				},
+				DefaultMetrics: []*sidecarpb.MetricBinding{{
+					Name:       "ebpf.syscalls",
+					Map:        "syscalls",
+					Type:       sidecarpb.MetricType_METRIC_TYPE_SUM,
+					Unit:       "{syscall}",
+					ValueField: "count",
+					Attributes: []*sidecarpb.AttributeBinding{
+						{Field: "pid", Name: "process.pid", Resource: true},
+						{Field: "comm", Name: "process.executable.name", Resource: true},
+						{Field: "syscall", Name: "system.syscall.name"},
+					},
+				}, {
+					Name: "ebpf.syscalls.errors",
+					Map:  "errors",
+					Type: sidecarpb.MetricType_METRIC_TYPE_SUM,
+				}},
+			},
+			{
+				// A second program with a map of the same name: ambiguity.
+				Name: "syscount",
+				Maps: []*sidecarpb.Map{{
+					Name:        "syscalls",
+					Kind:        counters,
+					KeyFields:   []*sidecarpb.Field{field("syscall", tStr, "1", "system.syscall.name")},
+					ValueFields: []*sidecarpb.Field{field("count", tUint, "{syscall}", "")},
+				}},
+			},
+			{
+				Name: "oncpu",
+				Maps: []*sidecarpb.Map{{
+					Name:      "oncpu",
+					Kind:      counters,
+					KeyFields: []*sidecarpb.Field{field("pid", tUint, "1", "process.pid")},
+					ValueFields: []*sidecarpb.Field{
+						field("time_ns", tUint, "ns", ""),
+						field("switches", tUint, "{switch}", ""),
+					},
+				}, {
+					Name:        "runnable",
+					Kind:        counters,
+					Description: "Runnable tasks per CPU.",
+					KeyFields:   []*sidecarpb.Field{field("cpu", tUint, "1", "cpu.logical_number")},
+					ValueFields: []*sidecarpb.Field{field("tasks", tInt, "{task}", "")},
+				}},
+			},
+			{
+				Name: "runqlat",
+				Maps: []*sidecarpb.Map{{
+					Name:        "runq_latency",
+					Kind:        sidecarpb.MapKind_MAP_KIND_HISTOGRAM,
+					Description: "Run queue latency.",
+					KeyFields: []*sidecarpb.Field{
+						field("comm", tStr, "1", "process.executable.name"),
+						field("slot", tUint, "1", ""),
+					},
+					ValueFields: []*sidecarpb.Field{
+						field("count", tUint, "1", ""),
+						field("sum", tUint, "ns", ""),
+					},
+					Histogram: &sidecarpb.HistogramLayout{
+						SlotField:  "slot",
+						Convention: sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC,
+						Slots:      6,
+						CountField: "count",
+						SumField:   "sum",
+						Unit:       "ns",
+					},
+				}},
+				DefaultMetrics: []*sidecarpb.MetricBinding{{
+					Name: "ebpf.sched.runqueue.latency",
+					Map:  "runq_latency",
+					Type: sidecarpb.MetricType_METRIC_TYPE_HISTOGRAM,
+				}},
+			},
+		},
+	}
+}

@@ -1,0 +1,192 @@
+package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/config/configgrpc"
+)
+
+const (
+	// defaultEndpoint is where the sidecar listens unless told otherwise.
+	defaultEndpoint = "unix:///run/ebpf-sidecar/sidecar.sock"
+	// defaultCollectionInterval is how often the sidecar reads the maps.
+	defaultCollectionInterval = 10 * time.Second
+	// minCollectionInterval bounds the map-read rate the receiver may ask for.
+	minCollectionInterval = 100 * time.Millisecond
+)
+
+// MetricType is how a map becomes a metric.
+type MetricType string
+
+const (
+	// MetricTypeSum is a cumulative, monotonic sum (counters).
+	MetricTypeSum MetricType = "sum"
+	// MetricTypeGauge is a gauge (current values).
+	MetricTypeGauge MetricType = "gauge"
+	// MetricTypeHistogram is an explicit-bucket histogram from a log2 histogram map.
+	MetricTypeHistogram MetricType = "histogram"
+)
+
+var validMetricTypes = []MetricType{MetricTypeSum, MetricTypeGauge, MetricTypeHistogram}
+
+func (t MetricType) valid() bool {
+	for _, v := range validMetricTypes {
+		if t == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Config is the configuration of the ebpf receiver.
+type Config struct {
+	// ClientConfig is how to reach the sidecar; endpoint defaults to its unix
+	// socket and tls.insecure to true.
+	configgrpc.ClientConfig `mapstructure:",squash"`
+
+	// CollectionInterval is how often the sidecar reads the maps and sends a
+	// snapshot. At least 100ms.
+	CollectionInterval time.Duration `mapstructure:"collection_interval"`
+
+	// Programs are the catalog programs to load, with their parameters. When
+	// Metrics is empty, the default metrics of these programs are emitted.
+	Programs []ProgramConfig `mapstructure:"programs"`
+
+	// Metrics bind maps to metrics. When empty, the default metrics of
+	// Programs are emitted.
+	Metrics []MetricConfig `mapstructure:"metrics"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// ProgramConfig requests one catalog program.
+type ProgramConfig struct {
+	// Name of the catalog program, e.g. "syscalls".
+	Name string `mapstructure:"name"`
+	// Parameters in text form; the sidecar validates them against the
+	// program's parameter list.
+	Parameters map[string]string `mapstructure:"parameters"`
+}
+
+// MetricConfig binds one map to one metric.
+type MetricConfig struct {
+	// Name of the metric, e.g. "ebpf.syscalls".
+	Name string `mapstructure:"name"`
+	// MapName is the BPF map the metric is read from.
+	MapName string `mapstructure:"map_name"`
+	// Program owning the map; needed only when several programs have a map
+	// of that name.
+	Program string `mapstructure:"program"`
+	// Type is sum, gauge or histogram.
+	Type MetricType `mapstructure:"type"`
+	// Unit of the metric (UCUM). Defaults to the value field's unit, or for
+	// histograms the layout unit; durations default to "s".
+	Unit string `mapstructure:"unit"`
+	// Description of the metric. Defaults to the map's description.
+	Description string `mapstructure:"description"`
+	// ValueField is the value field read for sums and gauges. Defaults to
+	// the map's only value field.
+	ValueField string `mapstructure:"value_field"`
+	// Attributes map key fields to attributes. Defaults to every key field
+	// except a histogram's slot field, named by the field's catalog attribute.
+	Attributes []AttributeConfig `mapstructure:"attributes"`
+}
+
+// AttributeConfig maps one key field of a map to an attribute.
+type AttributeConfig struct {
+	// Field is the key field of the map.
+	Field string `mapstructure:"field"`
+	// Name is the OpenTelemetry attribute name.
+	Name string `mapstructure:"name"`
+	// Resource puts the attribute on the resource instead of the data point.
+	Resource bool `mapstructure:"resource"`
+}
+
+// Validate checks the configuration's structure. Whether programs, maps and
+// fields exist is checked against the sidecar's catalog at start.
+func (cfg *Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(cfg.Endpoint) == "" {
+		errs = append(errs, fmt.Errorf("endpoint: must not be empty; set it to the sidecar's address, e.g. %s", defaultEndpoint))
+	}
+	if cfg.CollectionInterval < minCollectionInterval {
+		errs = append(errs, fmt.Errorf("collection_interval: %s is below the minimum of %s; set it to %s or more (default %s)",
+			cfg.CollectionInterval, minCollectionInterval, minCollectionInterval, defaultCollectionInterval))
+	}
+	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 {
+		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted) or map-to-metric bindings under metrics"))
+	}
+
+	programSeen := map[string]int{}
+	for i, p := range cfg.Programs {
+		path := fmt.Sprintf("programs[%d].name", i)
+		if p.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: must not be empty; set it to a catalog program, e.g. syscalls", path))
+			continue
+		}
+		if j, dup := programSeen[p.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s: %q is already listed as programs[%d]; list each program once and merge their parameters", path, p.Name, j))
+			continue
+		}
+		programSeen[p.Name] = i
+	}
+
+	metricSeen := map[string]int{}
+	for i, m := range cfg.Metrics {
+		errs = append(errs, m.validate(i, metricSeen)...)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *MetricConfig) validate(i int, seen map[string]int) []error {
+	var errs []error
+	path := fmt.Sprintf("metrics[%d]", i)
+	switch {
+	case m.Name == "":
+		errs = append(errs, fmt.Errorf("%s.name: must not be empty; set it to the metric name to emit, e.g. ebpf.syscalls", path))
+	default:
+		if j, dup := seen[m.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already used by metrics[%d]; metric names must be unique", path, m.Name, j))
+		} else {
+			seen[m.Name] = i
+		}
+	}
+	if m.MapName == "" {
+		errs = append(errs, fmt.Errorf("%s.map_name: must not be empty; set it to the BPF map the metric is read from", path))
+	}
+	switch {
+	case m.Type == "":
+		errs = append(errs, fmt.Errorf("%s.type: must not be empty; set it to one of %s", path, joinTypes()))
+	case !m.Type.valid():
+		errs = append(errs, fmt.Errorf("%s.type: %q is not one of %s", path, string(m.Type), joinTypes()))
+	}
+	attrSeen := map[string]int{}
+	for j, a := range m.Attributes {
+		apath := fmt.Sprintf("%s.attributes[%d]", path, j)
+		if a.Field == "" {
+			errs = append(errs, fmt.Errorf("%s.field: must not be empty; set it to a key field of map %q", apath, m.MapName))
+		}
+		if a.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: must not be empty; set it to the attribute name, e.g. process.pid", apath))
+			continue
+		}
+		if k, dup := attrSeen[a.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already used by %s.attributes[%d]; attribute names must be unique within a metric", apath, a.Name, path, k))
+			continue
+		}
+		attrSeen[a.Name] = j
+	}
+	return errs
+}
+
+func joinTypes() string {
+	s := make([]string, len(validMetricTypes))
+	for i, t := range validMetricTypes {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ", ")
+}

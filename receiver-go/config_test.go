@@ -1,0 +1,172 @@
+package ebpfreceiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
+)
+
+func TestCreateDefaultConfig(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	assert.NoError(t, componenttest.CheckConfigStruct(cfg))
+	assert.Equal(t, "unix:///run/ebpf-sidecar/sidecar.sock", cfg.Endpoint)
+	assert.True(t, cfg.TLS.Insecure)
+	assert.False(t, cfg.Keepalive.HasValue())
+	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+	// The default config names nothing to load, so it does not validate on
+	// its own: the user must say what to collect.
+	assert.ErrorContains(t, cfg.Validate(), "programs, metrics: both are empty")
+}
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	minimal := createDefaultConfig().(*Config)
+	minimal.Programs = []ProgramConfig{{Name: "syscalls"}}
+
+	custom := createDefaultConfig().(*Config)
+	custom.Endpoint = "unix:///var/run/sidecar/custom.sock"
+	custom.CollectionInterval = 5 * time.Second
+	custom.Programs = []ProgramConfig{
+		{Name: "syscalls", Parameters: map[string]string{"per_process": "true"}},
+		{Name: "runqlat"},
+	}
+	custom.Metrics = []MetricConfig{
+		{
+			Name:        "ebpf.syscalls",
+			MapName:     "syscalls",
+			Program:     "syscalls",
+			Type:        MetricTypeSum,
+			Unit:        "{syscall}",
+			Description: "Syscalls by process and syscall name.",
+			ValueField:  "count",
+			Attributes: []AttributeConfig{
+				{Field: "comm", Name: "process.executable.name", Resource: true},
+				{Field: "syscall", Name: "system.syscall.name"},
+			},
+		},
+		{Name: "ebpf.sched.runqueue.latency", MapName: "runq_latency", Type: MetricTypeHistogram},
+	}
+
+	tests := []struct {
+		id       component.ID
+		expected *Config
+	}{
+		{component.NewID(metadata.Type), minimal},
+		{component.NewIDWithName(metadata.Type, "custom"), custom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			require.NoError(t, confmap.Validate(cfg))
+			assert.Equal(t, tt.expected, cfg)
+		})
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	good := func() *Config {
+		cfg := createDefaultConfig().(*Config)
+		cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
+		cfg.Metrics = []MetricConfig{{Name: "ebpf.syscalls", MapName: "syscalls", Type: MetricTypeSum}}
+		return cfg
+	}
+	require.NoError(t, good().Validate())
+
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   []string
+	}{
+		{
+			name:   "empty endpoint",
+			mutate: func(c *Config) { c.Endpoint = "" },
+			want:   []string{"endpoint: must not be empty; set it to the sidecar's address, e.g. unix:///run/ebpf-sidecar/sidecar.sock"},
+		},
+		{
+			name:   "interval too short",
+			mutate: func(c *Config) { c.CollectionInterval = 50 * time.Millisecond },
+			want:   []string{"collection_interval: 50ms is below the minimum of 100ms; set it to 100ms or more"},
+		},
+		{
+			name:   "nothing to collect",
+			mutate: func(c *Config) { c.Programs, c.Metrics = nil, nil },
+			want:   []string{"programs, metrics: both are empty; list catalog programs under programs"},
+		},
+		{
+			name:   "empty program name",
+			mutate: func(c *Config) { c.Programs = append(c.Programs, ProgramConfig{}) },
+			want:   []string{"programs[1].name: must not be empty; set it to a catalog program"},
+		},
+		{
+			name:   "duplicate program",
+			mutate: func(c *Config) { c.Programs = append(c.Programs, ProgramConfig{Name: "syscalls"}) },
+			want:   []string{`programs[1].name: "syscalls" is already listed as programs[0]; list each program once`},
+		},
+		{
+			name:   "empty metric name and map",
+			mutate: func(c *Config) { c.Metrics = append(c.Metrics, MetricConfig{Type: MetricTypeGauge}) },
+			want: []string{
+				"metrics[1].name: must not be empty; set it to the metric name to emit",
+				"metrics[1].map_name: must not be empty; set it to the BPF map the metric is read from",
+			},
+		},
+		{
+			name: "duplicate metric name",
+			mutate: func(c *Config) {
+				c.Metrics = append(c.Metrics, MetricConfig{Name: "ebpf.syscalls", MapName: "other", Type: MetricTypeSum})
+			},
+			want: []string{`metrics[1].name: "ebpf.syscalls" is already used by metrics[0]; metric names must be unique`},
+		},
+		{
+			name: "bad type",
+			mutate: func(c *Config) {
+				c.Metrics = append(c.Metrics, MetricConfig{Name: "a", MapName: "m"}, MetricConfig{Name: "b", MapName: "m", Type: "histo"})
+			},
+			want: []string{
+				"metrics[1].type: must not be empty; set it to one of sum, gauge, histogram",
+				`metrics[2].type: "histo" is not one of sum, gauge, histogram`,
+			},
+		},
+		{
+			name: "bad attributes",
+			mutate: func(c *Config) {
+				c.Metrics[0].Attributes = []AttributeConfig{
+					{Field: "pid", Name: "process.pid"},
+					{Name: "x"},
+					{Field: "comm"},
+					{Field: "tgid", Name: "process.pid"},
+				}
+			},
+			want: []string{
+				`metrics[0].attributes[1].field: must not be empty; set it to a key field of map "syscalls"`,
+				"metrics[0].attributes[2].name: must not be empty; set it to the attribute name",
+				`metrics[0].attributes[3].name: "process.pid" is already used by metrics[0].attributes[0]; attribute names must be unique within a metric`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good()
+			tt.mutate(cfg)
+			err := cfg.Validate()
+			require.Error(t, err)
+			for _, w := range tt.want {
+				assert.ErrorContains(t, err, w)
+			}
+		})
+	}
+}

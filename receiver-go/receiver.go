@@ -1,0 +1,280 @@
+package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
+)
+
+const (
+	transport         = "grpc"
+	dataFormat        = "protobuf"
+	defaultBackoffMin = time.Second
+	defaultBackoffMax = 30 * time.Second
+	// defaultDescribeTimeout bounds each Describe call, including the wait
+	// for the connection.
+	defaultDescribeTimeout = 5 * time.Second
+)
+
+// ebpfReceiver dials the sidecar, streams snapshots and pushes them to the
+// next consumer. It never starts the sidecar.
+type ebpfReceiver struct {
+	cfg      *Config
+	settings receiver.Settings
+	next     consumer.Metrics
+	obsrecv  *receiverhelper.ObsReport
+
+	backoffMin      time.Duration
+	backoffMax      time.Duration
+	describeTimeout time.Duration
+
+	mu     sync.Mutex // guards conn, cancel, done against Start/Shutdown races
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*ebpfReceiver, error) {
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              transport,
+		LongLivedCtx:           true,
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ebpfReceiver{
+		cfg:             cfg,
+		settings:        set,
+		next:            next,
+		obsrecv:         obsrecv,
+		backoffMin:      defaultBackoffMin,
+		backoffMax:      defaultBackoffMax,
+		describeTimeout: defaultDescribeTimeout,
+	}, nil
+}
+
+// configError is a config that does not match the sidecar's catalog.
+type configError struct{ err error }
+
+func (e *configError) Error() string {
+	return "the ebpf receiver's configuration does not match the sidecar's catalog: " + e.err.Error()
+}
+func (e *configError) Unwrap() error { return e.err }
+
+// Start dials the sidecar and checks the config against its catalog once.
+// A sidecar that answers and rejects the config fails Start; an unreachable
+// sidecar is a recoverable status and the stream loop keeps trying.
+func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
+	conn, err := r.cfg.ToClientConn(ctx, host.GetExtensions(), r.settings.TelemetrySettings)
+	if err != nil {
+		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
+	}
+	client := sidecarpb.NewSidecarClient(conn)
+
+	// One quick look at the catalog, so that a bad config stops the
+	// collector at start with a message naming the field.
+	var first *resolution
+	dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
+	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{})
+	cancel()
+	if err == nil {
+		r.logDescribe(desc)
+		first, err = resolve(r.cfg, desc)
+		if err != nil {
+			_ = conn.Close()
+			return &configError{err}
+		}
+	} else {
+		r.settings.Logger.Warn("eBPF sidecar is not reachable yet; the receiver keeps trying in the background",
+			zap.String("endpoint", r.cfg.Endpoint), zap.Error(err))
+		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(
+			fmt.Errorf("eBPF sidecar at %s is not reachable: %w", r.cfg.Endpoint, err)))
+	}
+
+	loopCtx, loopCancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.conn, r.cancel, r.done = conn, loopCancel, done
+	r.mu.Unlock()
+	go r.run(loopCtx, host, client, conn, first, done)
+	return nil
+}
+
+// Shutdown stops the stream loop and closes the connection. It is safe to
+// call without Start.
+func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	conn, cancel, done := r.conn, r.cancel, r.done
+	r.conn, r.cancel, r.done = nil, nil, nil
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	var err error
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if conn != nil {
+		err = errors.Join(err, conn.Close())
+	}
+	return err
+}
+
+func (r *ebpfReceiver) logDescribe(desc *sidecarpb.DescribeResponse) {
+	names := make([]string, 0, len(desc.GetPrograms()))
+	for _, p := range desc.GetPrograms() {
+		names = append(names, p.GetName())
+	}
+	r.settings.Logger.Info("Connected to the eBPF sidecar",
+		zap.String("endpoint", r.cfg.Endpoint),
+		zap.String("sidecar_version", desc.GetSidecarVersion()),
+		zap.String("protocol_version", desc.GetProtocolVersion()),
+		zap.String("kernel", desc.GetKernel().GetRelease()),
+		zap.Strings("programs", names))
+}
+
+// run is the stream loop: Describe, resolve, Stream, convert, consume;
+// on error report status, back off and retry until ctx is done.
+func (r *ebpfReceiver) run(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, conn *grpc.ClientConn, first *resolution, done chan struct{}) {
+	defer close(done)
+	defer func() {
+		// Never take the collector down.
+		if p := recover(); p != nil {
+			r.settings.Logger.Error("ebpf receiver stream loop panicked; no more metrics from this receiver", zap.Any("panic", p))
+			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("stream loop panicked: %v", p)))
+		}
+	}()
+	delay := r.backoffMin
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			// Let the channel redial now rather than on gRPC's own schedule.
+			conn.ResetConnectBackoff()
+		}
+		delivered, err := r.session(ctx, host, client, first)
+		first = nil
+		if ctx.Err() != nil {
+			return
+		}
+		if delivered {
+			delay = r.backoffMin
+		}
+		var wait time.Duration
+		if isPermanent(err) {
+			wait = r.backoffMax
+			r.settings.Logger.Error("eBPF sidecar rejected the request; fix the configuration or the sidecar, retrying",
+				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
+			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
+		} else {
+			wait = jitter(delay)
+			delay = min(2*delay, r.backoffMax)
+			r.settings.Logger.Warn("Lost the eBPF sidecar stream; reconnecting",
+				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
+			componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// jitter spreads d over [0.75d, 1.25d).
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
+}
+
+// isPermanent tells errors that retrying soon cannot fix: the sidecar
+// rejected the request, or the config does not match its catalog.
+func isPermanent(err error) bool {
+	var ce *configError
+	if errors.As(err, &ce) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		return true
+	}
+	return false
+}
+
+// session runs one Describe+Stream. It returns whether at least one snapshot
+// was delivered, and why it ended.
+func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, res *resolution) (bool, error) {
+	if res == nil {
+		dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
+		desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			return false, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
+		}
+		r.logDescribe(desc)
+		res, err = resolve(r.cfg, desc)
+		if err != nil {
+			return false, &configError{err}
+		}
+	}
+	conv := newConverter(res.bindings, r.settings.BuildInfo.Version, r.settings.Logger)
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Stream(sctx, res.request)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+	delivered := false
+	var last uint64
+	for {
+		snap, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the sidecar ended the stream")
+			}
+			return delivered, fmt.Errorf("stream from eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
+		}
+		if last != 0 && snap.GetSequence() != last+1 {
+			r.settings.Logger.Warn("Snapshot sequence gap: snapshots were lost between the sidecar and the receiver",
+				zap.Uint64("expected", last+1), zap.Uint64("got", snap.GetSequence()))
+		}
+		last = snap.GetSequence()
+
+		md := conv.convert(snap)
+		n := md.DataPointCount()
+		if n > 0 {
+			octx := r.obsrecv.StartMetricsOp(ctx)
+			cerr := r.next.ConsumeMetrics(octx, md)
+			r.obsrecv.EndMetricsOp(octx, dataFormat, n, cerr)
+			if cerr != nil {
+				r.settings.Logger.Debug("Next consumer refused a snapshot", zap.Uint64("sequence", last), zap.Error(cerr))
+			}
+		}
+		if !delivered {
+			delivered = true
+			componentstatus.ReportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
+		}
+	}
+}

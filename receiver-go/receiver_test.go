@@ -1,0 +1,302 @@
+package ebpfreceiver
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
+)
+
+// fakeSidecar is a stand-in for the Python sidecar: it serves a fixed
+// catalog and streams one snapshot every few milliseconds.
+type fakeSidecar struct {
+	sidecarpb.UnimplementedSidecarServer
+	snapshot  *sidecarpb.Snapshot // template; sequence is set per send
+	streamErr error               // returned by Stream instead of streaming
+	seqs      []uint64            // sequence numbers to send (default 1, 2, 3...)
+
+	mu       sync.Mutex
+	requests []*sidecarpb.StreamRequest
+}
+
+func (f *fakeSidecar) Describe(context.Context, *sidecarpb.DescribeRequest) (*sidecarpb.DescribeResponse, error) {
+	return testDescribe(), nil
+}
+
+func (f *fakeSidecar) Stream(req *sidecarpb.StreamRequest, srv grpc.ServerStreamingServer[sidecarpb.Snapshot]) error {
+	f.mu.Lock()
+	f.requests = append(f.requests, proto.Clone(req).(*sidecarpb.StreamRequest))
+	f.mu.Unlock()
+	if f.streamErr != nil {
+		return f.streamErr
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		seq := uint64(i + 1)
+		if f.seqs != nil {
+			if i >= len(f.seqs) {
+				<-srv.Context().Done()
+				return nil
+			}
+			seq = f.seqs[i]
+		}
+		snap := proto.Clone(f.snapshot).(*sidecarpb.Snapshot)
+		snap.Sequence = seq
+		if err := srv.Send(snap); err != nil {
+			return err
+		}
+		select {
+		case <-srv.Context().Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (f *fakeSidecar) streamRequests() []*sidecarpb.StreamRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*sidecarpb.StreamRequest(nil), f.requests...)
+}
+
+// serve starts f on a unix socket at path; stop it with the returned func.
+func serve(t *testing.T, path string, f *fakeSidecar) (stop func()) {
+	t.Helper()
+	lis, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	sidecarpb.RegisterSidecarServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	var once sync.Once
+	stop = func() { once.Do(srv.Stop) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// statusHost records the status events the receiver reports.
+type statusHost struct {
+	component.Host
+	mu     sync.Mutex
+	events []*componentstatus.Event
+}
+
+func newStatusHost() *statusHost { return &statusHost{Host: componenttest.NewNopHost()} }
+
+func (h *statusHost) Report(ev *componentstatus.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, ev)
+}
+
+// count returns how many events of st were reported, and the last one.
+func (h *statusHost) count(st componentstatus.Status) (int, *componentstatus.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	var last *componentstatus.Event
+	for _, ev := range h.events {
+		if ev.Status() == st {
+			n++
+			last = ev
+		}
+	}
+	return n, last
+}
+
+func (h *statusHost) last() componentstatus.Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.events) == 0 {
+		return componentstatus.StatusNone
+	}
+	return h.events[len(h.events)-1].Status()
+}
+
+type testEnv struct {
+	recv *ebpfReceiver
+	sink *consumertest.MetricsSink
+	host *statusHost
+	logs *observer.ObservedLogs
+}
+
+func newTestReceiver(t *testing.T, socket string, mutate func(*Config)) *testEnv {
+	t.Helper()
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	cfg.Endpoint = "unix://" + socket
+	cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	set := receivertest.NewNopSettings(metadata.Type)
+	core, logs := observer.New(zap.DebugLevel)
+	set.Logger = zap.New(core)
+	sink := new(consumertest.MetricsSink)
+	r, err := newReceiver(set, cfg, sink)
+	require.NoError(t, err)
+	r.backoffMin = 10 * time.Millisecond
+	r.backoffMax = 50 * time.Millisecond
+	r.describeTimeout = time.Second
+	return &testEnv{recv: r, sink: sink, host: newStatusHost(), logs: logs}
+}
+
+func (e *testEnv) start(t *testing.T) {
+	t.Helper()
+	require.NoError(t, e.recv.Start(context.Background(), e.host))
+	t.Cleanup(func() { assert.NoError(t, e.recv.Shutdown(context.Background())) })
+}
+
+func socketPath(t *testing.T) string { return filepath.Join(t.TempDir(), "sidecar.sock") }
+
+func testSnapshot(t *testing.T) *sidecarpb.Snapshot {
+	return loadSnapshot(t, filepath.Join("testdata", "convert", "sum_resource_grouping", "snapshot.json"))
+}
+
+const waitFor, tick = 5 * time.Second, 5 * time.Millisecond
+
+func TestReceiverDeliversSnapshots(t *testing.T) {
+	sock := socketPath(t)
+	fake := &fakeSidecar{snapshot: testSnapshot(t)}
+	serve(t, sock, fake)
+	env := newTestReceiver(t, sock, func(c *Config) {
+		c.Programs[0].Parameters = map[string]string{"per_process": "true"}
+		c.CollectionInterval = time.Second
+	})
+	env.start(t)
+
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) >= 3 }, waitFor, tick)
+	md := env.sink.AllMetrics()[0]
+	assert.Equal(t, 4, md.DataPointCount())
+	assert.Equal(t, 2, md.ResourceMetrics().Len())
+
+	reqs := fake.streamRequests()
+	require.Len(t, reqs, 1)
+	assert.True(t, proto.Equal(&sidecarpb.StreamRequest{
+		Programs: []*sidecarpb.ProgramRequest{{Name: "syscalls", Parameters: map[string]string{"per_process": "true"}}},
+		Maps:     []*sidecarpb.MapRequest{{Program: "syscalls", Map: "syscalls"}},
+		Interval: reqs[0].Interval,
+	}, reqs[0]))
+	assert.Equal(t, time.Second, reqs[0].Interval.AsDuration())
+	n, _ := env.host.count(componentstatus.StatusOK)
+	assert.Equal(t, 1, n, "StatusOK once per stream")
+	assert.Zero(t, env.logs.FilterMessageSnippet("sequence gap").Len())
+}
+
+func TestReceiverReconnectsAfterSidecarRestart(t *testing.T) {
+	sock := socketPath(t)
+	fake := &fakeSidecar{snapshot: testSnapshot(t)}
+	stop := serve(t, sock, fake)
+	env := newTestReceiver(t, sock, nil)
+	env.start(t)
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+
+	stop()
+	require.Eventually(t, func() bool {
+		return env.host.last() == componentstatus.StatusRecoverableError
+	}, waitFor, tick, "losing the sidecar is a recoverable error")
+	_, ev := env.host.count(componentstatus.StatusRecoverableError)
+	assert.Error(t, ev.Err())
+	assert.NotZero(t, env.logs.FilterMessageSnippet("reconnecting").Len())
+
+	fake2 := &fakeSidecar{snapshot: testSnapshot(t)}
+	serve(t, sock, fake2)
+	before := len(env.sink.AllMetrics())
+	require.Eventually(t, func() bool {
+		return len(fake2.streamRequests()) == 1 && len(env.sink.AllMetrics()) > before+2
+	}, waitFor, tick, "metrics flow again after the sidecar is back")
+	require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+}
+
+func TestReceiverStartsWithoutSidecar(t *testing.T) {
+	sock := socketPath(t)
+	env := newTestReceiver(t, sock, nil)
+	env.start(t) // must not fail: the sidecar may come up later
+	n, ev := env.host.count(componentstatus.StatusRecoverableError)
+	require.GreaterOrEqual(t, n, 1)
+	assert.ErrorContains(t, ev.Err(), "is not reachable")
+	assert.Equal(t, 1, env.logs.FilterMessageSnippet("not reachable yet").Len())
+
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t)})
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+}
+
+func TestReceiverStartFailsOnConfigNotInCatalog(t *testing.T) {
+	sock := socketPath(t)
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t)})
+	env := newTestReceiver(t, sock, func(c *Config) {
+		c.Metrics = []MetricConfig{{Name: "ebpf.x", MapName: "nope", Type: MetricTypeSum}}
+	})
+	err := env.recv.Start(context.Background(), env.host)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "does not match the sidecar's catalog")
+	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "nope"; valid maps (program/map): syscalls/syscalls`)
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+func TestReceiverSidecarRejectsRequest(t *testing.T) {
+	sock := socketPath(t)
+	fake := &fakeSidecar{streamErr: status.Error(codes.InvalidArgument,
+		`programs[0].parameters.per_process: "maybe" is not a bool; valid: true, false`)}
+	serve(t, sock, fake)
+	env := newTestReceiver(t, sock, nil)
+	env.start(t)
+	require.Eventually(t, func() bool {
+		n, _ := env.host.count(componentstatus.StatusPermanentError)
+		return n > 0
+	}, waitFor, tick)
+	_, ev := env.host.count(componentstatus.StatusPermanentError)
+	assert.ErrorContains(t, ev.Err(), `"maybe" is not a bool`)
+	logged := env.logs.FilterMessageSnippet("rejected the request").All()
+	require.NotEmpty(t, logged)
+	assert.Contains(t, logged[0].ContextMap()["error"], `"maybe" is not a bool`)
+	// It keeps retrying at the maximum backoff (the sidecar may be upgraded).
+	require.Eventually(t, func() bool { return len(fake.streamRequests()) >= 2 }, waitFor, tick)
+}
+
+func TestReceiverLogsSequenceGaps(t *testing.T) {
+	sock := socketPath(t)
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t), seqs: []uint64{1, 2, 5}})
+	env := newTestReceiver(t, sock, nil)
+	env.start(t)
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) == 3 }, waitFor, tick)
+	require.Eventually(t, func() bool { return env.logs.FilterMessageSnippet("sequence gap").Len() == 1 }, waitFor, tick)
+	gap := env.logs.FilterMessageSnippet("sequence gap").All()[0].ContextMap()
+	assert.Equal(t, uint64(3), gap["expected"])
+	assert.Equal(t, uint64(5), gap["got"])
+}
+
+func TestShutdownWithoutStart(t *testing.T) {
+	env := newTestReceiver(t, socketPath(t), nil)
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+func TestFactory(t *testing.T) {
+	f := NewFactory()
+	assert.Equal(t, metadata.Type, f.Type())
+	assert.Equal(t, component.StabilityLevelDevelopment, f.MetricsStability())
+	cfg := f.CreateDefaultConfig().(*Config)
+	cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
+	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
+	require.NoError(t, err)
+	assert.NoError(t, r.Shutdown(context.Background()))
+}

@@ -1,0 +1,183 @@
+"""End-to-end fixtures: the real sidecar, the real ocb-built collector."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = REPO / ".venv" / "bin" / "python"
+COLLECTOR = REPO / "build" / "otelcol-ebpf" / "otelcol-ebpf"
+DEFAULT_SOCKET = Path("/run/ebpf-sidecar/sidecar.sock")
+
+T = TypeVar("T")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # These tests load BPF programs: without root they must fail, not skip.
+    if os.geteuid() != 0:
+        raise pytest.UsageError("end-to-end tests load BPF programs: run them as root")
+    if not COLLECTOR.exists():
+        raise pytest.UsageError(f"{COLLECTOR} is missing: run `make setup` first")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except Exception as e:  # the endpoint may not be up yet
+            last_error = e
+        else:
+            if value:
+                return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class Process:
+    """A child process whose output goes to a log file shown on failure."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, **kw: Any) -> None:
+        self.name = name
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log_file, stderr=subprocess.STDOUT, **kw)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.alive():
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return int(self.proc.returncode)
+
+
+def start_sidecar(socket_path: Path, log: Path, *extra: str) -> Process:
+    p = Process("sidecar", [str(PYTHON), "-m", "ebpf_sidecar", "--listen",
+                            f"unix://{socket_path}", *extra], log)
+    wait_for(f"sidecar socket {socket_path}\n{log}", lambda: socket_path.exists() or
+             (not p.alive() and _raise(f"sidecar exited:\n{p.output()}")), 30)
+    return p
+
+
+def _raise(msg: str) -> bool:
+    raise AssertionError(msg)
+
+
+def start_collector(config: dict[str, Any] | Path, tmp: Path, name: str = "collector") -> Process:
+    if isinstance(config, dict):
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+    else:
+        path = config
+    return Process(name, [str(COLLECTOR), "--config", str(path)], tmp / f"{name}.log")
+
+
+def pipeline_config(receiver: dict[str, Any], prom_port: int) -> dict[str, Any]:
+    """A collector config: the ebpf receiver straight into a Prometheus exporter."""
+    return {
+        "receivers": {"ebpf": receiver},
+        "exporters": {
+            "prometheus": {
+                "endpoint": f"127.0.0.1:{prom_port}",
+                "resource_constant_labels": {"included": ["*"]},
+            }
+        },
+        "service": {
+            "pipelines": {"metrics": {"receivers": ["ebpf"], "exporters": ["prometheus"]}},
+            # keep the collector's own telemetry off the shared :8888
+            "telemetry": {"metrics": {"level": "none"}},
+        },
+    }
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
+    return sum(found) if found else None
+
+
+SYSCALL_CHILD = r"""
+import ctypes, os, sys
+# PR_SET_NAME: a comm of our own, so only this loop's calls count under it
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+n = int(sys.argv[2])
+sys.stdin.readline()
+getppid = os.getppid
+for _ in range(n):
+    getppid()
+sys.stdout.write("done\n"); sys.stdout.flush()
+sys.stdin.readline()
+"""
+
+
+class SyscallChild:
+    """A process that makes exactly ``n`` getppid() calls when told to."""
+
+    def __init__(self, comm: str, n: int) -> None:
+        assert len(comm) <= 15, "comm is at most 15 characters"
+        self.comm, self.n = comm, n
+        self.proc = subprocess.Popen([sys.executable, "-c", SYSCALL_CHILD, comm, str(n)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self) -> None:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "done"
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[tuple[Process, Path]]:
+    sock = tmp_path / "sidecar.sock"
+    p = start_sidecar(sock, tmp_path / "sidecar.log")
+    yield p, sock
+    p.stop()
