@@ -52,7 +52,9 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: fl
             if value:
                 return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
 class Process:

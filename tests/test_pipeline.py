@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from conftest import (
@@ -102,6 +103,11 @@ def test_seed_example_config_exposes_cpu_time(tmp_path: Path) -> None:
         buckets = [(lab["le"], v) for n, lab, v in samples if n == "cpu_time_seconds_bucket"]
         assert buckets[-1] == ("+Inf", count)
         assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+        # Prometheus' own linter accepts the exposition (names, types, units).
+        with urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=5) as r:
+            text = r.read()
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+        assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
         assert col.alive(), col.output()
     finally:
         col.stop()

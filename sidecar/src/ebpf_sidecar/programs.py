@@ -104,9 +104,9 @@ class ProgramManager:
                     for spec in program.maps.values():
                         if not program.map_enabled(spec, parameters):
                             continue
-                        dropped = bpf[spec.dropped_counter] if spec.dropped_counter else None
+                        dropped = bpf[spec.dropped_counter.encode()] if spec.dropped_counter else None
                         loaded.readers[spec.name] = MapReader(
-                            bpf[spec.name], spec, f"{program.source.parent}/manifest.yaml "
+                            bpf[spec.name.encode()], spec, f"{program.source.parent}/manifest.yaml "
                             f"maps ({spec.name})", dropped
                         )
                 except Exception:
