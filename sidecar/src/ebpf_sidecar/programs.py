@@ -104,10 +104,12 @@ class ProgramManager:
                     for spec in program.maps.values():
                         if not program.map_enabled(spec, parameters):
                             continue
-                        dropped = bpf[spec.dropped_counter.encode()] if spec.dropped_counter else None
+                        dropped = spec.dropped_counter
                         loaded.readers[spec.name] = MapReader(
-                            bpf[spec.name.encode()], spec, f"{program.source.parent}/manifest.yaml "
-                            f"maps ({spec.name})", dropped
+                            bpf[spec.name.encode()],
+                            spec,
+                            f"{program.source.parent}/manifest.yaml maps ({spec.name})",
+                            bpf[dropped.encode()] if dropped else None,
                         )
                 except Exception:
                     bpf.cleanup()
