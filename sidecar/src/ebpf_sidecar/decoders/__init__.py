@@ -52,5 +52,13 @@ def apply(chain: Sequence[str], column: Column) -> list[Any]:
     return out
 
 
-# Importing the modules registers their decoders.
-from ebpf_sidecar.decoders import comm, errno_name, numbers, syscall  # noqa: E402, F401
+def _register_all() -> None:
+    """Import every module of this package: importing one registers its decoders."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_all()
