@@ -34,8 +34,10 @@ type metricBinding struct {
 	mapName     string
 	attributes  []attributeBinding
 
-	// Sums and gauges.
-	value fieldRef
+	// Sums and gauges: one value field, or several each marked by the
+	// value attribute.
+	values         []valueRef
+	valueAttribute string
 
 	// Histograms.
 	slot   fieldRef
@@ -47,6 +49,13 @@ type metricBinding struct {
 	// scale converts the raw value (or slot bound and sum) into the metric
 	// unit; 1 keeps integers as integers.
 	scale float64
+}
+
+// valueRef is one value field of a sum or gauge; attrValue is the value of
+// the binding's valueAttribute on its points (unused without one).
+type valueRef struct {
+	field     fieldRef
+	attrValue string
 }
 
 // resolution is a config resolved against a DescribeResponse.
@@ -314,6 +323,13 @@ func metricConfigFromBinding(program string, mb *sidecarpb.MetricBinding) Metric
 	for _, a := range mb.GetAttributes() {
 		m.Attributes = append(m.Attributes, AttributeConfig{Field: a.GetField(), Name: a.GetName(), Resource: a.GetResource()})
 	}
+	if mb.GetValueAttribute() != "" {
+		va := &ValueAttributeConfig{Name: mb.GetValueAttribute()}
+		for _, vf := range mb.GetValueFields() {
+			va.Fields = append(va.Fields, ValueFieldConfig{Field: vf.GetField(), Value: vf.GetAttributeValue()})
+		}
+		m.ValueAttribute = va
+	}
 	return m
 }
 
@@ -413,6 +429,21 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 		}
 		b.slots = h.GetSlots()
 		rawUnit = h.GetUnit()
+	case m.ValueAttribute != nil:
+		b.valueAttribute = m.ValueAttribute.Name
+		for j, v := range m.ValueAttribute.Fields {
+			f, err := numericValueField(mp, where, fmt.Sprintf("%s.value_attribute.fields[%d].field", path, j), v.Field)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if j == 0 {
+				rawUnit = f.GetUnit()
+			} else if f.GetUnit() != rawUnit {
+				errs = append(errs, fmt.Errorf("%s.value_attribute.fields[%d].field: %q is in %q but the first field is in %q; one metric has one unit", path, j, v.Field, f.GetUnit(), rawUnit))
+			}
+			b.values = append(b.values, valueRef{field: fieldRef{f.GetName(), f.GetType()}, attrValue: v.Value})
+		}
 	default:
 		vf := m.ValueField
 		if vf == "" {
@@ -421,14 +452,11 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 			}
 			vf = mp.GetValueFields()[0].GetName()
 		}
-		f := findField(mp.GetValueFields(), vf)
-		if f == nil {
-			return nil, fmt.Errorf("%s.value_field: map %s has no value field %q; valid value fields: %s", path, where, vf, fieldNames(mp.GetValueFields(), ""))
+		f, err := numericValueField(mp, where, path+".value_field", vf)
+		if err != nil {
+			return nil, err
 		}
-		if f.GetType() != sidecarpb.FieldType_FIELD_TYPE_UINT && f.GetType() != sidecarpb.FieldType_FIELD_TYPE_INT {
-			return nil, fmt.Errorf("%s.value_field: field %q of %s is %s, not a number; choose a numeric value field", path, vf, where, f.GetType())
-		}
-		b.value = fieldRef{f.GetName(), f.GetType()}
+		b.values = []valueRef{{field: fieldRef{f.GetName(), f.GetType()}}}
 		rawUnit = f.GetUnit()
 	}
 
@@ -478,6 +506,18 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 		return nil, errors.Join(errs...)
 	}
 	return b, nil
+}
+
+// numericValueField finds value field name of mp and checks it is a number.
+func numericValueField(mp *sidecarpb.Map, where, path, name string) (*sidecarpb.Field, error) {
+	f := findField(mp.GetValueFields(), name)
+	if f == nil {
+		return nil, fmt.Errorf("%s: map %s has no value field %q; valid value fields: %s", path, where, name, fieldNames(mp.GetValueFields(), ""))
+	}
+	if f.GetType() != sidecarpb.FieldType_FIELD_TYPE_UINT && f.GetType() != sidecarpb.FieldType_FIELD_TYPE_INT {
+		return nil, fmt.Errorf("%s: field %q of %s is %s, not a number; choose a numeric value field", path, name, where, f.GetType())
+	}
+	return f, nil
 }
 
 func kindName(k sidecarpb.MapKind) string {

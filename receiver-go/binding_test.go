@@ -110,7 +110,7 @@ func TestResolveErrors(t *testing.T) {
 		{
 			name: "unknown map",
 			cfg:  cfgWith(nil, MetricConfig{Name: "x", MapName: "syscall", Type: MetricTypeSum}),
-			want: `metrics[0].map_name: no catalog program has a map "syscall"; valid maps (program/map): syscalls/syscalls, syscalls/errors, syscount/syscalls, oncpu/oncpu, oncpu/runnable, runqlat/runq_latency`,
+			want: `metrics[0].map_name: no catalog program has a map "syscall"; valid maps (program/map): syscalls/syscalls, syscalls/errors, syscount/syscalls, oncpu/oncpu, oncpu/switches, oncpu/runnable, runqlat/runq_latency`,
 		},
 		{
 			name: "ambiguous map",
@@ -136,6 +136,16 @@ func TestResolveErrors(t *testing.T) {
 			name: "unknown value field",
 			cfg:  cfgWith(nil, MetricConfig{Name: "x", MapName: "oncpu", Type: MetricTypeSum, ValueField: "time"}),
 			want: `metrics[0].value_field: map oncpu/oncpu has no value field "time"; valid value fields: time_ns, switches`,
+		},
+		{
+			name: "value_attribute field unknown and of another unit",
+			cfg: cfgWith(nil, MetricConfig{Name: "x", MapName: "switches", Type: MetricTypeSum,
+				ValueAttribute: &ValueAttributeConfig{Name: "t", Fields: []ValueFieldConfig{
+					{Field: "voluntary", Value: "v"}, {Field: "wait_ns", Value: "w"}, {Field: "nope", Value: "n"}, {Field: "comm", Value: "c"},
+				}}}),
+			want: "metrics[0].value_attribute.fields[1].field: \"wait_ns\" is in \"ns\" but the first field is in \"{context_switch}\"; one metric has one unit\n" +
+				"metrics[0].value_attribute.fields[2].field: map oncpu/switches has no value field \"nope\"; valid value fields: voluntary, involuntary, wait_ns, comm\n" +
+				"metrics[0].value_attribute.fields[3].field: field \"comm\" of oncpu/switches is FIELD_TYPE_STRING, not a number; choose a numeric value field",
 		},
 		{
 			name: "unknown attribute field",

@@ -85,6 +85,17 @@ func testDescribe() *sidecarpb.DescribeResponse {
 						field("switches", tUint, "{switch}", ""),
 					},
 				}, {
+					// Several value fields of one unit: value_attribute.
+					Name:      "switches",
+					Kind:      counters,
+					KeyFields: []*sidecarpb.Field{field("pid", tUint, "1", "process.pid")},
+					ValueFields: []*sidecarpb.Field{
+						field("voluntary", tUint, "{context_switch}", ""),
+						field("involuntary", tUint, "{context_switch}", ""),
+						field("wait_ns", tUint, "ns", ""),
+						field("comm", tStr, "1", ""),
+					},
+				}, {
 					Name:        "runnable",
 					Kind:        counters,
 					Description: "Runnable tasks per CPU.",

@@ -94,6 +94,27 @@ type MetricConfig struct {
 	// Attributes map key fields to attributes. Defaults to every key field
 	// except a histogram's slot field, named by the field's catalog attribute.
 	Attributes []AttributeConfig `mapstructure:"attributes"`
+	// ValueAttribute reads several value fields into this one metric instead
+	// of value_field, telling their data points apart by one attribute.
+	ValueAttribute *ValueAttributeConfig `mapstructure:"value_attribute"`
+}
+
+// ValueAttributeConfig turns several value fields of a map into one metric:
+// e.g. fields voluntary and involuntary into one context-switch count with
+// attribute process.context_switch.type.
+type ValueAttributeConfig struct {
+	// Name is the attribute that tells the fields apart.
+	Name string `mapstructure:"name"`
+	// Fields lists the value fields and the attribute value of each.
+	Fields []ValueFieldConfig `mapstructure:"fields"`
+}
+
+// ValueFieldConfig is one value field read by a ValueAttributeConfig.
+type ValueFieldConfig struct {
+	// Field is the value field of the map.
+	Field string `mapstructure:"field"`
+	// Value is the attribute value of the field's data points.
+	Value string `mapstructure:"value"`
 }
 
 // AttributeConfig maps one key field of a map to an attribute.
@@ -179,6 +200,28 @@ func (m *MetricConfig) validate(i int, seen map[string]int) []error {
 			continue
 		}
 		attrSeen[a.Name] = j
+	}
+	if va := m.ValueAttribute; va != nil {
+		vpath := path + ".value_attribute"
+		switch {
+		case m.Type == MetricTypeHistogram:
+			errs = append(errs, fmt.Errorf("%s: does not apply to histograms; remove it or set type to sum or gauge", vpath))
+		case m.ValueField != "":
+			errs = append(errs, fmt.Errorf("%s: cannot be combined with %s.value_field; keep one of them", vpath, path))
+		}
+		if va.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: must not be empty; set it to the attribute that tells the fields apart, e.g. process.context_switch.type", vpath))
+		} else if k, dup := attrSeen[va.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already used by %s.attributes[%d]; attribute names must be unique within a metric", vpath, va.Name, path, k))
+		}
+		if len(va.Fields) == 0 {
+			errs = append(errs, fmt.Errorf("%s.fields: must list at least one {field, value}", vpath))
+		}
+		for j, f := range va.Fields {
+			if f.Field == "" || f.Value == "" {
+				errs = append(errs, fmt.Errorf("%s.fields[%d]: field and value must both be set, e.g. {field: voluntary, value: voluntary}", vpath, j))
+			}
+		}
 	}
 	return errs
 }

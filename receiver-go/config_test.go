@@ -125,6 +125,33 @@ func TestValidateErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "value_attribute with value_field and no fields",
+			mutate: func(c *Config) {
+				c.Metrics = append(c.Metrics, MetricConfig{
+					Name: "ebpf.switches", MapName: "switches", Type: MetricTypeSum, ValueField: "voluntary",
+					ValueAttribute: &ValueAttributeConfig{},
+				})
+			},
+			want: []string{
+				"metrics[1].value_attribute: cannot be combined with metrics[1].value_field; keep one of them",
+				"metrics[1].value_attribute.name: must not be empty",
+				"metrics[1].value_attribute.fields: must list at least one {field, value}",
+			},
+		},
+		{
+			name: "value_attribute on a histogram, half a field",
+			mutate: func(c *Config) {
+				c.Metrics = append(c.Metrics, MetricConfig{
+					Name: "ebpf.h", MapName: "h", Type: MetricTypeHistogram,
+					ValueAttribute: &ValueAttributeConfig{Name: "t", Fields: []ValueFieldConfig{{Field: "a"}}},
+				})
+			},
+			want: []string{
+				"metrics[1].value_attribute: does not apply to histograms; remove it or set type to sum or gauge",
+				"metrics[1].value_attribute.fields[0]: field and value must both be set",
+			},
+		},
+		{
 			name: "duplicate metric name",
 			mutate: func(c *Config) {
 				c.Metrics = append(c.Metrics, MetricConfig{Name: "ebpf.syscalls", MapName: "other", Type: MetricTypeSum})

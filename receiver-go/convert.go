@@ -130,7 +130,10 @@ func indexColumns(ms *sidecarpb.MapSnapshot, bindings []*metricBinding, idx []in
 	}
 	for _, i := range idx {
 		b := bindings[i]
-		refs := []fieldRef{b.value, b.slot, b.count, b.sum}
+		refs := []fieldRef{b.slot, b.count, b.sum}
+		for _, v := range b.values {
+			refs = append(refs, v.field)
+		}
 		for _, a := range b.attributes {
 			refs = append(refs, a.field)
 		}
@@ -291,9 +294,8 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 				pt = append(pt, v)
 			}
 		}
-		p := mb.point(bi, b, res, pt, start, ts)
-		switch b.typ {
-		case MetricTypeHistogram:
+		if b.typ == MetricTypeHistogram {
+			p := mb.point(bi, b, res, pt, start, ts)
 			slot := clampSlot(intAt(cols[b.slot.name], b.slot, e), b.slots)
 			var count uint64
 			if c := intAt(cols[b.count.name], b.count, e); c > 0 {
@@ -304,12 +306,19 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 				sum = floatAt(cols[b.sum.name], b.sum, e)
 			}
 			p.hist.add(slot, count, sum)
-		default:
-			col := cols[b.value.name]
+			continue
+		}
+		for _, v := range b.values {
+			vpt := pt
+			if b.valueAttribute != "" {
+				vpt = append(pt[:len(pt):len(pt)], attr{name: b.valueAttribute, str: v.attrValue, isStr: true})
+			}
+			p := mb.point(bi, b, res, vpt, start, ts)
+			col := cols[v.field.name]
 			if b.scale == 1 {
-				p.i += intAt(col, b.value, e)
+				p.i += intAt(col, v.field, e)
 			} else {
-				p.f += floatAt(col, b.value, e) * b.scale
+				p.f += floatAt(col, v.field, e) * b.scale
 			}
 		}
 	}

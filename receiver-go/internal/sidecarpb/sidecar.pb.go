@@ -969,6 +969,61 @@ func (x *AttributeBinding) GetResource() bool {
 	return false
 }
 
+// One of several value fields read into one metric (see
+// MetricBinding.value_attribute).
+type ValueFieldBinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Field string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// The value of MetricBinding.value_attribute on this field's data points.
+	AttributeValue string `protobuf:"bytes,2,opt,name=attribute_value,json=attributeValue,proto3" json:"attribute_value,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ValueFieldBinding) Reset() {
+	*x = ValueFieldBinding{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueFieldBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueFieldBinding) ProtoMessage() {}
+
+func (x *ValueFieldBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueFieldBinding.ProtoReflect.Descriptor instead.
+func (*ValueFieldBinding) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ValueFieldBinding) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ValueFieldBinding) GetAttributeValue() string {
+	if x != nil {
+		return x.AttributeValue
+	}
+	return ""
+}
+
 // How one map becomes one metric; the form of the catalog's default metrics.
 type MetricBinding struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -979,15 +1034,21 @@ type MetricBinding struct {
 	Unit        string                 `protobuf:"bytes,5,opt,name=unit,proto3" json:"unit,omitempty"`
 	Description string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
 	// Value field for sums and gauges (histograms use HistogramLayout).
-	ValueField    string              `protobuf:"bytes,7,opt,name=value_field,json=valueField,proto3" json:"value_field,omitempty"`
-	Attributes    []*AttributeBinding `protobuf:"bytes,8,rep,name=attributes,proto3" json:"attributes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ValueField string              `protobuf:"bytes,7,opt,name=value_field,json=valueField,proto3" json:"value_field,omitempty"`
+	Attributes []*AttributeBinding `protobuf:"bytes,8,rep,name=attributes,proto3" json:"attributes,omitempty"`
+	// When set, the metric reads every field in value_fields (and not
+	// value_field); each field's data points carry this attribute with the
+	// field's attribute_value, e.g. process.context_switch.type = voluntary
+	// for field voluntary and involuntary for field involuntary.
+	ValueAttribute string               `protobuf:"bytes,9,opt,name=value_attribute,json=valueAttribute,proto3" json:"value_attribute,omitempty"`
+	ValueFields    []*ValueFieldBinding `protobuf:"bytes,10,rep,name=value_fields,json=valueFields,proto3" json:"value_fields,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MetricBinding) Reset() {
 	*x = MetricBinding{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1060,7 @@ func (x *MetricBinding) String() string {
 func (*MetricBinding) ProtoMessage() {}
 
 func (x *MetricBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1073,7 @@ func (x *MetricBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricBinding.ProtoReflect.Descriptor instead.
 func (*MetricBinding) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MetricBinding) GetName() string {
@@ -1071,6 +1132,20 @@ func (x *MetricBinding) GetAttributes() []*AttributeBinding {
 	return nil
 }
 
+func (x *MetricBinding) GetValueAttribute() string {
+	if x != nil {
+		return x.ValueAttribute
+	}
+	return ""
+}
+
+func (x *MetricBinding) GetValueFields() []*ValueFieldBinding {
+	if x != nil {
+		return x.ValueFields
+	}
+	return nil
+}
+
 type ProgramRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1083,7 +1158,7 @@ type ProgramRequest struct {
 
 func (x *ProgramRequest) Reset() {
 	*x = ProgramRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1170,7 @@ func (x *ProgramRequest) String() string {
 func (*ProgramRequest) ProtoMessage() {}
 
 func (x *ProgramRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1183,7 @@ func (x *ProgramRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgramRequest.ProtoReflect.Descriptor instead.
 func (*ProgramRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProgramRequest) GetName() string {
@@ -1135,7 +1210,7 @@ type MapRequest struct {
 
 func (x *MapRequest) Reset() {
 	*x = MapRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1222,7 @@ func (x *MapRequest) String() string {
 func (*MapRequest) ProtoMessage() {}
 
 func (x *MapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1235,7 @@ func (x *MapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapRequest.ProtoReflect.Descriptor instead.
 func (*MapRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MapRequest) GetProgram() string {
@@ -1188,7 +1263,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1275,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1288,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamRequest) GetPrograms() []*ProgramRequest {
@@ -1252,7 +1327,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1339,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1352,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Column) GetField() string {
@@ -1333,7 +1408,7 @@ type MapSnapshot struct {
 
 func (x *MapSnapshot) Reset() {
 	*x = MapSnapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1420,7 @@ func (x *MapSnapshot) String() string {
 func (*MapSnapshot) ProtoMessage() {}
 
 func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1433,7 @@ func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapSnapshot.ProtoReflect.Descriptor instead.
 func (*MapSnapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MapSnapshot) GetProgram() string {
@@ -1439,7 +1514,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1526,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1539,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Snapshot) GetSequence() uint64 {
@@ -1566,7 +1641,10 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x10AttributeBinding\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
-	"\bresource\x18\x03 \x01(\bR\bresource\"\xaa\x02\n" +
+	"\bresource\x18\x03 \x01(\bR\bresource\"R\n" +
+	"\x11ValueFieldBinding\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12'\n" +
+	"\x0fattribute_value\x18\x02 \x01(\tR\x0eattributeValue\"\xa2\x03\n" +
 	"\rMetricBinding\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aprogram\x18\x02 \x01(\tR\aprogram\x12\x10\n" +
@@ -1578,7 +1656,10 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"valueField\x12I\n" +
 	"\n" +
 	"attributes\x18\b \x03(\v2).ebpfreceiver.sidecar.v1.AttributeBindingR\n" +
-	"attributes\"\xbc\x01\n" +
+	"attributes\x12'\n" +
+	"\x0fvalue_attribute\x18\t \x01(\tR\x0evalueAttribute\x12M\n" +
+	"\fvalue_fields\x18\n" +
+	" \x03(\v2*.ebpfreceiver.sidecar.v1.ValueFieldBindingR\vvalueFields\"\xbc\x01\n" +
 	"\x0eProgramRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12W\n" +
 	"\n" +
@@ -1652,7 +1733,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -1667,22 +1748,23 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*HistogramLayout)(nil),     // 10: ebpfreceiver.sidecar.v1.HistogramLayout
 	(*Map)(nil),                 // 11: ebpfreceiver.sidecar.v1.Map
 	(*AttributeBinding)(nil),    // 12: ebpfreceiver.sidecar.v1.AttributeBinding
-	(*MetricBinding)(nil),       // 13: ebpfreceiver.sidecar.v1.MetricBinding
-	(*ProgramRequest)(nil),      // 14: ebpfreceiver.sidecar.v1.ProgramRequest
-	(*MapRequest)(nil),          // 15: ebpfreceiver.sidecar.v1.MapRequest
-	(*StreamRequest)(nil),       // 16: ebpfreceiver.sidecar.v1.StreamRequest
-	(*Column)(nil),              // 17: ebpfreceiver.sidecar.v1.Column
-	(*MapSnapshot)(nil),         // 18: ebpfreceiver.sidecar.v1.MapSnapshot
-	(*Snapshot)(nil),            // 19: ebpfreceiver.sidecar.v1.Snapshot
-	nil,                         // 20: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
+	(*ValueFieldBinding)(nil),   // 13: ebpfreceiver.sidecar.v1.ValueFieldBinding
+	(*MetricBinding)(nil),       // 14: ebpfreceiver.sidecar.v1.MetricBinding
+	(*ProgramRequest)(nil),      // 15: ebpfreceiver.sidecar.v1.ProgramRequest
+	(*MapRequest)(nil),          // 16: ebpfreceiver.sidecar.v1.MapRequest
+	(*StreamRequest)(nil),       // 17: ebpfreceiver.sidecar.v1.StreamRequest
+	(*Column)(nil),              // 18: ebpfreceiver.sidecar.v1.Column
+	(*MapSnapshot)(nil),         // 19: ebpfreceiver.sidecar.v1.MapSnapshot
+	(*Snapshot)(nil),            // 20: ebpfreceiver.sidecar.v1.Snapshot
+	nil,                         // 21: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
 	11, // 2: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	8,  // 3: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
-	13, // 4: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
+	14, // 4: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
 	1,  // 5: ebpfreceiver.sidecar.v1.Field.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
 	2,  // 6: ebpfreceiver.sidecar.v1.HistogramLayout.convention:type_name -> ebpfreceiver.sidecar.v1.SlotConvention
 	0,  // 7: ebpfreceiver.sidecar.v1.Map.kind:type_name -> ebpfreceiver.sidecar.v1.MapKind
@@ -1691,23 +1773,24 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	10, // 10: ebpfreceiver.sidecar.v1.Map.histogram:type_name -> ebpfreceiver.sidecar.v1.HistogramLayout
 	3,  // 11: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	12, // 12: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
-	20, // 13: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	14, // 14: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
-	15, // 15: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	21, // 16: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
-	17, // 17: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	17, // 18: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	18, // 19: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	21, // 20: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	4,  // 21: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	16, // 22: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 23: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	19, // 24: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	23, // [23:25] is the sub-list for method output_type
-	21, // [21:23] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	13, // 13: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
+	21, // 14: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	15, // 15: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
+	16, // 16: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
+	22, // 17: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	18, // 18: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	18, // 19: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	19, // 20: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
+	22, // 21: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	4,  // 22: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	17, // 23: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 24: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	20, // 25: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -1721,7 +1804,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -103,6 +103,9 @@ class MapSpec:
     dropped_counter: str = ""
     # A bool parameter that compiles this map (and its hook) in or out.
     enabled_by: str = ""
+    # A key field holding a process id (tgid): entries of processes that have
+    # exited are deleted once their final values have been exported.
+    pid_field: str = ""
 
     def to_proto(self) -> pb.Map:
         m = pb.Map(
@@ -295,6 +298,9 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         for vf in (hist.count_field, hist.sum_field):
             if vf and vf not in {f.name for f in value}:
                 raise CatalogError(f"{where}.histogram: {vf!r} is no value field")
+    pid_field = str(doc.get("pid_field", ""))
+    if pid_field and pid_field not in {f.name for f in key if not f.c_type.startswith("char")}:
+        raise CatalogError(f"{where}.pid_field: {pid_field!r} is no integer key field")
     return MapSpec(
         name=name,
         kind="histogram" if hist else "counters",
@@ -305,6 +311,7 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         histogram=hist,
         dropped_counter=str(doc.get("dropped_counter", "")),
         enabled_by=str(doc.get("enabled_by", "")),
+        pid_field=pid_field,
     )
 
 
@@ -356,6 +363,17 @@ def _metric(doc: Mapping[str, Any], program: str, maps: Mapping[str, MapSpec], w
                 field=a["field"], name=a["name"], resource=bool(a.get("resource", False))
             )
         )
+    value_names = {f.name for f in maps[map_name].value}
+    value_attribute = doc.get("value_attribute") or {}
+    value_fields = []
+    for i, vf in enumerate(value_attribute.get("fields", ())):
+        if vf["field"] not in value_names:
+            raise CatalogError(
+                f"{where}.value_attribute.fields[{i}].field: {vf['field']!r} is no value field"
+            )
+        value_fields.append(
+            pb.ValueFieldBinding(field=vf["field"], attribute_value=str(vf["value"]))
+        )
     return pb.MetricBinding(
         name=name,
         program=program,
@@ -365,6 +383,8 @@ def _metric(doc: Mapping[str, Any], program: str, maps: Mapping[str, MapSpec], w
         description=str(doc.get("description", "")),
         value_field=str(doc.get("value_field", "")),
         attributes=attrs,
+        value_attribute=str(value_attribute.get("name", "")),
+        value_fields=value_fields,
     )
 
 

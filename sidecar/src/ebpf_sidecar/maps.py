@@ -112,6 +112,44 @@ def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int) ->
     return keys.raw, values.raw, total
 
 
+def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
+    from bcc.libbcc import lib
+
+    count = ct.c_uint32(len(keys) // key_size)
+    buf = ct.create_string_buffer(keys, len(keys))
+    if lib.bpf_delete_batch(map_fd, buf, ct.byref(count)) != 0:
+        err = ct.get_errno()
+        # ENOENT: an entry vanished meanwhile (e.g. the kernel side deleted it)
+        if err != errno.ENOENT:
+            raise OSError(err, f"BPF_MAP_DELETE_BATCH failed: {os.strerror(err)}")
+
+
+class ExitedProcessReaper:
+    """Deletes entries of exited processes once their last values went out.
+
+    An entry whose pid has no /proc entry is exported in two consecutive
+    snapshots (the second catches a final update racing the exit, such as the
+    dying task's last context switch), then deleted, so short-lived pids do
+    not pile up as series. /proc must be the host's (hostPID in Kubernetes).
+    """
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._dead_before: set[bytes] = set()
+
+    def reap(self, map_fd: int, keys_raw: bytes, key_size: int, pids: list[int]) -> int:
+        dead = {
+            keys_raw[i * key_size : (i + 1) * key_size]
+            for i, pid in enumerate(pids)
+            if not os.path.exists(f"{self.proc}/{pid}")
+        }
+        expired = dead & self._dead_before
+        self._dead_before = dead - expired
+        if expired:
+            _delete_batch(map_fd, b"".join(expired), key_size)
+        return len(expired)
+
+
 class MapReader:
     """Reads one map of a loaded program into a MapSnapshot."""
 
@@ -129,6 +167,7 @@ class MapReader:
         self.value_layout = Layout.of(
             single_leaf, spec.value, self.value_size // self.cpus, f"{where}.value"
         )
+        self.reaper = ExitedProcessReaper() if spec.pid_field else None
 
     def read(self, snap: pb.MapSnapshot) -> None:
         keys_raw, values_raw, n = _lookup_batch(
@@ -150,6 +189,9 @@ class MapReader:
             _fill(snap.value_columns.add(), f, decoders.apply(f.decoders, values[f.name]))
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
+        if self.reaper is not None:
+            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size,
+                             keys[self.spec.pid_field])
 
 
 def _sum_counter(table: Any) -> int:

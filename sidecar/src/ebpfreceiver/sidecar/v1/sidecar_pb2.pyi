@@ -178,8 +178,16 @@ class AttributeBinding(_message.Message):
     resource: bool
     def __init__(self, field: _Optional[str] = ..., name: _Optional[str] = ..., resource: _Optional[bool] = ...) -> None: ...
 
+class ValueFieldBinding(_message.Message):
+    __slots__ = ("field", "attribute_value")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    attribute_value: str
+    def __init__(self, field: _Optional[str] = ..., attribute_value: _Optional[str] = ...) -> None: ...
+
 class MetricBinding(_message.Message):
-    __slots__ = ("name", "program", "map", "type", "unit", "description", "value_field", "attributes")
+    __slots__ = ("name", "program", "map", "type", "unit", "description", "value_field", "attributes", "value_attribute", "value_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +196,8 @@ class MetricBinding(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     program: str
     map: str
@@ -196,7 +206,9 @@ class MetricBinding(_message.Message):
     description: str
     value_field: str
     attributes: _containers.RepeatedCompositeFieldContainer[AttributeBinding]
-    def __init__(self, name: _Optional[str] = ..., program: _Optional[str] = ..., map: _Optional[str] = ..., type: _Optional[_Union[MetricType, str]] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., value_field: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[AttributeBinding, _Mapping]]] = ...) -> None: ...
+    value_attribute: str
+    value_fields: _containers.RepeatedCompositeFieldContainer[ValueFieldBinding]
+    def __init__(self, name: _Optional[str] = ..., program: _Optional[str] = ..., map: _Optional[str] = ..., type: _Optional[_Union[MetricType, str]] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., value_field: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[AttributeBinding, _Mapping]]] = ..., value_attribute: _Optional[str] = ..., value_fields: _Optional[_Iterable[_Union[ValueFieldBinding, _Mapping]]] = ...) -> None: ...
 
 class ProgramRequest(_message.Message):
     __slots__ = ("name", "parameters")
