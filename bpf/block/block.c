@@ -1,0 +1,158 @@
+// block: block-device I/O per device and direction (read/write): completed
+// requests, bytes, and a log2 histogram of issue-to-completion latency, from
+// the tracepoints block:block_rq_issue and block:block_rq_complete.
+//
+// What counts, so the numbers match /proc/diskstats (block/blk-mq.c,
+// blk_account_io_completion/_done):
+// - Only reads and writes. The op is the first letter of the tracepoint's
+//   rwbs string after an optional leading 'F' (REQ_PREFLUSH): 'R' read,
+//   'W' write. Flushes ("FF"), discards ('D'), secure erase ("DE"), write
+//   zeroes and other ops are skipped: diskstats files them under its own
+//   flush/discard columns, not under reads and writes.
+// - Requests and bytes are counted at completion, as diskstats does; bytes
+//   are the completion's nr_sector * 512 (the bytes that completion
+//   finished). A completion with nr_sector 0 (a data-less request, e.g. an
+//   empty preflush write finished by the flush machinery) is no I/O and is
+//   skipped. A driver that completes one request in parts fires the
+//   tracepoint once per part: bytes stay exact, the request is counted
+//   once per part (diskstats counts it once). Loop, virtio and NVMe
+//   complete whole requests.
+// - Requests are counted whether or not their issue was seen, so requests
+//   in flight when the program attached are counted too.
+//
+// Latency: the issue time is kept per request in an LRU hash keyed by
+// (dev, sector). Tracepoint fields are all we read: without kprobes or
+// kernel struct offsets there is no `struct request *` to key on, and
+// (dev, sector) is what identifies an in-flight request in both events
+// (the completion's sector is the request's start, blk_rq_pos). Two
+// requests in flight on the same device at the same sector (rare) share an
+// entry: the later issue wins and the first completion takes it. A re-issue
+// (requeue) restarts the clock. Entries of requests that never complete
+// (device gone, issue seen but the completion lost) are evicted by the LRU
+// when the map is full, so nothing leaks; an evicted or never-seen issue
+// only means that request has no latency sample (its op and bytes are
+// still counted).
+#include <uapi/linux/ptrace.h>
+
+#ifndef MAX_DEVICES
+#define MAX_DEVICES 64
+#endif
+#ifndef MAX_INFLIGHT
+#define MAX_INFLIGHT 10240
+#endif
+#define SLOTS 36 // log2 of ns: 2^34 ns ≈ 17 s; slower requests land in the last slot
+#define DIRECTIONS 2
+
+#define DIR_READ 0
+#define DIR_WRITE 1
+#define DIR_SKIP 255
+
+struct start_key {
+    u32 dev; // kernel dev_t: major << 20 | minor
+    u32 pad;
+    u64 sector;
+};
+
+struct io_key {
+    u32 dev;
+    u32 direction; // DIR_READ or DIR_WRITE
+};
+
+struct io_value {
+    u64 ops;
+    u64 bytes;
+};
+
+struct latency_key {
+    u32 dev;
+    u32 direction;
+    u32 slot;
+};
+
+struct latency_value {
+    u64 count;
+    u64 sum_ns;
+};
+
+BPF_TABLE("lru_hash", struct start_key, u64, start, MAX_INFLIGHT);
+BPF_PERCPU_HASH(disk_io, struct io_key, struct io_value, MAX_DEVICES * DIRECTIONS);
+BPF_PERCPU_ARRAY(disk_io_dropped, u64, 1);
+BPF_PERCPU_HASH(disk_latency, struct latency_key, struct latency_value,
+                MAX_DEVICES * DIRECTIONS * SLOTS);
+BPF_PERCPU_ARRAY(disk_latency_dropped, u64, 1);
+
+// rwbs as blk_fill_rwbs() writes it: [F]<op letter>[F][A][S][M]...
+static __always_inline u32 direction_of(const char *rwbs) {
+    char op = rwbs[0];
+    if (op == 'F')
+        op = rwbs[1];
+    if (op == 'R')
+        return DIR_READ;
+    if (op == 'W')
+        return DIR_WRITE;
+    return DIR_SKIP;
+}
+
+TRACEPOINT_PROBE(block, block_rq_issue) {
+    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
+    if (direction_of(rwbs) == DIR_SKIP)
+        return 0;
+    struct start_key key = {};
+    key.dev = args->dev;
+    key.sector = args->sector;
+    u64 now = bpf_ktime_get_ns();
+    start.update(&key, &now);
+    return 0;
+}
+
+TRACEPOINT_PROBE(block, block_rq_complete) {
+    u64 now = bpf_ktime_get_ns();
+    struct start_key skey = {};
+    skey.dev = args->dev;
+    skey.sector = args->sector;
+    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
+    u32 direction = direction_of(rwbs);
+    u64 *issued = start.lookup(&skey);
+    u64 ts = issued ? *issued : 0;
+    if (issued)
+        start.delete(&skey);
+    u32 nr_sector = args->nr_sector;
+    if (direction == DIR_SKIP || nr_sector == 0)
+        return 0;
+
+    int zero = 0;
+    struct io_key key = {};
+    key.dev = skey.dev;
+    key.direction = direction;
+    struct io_value empty = {};
+    struct io_value *io = disk_io.lookup_or_try_init(&key, &empty);
+    if (io) {
+        io->ops++;
+        io->bytes += (u64)nr_sector << 9;
+    } else {
+        u64 *dropped = disk_io_dropped.lookup(&zero);
+        if (dropped)
+            (*dropped)++;
+    }
+
+    if (ts == 0 || now < ts)
+        return 0;
+    u64 delta = now - ts;
+    struct latency_key lkey = {};
+    lkey.dev = key.dev;
+    lkey.direction = direction;
+    lkey.slot = bpf_log2l(delta);
+    if (lkey.slot >= SLOTS)
+        lkey.slot = SLOTS - 1;
+    struct latency_value lempty = {};
+    struct latency_value *lat = disk_latency.lookup_or_try_init(&lkey, &lempty);
+    if (lat) {
+        lat->count++;
+        lat->sum_ns += delta;
+    } else {
+        u64 *dropped = disk_latency_dropped.lookup(&zero);
+        if (dropped)
+            (*dropped)++;
+    }
+    return 0;
+}

@@ -1,0 +1,91 @@
+"""``majorminor``: a kernel-internal device number to the device's name (``loop3``).
+
+Tracepoints (block:*, writeback, ...) report ``dev_t`` in the kernel's own
+encoding, ``MKDEV(major, minor) = major << 20 | minor``, not the userspace
+encoding of ``stat()``/``makedev()``. The name is the last component of the
+``/sys/dev/block/MAJ:MIN`` link (``.../block/vda`` → ``vda``, ``.../vda/vda1``
+→ ``vda1``), falling back to ``/proc/partitions``. A number neither knows (a
+device already removed) becomes ``MAJ:MIN`` (the failure value), e.g. ``7:3``.
+
+Names are cached for ``TTL`` seconds: device numbers are reused (a hot-plugged
+NVMe disk may get the number of one removed before), so a cached name is looked
+up again after a while; failures are not cached, so a device that appears
+later is named on the next snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+MINOR_BITS = 20
+MINOR_MASK = (1 << MINOR_BITS) - 1
+TTL = 60.0
+SYS_DEV_BLOCK = Path("/sys/dev/block")
+PROC_PARTITIONS = Path("/proc/partitions")
+
+_cache: dict[int, tuple[str, float]] = {}
+
+
+def split(dev: int) -> tuple[int, int]:
+    """(major, minor) of a kernel-internal dev_t."""
+    return (dev >> MINOR_BITS) & 0xFFF, dev & MINOR_MASK
+
+
+def _from_sysfs(major: int, minor: int) -> str | None:
+    try:
+        target = os.readlink(SYS_DEV_BLOCK / f"{major}:{minor}")
+    except OSError:
+        return None
+    name = os.path.basename(target.rstrip("/"))
+    return name or None
+
+
+def _from_partitions(major: int, minor: int) -> str | None:
+    try:
+        lines = PROC_PARTITIONS.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines[1:]:
+        parts = line.split()
+        if (len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit()
+                and (int(parts[0]), int(parts[1])) == (major, minor)):
+            return parts[3]
+    return None
+
+
+def device_name(dev: int, now: float | None = None) -> str:
+    now = time.monotonic() if now is None else now
+    cached = _cache.get(dev)
+    if cached is not None and now - cached[1] < TTL:
+        return cached[0]
+    major, minor = split(dev)
+    name = _from_sysfs(major, minor) or _from_partitions(major, minor)
+    if name is None:
+        _cache.pop(dev, None)
+        return f"{major}:{minor}"
+    if len(_cache) >= 4096:  # bounded: drop everything rather than grow
+        _cache.clear()
+    _cache[dev] = (name, now)
+    return name
+
+
+def decode_majorminor(column: Column) -> list[str]:
+    now = time.monotonic()
+    names: dict[int, str] = {}
+    out = []
+    for v in column:
+        dev = int(v)
+        if dev not in names:
+            names[dev] = device_name(dev, now)
+        out.append(names[dev])
+    return out
+
+
+MAJORMINOR = register(
+    Decoder("majorminor", pb.FIELD_TYPE_STRING, decode_majorminor, failure="MAJ:MIN")
+)
