@@ -145,6 +145,17 @@ const (
 	// holds 0 and 1, slot s >= 2 holds [2^(s-1), 2^s), slot 0 stays empty. The
 	// upper bound of slot s is 2^s units.
 	SlotConvention_SLOT_CONVENTION_LOG2_BCC SlotConvention = 1
+	// A plain exponent (e.g. libbpf-tools' log2l without the +1, or
+	// 64 - clz(v) - 1): slot s holds [2^s, 2^(s+1)); 0 lands in slot 0 with 1.
+	// The upper bound of slot s is 2^(s+1) units.
+	SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT SlotConvention = 2
+	// Linear slots of HistogramLayout.linear_width units: slot s holds
+	// [s*w, (s+1)*w). The upper bound of slot s is (s+1)*w units.
+	SlotConvention_SLOT_CONVENTION_LINEAR SlotConvention = 3
+	// Fixed buckets: slot s holds values up to HistogramLayout.bounds[s]
+	// (inclusive, as OpenTelemetry explicit buckets); the last slot, one past
+	// the bounds, holds everything above.
+	SlotConvention_SLOT_CONVENTION_FIXED SlotConvention = 4
 )
 
 // Enum value maps for SlotConvention.
@@ -152,10 +163,16 @@ var (
 	SlotConvention_name = map[int32]string{
 		0: "SLOT_CONVENTION_UNSPECIFIED",
 		1: "SLOT_CONVENTION_LOG2_BCC",
+		2: "SLOT_CONVENTION_LOG2_EXPONENT",
+		3: "SLOT_CONVENTION_LINEAR",
+		4: "SLOT_CONVENTION_FIXED",
 	}
 	SlotConvention_value = map[string]int32{
-		"SLOT_CONVENTION_UNSPECIFIED": 0,
-		"SLOT_CONVENTION_LOG2_BCC":    1,
+		"SLOT_CONVENTION_UNSPECIFIED":   0,
+		"SLOT_CONVENTION_LOG2_BCC":      1,
+		"SLOT_CONVENTION_LOG2_EXPONENT": 2,
+		"SLOT_CONVENTION_LINEAR":        3,
+		"SLOT_CONVENTION_FIXED":         4,
 	}
 )
 
@@ -627,8 +644,12 @@ type Field struct {
 	// UCUM unit of the raw value, e.g. "ns", "us", "By", "1".
 	Unit string `protobuf:"bytes,5,opt,name=unit,proto3" json:"unit,omitempty"`
 	// Attribute name the field gets by default, e.g. "process.executable.name".
-	Attribute     string `protobuf:"bytes,6,opt,name=attribute,proto3" json:"attribute,omitempty"`
-	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	Attribute   string `protobuf:"bytes,6,opt,name=attribute,proto3" json:"attribute,omitempty"`
+	Description string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	// Set on a key field the sidecar derives from another key field by
+	// decoding it (e.g. container.id from a cgroup id or a pid); it has no
+	// bytes in the BPF map but travels as a key column like the others.
+	DerivedFrom   string `protobuf:"bytes,8,opt,name=derived_from,json=derivedFrom,proto3" json:"derived_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +733,13 @@ func (x *Field) GetDescription() string {
 	return ""
 }
 
+func (x *Field) GetDerivedFrom() string {
+	if x != nil {
+		return x.DerivedFrom
+	}
+	return ""
+}
+
 type HistogramLayout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The key field holding the slot index.
@@ -725,7 +753,11 @@ type HistogramLayout struct {
 	// slot unit), empty when the program keeps no sum.
 	SumField string `protobuf:"bytes,5,opt,name=sum_field,json=sumField,proto3" json:"sum_field,omitempty"`
 	// UCUM unit of the sampled quantity, e.g. "ns".
-	Unit          string `protobuf:"bytes,6,opt,name=unit,proto3" json:"unit,omitempty"`
+	Unit string `protobuf:"bytes,6,opt,name=unit,proto3" json:"unit,omitempty"`
+	// For SLOT_CONVENTION_LINEAR: the width of one slot, in unit.
+	LinearWidth float64 `protobuf:"fixed64,7,opt,name=linear_width,json=linearWidth,proto3" json:"linear_width,omitempty"`
+	// For SLOT_CONVENTION_FIXED: the upper bounds of slots 0..n-1, in unit.
+	Bounds        []float64 `protobuf:"fixed64,8,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +832,20 @@ func (x *HistogramLayout) GetUnit() string {
 		return x.Unit
 	}
 	return ""
+}
+
+func (x *HistogramLayout) GetLinearWidth() float64 {
+	if x != nil {
+		return x.LinearWidth
+	}
+	return 0
+}
+
+func (x *HistogramLayout) GetBounds() []float64 {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
 }
 
 type Map struct {
@@ -1201,9 +1247,16 @@ func (x *ProgramRequest) GetParameters() map[string]string {
 }
 
 type MapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Program       string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
-	Map           string                 `protobuf:"bytes,2,opt,name=map,proto3" json:"map,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	Map     string                 `protobuf:"bytes,2,opt,name=map,proto3" json:"map,omitempty"`
+	// Delete every entry read (BPF_MAP_LOOKUP_AND_DELETE_BATCH), so each
+	// snapshot holds what accumulated since the previous one: delta
+	// temporality. Increments racing the delete of their entry are lost.
+	ClearAfterRead bool `protobuf:"varint,3,opt,name=clear_after_read,json=clearAfterRead,proto3" json:"clear_after_read,omitempty"`
+	// For per-CPU maps: keep one entry per CPU instead of summing them; the
+	// snapshot then has an extra key column "cpu" (uints).
+	PerCpu        bool `protobuf:"varint,4,opt,name=per_cpu,json=perCpu,proto3" json:"per_cpu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1250,6 +1303,20 @@ func (x *MapRequest) GetMap() string {
 		return x.Map
 	}
 	return ""
+}
+
+func (x *MapRequest) GetClearAfterRead() bool {
+	if x != nil {
+		return x.ClearAfterRead
+	}
+	return false
+}
+
+func (x *MapRequest) GetPerCpu() bool {
+	if x != nil {
+		return x.PerCpu
+	}
+	return false
 }
 
 type StreamRequest struct {
@@ -1606,7 +1673,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\aallowed\x18\x04 \x03(\tR\aallowed\x12\x10\n" +
 	"\x03min\x18\x05 \x01(\x03R\x03min\x12\x10\n" +
 	"\x03max\x18\x06 \x01(\x03R\x03max\x12 \n" +
-	"\vdescription\x18\a \x01(\tR\vdescription\"\xd7\x01\n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\"\xfa\x01\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x04type\x18\x02 \x01(\x0e2\".ebpfreceiver.sidecar.v1.FieldTypeR\x04type\x12\x12\n" +
@@ -1614,7 +1681,8 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\bdecoders\x18\x04 \x03(\tR\bdecoders\x12\x12\n" +
 	"\x04unit\x18\x05 \x01(\tR\x04unit\x12\x1c\n" +
 	"\tattribute\x18\x06 \x01(\tR\tattribute\x12 \n" +
-	"\vdescription\x18\a \x01(\tR\vdescription\"\xe1\x01\n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\x12!\n" +
+	"\fderived_from\x18\b \x01(\tR\vderivedFrom\"\x9c\x02\n" +
 	"\x0fHistogramLayout\x12\x1d\n" +
 	"\n" +
 	"slot_field\x18\x01 \x01(\tR\tslotField\x12G\n" +
@@ -1625,7 +1693,9 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vcount_field\x18\x04 \x01(\tR\n" +
 	"countField\x12\x1b\n" +
 	"\tsum_field\x18\x05 \x01(\tR\bsumField\x12\x12\n" +
-	"\x04unit\x18\x06 \x01(\tR\x04unit\"\xfb\x02\n" +
+	"\x04unit\x18\x06 \x01(\tR\x04unit\x12!\n" +
+	"\flinear_width\x18\a \x01(\x01R\vlinearWidth\x12\x16\n" +
+	"\x06bounds\x18\b \x03(\x01R\x06bounds\"\xfb\x02\n" +
 	"\x03Map\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .ebpfreceiver.sidecar.v1.MapKindR\x04kind\x12\x1f\n" +
@@ -1667,11 +1737,13 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"parameters\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"{\n" +
 	"\n" +
 	"MapRequest\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
-	"\x03map\x18\x02 \x01(\tR\x03map\"\xc4\x01\n" +
+	"\x03map\x18\x02 \x01(\tR\x03map\x12(\n" +
+	"\x10clear_after_read\x18\x03 \x01(\bR\x0eclearAfterRead\x12\x17\n" +
+	"\aper_cpu\x18\x04 \x01(\bR\x06perCpu\"\xc4\x01\n" +
 	"\rStreamRequest\x12C\n" +
 	"\bprograms\x18\x01 \x03(\v2'.ebpfreceiver.sidecar.v1.ProgramRequestR\bprograms\x127\n" +
 	"\x04maps\x18\x02 \x03(\v2#.ebpfreceiver.sidecar.v1.MapRequestR\x04maps\x125\n" +
@@ -1706,10 +1778,13 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x16FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fFIELD_TYPE_UINT\x10\x01\x12\x12\n" +
 	"\x0eFIELD_TYPE_INT\x10\x02\x12\x15\n" +
-	"\x11FIELD_TYPE_STRING\x10\x03*O\n" +
+	"\x11FIELD_TYPE_STRING\x10\x03*\xa9\x01\n" +
 	"\x0eSlotConvention\x12\x1f\n" +
 	"\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
-	"\x18SLOT_CONVENTION_LOG2_BCC\x10\x01*p\n" +
+	"\x18SLOT_CONVENTION_LOG2_BCC\x10\x01\x12!\n" +
+	"\x1dSLOT_CONVENTION_LOG2_EXPONENT\x10\x02\x12\x1a\n" +
+	"\x16SLOT_CONVENTION_LINEAR\x10\x03\x12\x19\n" +
+	"\x15SLOT_CONVENTION_FIXED\x10\x04*p\n" +
 	"\n" +
 	"MetricType\x12\x1b\n" +
 	"\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ebpfreceiver/sidecar/v1/sidecar.proto\x12\x17\x65\x62pfreceiver.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xae\x01\n\x10\x44\x65scribeResponse\x12\x17\n\x0fsidecar_version\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x33\n\x06kernel\x18\x03 \x01(\x0b\x32#.ebpfreceiver.sidecar.v1.KernelInfo\x12\x32\n\x08programs\x18\x04 \x03(\x0b\x32 .ebpfreceiver.sidecar.v1.Program\"z\n\nKernelInfo\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x0b\n\x03\x62tf\x18\x02 \x01(\x08\x12\x17\n\x0fraw_tracepoints\x18\x03 \x01(\x08\x12\x13\n\x0bperf_events\x18\x04 \x01(\x08\x12\x0f\n\x07kprobes\x18\x05 \x01(\x08\x12\x0f\n\x07headers\x18\x06 \x01(\t\"\xe0\x01\n\x07Program\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05hooks\x18\x03 \x03(\t\x12*\n\x04maps\x18\x04 \x03(\x0b\x32\x1c.ebpfreceiver.sidecar.v1.Map\x12\x36\n\nparameters\x18\x05 \x03(\x0b\x32\".ebpfreceiver.sidecar.v1.Parameter\x12?\n\x0f\x64\x65\x66\x61ult_metrics\x18\x06 \x03(\x0b\x32&.ebpfreceiver.sidecar.v1.MetricBinding\"x\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x04 \x03(\t\x12\x0b\n\x03min\x18\x05 \x01(\x03\x12\x0b\n\x03max\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\x9d\x01\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".ebpfreceiver.sidecar.v1.FieldType\x12\x0c\n\x04size\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65\x63oders\x18\x04 \x03(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xa7\x01\n\x0fHistogramLayout\x12\x12\n\nslot_field\x18\x01 \x01(\t\x12;\n\nconvention\x18\x02 \x01(\x0e\x32\'.ebpfreceiver.sidecar.v1.SlotConvention\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x13\n\x0b\x63ount_field\x18\x04 \x01(\t\x12\x11\n\tsum_field\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\"\xa8\x02\n\x03Map\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .ebpfreceiver.sidecar.v1.MapKind\x12\x13\n\x0bmax_entries\x18\x03 \x01(\r\x12\x32\n\nkey_fields\x18\x04 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12\x34\n\x0cvalue_fields\x18\x05 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12;\n\thistogram\x18\x06 \x01(\x0b\x32(.ebpfreceiver.sidecar.v1.HistogramLayout\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x12\n\nenabled_by\x18\x08 \x01(\t\"A\n\x10\x41ttributeBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\x08\";\n\x11ValueFieldBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x17\n\x0f\x61ttribute_value\x18\x02 \x01(\t\"\xc0\x02\n\rMetricBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32#.ebpfreceiver.sidecar.v1.MetricType\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x13\n\x0bvalue_field\x18\x07 \x01(\t\x12=\n\nattributes\x18\x08 \x03(\x0b\x32).ebpfreceiver.sidecar.v1.AttributeBinding\x12\x17\n\x0fvalue_attribute\x18\t \x01(\t\x12@\n\x0cvalue_fields\x18\n \x03(\x0b\x32*.ebpfreceiver.sidecar.v1.ValueFieldBinding\"\x9e\x01\n\x0eProgramRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12K\n\nparameters\x18\x02 \x03(\x0b\x32\x37.ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\nMapRequest\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\"\xaa\x01\n\rStreamRequest\x12\x39\n\x08programs\x18\x01 \x03(\x0b\x32\'.ebpfreceiver.sidecar.v1.ProgramRequest\x12\x31\n\x04maps\x18\x02 \x03(\x0b\x32#.ebpfreceiver.sidecar.v1.MapRequest\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\x06\x43olumn\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05uints\x18\x02 \x03(\x04\x12\x0c\n\x04ints\x18\x03 \x03(\x12\x12\x0f\n\x07strings\x18\x04 \x03(\t\"\x86\x02\n\x0bMapSnapshot\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\x12\x1d\n\x15\x61ttach_time_unix_nano\x18\x03 \x01(\x06\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\r\x12\x34\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x36\n\rvalue_columns\x18\x06 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x13\n\x0bmax_entries\x18\x07 \x01(\r\x12\x17\n\x0f\x64ropped_updates\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\"\x9a\x01\n\x08Snapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x06\x12\x32\n\x04maps\x18\x03 \x03(\x0b\x32$.ebpfreceiver.sidecar.v1.MapSnapshot\x12\x30\n\rread_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration*R\n\x07MapKind\x12\x18\n\x14MAP_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MAP_KIND_COUNTERS\x10\x01\x12\x16\n\x12MAP_KIND_HISTOGRAM\x10\x02*g\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_UINT\x10\x01\x12\x12\n\x0e\x46IELD_TYPE_INT\x10\x02\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x03*O\n\x0eSlotConvention\x12\x1f\n\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SLOT_CONVENTION_LOG2_BCC\x10\x01*p\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMETRIC_TYPE_SUM\x10\x01\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n\x15METRIC_TYPE_HISTOGRAM\x10\x03\x32\xc1\x01\n\x07Sidecar\x12_\n\x08\x44\x65scribe\x12(.ebpfreceiver.sidecar.v1.DescribeRequest\x1a).ebpfreceiver.sidecar.v1.DescribeResponse\x12U\n\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01\x42OZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ebpfreceiver/sidecar/v1/sidecar.proto\x12\x17\x65\x62pfreceiver.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xae\x01\n\x10\x44\x65scribeResponse\x12\x17\n\x0fsidecar_version\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x33\n\x06kernel\x18\x03 \x01(\x0b\x32#.ebpfreceiver.sidecar.v1.KernelInfo\x12\x32\n\x08programs\x18\x04 \x03(\x0b\x32 .ebpfreceiver.sidecar.v1.Program\"z\n\nKernelInfo\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x0b\n\x03\x62tf\x18\x02 \x01(\x08\x12\x17\n\x0fraw_tracepoints\x18\x03 \x01(\x08\x12\x13\n\x0bperf_events\x18\x04 \x01(\x08\x12\x0f\n\x07kprobes\x18\x05 \x01(\x08\x12\x0f\n\x07headers\x18\x06 \x01(\t\"\xe0\x01\n\x07Program\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05hooks\x18\x03 \x03(\t\x12*\n\x04maps\x18\x04 \x03(\x0b\x32\x1c.ebpfreceiver.sidecar.v1.Map\x12\x36\n\nparameters\x18\x05 \x03(\x0b\x32\".ebpfreceiver.sidecar.v1.Parameter\x12?\n\x0f\x64\x65\x66\x61ult_metrics\x18\x06 \x03(\x0b\x32&.ebpfreceiver.sidecar.v1.MetricBinding\"x\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x04 \x03(\t\x12\x0b\n\x03min\x18\x05 \x01(\x03\x12\x0b\n\x03max\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xb3\x01\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".ebpfreceiver.sidecar.v1.FieldType\x12\x0c\n\x04size\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65\x63oders\x18\x04 \x03(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tattribute\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65rived_from\x18\x08 \x01(\t\"\xcd\x01\n\x0fHistogramLayout\x12\x12\n\nslot_field\x18\x01 \x01(\t\x12;\n\nconvention\x18\x02 \x01(\x0e\x32\'.ebpfreceiver.sidecar.v1.SlotConvention\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x13\n\x0b\x63ount_field\x18\x04 \x01(\t\x12\x11\n\tsum_field\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x14\n\x0clinear_width\x18\x07 \x01(\x01\x12\x0e\n\x06\x62ounds\x18\x08 \x03(\x01\"\xa8\x02\n\x03Map\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .ebpfreceiver.sidecar.v1.MapKind\x12\x13\n\x0bmax_entries\x18\x03 \x01(\r\x12\x32\n\nkey_fields\x18\x04 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12\x34\n\x0cvalue_fields\x18\x05 \x03(\x0b\x32\x1e.ebpfreceiver.sidecar.v1.Field\x12;\n\thistogram\x18\x06 \x01(\x0b\x32(.ebpfreceiver.sidecar.v1.HistogramLayout\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x12\n\nenabled_by\x18\x08 \x01(\t\"A\n\x10\x41ttributeBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\x08\";\n\x11ValueFieldBinding\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x17\n\x0f\x61ttribute_value\x18\x02 \x01(\t\"\xc0\x02\n\rMetricBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32#.ebpfreceiver.sidecar.v1.MetricType\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x13\n\x0bvalue_field\x18\x07 \x01(\t\x12=\n\nattributes\x18\x08 \x03(\x0b\x32).ebpfreceiver.sidecar.v1.AttributeBinding\x12\x17\n\x0fvalue_attribute\x18\t \x01(\t\x12@\n\x0cvalue_fields\x18\n \x03(\x0b\x32*.ebpfreceiver.sidecar.v1.ValueFieldBinding\"\x9e\x01\n\x0eProgramRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12K\n\nparameters\x18\x02 \x03(\x0b\x32\x37.ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\nMapRequest\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\x12\x18\n\x10\x63lear_after_read\x18\x03 \x01(\x08\x12\x0f\n\x07per_cpu\x18\x04 \x01(\x08\"\xaa\x01\n\rStreamRequest\x12\x39\n\x08programs\x18\x01 \x03(\x0b\x32\'.ebpfreceiver.sidecar.v1.ProgramRequest\x12\x31\n\x04maps\x18\x02 \x03(\x0b\x32#.ebpfreceiver.sidecar.v1.MapRequest\x12+\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\x06\x43olumn\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05uints\x18\x02 \x03(\x04\x12\x0c\n\x04ints\x18\x03 \x03(\x12\x12\x0f\n\x07strings\x18\x04 \x03(\t\"\x86\x02\n\x0bMapSnapshot\x12\x0f\n\x07program\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\x12\x1d\n\x15\x61ttach_time_unix_nano\x18\x03 \x01(\x06\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\r\x12\x34\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x36\n\rvalue_columns\x18\x06 \x03(\x0b\x32\x1f.ebpfreceiver.sidecar.v1.Column\x12\x13\n\x0bmax_entries\x18\x07 \x01(\r\x12\x17\n\x0f\x64ropped_updates\x18\x08 \x01(\x04\x12\r\n\x05\x65rror\x18\t \x01(\t\"\x9a\x01\n\x08Snapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x06\x12\x32\n\x04maps\x18\x03 \x03(\x0b\x32$.ebpfreceiver.sidecar.v1.MapSnapshot\x12\x30\n\rread_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration*R\n\x07MapKind\x12\x18\n\x14MAP_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MAP_KIND_COUNTERS\x10\x01\x12\x16\n\x12MAP_KIND_HISTOGRAM\x10\x02*g\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_UINT\x10\x01\x12\x12\n\x0e\x46IELD_TYPE_INT\x10\x02\x12\x15\n\x11\x46IELD_TYPE_STRING\x10\x03*\xa9\x01\n\x0eSlotConvention\x12\x1f\n\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SLOT_CONVENTION_LOG2_BCC\x10\x01\x12!\n\x1dSLOT_CONVENTION_LOG2_EXPONENT\x10\x02\x12\x1a\n\x16SLOT_CONVENTION_LINEAR\x10\x03\x12\x19\n\x15SLOT_CONVENTION_FIXED\x10\x04*p\n\nMetricType\x12\x1b\n\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMETRIC_TYPE_SUM\x10\x01\x12\x15\n\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n\x15METRIC_TYPE_HISTOGRAM\x10\x03\x32\xc1\x01\n\x07Sidecar\x12_\n\x08\x44\x65scribe\x12(.ebpfreceiver.sidecar.v1.DescribeRequest\x1a).ebpfreceiver.sidecar.v1.DescribeResponse\x12U\n\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01\x42OZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'ZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpb'
   _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_MAPKIND']._serialized_start=2718
-  _globals['_MAPKIND']._serialized_end=2800
-  _globals['_FIELDTYPE']._serialized_start=2802
-  _globals['_FIELDTYPE']._serialized_end=2905
-  _globals['_SLOTCONVENTION']._serialized_start=2907
-  _globals['_SLOTCONVENTION']._serialized_end=2986
-  _globals['_METRICTYPE']._serialized_start=2988
-  _globals['_METRICTYPE']._serialized_end=3100
+  _globals['_MAPKIND']._serialized_start=2821
+  _globals['_MAPKIND']._serialized_end=2903
+  _globals['_FIELDTYPE']._serialized_start=2905
+  _globals['_FIELDTYPE']._serialized_end=3008
+  _globals['_SLOTCONVENTION']._serialized_start=3011
+  _globals['_SLOTCONVENTION']._serialized_end=3180
+  _globals['_METRICTYPE']._serialized_start=3182
+  _globals['_METRICTYPE']._serialized_end=3294
   _globals['_DESCRIBEREQUEST']._serialized_start=98
   _globals['_DESCRIBEREQUEST']._serialized_end=115
   _globals['_DESCRIBERESPONSE']._serialized_start=118
@@ -54,31 +54,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMETER']._serialized_start=645
   _globals['_PARAMETER']._serialized_end=765
   _globals['_FIELD']._serialized_start=768
-  _globals['_FIELD']._serialized_end=925
-  _globals['_HISTOGRAMLAYOUT']._serialized_start=928
-  _globals['_HISTOGRAMLAYOUT']._serialized_end=1095
-  _globals['_MAP']._serialized_start=1098
-  _globals['_MAP']._serialized_end=1394
-  _globals['_ATTRIBUTEBINDING']._serialized_start=1396
-  _globals['_ATTRIBUTEBINDING']._serialized_end=1461
-  _globals['_VALUEFIELDBINDING']._serialized_start=1463
-  _globals['_VALUEFIELDBINDING']._serialized_end=1522
-  _globals['_METRICBINDING']._serialized_start=1525
-  _globals['_METRICBINDING']._serialized_end=1845
-  _globals['_PROGRAMREQUEST']._serialized_start=1848
-  _globals['_PROGRAMREQUEST']._serialized_end=2006
-  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_start=1957
-  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_end=2006
-  _globals['_MAPREQUEST']._serialized_start=2008
-  _globals['_MAPREQUEST']._serialized_end=2050
-  _globals['_STREAMREQUEST']._serialized_start=2053
-  _globals['_STREAMREQUEST']._serialized_end=2223
-  _globals['_COLUMN']._serialized_start=2225
-  _globals['_COLUMN']._serialized_end=2294
-  _globals['_MAPSNAPSHOT']._serialized_start=2297
-  _globals['_MAPSNAPSHOT']._serialized_end=2559
-  _globals['_SNAPSHOT']._serialized_start=2562
-  _globals['_SNAPSHOT']._serialized_end=2716
-  _globals['_SIDECAR']._serialized_start=3103
-  _globals['_SIDECAR']._serialized_end=3296
+  _globals['_FIELD']._serialized_end=947
+  _globals['_HISTOGRAMLAYOUT']._serialized_start=950
+  _globals['_HISTOGRAMLAYOUT']._serialized_end=1155
+  _globals['_MAP']._serialized_start=1158
+  _globals['_MAP']._serialized_end=1454
+  _globals['_ATTRIBUTEBINDING']._serialized_start=1456
+  _globals['_ATTRIBUTEBINDING']._serialized_end=1521
+  _globals['_VALUEFIELDBINDING']._serialized_start=1523
+  _globals['_VALUEFIELDBINDING']._serialized_end=1582
+  _globals['_METRICBINDING']._serialized_start=1585
+  _globals['_METRICBINDING']._serialized_end=1905
+  _globals['_PROGRAMREQUEST']._serialized_start=1908
+  _globals['_PROGRAMREQUEST']._serialized_end=2066
+  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_start=2017
+  _globals['_PROGRAMREQUEST_PARAMETERSENTRY']._serialized_end=2066
+  _globals['_MAPREQUEST']._serialized_start=2068
+  _globals['_MAPREQUEST']._serialized_end=2153
+  _globals['_STREAMREQUEST']._serialized_start=2156
+  _globals['_STREAMREQUEST']._serialized_end=2326
+  _globals['_COLUMN']._serialized_start=2328
+  _globals['_COLUMN']._serialized_end=2397
+  _globals['_MAPSNAPSHOT']._serialized_start=2400
+  _globals['_MAPSNAPSHOT']._serialized_end=2662
+  _globals['_SNAPSHOT']._serialized_start=2665
+  _globals['_SNAPSHOT']._serialized_end=2819
+  _globals['_SIDECAR']._serialized_start=3297
+  _globals['_SIDECAR']._serialized_end=3490
 # @@protoc_insertion_point(module_scope)

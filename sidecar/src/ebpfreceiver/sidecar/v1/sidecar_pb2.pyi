@@ -27,6 +27,9 @@ class SlotConvention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SLOT_CONVENTION_UNSPECIFIED: _ClassVar[SlotConvention]
     SLOT_CONVENTION_LOG2_BCC: _ClassVar[SlotConvention]
+    SLOT_CONVENTION_LOG2_EXPONENT: _ClassVar[SlotConvention]
+    SLOT_CONVENTION_LINEAR: _ClassVar[SlotConvention]
+    SLOT_CONVENTION_FIXED: _ClassVar[SlotConvention]
 
 class MetricType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +46,9 @@ FIELD_TYPE_INT: FieldType
 FIELD_TYPE_STRING: FieldType
 SLOT_CONVENTION_UNSPECIFIED: SlotConvention
 SLOT_CONVENTION_LOG2_BCC: SlotConvention
+SLOT_CONVENTION_LOG2_EXPONENT: SlotConvention
+SLOT_CONVENTION_LINEAR: SlotConvention
+SLOT_CONVENTION_FIXED: SlotConvention
 METRIC_TYPE_UNSPECIFIED: MetricType
 METRIC_TYPE_SUM: MetricType
 METRIC_TYPE_GAUGE: MetricType
@@ -115,7 +121,7 @@ class Parameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[str] = ..., allowed: _Optional[_Iterable[str]] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Field(_message.Message):
-    __slots__ = ("name", "type", "size", "decoders", "unit", "attribute", "description")
+    __slots__ = ("name", "type", "size", "decoders", "unit", "attribute", "description", "derived_from")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +129,7 @@ class Field(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: FieldType
     size: int
@@ -130,23 +137,28 @@ class Field(_message.Message):
     unit: str
     attribute: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., size: _Optional[int] = ..., decoders: _Optional[_Iterable[str]] = ..., unit: _Optional[str] = ..., attribute: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    derived_from: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., size: _Optional[int] = ..., decoders: _Optional[_Iterable[str]] = ..., unit: _Optional[str] = ..., attribute: _Optional[str] = ..., description: _Optional[str] = ..., derived_from: _Optional[str] = ...) -> None: ...
 
 class HistogramLayout(_message.Message):
-    __slots__ = ("slot_field", "convention", "slots", "count_field", "sum_field", "unit")
+    __slots__ = ("slot_field", "convention", "slots", "count_field", "sum_field", "unit", "linear_width", "bounds")
     SLOT_FIELD_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_FIELD_NUMBER: _ClassVar[int]
     SUM_FIELD_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
     slot_field: str
     convention: SlotConvention
     slots: int
     count_field: str
     sum_field: str
     unit: str
-    def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
+    linear_width: float
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ..., linear_width: _Optional[float] = ..., bounds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Map(_message.Message):
     __slots__ = ("name", "kind", "max_entries", "key_fields", "value_fields", "histogram", "description", "enabled_by")
@@ -226,12 +238,16 @@ class ProgramRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MapRequest(_message.Message):
-    __slots__ = ("program", "map")
+    __slots__ = ("program", "map", "clear_after_read", "per_cpu")
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_AFTER_READ_FIELD_NUMBER: _ClassVar[int]
+    PER_CPU_FIELD_NUMBER: _ClassVar[int]
     program: str
     map: str
-    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ...) -> None: ...
+    clear_after_read: bool
+    per_cpu: bool
+    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., clear_after_read: _Optional[bool] = ..., per_cpu: _Optional[bool] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
     __slots__ = ("programs", "maps", "interval")
