@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import Process, free_port, pipeline_config, scrape, start_collector, value, wait_for
 
 WORKER = r"""

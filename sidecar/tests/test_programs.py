@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
 
+from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb

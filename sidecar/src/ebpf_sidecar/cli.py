@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--listen", default=DEFAULT_LISTEN,
                    help="unix:///path (default %(default)s) or host:port")
     p.add_argument("--socket-group", default=None,
-                   help="group that may use the Unix socket (mode 0660); "
+                   help="group (name or gid) that may use the Unix socket (mode 0660); "
                    "default: owner only (0600)")
     p.add_argument("--catalog", type=Path, default=_REPO_CATALOG,
                    help="the built-in program catalog (default %(default)s)")

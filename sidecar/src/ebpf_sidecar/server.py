@@ -169,7 +169,8 @@ def serve(
         finally:
             os.umask(old)
         if socket_group is not None:
-            os.chown(path, -1, grp.getgrnam(socket_group).gr_gid)
+            gid = int(socket_group) if socket_group.isdigit() else grp.getgrnam(socket_group).gr_gid
+            os.chown(path, -1, gid)
             os.chmod(path, 0o660)
         else:
             os.chmod(path, 0o600)

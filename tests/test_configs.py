@@ -1,0 +1,65 @@
+"""Every collector config we ship passes the real collector's validation, and
+a bad one stops the collector at start with a message naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import COLLECTOR, REPO, Process, free_port, pipeline_config, start_collector
+
+SHIPPED = sorted((REPO / "collector-config").rglob("*.yaml"))
+SHIPPED = [p for p in SHIPPED if p.name != "builder-config.yaml"]
+
+
+def daemonset_config(tmp_path: Path) -> Path:
+    docs = yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "daemonset.yaml").read_text())
+    [cm] = [d for d in docs if d and d.get("kind") == "ConfigMap"]
+    path = tmp_path / "daemonset-config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    return path
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_configs_validate(config: Path) -> None:
+    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(config)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_daemonset_config_validates(tmp_path: Path) -> None:
+    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(daemonset_config(tmp_path))],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_structural_errors_name_the_field_and_the_fix(tmp_path: Path) -> None:
+    bad = pipeline_config({"collection_interval": "10ms", "metrics": [
+        {"name": "x", "map_name": "cpu_usage", "type": "histo"}]}, free_port())
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "collection_interval: 10ms is below the minimum of 100ms; set it to 100ms" in r.stderr
+    assert 'metrics[0].type: "histo" is not one of sum, gauge, histogram' in r.stderr
+
+
+def test_catalog_errors_stop_the_collector_at_start(
+    sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
+    """Errors only the sidecar's catalog can reveal stop the collector at start."""
+    _, sock = sidecar
+    cfg = pipeline_config({"endpoint": f"unix://{sock}", "programs": [
+        {"name": "syscalls", "parameters": {"max_entries": "7"}}], "metrics": [
+        {"name": "ebpf.x", "map_name": "no_such_map", "type": "sum"},
+        {"name": "ebpf.y", "map_name": "cpu_usage", "type": "sum"}]}, free_port())
+    col = start_collector(cfg, tmp_path)
+    assert col.proc.wait(30) != 0, "the collector kept running with a bad config"
+    out = col.output()
+    assert 'metrics[0].map_name: no catalog program has a map "no_such_map"; valid maps' in out
+    assert "cpu/cpu_usage" in out  # the valid names are listed
+    assert 'metrics[1].type: cpu/cpu_usage is a histogram map, so "sum" is not possible' in out
