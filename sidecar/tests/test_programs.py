@@ -78,3 +78,13 @@ def _count(snap: pb.MapSnapshot, syscall: str) -> int:
                              values["count"].uints, strict=True)
         if s == syscall and c == comm
     )
+
+
+def test_tracepoint_fields_become_defines() -> None:
+    from ebpf_sidecar import kernel
+
+    flags = kernel.tracepoint_defines(["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter",
+                                       "tracepoint:nope:missing"])
+    assert "-DTP_SCHED_SWITCH_HAS_PREV_STATE=1" in flags
+    assert "-DTP_SCHED_SWITCH_HAS_NEXT_PID=1" in flags
+    assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)

@@ -57,6 +57,42 @@ def ensure_tracefs() -> None:
         )
 
 
+def tracepoint_fields(category: str, event: str) -> list[str]:
+    """Field names of a tracepoint's format on the running kernel ([] if absent)."""
+    path = TRACEFS / "events" / category / event / "format"
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    fields = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("field:") or "common_" in line.split(";")[0]:
+            continue
+        decl = line.split(";")[0][len("field:"):].strip()
+        name = decl.split()[-1].split("[")[0]
+        fields.append(name)
+    return fields
+
+
+def tracepoint_defines(hooks: list[str]) -> list[str]:
+    """-D flags telling a program which fields its tracepoints have here.
+
+    Tracepoint formats change between kernels (tcp_retransmit_skb gained
+    ``err`` in 6.x); a program can test ``#ifdef TP_<EVENT>_HAS_<FIELD>``
+    instead of failing to compile where a field is missing.
+    """
+    flags = []
+    for hook in hooks:
+        kind, _, rest = hook.partition(":")
+        if kind != "tracepoint":
+            continue
+        category, _, event = rest.partition(":")
+        for field in tracepoint_fields(category, event):
+            flags.append(f"-DTP_{event.upper()}_HAS_{field.upper()}=1")
+    return flags
+
+
 def _headers_dir(release: str) -> str:
     build = Path("/lib/modules") / release / "build"
     if build.exists():

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ebpf_sidecar import kernel
 from ebpf_sidecar.catalog import Catalog, Program
 from ebpf_sidecar.maps import MapReader
 
@@ -88,6 +89,7 @@ class ProgramManager:
     def acquire(self, name: str, parameters: Mapping[str, str]) -> LoadedProgram:
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
+        cflags += kernel.tracepoint_defines(list(program.hooks))
         key = (name, tuple(sorted(parameters.items())))
         with self._lock:
             loaded = self._loaded.get(key)
