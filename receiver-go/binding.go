@@ -3,6 +3,7 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -46,10 +47,35 @@ type metricBinding struct {
 	sum    fieldRef // empty name: the map keeps no sum
 	hasSum bool
 
+	// Histograms: the upper bounds of slots 0..n-2 in slot units (explicit
+	// buckets); whether to emit an exponential histogram instead, and for
+	// it whether slot 0 is the zero count (LOG2_BCC) or bucket 0 (see
+	// histogram.go).
+	bounds      []float64
+	exponential bool
+	zeroSlot    bool
+
 	// scale converts the raw value (or slot bound and sum) into the metric
 	// unit; 1 keeps integers as integers.
 	scale float64
+
+	// limit is the cardinality limit: the number of series before new ones
+	// fold into the overflow series.
+	limit int
+	// delta: the map is cleared on read and points cover one interval.
+	delta bool
+	// perCPU: the map is read per CPU (extra key column "cpu").
+	perCPU bool
+	// path is the config path of the metric, for errors between metrics.
+	path string
 }
+
+// cpuColumn is the extra key column of a per-CPU read, and cpuAttribute
+// the attribute it becomes by default.
+const (
+	cpuColumn    = "cpu"
+	cpuAttribute = "cpu.logical_number"
+)
 
 // valueRef is one value field of a sum or gauge; attrValue is the value of
 // the binding's valueAttribute on its points (unused without one).
@@ -184,6 +210,25 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 			if len(p.GetDefaultMetrics()) == 0 {
 				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.name))
 			}
+			pi := programIndex[pr.name]
+			overrides := cfg.Programs[pi].Metrics
+			var defaultNames []string
+			for _, mb := range p.GetDefaultMetrics() {
+				defaultNames = append(defaultNames, mb.GetName())
+			}
+			for _, name := range sortedKeys(overrides) {
+				found := false
+				for _, dn := range defaultNames {
+					found = found || dn == name
+				}
+				if !found {
+					valid := strings.Join(defaultNames, ", ")
+					if valid == "" {
+						valid = "(none)"
+					}
+					errs = append(errs, fmt.Errorf("programs[%d].metrics[%s]: program %q has no default metric %q; its default metrics: %s", pi, name, pr.name, name, valid))
+				}
+			}
 			kept := 0
 			for j, mb := range p.GetDefaultMetrics() {
 				// A default metric on a map its parameters compile out is
@@ -194,10 +239,15 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 					}
 				}
 				kept++
-				specs = append(specs, metricSpec{
+				spec := metricSpec{
 					path: fmt.Sprintf("catalog program %q default_metrics[%d] (%s)", pr.name, j, mb.GetName()),
 					cfg:  metricConfigFromBinding(pr.name, mb),
-				})
+				}
+				if o, ok := overrides[mb.GetName()]; ok {
+					spec.path = fmt.Sprintf("programs[%d].metrics[%s]", pi, mb.GetName())
+					spec.cfg.applyOverride(o)
+				}
+				specs = append(specs, spec)
 			}
 			if kept == 0 && len(p.GetDefaultMetrics()) > 0 {
 				errs = append(errs, fmt.Errorf("programs[%d].parameters: with these parameters program %q compiles out every map its default metrics read; change the parameters or list the metrics to emit under metrics", programIndex[pr.name], pr.name))
@@ -208,7 +258,7 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 	var bindings []*metricBinding
 	names := map[string]string{}
 	for _, s := range specs {
-		b, err := bindMetric(cat, s.path, &s.cfg)
+		b, err := bindMetric(cat, s.path, &s.cfg, cfg.CardinalityLimit)
 		if err == nil {
 			err = checkEnabled(cat, s.path, b, params, programIndex)
 		}
@@ -228,9 +278,11 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 	}
 
 	// Programs referenced by metrics but not listed are loaded too, with
-	// their default parameters.
-	type mapKey struct{ program, name string }
-	seenMaps := map[mapKey]bool{}
+	// their default parameters. One MapRequest per map: cleared on read when
+	// its metrics are delta (all or none of them), per CPU when any metric
+	// wants it (the others add the CPUs up, as any key field left out).
+	seenMaps := map[mapKey]*sidecarpb.MapRequest{}
+	firstReader := map[mapKey]*metricBinding{}
 	req := &sidecarpb.StreamRequest{Interval: durationpb.New(cfg.CollectionInterval)}
 	for _, b := range bindings {
 		if !requested[b.program] {
@@ -238,10 +290,24 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 			programs = append(programs, progReq{name: b.program})
 		}
 		k := mapKey{b.program, b.mapName}
-		if !seenMaps[k] {
-			seenMaps[k] = true
-			req.Maps = append(req.Maps, &sidecarpb.MapRequest{Program: b.program, Map: b.mapName})
+		mr, seen := seenMaps[k]
+		if !seen {
+			mr = &sidecarpb.MapRequest{Program: b.program, Map: b.mapName, ClearAfterRead: b.delta}
+			seenMaps[k] = mr
+			firstReader[k] = b
+			req.Maps = append(req.Maps, mr)
+		} else if mr.ClearAfterRead != b.delta {
+			d, c := b, firstReader[k]
+			if !d.delta {
+				d, c = c, d
+			}
+			errs = append(errs, fmt.Errorf("%s.temporality: map %s/%s is read by delta metric %s (%s) and by %s metric %s (%s); a delta read clears the map, so every metric on a map must be delta or none; make their temporality the same",
+				b.path, b.program, b.mapName, d.name, d.path, temporalityWord(c), c.name, c.path))
 		}
+		mr.PerCpu = mr.PerCpu || b.perCPU
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	for _, pr := range programs {
 		var params map[string]string
@@ -254,6 +320,32 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 		req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: pr.name, Parameters: params})
 	}
 	return &resolution{request: req, bindings: bindings}, nil
+}
+
+func temporalityWord(b *metricBinding) string {
+	if b.typ == MetricTypeGauge {
+		return "gauge"
+	}
+	return string(TemporalityCumulative)
+}
+
+// applyOverride sets the keys o sets.
+func (m *MetricConfig) applyOverride(o MetricOverrideConfig) {
+	if o.Unit != "" {
+		m.Unit = o.Unit
+	}
+	if o.CardinalityLimit != nil {
+		m.CardinalityLimit = o.CardinalityLimit
+	}
+	if o.Temporality != "" {
+		m.Temporality = o.Temporality
+	}
+	if o.PerCPU {
+		m.PerCPU = true
+	}
+	if o.HistogramFormat != "" {
+		m.HistogramFormat = o.HistogramFormat
+	}
 }
 
 // mapEnabled tells whether the program's parameters (params over the
@@ -368,7 +460,7 @@ func locateMap(cat *catalog, path string, m *MetricConfig) (string, *sidecarpb.M
 	}
 }
 
-func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, error) {
+func bindMetric(cat *catalog, path string, m *MetricConfig, defaultLimit int) (*metricBinding, error) {
 	program, mp, err := locateMap(cat, path, m)
 	if err != nil {
 		return nil, err
@@ -381,6 +473,14 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 		program:     program,
 		mapName:     mp.GetName(),
 		scale:       1,
+		limit:       defaultLimit,
+		delta:       m.Temporality == TemporalityDelta,
+		perCPU:      m.PerCPU,
+		exponential: m.HistogramFormat == HistogramFormatExponential,
+		path:        path,
+	}
+	if m.CardinalityLimit != nil {
+		b.limit = *m.CardinalityLimit
 	}
 	if b.description == "" {
 		b.description = mp.GetDescription()
@@ -403,11 +503,10 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 		if h == nil {
 			return nil, fmt.Errorf("%s.map_name: histogram map %s has no histogram layout in the sidecar's catalog; the sidecar's manifest is incomplete", path, where)
 		}
-		if h.GetConvention() != sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC {
-			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s uses slot convention %s, which this receiver does not support (supported: %s)", path, where, h.GetConvention(), sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC))
-		}
 		if h.GetSlots() < 1 {
 			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s declares %d slots; the sidecar's manifest is broken", path, where, h.GetSlots()))
+		} else if err := b.layoutBuckets(path, where, h); err != nil {
+			errs = append(errs, err)
 		}
 		slotField = h.GetSlotField()
 		sf := findField(mp.GetKeyFields(), slotField)
@@ -460,20 +559,41 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 		rawUnit = f.GetUnit()
 	}
 
-	// Unit: the one place raw units become metric units.
+	// Unit: the one place raw units become metric units. Exponential
+	// histograms cannot be rescaled, so they default to the slot unit.
 	b.unit = m.Unit
 	if b.unit == "" {
 		b.unit = defaultMetricUnit(rawUnit)
+		if b.exponential {
+			b.unit = rawUnit
+		}
 	}
 	scale, err := unitScale(rawUnit, b.unit)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s.unit: %w", path, err))
 	}
 	b.scale = scale
+	if b.exponential && err == nil && b.unit != rawUnit {
+		errs = append(errs, fmt.Errorf("%s.histogram_format: exponential buckets are powers of two of the slot unit %q and cannot be rescaled, but the metric unit is %q; set unit to %q, or use histogram_format explicit", path, rawUnit, b.unit, rawUnit))
+	}
 
-	// Attributes.
+	// Attributes. A per-CPU read adds key column "cpu".
+	keyFields := mp.GetKeyFields()
+	if m.PerCPU {
+		if findField(keyFields, cpuColumn) != nil {
+			errs = append(errs, fmt.Errorf("%s.per_cpu: map %s already has a key field %q, which the per-CPU column of that name would shadow; remove per_cpu (the map is keyed by CPU already)", path, where, cpuColumn))
+		} else {
+			keyFields = append(keyFields[:len(keyFields):len(keyFields)], &sidecarpb.Field{Name: cpuColumn, Type: sidecarpb.FieldType_FIELD_TYPE_UINT, Attribute: cpuAttribute})
+		}
+	}
+	if m.Temporality == TemporalityDelta && m.Type == MetricTypeGauge {
+		errs = append(errs, fmt.Errorf("%s.temporality: delta applies to sums and histograms, not to a gauge; remove it", path))
+	}
+	if m.HistogramFormat != "" && m.Type != MetricTypeHistogram {
+		errs = append(errs, fmt.Errorf("%s.histogram_format: applies to histograms only, and the type is %s; remove it", path, m.Type))
+	}
 	if len(m.Attributes) == 0 {
-		for _, f := range mp.GetKeyFields() {
+		for _, f := range keyFields {
 			if f.GetName() == slotField && isHist {
 				continue
 			}
@@ -484,28 +604,86 @@ func bindMetric(cat *catalog, path string, m *MetricConfig) (*metricBinding, err
 			b.attributes = append(b.attributes, attributeBinding{field: fieldRef{f.GetName(), f.GetType()}, name: name})
 		}
 	} else {
+		cpuNamed := false
 		for j, a := range m.Attributes {
 			apath := fmt.Sprintf("%s.attributes[%d].field", path, j)
 			if isHist && a.Field == slotField {
-				errs = append(errs, fmt.Errorf("%s: %q is the histogram slot field of %s and becomes the buckets, not an attribute; valid key fields: %s", apath, a.Field, where, fieldNames(mp.GetKeyFields(), slotField)))
+				errs = append(errs, fmt.Errorf("%s: %q is the histogram slot field of %s and becomes the buckets, not an attribute; valid key fields: %s", apath, a.Field, where, fieldNames(keyFields, slotField)))
 				continue
 			}
-			f := findField(mp.GetKeyFields(), a.Field)
+			f := findField(keyFields, a.Field)
 			if f == nil {
 				hint := ""
-				if findField(mp.GetValueFields(), a.Field) != nil {
+				switch {
+				case findField(mp.GetValueFields(), a.Field) != nil:
 					hint = " (it is a value field)"
+				case a.Field == cpuColumn:
+					hint = " (it is a key column only with per_cpu: true)"
 				}
-				errs = append(errs, fmt.Errorf("%s: %q is not a key field of %s%s; valid key fields: %s", apath, a.Field, where, hint, fieldNames(mp.GetKeyFields(), slotField)))
+				errs = append(errs, fmt.Errorf("%s: %q is not a key field of %s%s; valid key fields: %s", apath, a.Field, where, hint, fieldNames(keyFields, slotField)))
 				continue
 			}
+			cpuNamed = cpuNamed || (m.PerCPU && a.Field == cpuColumn)
 			b.attributes = append(b.attributes, attributeBinding{field: fieldRef{f.GetName(), f.GetType()}, name: a.Name, resource: a.Resource})
+		}
+		// per_cpu adds the CPU to the data points unless the attributes
+		// name the cpu column themselves.
+		if m.PerCPU && !cpuNamed && findField(mp.GetKeyFields(), cpuColumn) == nil {
+			for j, a := range m.Attributes {
+				if a.Name == cpuAttribute {
+					errs = append(errs, fmt.Errorf("%s.attributes[%d].name: %q is the attribute per_cpu adds; rename it, or list {field: cpu, name: ...} to name the CPU attribute yourself", path, j, cpuAttribute))
+				}
+			}
+			b.attributes = append(b.attributes, attributeBinding{field: fieldRef{cpuColumn, sidecarpb.FieldType_FIELD_TYPE_UINT}, name: cpuAttribute})
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return b, nil
+}
+
+// layoutBuckets sets the explicit bounds (in slot units) of histogram
+// layout h, and checks that the requested histogram format fits its
+// convention. See histogram.go for every convention's buckets.
+func (b *metricBinding) layoutBuckets(path, where string, h *sidecarpb.HistogramLayout) error {
+	n := h.GetSlots()
+	switch c := h.GetConvention(); c {
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC:
+		b.bounds = log2Bounds(n, 0)
+		b.zeroSlot = true
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT:
+		b.bounds = log2Bounds(n, 1)
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_LINEAR:
+		w := h.GetLinearWidth()
+		if !(w > 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("%s.map_name: histogram map %s uses linear slots of width %v; the width must be a positive number, so the sidecar's manifest is broken", path, where, w)
+		}
+		b.bounds = linearBounds(n, w)
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED:
+		bounds := h.GetBounds()
+		if len(bounds)+1 != int(n) {
+			return fmt.Errorf("%s.map_name: histogram map %s has %d slots but %d fixed bounds (it needs slots-1 = %d); the sidecar's manifest is broken", path, where, n, len(bounds), n-1)
+		}
+		for i := 1; i < len(bounds); i++ {
+			if !(bounds[i] > bounds[i-1]) {
+				return fmt.Errorf("%s.map_name: histogram map %s has fixed bounds %v that do not increase at index %d; the sidecar's manifest is broken", path, where, bounds, i)
+			}
+		}
+		b.bounds = append([]float64(nil), bounds...)
+	default:
+		return fmt.Errorf("%s.map_name: histogram map %s uses slot convention %s, which this receiver does not support (supported: %s, %s, %s, %s)", path, where, c,
+			sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC, sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT,
+			sidecarpb.SlotConvention_SLOT_CONVENTION_LINEAR, sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED)
+	}
+	if b.exponential && !isLog2(h.GetConvention()) {
+		return fmt.Errorf("%s.histogram_format: exponential needs power-of-two slots, but histogram map %s uses slot convention %s; use histogram_format explicit", path, where, h.GetConvention())
+	}
+	return nil
+}
+
+func isLog2(c sidecarpb.SlotConvention) bool {
+	return c == sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC || c == sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT
 }
 
 // numericValueField finds value field name of mp and checks it is a number.

@@ -100,7 +100,7 @@ func TestResolveErrors(t *testing.T) {
 		{
 			name: "unknown program",
 			cfg:  cfgWith([]ProgramConfig{{Name: "syscalls"}, {Name: "biolatency"}}),
-			want: `programs[1].name: unknown program "biolatency"; valid programs: syscalls, syscount, oncpu, runqlat`,
+			want: `programs[1].name: unknown program "biolatency"; valid programs: syscalls, syscount, oncpu, runqlat, misc`,
 		},
 		{
 			name: "program without default metrics",
@@ -110,7 +110,7 @@ func TestResolveErrors(t *testing.T) {
 		{
 			name: "unknown map",
 			cfg:  cfgWith(nil, MetricConfig{Name: "x", MapName: "syscall", Type: MetricTypeSum}),
-			want: `metrics[0].map_name: no catalog program has a map "syscall"; valid maps (program/map): syscalls/syscalls, syscalls/errors, syscount/syscalls, oncpu/oncpu, oncpu/switches, oncpu/runnable, runqlat/runq_latency`,
+			want: `metrics[0].map_name: no catalog program has a map "syscall"; valid maps (program/map): syscalls/syscalls, syscalls/errors, syscount/syscalls, oncpu/oncpu, oncpu/switches, oncpu/runnable, runqlat/runq_latency, misc/exp_latency, misc/linear_size, misc/fixed_wait, misc/by_container`,
 		},
 		{
 			name: "ambiguous map",
@@ -120,7 +120,7 @@ func TestResolveErrors(t *testing.T) {
 		{
 			name: "unknown metric program",
 			cfg:  cfgWith(nil, MetricConfig{Name: "x", MapName: "syscalls", Program: "sys", Type: MetricTypeSum}),
-			want: `metrics[0].program: unknown program "sys"; valid programs: syscalls, syscount, oncpu, runqlat`,
+			want: `metrics[0].program: unknown program "sys"; valid programs: syscalls, syscount, oncpu, runqlat, misc`,
 		},
 		{
 			name: "map not in the named program",

@@ -132,6 +132,40 @@ func testDescribe() *sidecarpb.DescribeResponse {
 					Type: sidecarpb.MetricType_METRIC_TYPE_HISTOGRAM,
 				}},
 			},
+			{
+				// The other slot conventions, and a key field the sidecar
+				// derives from another (container_id from cgroup_id).
+				Name: "misc",
+				Maps: []*sidecarpb.Map{
+					histMap("exp_latency", sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT, 8, "us", nil),
+					histMap("linear_size", sidecarpb.SlotConvention_SLOT_CONVENTION_LINEAR, 5, "By", func(h *sidecarpb.HistogramLayout) { h.LinearWidth = 512 }),
+					histMap("fixed_wait", sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED, 4, "ms", func(h *sidecarpb.HistogramLayout) { h.Bounds = []float64{1, 5, 25} }),
+					{
+						Name: "by_container",
+						Kind: counters,
+						KeyFields: []*sidecarpb.Field{
+							field("cgroup_id", tUint, "1", ""),
+							{Name: "container_id", Type: tStr, Unit: "1", Attribute: "container.id", DerivedFrom: "cgroup_id"},
+						},
+						ValueFields: []*sidecarpb.Field{field("bytes", tUint, "By", "")},
+					},
+				},
+			},
 		},
+	}
+}
+
+// histMap is a histogram map keyed by slot only, with count and sum.
+func histMap(name string, conv sidecarpb.SlotConvention, slots uint32, unit string, mutate func(*sidecarpb.HistogramLayout)) *sidecarpb.Map {
+	h := &sidecarpb.HistogramLayout{SlotField: "slot", Convention: conv, Slots: slots, CountField: "count", SumField: "sum", Unit: unit}
+	if mutate != nil {
+		mutate(h)
+	}
+	return &sidecarpb.Map{
+		Name:        name,
+		Kind:        sidecarpb.MapKind_MAP_KIND_HISTOGRAM,
+		KeyFields:   []*sidecarpb.Field{field("slot", tUint, "1", "")},
+		ValueFields: []*sidecarpb.Field{field("count", tUint, "1", ""), field("sum", tUint, unit, "")},
+		Histogram:   h,
 	}
 }

@@ -3,6 +3,7 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ const (
 	defaultCollectionInterval = 10 * time.Second
 	// minCollectionInterval bounds the map-read rate the receiver may ask for.
 	minCollectionInterval = 100 * time.Millisecond
+	// defaultCardinalityLimit is how many series one metric may have before
+	// new series are folded into its overflow series.
+	defaultCardinalityLimit = 2000
 )
 
 // MetricType is how a map becomes a metric.
@@ -41,6 +45,31 @@ func (t MetricType) valid() bool {
 	return false
 }
 
+// Temporality is the aggregation temporality of a sum or histogram.
+type Temporality string
+
+const (
+	// TemporalityCumulative reports totals since the program was attached
+	// (the default).
+	TemporalityCumulative Temporality = "cumulative"
+	// TemporalityDelta reports what accumulated since the previous snapshot;
+	// the sidecar clears the map on every read.
+	TemporalityDelta Temporality = "delta"
+)
+
+// HistogramFormat is the OpenTelemetry histogram type a histogram map
+// becomes.
+type HistogramFormat string
+
+const (
+	// HistogramFormatExplicit is an explicit-bucket histogram (the default;
+	// the Prometheus exporter shows it as a classic histogram).
+	HistogramFormatExplicit HistogramFormat = "explicit"
+	// HistogramFormatExponential is a base-2 exponential histogram at scale
+	// 0; log2 slot conventions only.
+	HistogramFormatExponential HistogramFormat = "exponential"
+)
+
 // Config is the configuration of the ebpf receiver.
 type Config struct {
 	// ClientConfig is how to reach the sidecar; endpoint defaults to its unix
@@ -59,6 +88,11 @@ type Config struct {
 	// Programs are emitted.
 	Metrics []MetricConfig `mapstructure:"metrics"`
 
+	// CardinalityLimit is the default number of series one metric may have;
+	// data points of further series are folded into one overflow series.
+	// Metrics override it with their own cardinality_limit. Default 2000.
+	CardinalityLimit int `mapstructure:"cardinality_limit"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -70,6 +104,25 @@ type ProgramConfig struct {
 	// Parameters in text form; the sidecar validates them against the
 	// program's parameter list.
 	Parameters map[string]string `mapstructure:"parameters"`
+	// Metrics adjusts the program's default metrics, by metric name, e.g.
+	// {ebpf.syscalls: {cardinality_limit: 50}}. Only used when the receiver's
+	// metrics list is empty (otherwise default metrics are not emitted).
+	Metrics map[string]MetricOverrideConfig `mapstructure:"metrics"`
+}
+
+// MetricOverrideConfig changes how one default metric of a catalog program
+// is emitted. Unset keys keep the catalog's choice.
+type MetricOverrideConfig struct {
+	// Unit of the metric; replaces the catalog's unit.
+	Unit string `mapstructure:"unit"`
+	// CardinalityLimit of the metric; see MetricConfig.CardinalityLimit.
+	CardinalityLimit *int `mapstructure:"cardinality_limit"`
+	// Temporality of a sum or histogram: cumulative or delta.
+	Temporality Temporality `mapstructure:"temporality"`
+	// PerCPU reads the map per CPU; see MetricConfig.PerCPU.
+	PerCPU bool `mapstructure:"per_cpu"`
+	// HistogramFormat of a histogram: explicit or exponential.
+	HistogramFormat HistogramFormat `mapstructure:"histogram_format"`
 }
 
 // MetricConfig binds one map to one metric.
@@ -97,6 +150,19 @@ type MetricConfig struct {
 	// ValueAttribute reads several value fields into this one metric instead
 	// of value_field, telling their data points apart by one attribute.
 	ValueAttribute *ValueAttributeConfig `mapstructure:"value_attribute"`
+	// CardinalityLimit is how many series (distinct resource and data point
+	// attribute sets) the metric may have; data points of further series
+	// are folded into one overflow series. Defaults to the receiver's
+	// cardinality_limit.
+	CardinalityLimit *int `mapstructure:"cardinality_limit"`
+	// Temporality of a sum or histogram: cumulative (default) or delta.
+	// Delta makes the sidecar clear the map on every read.
+	Temporality Temporality `mapstructure:"temporality"`
+	// PerCPU asks the sidecar for one entry per CPU of a per-CPU map; the
+	// CPU becomes attribute cpu.logical_number.
+	PerCPU bool `mapstructure:"per_cpu"`
+	// HistogramFormat of a histogram: explicit (default) or exponential.
+	HistogramFormat HistogramFormat `mapstructure:"histogram_format"`
 }
 
 // ValueAttributeConfig turns several value fields of a map into one metric:
@@ -154,6 +220,18 @@ func (cfg *Config) Validate() error {
 			continue
 		}
 		programSeen[p.Name] = i
+		for _, name := range sortedKeys(p.Metrics) {
+			o := p.Metrics[name]
+			opath := fmt.Sprintf("programs[%d].metrics[%s]", i, name)
+			if len(cfg.Metrics) > 0 {
+				errs = append(errs, fmt.Errorf("%s: default metrics are not emitted because metrics lists the metrics to emit; set these keys on that metric under metrics instead", opath))
+				continue
+			}
+			errs = append(errs, validateKnobs(opath, "", o.CardinalityLimit, o.Temporality, o.HistogramFormat)...)
+		}
+	}
+	if cfg.CardinalityLimit <= 0 {
+		errs = append(errs, fmt.Errorf("cardinality_limit: %d is not a number of series; set it to 1 or more (default %d)", cfg.CardinalityLimit, defaultCardinalityLimit))
 	}
 
 	metricSeen := map[string]int{}
@@ -185,6 +263,7 @@ func (m *MetricConfig) validate(i int, seen map[string]int) []error {
 	case !m.Type.valid():
 		errs = append(errs, fmt.Errorf("%s.type: %q is not one of %s", path, string(m.Type), joinTypes()))
 	}
+	errs = append(errs, validateKnobs(path, m.Type, m.CardinalityLimit, m.Temporality, m.HistogramFormat)...)
 	attrSeen := map[string]int{}
 	for j, a := range m.Attributes {
 		apath := fmt.Sprintf("%s.attributes[%d]", path, j)
@@ -224,6 +303,43 @@ func (m *MetricConfig) validate(i int, seen map[string]int) []error {
 		}
 	}
 	return errs
+}
+
+// validateKnobs checks the keys a metric and a default-metric override
+// share. typ is empty for overrides (the catalog's type is checked at
+// start).
+func validateKnobs(path string, typ MetricType, limit *int, temp Temporality, format HistogramFormat) []error {
+	var errs []error
+	if limit != nil && *limit <= 0 {
+		errs = append(errs, fmt.Errorf("%s.cardinality_limit: %d is not a number of series; set it to 1 or more, or remove it for the receiver's cardinality_limit", path, *limit))
+	}
+	switch temp {
+	case "", TemporalityCumulative:
+	case TemporalityDelta:
+		if typ == MetricTypeGauge {
+			errs = append(errs, fmt.Errorf("%s.temporality: delta applies to sums and histograms, not to a gauge; remove it", path))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%s.temporality: %q is not one of %s, %s", path, string(temp), TemporalityCumulative, TemporalityDelta))
+	}
+	switch format {
+	case "", HistogramFormatExplicit, HistogramFormatExponential:
+		if format != "" && typ != "" && typ != MetricTypeHistogram {
+			errs = append(errs, fmt.Errorf("%s.histogram_format: applies to histograms only, and the type is %s; remove it", path, typ))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%s.histogram_format: %q is not one of %s, %s", path, string(format), HistogramFormatExplicit, HistogramFormatExponential))
+	}
+	return errs
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func joinTypes() string {

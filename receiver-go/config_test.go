@@ -22,6 +22,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.True(t, cfg.TLS.Insecure)
 	assert.False(t, cfg.Keepalive.HasValue())
 	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+	assert.Equal(t, 2000, cfg.CardinalityLimit)
 	// The default config names nothing to load, so it does not validate on
 	// its own: the user must say what to collect.
 	assert.ErrorContains(t, cfg.Validate(), "programs, metrics: both are empty")
@@ -54,8 +55,25 @@ func TestLoadConfig(t *testing.T) {
 				{Field: "comm", Name: "process.executable.name", Resource: true},
 				{Field: "syscall", Name: "system.syscall.name"},
 			},
+			CardinalityLimit: intp(100),
+			Temporality:      TemporalityDelta,
+			PerCPU:           true,
 		},
-		{Name: "ebpf.sched.runqueue.latency", MapName: "runq_latency", Type: MetricTypeHistogram},
+		{
+			Name: "ebpf.sched.runqueue.latency", MapName: "runq_latency", Type: MetricTypeHistogram,
+			HistogramFormat: HistogramFormatExponential, Unit: "ns",
+		},
+	}
+
+	overrides := createDefaultConfig().(*Config)
+	overrides.CardinalityLimit = 500
+	overrides.Programs = []ProgramConfig{
+		{Name: "syscalls", Metrics: map[string]MetricOverrideConfig{
+			"ebpf.syscalls": {CardinalityLimit: intp(50), Temporality: TemporalityDelta, PerCPU: true},
+		}},
+		{Name: "runqlat", Metrics: map[string]MetricOverrideConfig{
+			"ebpf.sched.runqueue.latency": {HistogramFormat: HistogramFormatExponential, Unit: "ns"},
+		}},
 	}
 
 	tests := []struct {
@@ -64,6 +82,7 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{component.NewID(metadata.Type), minimal},
 		{component.NewIDWithName(metadata.Type, "custom"), custom},
+		{component.NewIDWithName(metadata.Type, "overrides"), overrides},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -185,6 +204,52 @@ func TestValidateErrors(t *testing.T) {
 			},
 		},
 	}
+	tests = append(tests, []struct {
+		name   string
+		mutate func(*Config)
+		want   []string
+	}{
+		{
+			name:   "receiver cardinality_limit 0",
+			mutate: func(c *Config) { c.CardinalityLimit = 0 },
+			want:   []string{"cardinality_limit: 0 is not a number of series; set it to 1 or more (default 2000)"},
+		},
+		{
+			name: "metric knobs",
+			mutate: func(c *Config) {
+				c.Metrics[0].CardinalityLimit = intp(0)
+				c.Metrics[0].Temporality = "deltas"
+				c.Metrics[0].HistogramFormat = "native"
+				c.Metrics = append(c.Metrics, MetricConfig{Name: "g", MapName: "runnable", Type: MetricTypeGauge,
+					Temporality: TemporalityDelta, HistogramFormat: HistogramFormatExponential})
+			},
+			want: []string{
+				"metrics[0].cardinality_limit: 0 is not a number of series; set it to 1 or more, or remove it for the receiver's cardinality_limit",
+				`metrics[0].temporality: "deltas" is not one of cumulative, delta`,
+				`metrics[0].histogram_format: "native" is not one of explicit, exponential`,
+				"metrics[1].temporality: delta applies to sums and histograms, not to a gauge; remove it",
+				"metrics[1].histogram_format: applies to histograms only, and the type is gauge; remove it",
+			},
+		},
+		{
+			name: "program overrides while metrics are listed",
+			mutate: func(c *Config) {
+				c.Programs[0].Metrics = map[string]MetricOverrideConfig{"ebpf.syscalls": {CardinalityLimit: intp(3)}}
+			},
+			want: []string{"programs[0].metrics[ebpf.syscalls]: default metrics are not emitted because metrics lists the metrics to emit; set these keys on that metric under metrics instead"},
+		},
+		{
+			name: "bad program override",
+			mutate: func(c *Config) {
+				c.Metrics = nil
+				c.Programs[0].Metrics = map[string]MetricOverrideConfig{"ebpf.syscalls": {CardinalityLimit: intp(-1), Temporality: "now"}}
+			},
+			want: []string{
+				"programs[0].metrics[ebpf.syscalls].cardinality_limit: -1 is not a number of series",
+				`programs[0].metrics[ebpf.syscalls].temporality: "now" is not one of cumulative, delta`,
+			},
+		},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good()

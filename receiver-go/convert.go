@@ -19,25 +19,47 @@ type mapKey struct{ program, name string }
 
 // converter turns snapshots into pmetric.Metrics for a fixed set of bindings.
 // It is used by one goroutine at a time.
+// A converter lives as long as one stream: the series admitted under the
+// cardinality limits and the delta start times start over with every stream,
+// and with every new attach time of a map.
 type converter struct {
 	bindings     []*metricBinding
 	byMap        map[mapKey][]int // indexes into bindings
 	scopeVersion string
 	logger       *zap.Logger
-	dropped      map[mapKey]uint64 // last dropped_updates seen, to log increases once
+	tel          *selfTelemetry
+	series       []*seriesSet         // by binding index
+	maps         map[mapKey]*mapState // read times, for delta start times
 }
 
-func newConverter(bindings []*metricBinding, scopeVersion string, logger *zap.Logger) *converter {
+// seriesSet is the series of one metric admitted under its cardinality
+// limit since the stream started or the map's program was re-attached.
+type seriesSet struct {
+	attach      uint64
+	keys        map[string]struct{}
+	overflowing bool // the overflow has been logged
+}
+
+// mapState remembers when a map was last read, for delta start times.
+type mapState struct {
+	attach uint64
+	prev   uint64 // time of the previous snapshot of the map in this stream
+}
+
+func newConverter(bindings []*metricBinding, scopeVersion string, logger *zap.Logger, tel *selfTelemetry) *converter {
 	c := &converter{
 		bindings:     bindings,
 		byMap:        map[mapKey][]int{},
 		scopeVersion: scopeVersion,
 		logger:       logger,
-		dropped:      map[mapKey]uint64{},
+		tel:          tel,
+		series:       make([]*seriesSet, len(bindings)),
+		maps:         map[mapKey]*mapState{},
 	}
 	for i, b := range bindings {
 		k := mapKey{b.program, b.mapName}
 		c.byMap[k] = append(c.byMap[k], i)
+		c.series[i] = &seriesSet{keys: map[string]struct{}{}}
 	}
 	return c
 }
@@ -49,7 +71,7 @@ type column = sidecarpb.Column
 // columns do not match their entry count, are logged and skipped; the other
 // maps are converted.
 func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
-	out := newMetricsBuilder()
+	out := newMetricsBuilder(c.series)
 	ts := pcommon.Timestamp(snap.GetTimeUnixNano())
 	for _, ms := range snap.GetMaps() {
 		k := mapKey{ms.GetProgram(), ms.GetMap()}
@@ -58,6 +80,7 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 			continue
 		}
 		if ms.GetError() != "" {
+			c.tel.mapError(k, "read")
 			c.logger.Warn("Sidecar could not read a map; skipping it in this snapshot",
 				zap.String("program", k.program), zap.String("map", k.name),
 				zap.Uint64("sequence", snap.GetSequence()), zap.String("error", ms.GetError()))
@@ -66,26 +89,58 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 		c.checkFull(k, ms)
 		cols, err := indexColumns(ms, c.bindings, idx)
 		if err != nil {
+			c.tel.mapError(k, "malformed")
 			c.logger.Error("Malformed map snapshot from the sidecar; skipping the map",
 				zap.String("program", k.program), zap.String("map", k.name),
 				zap.Uint64("sequence", snap.GetSequence()), zap.Error(err))
 			continue
 		}
-		start := pcommon.Timestamp(ms.GetAttachTimeUnixNano())
+		attach := ms.GetAttachTimeUnixNano()
+		// Delta points cover the time since the previous snapshot of this
+		// map in this stream; the first one since the attach time.
+		st, ok := c.maps[k]
+		if !ok || st.attach != attach {
+			st = &mapState{attach: attach, prev: attach}
+			c.maps[k] = st
+		}
+		deltaStart := pcommon.Timestamp(st.prev)
+		st.prev = snap.GetTimeUnixNano()
 		for _, i := range idx {
-			out.add(i, c.bindings[i], ms, cols, start, ts)
+			b := c.bindings[i]
+			if set := c.series[i]; set.attach != attach {
+				*set = seriesSet{attach: attach, keys: map[string]struct{}{}}
+			}
+			start := pcommon.Timestamp(attach)
+			if b.delta {
+				start = deltaStart
+			}
+			out.add(i, b, ms, cols, start, ts)
+			c.noteOverflow(i, b, out.folded[i])
 		}
 	}
 	return out.build(c.bindings, c.scopeVersion)
 }
 
+// noteOverflow counts the series of binding i folded into its overflow
+// series in this snapshot, and logs the first overflow of a series set.
+func (c *converter) noteOverflow(i int, b *metricBinding, folded int) {
+	if folded == 0 {
+		return
+	}
+	c.tel.overflow(b.name, folded)
+	set := c.series[i]
+	if !set.overflowing {
+		set.overflowing = true
+		c.logger.Warn("Metric reached its cardinality limit: data points of new series are folded into one series with attribute otel.metric.overflow=true; raise cardinality_limit or bind fewer attributes",
+			zap.String("metric", b.name), zap.Int("cardinality_limit", b.limit), zap.String("config", b.path))
+	}
+}
+
 func (c *converter) checkFull(k mapKey, ms *sidecarpb.MapSnapshot) {
-	d := ms.GetDroppedUpdates()
-	if d > c.dropped[k] {
+	if grew, d := c.tel.droppedUpdates(k, ms.GetAttachTimeUnixNano(), ms.GetDroppedUpdates()); grew {
 		c.logger.Warn("BPF map is full: the kernel program dropped updates, so counts are low; raise the map size in the sidecar",
 			zap.String("program", k.program), zap.String("map", k.name),
 			zap.Uint32("max_entries", ms.GetMaxEntries()), zap.Uint64("dropped_updates", d))
-		c.dropped[k] = d
 	}
 }
 
@@ -178,13 +233,19 @@ func floatAt(col *column, f fieldRef, i int) float64 {
 	return float64(col.GetUints()[i])
 }
 
-// attr is one attribute value.
+// attr is one attribute value: a string, an int, or (the overflow
+// marker) a bool.
 type attr struct {
-	name  string
-	str   string
-	num   int64
-	isStr bool
+	name   string
+	str    string
+	num    int64
+	isStr  bool
+	isBool bool
 }
+
+// overflowAttrs are the point attributes of the overflow series (the
+// OpenTelemetry SDK's convention); its resource has no attributes.
+var overflowAttrs = []attr{{name: "otel.metric.overflow", isBool: true, num: 1}}
 
 func attrAt(col *column, a attributeBinding, i int) attr {
 	if a.field.typ == sidecarpb.FieldType_FIELD_TYPE_STRING {
@@ -201,10 +262,14 @@ func attrKey(attrs []attr) string {
 	var sb strings.Builder
 	for _, a := range s {
 		sb.WriteString(strconv.Quote(a.name))
-		if a.isStr {
+		switch {
+		case a.isStr:
 			sb.WriteString("=s")
 			sb.WriteString(strconv.Quote(a.str))
-		} else {
+		case a.isBool:
+			sb.WriteString("=b")
+			sb.WriteString(strconv.FormatInt(a.num, 10))
+		default:
 			sb.WriteString("=i")
 			sb.WriteString(strconv.FormatInt(a.num, 10))
 		}
@@ -216,9 +281,12 @@ func attrKey(attrs []attr) string {
 func putAttrs(m pcommon.Map, attrs []attr) {
 	m.EnsureCapacity(len(attrs))
 	for _, a := range attrs {
-		if a.isStr {
+		switch {
+		case a.isStr:
 			m.PutStr(a.name, a.str)
-		} else {
+		case a.isBool:
+			m.PutBool(a.name, a.num != 0)
+		default:
 			m.PutInt(a.name, a.num)
 		}
 	}
@@ -226,10 +294,14 @@ func putAttrs(m pcommon.Map, attrs []attr) {
 
 // metricsBuilder groups data points by resource, then metric, then point
 // attributes. Entries that map to the same attributes (because the config
-// leaves key fields out) are added together.
+// leaves key fields out) are added together. Series beyond a metric's
+// cardinality limit are added into its overflow series.
 type metricsBuilder struct {
 	resources map[string]*resourceAcc
 	order     []string
+	series    []*seriesSet           // admitted series, by binding index
+	folded    map[int]int            // series folded into the overflow, by binding index
+	seen      map[int]map[string]int // series key -> 1 admitted, 2 folded (this snapshot)
 }
 
 type resourceAcc struct {
@@ -251,12 +323,51 @@ type pointAcc struct {
 	hist  *histAcc
 }
 
-func newMetricsBuilder() *metricsBuilder {
-	return &metricsBuilder{resources: map[string]*resourceAcc{}}
+func newMetricsBuilder(series []*seriesSet) *metricsBuilder {
+	return &metricsBuilder{
+		resources: map[string]*resourceAcc{},
+		series:    series,
+		folded:    map[int]int{},
+		seen:      map[int]map[string]int{},
+	}
+}
+
+// admit tells whether the series (res, pt) of binding bi is within its
+// cardinality limit, admitting it when there is room.
+func (mb *metricsBuilder) admit(bi int, b *metricBinding, rk, pk string) bool {
+	key := rk + "|" + pk
+	seen := mb.seen[bi]
+	if seen == nil {
+		seen = map[string]int{}
+		mb.seen[bi] = seen
+	}
+	switch seen[key] {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	set := mb.series[bi]
+	_, ok := set.keys[key]
+	if !ok && len(set.keys) < b.limit {
+		set.keys[key] = struct{}{}
+		ok = true
+	}
+	if ok {
+		seen[key] = 1
+	} else {
+		seen[key] = 2
+		mb.folded[bi]++
+	}
+	return ok
 }
 
 func (mb *metricsBuilder) point(bi int, b *metricBinding, res, pt []attr, start, ts pcommon.Timestamp) *pointAcc {
-	rk := attrKey(res)
+	rk, pk := attrKey(res), attrKey(pt)
+	if mb.series != nil && !mb.admit(bi, b, rk, pk) {
+		res, pt = nil, overflowAttrs
+		rk, pk = attrKey(res), attrKey(pt)
+	}
 	r, ok := mb.resources[rk]
 	if !ok {
 		r = &resourceAcc{attrs: res, metrics: map[int]*metricAcc{}}
@@ -268,7 +379,6 @@ func (mb *metricsBuilder) point(bi int, b *metricBinding, res, pt []attr, start,
 		m = &metricAcc{start: start, ts: ts, points: map[string]*pointAcc{}}
 		r.metrics[bi] = m
 	}
-	pk := attrKey(pt)
 	p, ok := m.points[pk]
 	if !ok {
 		p = &pointAcc{attrs: pt}
@@ -288,6 +398,12 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 		var res, pt []attr
 		for _, a := range b.attributes {
 			v := attrAt(cols[a.field.name], a, e)
+			if v.isStr && v.str == "" {
+				// Decoders report "unknown" as an empty string (e.g. no
+				// container.id for a host process): the attribute is left out
+				// rather than sent empty.
+				continue
+			}
 			if a.resource {
 				res = append(res, v)
 			} else {
@@ -351,7 +467,7 @@ func (mb *metricsBuilder) build(bindings []*metricBinding, scopeVersion string) 
 			switch b.typ {
 			case MetricTypeSum:
 				s := m.SetEmptySum()
-				s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+				s.SetAggregationTemporality(temporalityOf(b))
 				s.SetIsMonotonic(true)
 				for _, pk := range acc.order {
 					p := acc.points[pk]
@@ -365,8 +481,19 @@ func (mb *metricsBuilder) build(bindings []*metricBinding, scopeVersion string) 
 					fillNumber(g.DataPoints().AppendEmpty(), b, acc.points[pk], acc.ts)
 				}
 			case MetricTypeHistogram:
+				if b.exponential {
+					h := m.SetEmptyExponentialHistogram()
+					h.SetAggregationTemporality(temporalityOf(b))
+					for _, pk := range acc.order {
+						p := acc.points[pk]
+						dp := h.DataPoints().AppendEmpty()
+						putAttrs(dp.Attributes(), p.attrs)
+						p.hist.fillExponential(dp, b, acc.start, acc.ts)
+					}
+					continue
+				}
 				h := m.SetEmptyHistogram()
-				h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+				h.SetAggregationTemporality(temporalityOf(b))
 				for _, pk := range acc.order {
 					p := acc.points[pk]
 					dp := h.DataPoints().AppendEmpty()
@@ -377,6 +504,13 @@ func (mb *metricsBuilder) build(bindings []*metricBinding, scopeVersion string) 
 		}
 	}
 	return md
+}
+
+func temporalityOf(b *metricBinding) pmetric.AggregationTemporality {
+	if b.delta {
+		return pmetric.AggregationTemporalityDelta
+	}
+	return pmetric.AggregationTemporalityCumulative
 }
 
 func fillNumber(dp pmetric.NumberDataPoint, b *metricBinding, p *pointAcc, ts pcommon.Timestamp) {

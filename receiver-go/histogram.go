@@ -7,35 +7,63 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 )
 
-// Log2 histograms, SLOT_CONVENTION_LOG2_BCC (BCC's bpf_log2l()):
+// A histogram map counts samples in slots; the layout's convention says
+// which values a slot holds. The last of n slots also holds everything
+// above it (the BPF side clamps into it).
 //
-//	slot 0       holds the value 0
-//	slot s >= 1  holds values in [2^(s-1), 2^s) slot units
-//	slot n-1     (the last of n slots) also holds everything above: the BPF
-//	             side clamps into it
+//	LOG2_BCC       BCC's bpf_log2l(v) = floor(log2 v) + 1, bpf_log2l(0) = 1:
+//	               slot 1 holds 0 and 1, slot s >= 2 holds [2^(s-1), 2^s),
+//	               slot 0 stays empty (a program that puts 0 there may).
+//	               Upper bound of slot s: 2^s.
+//	LOG2_EXPONENT  slot s holds [2^s, 2^(s+1)); 0 lands in slot 0 with 1.
+//	               Upper bound of slot s: 2^(s+1).
+//	LINEAR         slot s holds [s*w, (s+1)*w). Upper bound: (s+1)*w.
+//	FIXED          slot s holds values up to bounds[s] inclusive.
 //
-// They become OpenTelemetry explicit-bucket histograms with one bucket per
-// slot: bucket i <-> slot i, explicit bounds 2^s * scale for s = 0..n-2, so
-// bucket 0 is (-Inf, 1], bucket s is (2^(s-1), 2^s] and the last bucket,
-// (2^(n-2), +Inf), receives the clamped last slot. scale converts slot units
-// into the metric unit (ns -> s: 1e-9).
+// Explicit buckets (the default): one bucket per slot, bucket i <-> slot i,
+// explicit bounds = the upper bounds of slots 0..n-2 times scale (scale
+// converts slot units into the metric unit, ns -> s: 1e-9), so the last
+// bucket, (bound[n-2], +Inf), receives the clamped last slot. For the log2
+// and linear conventions a slot's lower edge is inclusive where
+// OpenTelemetry's is exclusive: a sample of exactly a slot's lower edge sits
+// in the bucket whose nominal range starts just above it. FIXED matches
+// OpenTelemetry exactly.
 //
-// The slot's lower edge is inclusive in BPF and exclusive in OpenTelemetry:
-// a sample of exactly 2^(s-1) units sits in bucket s although its nominal
-// range starts just above that value. Every other sample lies inside its
-// bucket's nominal range. BCC's bpf_log2l() also returns 1 for 0, so
-// with BCC programs samples of 0 land in slot 1 and slot 0 stays empty.
-// histogram_test.go pins this down at the edges.
+// Exponential buckets (histogram_format: exponential, log2 conventions
+// only, scale 0: bucket index i covers (2^i, 2^(i+1)], no rescaling): each
+// slot becomes the bucket with the same upper bound, so the nominal ranges
+// are those of the explicit buckets.
+//
+//	LOG2_BCC       slot 0 -> zero count (it can hold only the value 0),
+//	               slot s >= 1 -> bucket index s-1, (2^(s-1), 2^s].
+//	LOG2_EXPONENT  slot s -> bucket index s, (2^s, 2^(s+1)]; no zero count
+//	               (0 shares slot 0 with 1).
+//
+// The positive buckets then start at index 0 (offset 0). The clamped last
+// slot is reported in its own bucket: exponential histograms have no +Inf
+// bucket. histogram_test.go pins all of this down at the edges.
 
-// log2Bounds returns the explicit bounds for a log2 histogram of slots slots
-// whose slot unit is scaled by scale: 2^s * scale for s = 0..slots-2.
-func log2Bounds(slots uint32, scale float64) []float64 {
+// log2Bounds returns 2^(s+shift) for s = 0..slots-2: the upper bounds of
+// the log2 slots but the last (shift 0 for LOG2_BCC, 1 for LOG2_EXPONENT).
+func log2Bounds(slots uint32, shift int) []float64 {
 	if slots < 2 {
 		return nil
 	}
 	b := make([]float64, slots-1)
 	for s := range b {
-		b[s] = math.Ldexp(1, s) * scale
+		b[s] = math.Ldexp(1, s+shift)
+	}
+	return b
+}
+
+// linearBounds returns (s+1)*width for s = 0..slots-2.
+func linearBounds(slots uint32, width float64) []float64 {
+	if slots < 2 {
+		return nil
+	}
+	b := make([]float64, slots-1)
+	for s := range b {
+		b[s] = float64(s+1) * width
 	}
 	return b
 }
@@ -68,18 +96,46 @@ func (h *histAcc) add(slot int, count uint64, sum float64) {
 	h.sum += sum
 }
 
-// fill writes the accumulated histogram into dp.
-func (h *histAcc) fill(dp pmetric.HistogramDataPoint, b *metricBinding, start, ts pcommon.Timestamp) {
-	dp.SetStartTimestamp(start)
-	dp.SetTimestamp(ts)
+func (h *histAcc) total() uint64 {
 	var total uint64
 	for _, c := range h.counts {
 		total += c
 	}
-	dp.SetCount(total)
+	return total
+}
+
+// fill writes the accumulated histogram into dp as explicit buckets.
+func (h *histAcc) fill(dp pmetric.HistogramDataPoint, b *metricBinding, start, ts pcommon.Timestamp) {
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetCount(h.total())
 	if b.hasSum {
 		dp.SetSum(h.sum * b.scale)
 	}
 	dp.BucketCounts().FromRaw(h.counts)
-	dp.ExplicitBounds().FromRaw(log2Bounds(b.slots, b.scale))
+	bounds := make([]float64, len(b.bounds))
+	for i, v := range b.bounds {
+		bounds[i] = v * b.scale
+	}
+	dp.ExplicitBounds().FromRaw(bounds)
+}
+
+// fillExponential writes the accumulated histogram into dp as a base-2
+// exponential histogram at scale 0 (b.scale is 1: the unit is the slot
+// unit).
+func (h *histAcc) fillExponential(dp pmetric.ExponentialHistogramDataPoint, b *metricBinding, start, ts pcommon.Timestamp) {
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetScale(0)
+	dp.SetCount(h.total())
+	if b.hasSum {
+		dp.SetSum(h.sum)
+	}
+	counts := h.counts
+	if b.zeroSlot && len(counts) > 0 {
+		dp.SetZeroCount(counts[0])
+		counts = counts[1:]
+	}
+	dp.Positive().SetOffset(0)
+	dp.Positive().BucketCounts().FromRaw(counts)
 }

@@ -39,6 +39,7 @@ type ebpfReceiver struct {
 	settings receiver.Settings
 	next     consumer.Metrics
 	obsrecv  *receiverhelper.ObsReport
+	tel      *selfTelemetry
 
 	backoffMin      time.Duration
 	backoffMax      time.Duration
@@ -60,11 +61,16 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*eb
 	if err != nil {
 		return nil, err
 	}
+	tel, err := newSelfTelemetry(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
 	return &ebpfReceiver{
 		cfg:             cfg,
 		settings:        set,
 		next:            next,
 		obsrecv:         obsrecv,
+		tel:             tel,
 		backoffMin:      defaultBackoffMin,
 		backoffMax:      defaultBackoffMax,
 		describeTimeout: defaultDescribeTimeout,
@@ -238,7 +244,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 			return false, &configError{err}
 		}
 	}
-	conv := newConverter(res.bindings, r.settings.BuildInfo.Version, r.settings.Logger)
+	conv := newConverter(res.bindings, r.settings.BuildInfo.Version, r.settings.Logger, r.tel)
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
