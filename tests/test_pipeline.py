@@ -143,6 +143,19 @@ def _loaded_prog_ids() -> set[int]:
     return {int(p["id"]) for p in json.loads(out)}
 
 
+def _prog_ids_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds open (from its fdinfo)."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            for line in info.read_text().splitlines():
+                if line.startswith("prog_id:"):
+                    ids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return ids
+
+
 def _sidecar_pids(socket: Path) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():
@@ -159,7 +172,6 @@ def _sidecar_pids(socket: Path) -> list[int]:
 def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path) -> None:
     """scripts/run.sh (what `make run` runs) with the default config."""
     assert not _sidecar_pids(DEFAULT_SOCKET), "a sidecar is already running on the default socket"
-    before = _loaded_prog_ids()
     run = Process("make run", [str(REPO / "scripts" / "run.sh")], tmp_path / "run.log",
                   cwd=REPO, start_new_session=True)
     try:
@@ -182,6 +194,8 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         finally:
             ticker.kill()
             ticker.wait()
+        ours = set().union(*(_prog_ids_held_by(p) for p in _sidecar_pids(DEFAULT_SOCKET)))
+        assert ours, "the sidecar holds no BPF programs while running"
     finally:
         # Ctrl-C: SIGINT to the whole foreground process group
         os.killpg(run.proc.pid, signal.SIGINT)
@@ -189,6 +203,6 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         run.stop()
     assert not _sidecar_pids(DEFAULT_SOCKET)
     deadline = time.monotonic() + 5
-    while (left := _loaded_prog_ids() - before) and time.monotonic() < deadline:
+    while (left := ours & _loaded_prog_ids()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"BPF programs left loaded after make run stopped: {left}\n{run.output()}"
