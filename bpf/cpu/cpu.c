@@ -3,7 +3,9 @@
 //
 // When sched_switch fires, `current` is still the task being switched out, so
 // bpf_get_current_pid_tgid() names its process (tgid) and thread group leader
-// comm without reading any kernel struct.
+// comm without reading any kernel struct, and bpf_get_current_cgroup_id() its
+// cgroup v2 (the sidecar derives container.id and k8s.pod.uid from it; in the
+// key, so a process that lived between two reads is still attributed).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -20,6 +22,7 @@
 struct process_key {
     u32 pid;
     char comm[TASK_COMM_LEN];
+    u64 cgroup_id;
 };
 
 struct process_value {
@@ -66,6 +69,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         struct process_key key = {};
         key.pid = bpf_get_current_pid_tgid() >> 32;
         bpf_get_current_comm(&key.comm, sizeof(key.comm));
+        key.cgroup_id = bpf_get_current_cgroup_id();
         struct process_value empty = {};
         struct process_value *v = process_cpu.lookup_or_try_init(&key, &empty);
         if (v) {

@@ -99,3 +99,76 @@ def test_duplicate_program_names_are_rejected(catalog: Catalog) -> None:
     cpu = catalog.program("cpu")
     with pytest.raises(CatalogError, match="defined twice"):
         Catalog([cpu, cpu])
+
+
+DERIVED = """
+name: prog
+hooks: [tracepoint:a:b]
+maps:
+  - name: m
+    max_entries: 8
+    key:
+      - name: k
+        type: u64
+        decoders: [{static_map: {map: {1: one}, allow_unknown: false}}]
+    derived:
+      - {name: cg, from: k, decoders: [cgroup], attribute: cgroup.path}
+      - {name: cid, from: k, decoders: [cgroup, container_id], attribute: container.id}
+    value: [{name: v, type: u64}]
+default_metrics:
+  - name: x
+    map: m
+    type: sum
+    value_field: v
+    attributes: [{field: cid, name: container.id, resource: true}]
+"""
+
+
+def test_derived_fields_are_key_fields_in_describe(tmp_path: Path) -> None:
+    m = load_manifest(_write(tmp_path, DERIVED)).to_proto().maps[0]
+    assert [(f.name, f.type, f.size, f.derived_from, f.attribute) for f in m.key_fields] == [
+        ("k", pb.FIELD_TYPE_STRING, 8, "", "k"),
+        ("cg", pb.FIELD_TYPE_STRING, 0, "k", "cgroup.path"),
+        ("cid", pb.FIELD_TYPE_STRING, 0, "k", "container.id"),
+    ]
+    assert list(m.key_fields[0].decoders) == [
+        'static_map{"allow_unknown":false,"map":{"1":"one"}}']
+    assert list(m.key_fields[2].decoders) == ["cgroup", "container_id"]
+
+
+@pytest.mark.parametrize(
+    ("broken", "error"),
+    [
+        (DERIVED.replace("from: k,", "from: nope,"),
+         r"derived\[0\] \(cg\)\.from: 'nope' is no key field of the map; key fields: k"),
+        (DERIVED.replace("decoders: [cgroup], ", "decoders: [], "),
+         r"derived\[0\] \(cg\)\.decoders: a derived field needs at least one decoder"),
+        (DERIVED.replace("name: cg,", "name: k,"), r"derived\[0\]\.name: 'k' is already a key"),
+        (DERIVED.replace("decoders: [cgroup, container_id]", "decoders: [cgroup, nope]"),
+         r"derived\[1\] \(cid\)\.decoders\[1\]: unknown decoder 'nope'"),
+        (DERIVED.replace("allow_unknown: false", "allow_unknown: maybe"),
+         r"key\[0\] \(k\)\.decoders\[0\]: static_map\.allow_unknown: 'maybe' is not true"),
+        (DERIVED.replace("{field: cid,", "{field: cidx,"),
+         r"attributes\[0\]\.field: 'cidx' is no key field"),
+    ],
+)
+def test_broken_derived_and_decoder_options_name_the_field(
+    tmp_path: Path, broken: str, error: str
+) -> None:
+    with pytest.raises(CatalogError, match=error):
+        load_manifest(_write(tmp_path, broken))
+
+
+def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> None:
+    cpu = catalog.program("cpu").to_proto()
+    m = next(m for m in cpu.maps if m.name == "process_cpu")
+    derived = {f.name: (f.derived_from, f.attribute, list(f.decoders))
+               for f in m.key_fields if f.derived_from}
+    assert derived == {
+        "container_id": ("cgroup_id", "container.id", ["cgroup", "container_id"]),
+        "pod_uid": ("cgroup_id", "k8s.pod.uid", ["cgroup", "pod_uid"]),
+    }
+    for metric in cpu.default_metrics:
+        if metric.map == "process_cpu":
+            resource = {a.name for a in metric.attributes if a.resource}
+            assert {"container.id", "k8s.pod.uid", "process.pid"} <= resource, metric.name

@@ -88,3 +88,22 @@ def test_tracepoint_fields_become_defines() -> None:
     assert "-DTP_SCHED_SWITCH_HAS_PREV_STATE=1" in flags
     assert "-DTP_SCHED_SWITCH_HAS_NEXT_PID=1" in flags
     assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)
+
+
+def test_exclusive_instances_are_never_shared(catalog: Catalog) -> None:
+    # A stream that clears maps on read gets its own instance: its deletes
+    # must not take counts away from another stream.
+    mgr = ProgramManager(catalog)
+    shared = mgr.acquire("syscalls", {})
+    a = mgr.acquire("syscalls", {}, exclusive=True)
+    b = mgr.acquire("syscalls", {}, exclusive=True)
+    try:
+        assert len({id(shared), id(a), id(b)}) == 3
+        assert a.users == b.users == 1
+    finally:
+        for loaded in (a, b):
+            ids = prog_ids_of(loaded.bpf)
+            mgr.release(loaded)
+            assert not wait_unloaded(ids)
+        assert mgr.loaded() == [shared]
+        mgr.release(shared)

@@ -35,7 +35,7 @@ class RequestError(ValueError):
 class FieldSpec:
     name: str
     c_type: str
-    decoders: tuple[str, ...]
+    decoders: tuple[decoders.Decoder, ...]
     unit: str
     attribute: str
     description: str
@@ -53,22 +53,56 @@ class FieldSpec:
         return self.c_type.startswith("s")
 
     @property
-    def wire_type(self) -> pb.FieldType:
-        if self.decoders:
-            return decoders.get(self.decoders[-1]).output
+    def raw_type(self) -> pb.FieldType:
+        """The wire type of the undecoded value."""
         if self.c_type.startswith("char"):
             return pb.FIELD_TYPE_STRING
         return pb.FIELD_TYPE_INT if self.signed else pb.FIELD_TYPE_UINT
+
+    @property
+    def wire_type(self) -> pb.FieldType:
+        return decoders.output_type(self.decoders, self.raw_type)
 
     def to_proto(self) -> pb.Field:
         return pb.Field(
             name=self.name,
             type=self.wire_type,
             size=self.size,
-            decoders=list(self.decoders),
+            decoders=[d.spec for d in self.decoders],
             unit=self.unit,
             attribute=self.attribute,
             description=self.description,
+        )
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    """A key field computed by the sidecar from another key field's raw value.
+
+    ``decoders`` run on the raw value of key field ``source`` (not on its
+    decoded value), e.g. a cgroup id through ``cgroup`` then ``container_id``.
+    The field has no bytes in the BPF map; it travels as one more key column.
+    """
+
+    name: str
+    source: FieldSpec
+    decoders: tuple[decoders.Decoder, ...]
+    attribute: str
+    description: str
+
+    @property
+    def wire_type(self) -> pb.FieldType:
+        return decoders.output_type(self.decoders, self.source.raw_type)
+
+    def to_proto(self) -> pb.Field:
+        return pb.Field(
+            name=self.name,
+            type=self.wire_type,
+            size=0,
+            decoders=[d.spec for d in self.decoders],
+            attribute=self.attribute,
+            description=self.description,
+            derived_from=self.source.name,
         )
 
 
@@ -106,13 +140,20 @@ class MapSpec:
     # A key field holding a process id (tgid): entries of processes that have
     # exited are deleted once their final values have been exported.
     pid_field: str = ""
+    # Key fields the sidecar computes from other key fields (after ``key``).
+    derived: tuple[DerivedSpec, ...] = ()
+
+    @property
+    def key_names(self) -> list[str]:
+        """Every key column of a snapshot: the map's key fields, then derived ones."""
+        return [f.name for f in self.key] + [d.name for d in self.derived]
 
     def to_proto(self) -> pb.Map:
         m = pb.Map(
             name=self.name,
             kind=pb.MAP_KIND_HISTOGRAM if self.histogram else pb.MAP_KIND_COUNTERS,
             max_entries=self.max_entries,
-            key_fields=[f.to_proto() for f in self.key],
+            key_fields=[f.to_proto() for f in self.key] + [d.to_proto() for d in self.derived],
             value_fields=[f.to_proto() for f in self.value],
             description=self.description,
             enabled_by=self.enabled_by,
@@ -255,22 +296,51 @@ def _req(doc: Mapping[str, Any], key: str, where: str) -> Any:
     return doc[key]
 
 
+def _decoders(doc: Mapping[str, Any], where: str) -> tuple[decoders.Decoder, ...]:
+    entries = doc.get("decoders", ()) or ()
+    if not isinstance(entries, list | tuple):
+        raise CatalogError(f"{where}.decoders: must be a list, not {entries!r}")
+    chain = []
+    for i, entry in enumerate(entries):
+        try:
+            chain.append(decoders.resolve(entry))
+        except decoders.DecoderSpecError as e:
+            raise CatalogError(f"{where}.decoders[{i}]: {e}") from None
+    return tuple(chain)
+
+
 def _field(doc: Mapping[str, Any], where: str) -> FieldSpec:
     name = str(_req(doc, "name", where))
     c_type = str(_req(doc, "type", f"{where} ({name})"))
     if not _C_TYPES.match(c_type):
         raise CatalogError(f"{where}.type: {c_type!r} is not u8..u64, s8..s64 or char[N]")
-    decs = tuple(doc.get("decoders", ()))
-    for d in decs:
-        if not decoders.exists(d):
-            raise CatalogError(
-                f"{where}.decoders: unknown decoder {d!r}; known: {', '.join(decoders.names())}"
-            )
     return FieldSpec(
         name=name,
         c_type=c_type,
-        decoders=decs,
+        decoders=_decoders(doc, f"{where} ({name})"),
         unit=str(doc.get("unit", "")),
+        attribute=str(doc.get("attribute", name)),
+        description=str(doc.get("description", "")),
+    )
+
+
+def _derived(doc: Any, key: Mapping[str, FieldSpec], where: str) -> DerivedSpec:
+    if not isinstance(doc, Mapping):
+        raise CatalogError(f"{where}: must be a mapping with name, from and decoders")
+    name = str(_req(doc, "name", where))
+    where = f"{where} ({name})"
+    source = str(_req(doc, "from", where))
+    if source not in key:
+        raise CatalogError(
+            f"{where}.from: {source!r} is no key field of the map; key fields: {', '.join(key)}"
+        )
+    chain = _decoders(doc, where)
+    if not chain:
+        raise CatalogError(f"{where}.decoders: a derived field needs at least one decoder")
+    return DerivedSpec(
+        name=name,
+        source=key[source],
+        decoders=chain,
         attribute=str(doc.get("attribute", name)),
         description=str(doc.get("description", "")),
     )
@@ -298,6 +368,15 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         for vf in (hist.count_field, hist.sum_field):
             if vf and vf not in {f.name for f in value}:
                 raise CatalogError(f"{where}.histogram: {vf!r} is no value field")
+    by_name = {f.name: f for f in key}
+    derived: list[DerivedSpec] = []
+    for i, d in enumerate(doc.get("derived", ()) or ()):
+        spec = _derived(d, by_name, f"{where}.derived[{i}]")
+        if spec.name in by_name or spec.name in {x.name for x in derived}:
+            raise CatalogError(
+                f"{where}.derived[{i}].name: {spec.name!r} is already a key field of the map"
+            )
+        derived.append(spec)
     pid_field = str(doc.get("pid_field", ""))
     if pid_field and pid_field not in {f.name for f in key if not f.c_type.startswith("char")}:
         raise CatalogError(f"{where}.pid_field: {pid_field!r} is no integer key field")
@@ -312,6 +391,7 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         dropped_counter=str(doc.get("dropped_counter", "")),
         enabled_by=str(doc.get("enabled_by", "")),
         pid_field=pid_field,
+        derived=tuple(derived),
     )
 
 
@@ -353,7 +433,7 @@ def _metric(doc: Mapping[str, Any], program: str, maps: Mapping[str, MapSpec], w
     mtype = str(_req(doc, "type", where))
     if mtype not in _METRIC_TYPES:
         raise CatalogError(f"{where}.type: {mtype!r} is not sum, gauge or histogram")
-    key_names = {f.name for f in maps[map_name].key}
+    key_names = set(maps[map_name].key_names)
     attrs = []
     for i, a in enumerate(doc.get("attributes", ())):
         if a["field"] not in key_names:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import FieldSpec, MapSpec
+from ebpf_sidecar.decoders import DROP
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 _INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
@@ -81,18 +82,20 @@ class Layout:
         return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
 
 
-def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int) -> (
-    tuple[bytes, bytes, int]
-):
+def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int,
+                  delete: bool = False) -> tuple[bytes, bytes, int]:
+    """Every entry of a map; with ``delete``, removed as it is read (one syscall a batch)."""
     from bcc.libbcc import lib
 
+    call = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
+    what = "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete else "BPF_MAP_LOOKUP_BATCH"
     keys = ct.create_string_buffer(key_size * capacity)
     values = ct.create_string_buffer(value_size * capacity)
     in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
     total = 0
     while total < capacity:
         count.value = capacity - total
-        res = lib.bpf_lookup_batch(
+        res = call(
             map_fd,
             ct.byref(in_batch) if total else None,
             ct.byref(out_batch),
@@ -105,7 +108,7 @@ def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int) ->
         if res != 0:
             if err == errno.ENOENT:  # the normal end of the map
                 break
-            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
+            raise OSError(err, f"{what} failed: {os.strerror(err)}")
         if count.value == 0:  # no progress: a bucket larger than the buffer
             break
         in_batch.value = out_batch.value
@@ -151,14 +154,26 @@ class ExitedProcessReaper:
 
 
 class MapReader:
-    """Reads one map of a loaded program into a MapSnapshot."""
+    """Reads one map of a loaded program into a MapSnapshot.
+
+    ``read(clear=True)`` returns what accumulated since the previous cleared
+    read: hash maps are read with BPF_MAP_LOOKUP_AND_DELETE_BATCH (entries go
+    away, increments racing their entry's deletion are lost); array maps
+    cannot delete, so the reader subtracts the values of its previous read
+    (exact). A reader read with ``clear`` must belong to one stream only.
+    ``read(per_cpu=True)`` keeps one entry per CPU of a per-CPU map, with an
+    extra key column ``cpu``, instead of summing the CPUs.
+    """
 
     def __init__(self, table: Any, spec: MapSpec, where: str, dropped_table: Any = None) -> None:
+        from bcc import table as bcc_table
+
         self.table = table
         self.spec = spec
         self.dropped_table = dropped_table
         self.cpus = int(getattr(table, "total_cpu", 1))
         self.per_cpu = hasattr(table, "sLeaf")
+        self.is_array = isinstance(table, bcc_table.ArrayBase)
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
@@ -168,30 +183,85 @@ class MapReader:
             single_leaf, spec.value, self.value_size // self.cpus, f"{where}.value"
         )
         self.reaper = ExitedProcessReaper() if spec.pid_field else None
+        # array maps read with clear: the previous raw values, by key bytes
+        self._previous: dict[bytes, tuple[Any, ...]] = {}
 
-    def read(self, snap: pb.MapSnapshot) -> None:
+    def read(self, snap: pb.MapSnapshot, clear: bool = False, per_cpu: bool = False) -> None:
+        if per_cpu and not self.per_cpu:
+            raise ValueError(f"map {self.spec.name!r} is not a per-CPU map")
+        delete = clear and not self.is_array
         keys_raw, values_raw, n = _lookup_batch(
-            self.table.map_fd, self.key_size, self.value_size, self.capacity
+            self.table.map_fd, self.key_size, self.value_size, self.capacity, delete=delete
         )
         keys = self.key_layout.columns(keys_raw, n)
-        values = self.value_layout.columns(values_raw, n * self.cpus)
-        if self.per_cpu and self.cpus > 1:
-            c = self.cpus
-            values = {
-                name: [sum(col[i * c : (i + 1) * c]) for i in range(n)]
-                for name, col in values.items()
-            }
-        snap.entries = n
+        c = self.cpus if self.per_cpu else 1
+        values = self.value_layout.columns(values_raw, n * c)  # c values per key
+        if clear and self.is_array:
+            values = self._since_previous(keys_raw, n, c, values)
+        key_cols: dict[str, list[Any]] = {
+            f.name: decoders.apply(f.decoders, keys[f.name]) for f in self.spec.key
+        }
+        for d in self.spec.derived:
+            key_cols[d.name] = decoders.apply(d.decoders, keys[d.source.name])
+        value_cols = {f.name: decoders.apply(f.decoders, values[f.name]) for f in self.spec.value}
+        if per_cpu:
+            key_cols = {name: [v for v in col for _ in range(c)] for name, col in key_cols.items()}
+            key_cols["cpu"] = list(range(c)) * n
+            rows = n * c
+        else:
+            if c > 1:
+                value_cols = {
+                    name: [sum(col[i * c : (i + 1) * c]) for i in range(n)]
+                    for name, col in value_cols.items()
+                }
+            rows = n
+        kept = _without_dropped(rows, key_cols, value_cols)
+        snap.entries = kept
         snap.max_entries = self.capacity
-        for f in self.spec.key:
-            _fill(snap.key_columns.add(), f, decoders.apply(f.decoders, keys[f.name]))
+        for name, t in self._key_types(per_cpu):
+            _fill(snap.key_columns.add(), name, t, key_cols[name])
         for f in self.spec.value:
-            _fill(snap.value_columns.add(), f, decoders.apply(f.decoders, values[f.name]))
+            _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
-        if self.reaper is not None:
+        if self.reaper is not None and not delete:
             self.reaper.reap(self.table.map_fd, keys_raw, self.key_size,
                              keys[self.spec.pid_field])
+
+    def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
+        out = [(f.name, f.wire_type) for f in self.spec.key]
+        out += [(d.name, d.wire_type) for d in self.spec.derived]
+        if per_cpu:
+            out.append(("cpu", pb.FIELD_TYPE_UINT))
+        return out
+
+    def _since_previous(self, keys_raw: bytes, n: int, c: int,
+                        values: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Array maps: each value minus what the previous read saw for its key."""
+        names = list(values)
+        current: dict[bytes, tuple[Any, ...]] = {}
+        for i in range(n):
+            key = keys_raw[i * self.key_size : (i + 1) * self.key_size]
+            row = tuple(values[name][i * c + j] for name in names for j in range(c))
+            current[key] = row
+            before = self._previous.get(key)
+            if before is not None:
+                for k, name in enumerate(names):
+                    for j in range(c):
+                        values[name][i * c + j] -= before[k * c + j]
+        self._previous = current
+        return values
+
+
+def _without_dropped(rows: int, *groups: dict[str, list[Any]]) -> int:
+    """Remove, in place, every entry that a filtering decoder dropped in any column."""
+    drop = {i for g in groups for col in g.values() for i, v in enumerate(col) if v is DROP}
+    if not drop:
+        return rows
+    for g in groups:
+        for name, col in g.items():
+            g[name] = [v for i, v in enumerate(col) if i not in drop]
+    return rows - len(drop)
 
 
 def _sum_counter(table: Any) -> int:
@@ -203,9 +273,8 @@ def _sum_counter(table: Any) -> int:
         return int(value.value)
 
 
-def _fill(column: pb.Column, f: FieldSpec, values: list[Any]) -> None:
-    column.field = f.name
-    t = f.wire_type
+def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> None:
+    column.field = name
     if t == pb.FIELD_TYPE_STRING:
         column.strings.extend(
             v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values

@@ -1,7 +1,9 @@
 """Compiling, attaching and sharing BCC programs.
 
 Streams that ask for the same program with the same parameters share one
-loaded instance; it is detached when the last of them closes. BCC attaches
+loaded instance; it is detached when the last of them closes. A stream that
+clears a map on read (delta temporality) gets an instance of its own, so its
+deletes never take counts away from another stream. BCC attaches
 TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE functions itself when it loads the
 program, so loading is attaching.
 """
@@ -9,6 +11,7 @@ program, so loading is attaching.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import tempfile
@@ -44,6 +47,8 @@ class LoadedProgram:
     compile_seconds: float
     readers: dict[str, MapReader] = field(default_factory=dict)
     users: int = 0
+    # 0 for a shared instance, else a number unique to the one stream using it
+    exclusive: int = 0
 
 
 @contextlib.contextmanager
@@ -84,13 +89,17 @@ class ProgramManager:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._lock = threading.Lock()
-        self._loaded: dict[tuple[str, tuple[tuple[str, str], ...]], LoadedProgram] = {}
+        self._loaded: dict[tuple[str, tuple[tuple[str, str], ...], int], LoadedProgram] = {}
+        self._exclusive = itertools.count(1)
 
-    def acquire(self, name: str, parameters: Mapping[str, str]) -> LoadedProgram:
+    def acquire(
+        self, name: str, parameters: Mapping[str, str], exclusive: bool = False
+    ) -> LoadedProgram:
+        """A loaded instance of the program; ``exclusive``: one nobody else shares."""
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
         cflags += kernel.tracepoint_defines(list(program.hooks))
-        key = (name, tuple(sorted(parameters.items())))
+        key = (name, tuple(sorted(parameters.items())), next(self._exclusive) if exclusive else 0)
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
@@ -101,6 +110,7 @@ class ProgramManager:
                     bpf=bpf,
                     attach_time_ns=time.time_ns(),
                     compile_seconds=seconds,
+                    exclusive=key[2],
                 )
                 try:
                     for spec in program.maps.values():
@@ -129,7 +139,7 @@ class ProgramManager:
             loaded.users -= 1
             if loaded.users > 0:
                 return
-            key = (loaded.program.name, loaded.parameters)
+            key = (loaded.program.name, loaded.parameters, loaded.exclusive)
             self._loaded.pop(key, None)
             loaded.bpf.cleanup()
             log.info("detached program %s (no stream uses it)", loaded.program.name)

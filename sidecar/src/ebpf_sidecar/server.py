@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,16 @@ from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class WantedMap:
+    """One MapRequest of a stream, validated."""
+
+    program: str
+    map: str
+    clear: bool  # clear_after_read: delta reads, on an instance of the program of its own
+    per_cpu: bool
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -71,10 +82,19 @@ class SidecarService(pb_grpc.SidecarServicer):
         context.add_callback(closed.set)
         try:
             by_name: dict[str, LoadedProgram] = {}
+            clearing = {w.program for w in wanted if w.clear}
             for p in request.programs:
-                loaded = self.programs.acquire(p.name, dict(p.parameters))
+                loaded = self.programs.acquire(
+                    p.name, dict(p.parameters), exclusive=p.name in clearing
+                )
                 acquired.append(loaded)
                 by_name[p.name] = loaded
+            for i, w in enumerate(wanted):
+                if w.per_cpu and not by_name[w.program].readers[w.map].per_cpu:
+                    raise RequestError(
+                        f"maps[{i}].per_cpu: map {w.map!r} of {w.program!r} is not a per-CPU "
+                        "map; there is one value per key, not one per CPU"
+                    )
             log.info(
                 "stream %s: programs %s, %d maps every %.1fs",
                 context.peer(), ", ".join(by_name), len(wanted), interval,
@@ -94,7 +114,7 @@ class SidecarService(pb_grpc.SidecarServicer):
             for loaded in acquired:
                 self.programs.release(loaded)
 
-    def _validate(self, request: pb.StreamRequest) -> list[tuple[str, str]]:
+    def _validate(self, request: pb.StreamRequest) -> list[WantedMap]:
         requested: dict[str, dict[str, str]] = {}
         for i, p in enumerate(request.programs):
             try:
@@ -103,7 +123,7 @@ class SidecarService(pb_grpc.SidecarServicer):
                 raise RequestError(f"programs[{i}].name: {e}") from None
             program.cflags(dict(p.parameters))
             requested[p.name] = dict(p.parameters)
-        wanted = []
+        wanted: list[WantedMap] = []
         for i, m in enumerate(request.maps):
             if m.program not in requested:
                 raise RequestError(
@@ -120,20 +140,30 @@ class SidecarService(pb_grpc.SidecarServicer):
                     f"maps[{i}].map: {m.map!r} is compiled out; set parameter "
                     f"{spec.enabled_by}: true on program {m.program!r}"
                 )
-            wanted.append((m.program, m.map))
+            if any(w.program == m.program and w.map == m.map for w in wanted):
+                raise RequestError(
+                    f"maps[{i}]: map {m.map!r} of {m.program!r} is requested twice; "
+                    "request each map once"
+                )
+            if m.per_cpu and "cpu" in spec.key_names:
+                raise RequestError(
+                    f"maps[{i}].per_cpu: map {m.map!r} already has a key field 'cpu'"
+                )
+            wanted.append(WantedMap(m.program, m.map, m.clear_after_read, m.per_cpu))
         return wanted
 
     def _snapshot(
-        self, sequence: int, wanted: list[tuple[str, str]], loaded: dict[str, LoadedProgram]
+        self, sequence: int, wanted: list[WantedMap], loaded: dict[str, LoadedProgram]
     ) -> pb.Snapshot:
         started = time.monotonic()
         snap = pb.Snapshot(sequence=sequence, time_unix_nano=time.time_ns())
-        for program, name in wanted:
+        for w in wanted:
+            program, name = w.program, w.map
             prog = loaded[program]
             ms = snap.maps.add(program=program, map=name,
                                attach_time_unix_nano=prog.attach_time_ns)
             try:
-                prog.readers[name].read(ms)
+                prog.readers[name].read(ms, clear=w.clear, per_cpu=w.per_cpu)
             except Exception as e:  # one broken map must not stop the others
                 log.exception("reading map %s/%s failed", program, name)
                 del ms.key_columns[:]

@@ -1,8 +1,16 @@
-"""Fixed tables from small integers to names, one decoder per table.
+"""Fixed tables from small integers to names.
 
 A BPF program that classifies events into a few kinds stores a small integer
-(cheap to compute and to key on) and one of these decoders names it. A number
-outside the table becomes the table's documented failure value.
+(cheap to compute and to key on) and a table names it.
+
+``static_map`` takes its table from the manifest::
+
+    decoders: [{static_map: {map: {0: read, 1: write}, allow_unknown: true, default: other}}]
+
+Options: ``map`` (required): integer → name. ``default``: what a number
+outside the table becomes (the failure value; default ``unknown:<n>``, the
+number kept visible). ``allow_unknown`` (default true): when false, an entry
+whose number is outside the table is dropped from the snapshot instead.
 
 ``disk_direction``: ``0`` → ``read``, ``1`` → ``write``, anything else →
 ``other`` (the failure value). The ``block`` program computes the number from
@@ -12,8 +20,17 @@ the tracepoint's rwbs string.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders import (
+    DROP,
+    Column,
+    Decoder,
+    OptionError,
+    check_options,
+    register,
+    register_factory,
+)
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -38,4 +55,55 @@ def register_table(name: str, table: Mapping[int, str], failure: str) -> Decoder
     )
 
 
+def _number(key: Any) -> int:
+    if isinstance(key, bool):
+        raise ValueError
+    if isinstance(key, int):
+        return key
+    return int(str(key), 0)
+
+
+def static_map(options: Mapping[str, Any]) -> Decoder:
+    check_options(options, ("map", "allow_unknown", "default"))
+    if "map" not in options:
+        raise OptionError("map", "missing; give a mapping of integers to names, e.g. {0: read}")
+    raw = options["map"]
+    if not isinstance(raw, Mapping) or not raw:
+        raise OptionError("map", f"must be a non-empty mapping of integers to names, not {raw!r}")
+    table: dict[int, str] = {}
+    for k, v in raw.items():
+        try:
+            number = _number(k)
+        except ValueError:
+            raise OptionError(f"map.{k}", f"key {k!r} is not an integer") from None
+        if not isinstance(v, str | int | float) or isinstance(v, bool) or str(v) == "":
+            raise OptionError(f"map.{k}", f"value {v!r} is not a non-empty name")
+        table[number] = str(v)
+    allow = options.get("allow_unknown", True)
+    if not isinstance(allow, bool):
+        raise OptionError("allow_unknown", f"{allow!r} is not true or false")
+    default = options.get("default")
+    if default is not None and not isinstance(default, str):
+        raise OptionError("default", f"{default!r} is not a string")
+
+    def unknown(v: Any) -> Any:
+        if not allow:
+            return DROP
+        return default if default is not None else f"unknown:{v}"
+
+    def decode(column: Column) -> list[Any]:
+        out: list[Any] = []
+        for v in column:
+            try:
+                name = table.get(int(v))
+            except (TypeError, ValueError):
+                name = None
+            out.append(name if name is not None else unknown(v))
+        return out
+
+    failure = "entry dropped" if not allow else (default if default is not None else "unknown:<n>")
+    return Decoder("static_map", pb.FIELD_TYPE_STRING, decode, failure=failure)
+
+
+register_factory("static_map", static_map)
 DISK_DIRECTION = register_table("disk_direction", {0: "read", 1: "write"}, failure="other")

@@ -1,0 +1,148 @@
+"""``cgroup``: a cgroup v2 id to the cgroup's path, e.g. ``/kubepods.slice/...``.
+
+The id is what ``bpf_get_current_cgroup_id()`` returns: the kernfs id of the
+task's cgroup in the unified (v2) hierarchy, which is also the inode number
+of the cgroup's directory. The sidecar finds the cgroup2 mount in
+``/proc/self/mountinfo`` wherever it is (``/sys/fs/cgroup`` on a unified
+host, ``/sys/fs/cgroup/unified`` on a hybrid one), walks it once and caches
+id → path; the root cgroup is ``/``. Paths are relative to the hierarchy
+root, as in ``/proc/<pid>/cgroup`` (prefixed by the mount's own root when
+only a subtree is mounted).
+
+An id the cache lacks triggers a new walk, at most once every
+``REFRESH_INTERVAL`` seconds; a walk keeps the paths of cgroups removed since
+(their ids are never reused), so counts of a deleted container keep their
+identity. At most ``MAX_ENTRIES`` paths are kept (a walk stops there). An id
+that is still unknown, or any id when there is no cgroup2 mount, becomes the
+empty string (the failure value).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+MOUNTINFO = "/proc/self/mountinfo"
+REFRESH_INTERVAL = 5.0
+MAX_ENTRIES = 100_000
+
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: str  # where cgroup2 is mounted, e.g. /sys/fs/cgroup/unified
+    root: str  # which cgroup the mount shows, "/" for the whole hierarchy
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def find_mount(mountinfo_text: str) -> Mount | None:
+    """The cgroup2 mount showing the most of the hierarchy (root "/" first)."""
+    found: list[Mount] = []
+    for line in mountinfo_text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fstype = right.split(" ", 1)[0]
+        fields = left.split()
+        if fstype != "cgroup2" or len(fields) < 5:
+            continue
+        found.append(Mount(mountpoint=_unescape(fields[4]), root=_unescape(fields[3])))
+    if not found:
+        return None
+    return min(found, key=lambda m: len(m.root))
+
+
+class CgroupPaths:
+    """id → path of every cgroup under the cgroup2 mount, refreshed on misses."""
+
+    def __init__(self, mountinfo: str = MOUNTINFO, max_entries: int = MAX_ENTRIES,
+                 refresh_interval: float = REFRESH_INTERVAL) -> None:
+        self.mountinfo = mountinfo
+        self.max_entries = max_entries
+        self.refresh_interval = refresh_interval
+        self._paths: dict[int, str] = {}
+        self._walked_at: float | None = None
+        self._lock = threading.Lock()
+        self.walks = 0
+
+    def mount(self) -> Mount | None:
+        try:
+            with open(self.mountinfo) as f:
+                return find_mount(f.read())
+        except OSError:
+            return None
+
+    def _walk(self) -> None:
+        self.walks += 1
+        mount = self.mount()
+        if mount is None:
+            return
+        prefix = "" if mount.root == "/" else mount.root.rstrip("/")
+        fresh: dict[int, str] = {}
+        try:
+            fresh[os.stat(mount.mountpoint).st_ino] = prefix or "/"
+        except OSError:
+            return
+        stack = [(mount.mountpoint, prefix)]
+        while stack and len(fresh) < self.max_entries:
+            directory, rel = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                        path = f"{rel}/{entry.name}"
+                        fresh[entry.inode()] = path
+                        stack.append((entry.path, path))
+                        if len(fresh) >= self.max_entries:
+                            break
+            except OSError:  # removed while walking
+                continue
+        for cid, path in self._paths.items():  # keep removed cgroups while there is room
+            if len(fresh) >= self.max_entries:
+                break
+            fresh.setdefault(cid, path)
+        self._paths = fresh
+
+    def path(self, cgroup_id: int, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            found = self._paths.get(cgroup_id)
+            if found is None and (
+                self._walked_at is None or now - self._walked_at >= self.refresh_interval
+            ):
+                self._walk()
+                self._walked_at = now
+                found = self._paths.get(cgroup_id)
+        return found if found is not None else ""
+
+    def decode(self, column: Column) -> list[str]:
+        now = time.monotonic()
+        out = []
+        for v in column:
+            try:
+                out.append(self.path(int(v), now))
+            except (TypeError, ValueError):
+                out.append("")
+        return out
+
+
+PATHS = CgroupPaths()
+
+CGROUP = register(Decoder("cgroup", pb.FIELD_TYPE_STRING, PATHS.decode, failure='""'))

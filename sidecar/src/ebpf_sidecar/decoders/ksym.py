@@ -1,0 +1,87 @@
+"""``ksym``: a kernel text address to the name of the function holding it.
+
+Symbols come from ``/proc/kallsyms`` (text symbols, types t/T/w/W), loaded
+once into a sorted address list and looked up by bisection: an address
+resolves to the nearest symbol at or below it. An address below the first
+symbol, or more than ``MAX_OFFSET`` past its nearest symbol (likely a module
+loaded since), is a miss: it becomes ``0x<hex address>`` (the failure value)
+and reloads the table, at most once every ``RELOAD_INTERVAL`` seconds.
+Reading real addresses needs root (kptr_restrict shows zeros otherwise).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from pathlib import Path
+
+from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+KALLSYMS = Path("/proc/kallsyms")
+MAX_OFFSET = 1 << 20
+RELOAD_INTERVAL = 10.0
+_TEXT_TYPES = frozenset("tTwW")
+
+
+class Kallsyms:
+    def __init__(self, path: Path = KALLSYMS) -> None:
+        self.path = path
+        self._addrs: list[int] = []
+        self._names: list[str] = []
+        self._loaded_at: float | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        pairs: list[tuple[int, str]] = []
+        try:
+            with self.path.open() as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3 or parts[1] not in _TEXT_TYPES:
+                        continue
+                    addr = int(parts[0], 16)
+                    if addr:
+                        pairs.append((addr, parts[2]))
+        except (OSError, ValueError):
+            pairs = []
+        pairs.sort()
+        self._addrs = [a for a, _ in pairs]
+        self._names = [n for _, n in pairs]
+
+    def _find(self, addr: int) -> str | None:
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0 or addr - self._addrs[i] > MAX_OFFSET:
+            return None
+        return self._names[i]
+
+    def name(self, addr: int, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._loaded_at is None:
+                self._load()
+                self._loaded_at = now
+            found = self._find(addr)
+            if found is None and now - self._loaded_at >= RELOAD_INTERVAL:
+                self._load()
+                self._loaded_at = now
+                found = self._find(addr)
+        return found if found is not None else hex(addr)
+
+
+KSYMS = Kallsyms()
+
+
+def decode_ksym(column: Column) -> list[str]:
+    now = time.monotonic()
+    out = []
+    for v in column:
+        try:
+            out.append(KSYMS.name(int(v), now))
+        except (TypeError, ValueError):
+            out.append(str(v))
+    return out
+
+
+KSYM = register(Decoder("ksym", pb.FIELD_TYPE_STRING, decode_ksym, failure="0x<hex address>"))

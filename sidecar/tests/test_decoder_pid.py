@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ebpf_sidecar import decoders
+from ebpf_sidecar.decoders import pid
+
+
+def test_own_pid_is_named_like_proc_comm() -> None:
+    comm = Path("/proc/self/comm").read_text().strip()
+    assert decoders.apply(["pid"], [os.getpid()]) == [comm]
+
+
+def test_exited_process_is_empty() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    pid._cache.pop(p.pid, None)
+    assert decoders.apply(["pid"], [p.pid, 0, -1, "x"]) == ["", "", "", ""]
+    assert decoders.get("pid").failure == '""'
+
+
+def test_names_are_cached_for_ttl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "comm").write_text("first\n")
+    monkeypatch.setattr(pid, "PROC", str(tmp_path))
+    monkeypatch.setattr(pid, "_cache", {})
+    assert pid.process_name(42, now=100.0) == "first"
+    (tmp_path / "42" / "comm").write_text("second\n")
+    assert pid.process_name(42, now=100.0 + pid.TTL / 2) == "first"
+    assert pid.process_name(42, now=100.0 + pid.TTL + 1) == "second"

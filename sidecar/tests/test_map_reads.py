@@ -1,0 +1,194 @@
+"""Reads of real BPF maps: per-CPU entries, clear-after-read, filters, derived fields.
+
+The maps are filled from user space with known per-CPU values, so every
+expected number is exact.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ebpf_sidecar.catalog import load_manifest
+from ebpf_sidecar.maps import MapReader
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+pytestmark = pytest.mark.usefixtures("needs_root")
+
+SOURCE = """
+struct k { u32 id; };
+struct v { u64 n; u64 m; };
+BPF_PERCPU_HASH(h, struct k, struct v, 64);
+BPF_PERCPU_ARRAY(a, struct v, 4);
+BPF_HASH(plain, struct k, struct v, 16);
+"""
+
+MANIFEST = """
+name: prog
+hooks: []
+maps:
+  - name: h
+    max_entries: 64
+    key:
+      - name: id
+        type: u32
+        decoders: [{static_map: {map: {1: one, 2: two, 7: seven}, allow_unknown: false}}]
+    derived:
+      - {name: first, from: id, decoders: [{static_map: {map: {1: first}, default: other}}]}
+      - {name: id_hex, from: id, decoders: [hex]}
+    value:
+      - {name: n, type: u64}
+      - {name: m, type: u64}
+  - name: a
+    max_entries: 4
+    key:
+      - {name: slot, type: u32}
+    value:
+      - {name: n, type: u64}
+      - {name: m, type: u64}
+  - name: plain
+    max_entries: 16
+    key:
+      - {name: id, type: u32}
+    value:
+      - {name: n, type: u64}
+      - {name: m, type: u64}
+"""
+
+
+@pytest.fixture
+def bpf(tmp_path: Path) -> Iterator[tuple[Any, dict[str, MapReader]]]:
+    from bcc import BPF
+
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "prog.c").write_text(SOURCE)
+    (d / "manifest.yaml").write_text(MANIFEST)
+    program = load_manifest(d / "manifest.yaml")
+    b = BPF(text=SOURCE.encode())
+    try:
+        readers = {name: MapReader(b[name.encode()], spec, name)
+                   for name, spec in program.maps.items()}
+        yield b, readers
+    finally:
+        b.cleanup()
+
+
+def _put(table: Any, key: Any, per_cpu_n: list[int], m: int = 0) -> None:
+    leaf = table.Leaf()
+    for cpu, n in enumerate(per_cpu_n):
+        leaf[cpu].n = n
+        leaf[cpu].m = m
+    table[key] = leaf
+
+
+def _read(reader: MapReader, **kw: bool) -> tuple[int, dict[str, list[Any]]]:
+    snap = pb.MapSnapshot()
+    reader.read(snap, **kw)
+    cols: dict[str, list[Any]] = {}
+    for c in [*snap.key_columns, *snap.value_columns]:
+        vals: list[Any] = list(c.strings) or list(c.uints) or list(c.ints)
+        assert len(vals) in (0, snap.entries), f"column {c.field} has {len(vals)} values"
+        cols[c.field] = vals
+    return snap.entries, cols
+
+
+def _cpus(table: Any) -> int:
+    return int(table.total_cpu)
+
+
+def test_per_cpu_keeps_one_entry_per_cpu(bpf: tuple[Any, dict[str, MapReader]]) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    _put(h, h.Key(7), [10 + c for c in range(cpus)], m=1)
+    n, cols = _read(readers["h"], per_cpu=True)
+    assert n == cpus
+    assert cols["cpu"] == list(range(cpus))
+    assert cols["id"] == ["seven"] * cpus
+    assert cols["n"] == [10 + c for c in range(cpus)]
+    # without per_cpu the CPUs are summed into one entry
+    n, cols = _read(readers["h"])
+    assert n == 1 and "cpu" not in cols
+    assert cols["n"] == [sum(10 + c for c in range(cpus))]
+    assert cols["m"] == [cpus]
+
+
+def test_per_cpu_on_a_plain_map_is_refused(bpf: tuple[Any, dict[str, MapReader]]) -> None:
+    _, readers = bpf
+    with pytest.raises(ValueError, match=r"'plain' is not a per-CPU map"):
+        _read(readers["plain"], per_cpu=True)
+
+
+def test_clear_after_read_deletes_hash_entries(bpf: tuple[Any, dict[str, MapReader]]) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    _put(h, h.Key(1), [5] * cpus)
+    _put(h, h.Key(2), [7] * cpus)
+    n, cols = _read(readers["h"], clear=True)
+    assert n == 2
+    assert sorted(zip(cols["id"], cols["n"], strict=True)) == [("one", 5 * cpus), ("two", 7 * cpus)]
+    assert len(list(h.keys())) == 0, "lookup-and-delete left entries behind"
+    _put(h, h.Key(2), [1] * cpus)
+    n, cols = _read(readers["h"], clear=True)
+    assert (n, cols["id"], cols["n"]) == (1, ["two"], [cpus])
+    assert _read(readers["h"], clear=True)[0] == 0
+
+
+def test_clear_after_read_on_an_array_subtracts_the_previous_read(
+    bpf: tuple[Any, dict[str, MapReader]]
+) -> None:
+    # Array entries cannot be deleted: the reader returns the increase since
+    # its previous read instead, exactly.
+    b, readers = bpf
+    a = b[b"a"]
+    cpus = _cpus(a)
+    _put(a, ct.c_int(2), [5] * cpus)
+    n, cols = _read(readers["a"], clear=True)
+    assert n == 4 and cols["n"] == [0, 0, 5 * cpus, 0]
+    _put(a, ct.c_int(2), [8] * cpus)
+    _put(a, ct.c_int(0), [1] + [0] * (cpus - 1))
+    n, cols = _read(readers["a"], clear=True)
+    assert cols["n"] == [1, 0, 3 * cpus, 0]
+    assert _read(readers["a"], clear=True)[1]["n"] == [0, 0, 0, 0]
+    # per CPU as well
+    _put(a, ct.c_int(3), list(range(1, cpus + 1)))
+    n, cols = _read(readers["a"], clear=True, per_cpu=True)
+    assert n == 4 * cpus
+    assert cols["n"][3 * cpus :] == list(range(1, cpus + 1))
+
+
+def test_a_dropping_decoder_removes_the_entry_from_every_column(
+    bpf: tuple[Any, dict[str, MapReader]]
+) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    for key, n in ((1, 10), (3, 30), (2, 20), (4, 40)):  # 3 and 4 are not in the table
+        _put(h, h.Key(key), [n] + [0] * (cpus - 1), m=key)
+    n, cols = _read(readers["h"])
+    assert n == 2
+    rows = sorted(zip(cols["id"], cols["first"], cols["id_hex"], cols["n"], cols["m"],
+                      strict=True))
+    assert rows == [("one", "first", "0x1", 10, cpus * 1), ("two", "other", "0x2", 20, cpus * 2)]
+    n, cols = _read(readers["h"], per_cpu=True)
+    assert n == 2 * cpus and sorted(set(cols["id"])) == ["one", "two"]
+    assert all(len(c) == n for c in cols.values())
+
+
+def test_derived_fields_travel_after_the_key_fields(
+    bpf: tuple[Any, dict[str, MapReader]]
+) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    _put(h, h.Key(7), [1] * _cpus(h))
+    snap = pb.MapSnapshot()
+    readers["h"].read(snap)
+    assert [c.field for c in snap.key_columns] == ["id", "first", "id_hex"]
+    assert list(snap.key_columns[1].strings) == ["other"]
+    assert list(snap.key_columns[2].strings) == ["0x7"]
