@@ -107,3 +107,45 @@ def test_exclusive_instances_are_never_shared(catalog: Catalog) -> None:
             assert not wait_unloaded(ids)
         assert mgr.loaded() == [shared]
         mgr.release(shared)
+
+
+BAD_PROGRAM = """
+BPF_ARRAY(counts, u64, 1);
+TRACEPOINT_PROBE(sched, sched_switch) {
+    int zero = 0;
+    u64 *v = counts.lookup(&zero);
+    if (!v)
+        return 0;
+    u32 i = bpf_get_prandom_u32();
+    v[i]++;  /* no bounds check: the verifier must refuse this */
+    return 0;
+}
+"""
+
+BAD_MANIFEST = """
+name: unchecked
+hooks: [tracepoint:sched:sched_switch]
+maps:
+  - name: counts
+    max_entries: 1
+    key: [{name: slot, type: u32}]
+    value: [{name: count, type: u64}]
+"""
+
+
+def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
+    from ebpf_sidecar.programs import LoadError
+
+    d = tmp_path / "unchecked"
+    d.mkdir()
+    (d / "unchecked.c").write_text(BAD_PROGRAM)
+    (d / "manifest.yaml").write_text(BAD_MANIFEST)
+    mgr = ProgramManager(Catalog.load([tmp_path]))
+    before = loaded_prog_ids()
+    with pytest.raises(LoadError) as err:
+        mgr.acquire("unchecked", {})
+    message = str(err.value)
+    assert "program 'unchecked' failed to load" in message
+    # the verifier's own diagnosis of the dereference, not just "failed"
+    assert "unbounded memory access" in message, message
+    assert loaded_prog_ids() == before
