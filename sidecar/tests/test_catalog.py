@@ -172,3 +172,36 @@ def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> Non
         if metric.map == "process_cpu":
             resource = {a.name for a in metric.attributes if a.resource}
             assert {"container.id", "k8s.pod.uid", "process.pid"} <= resource, metric.name
+
+
+HIST = """
+name: prog
+hooks: [tracepoint:a:b]
+maps:
+  - name: m
+    max_entries: 8
+    key: [{name: slot, type: u32}]
+    value: [{name: count, type: u64}]
+    histogram: {slot_field: slot, slots: 4, count_field: count, unit: us, CONVENTION}
+"""
+
+
+def test_histogram_conventions_reach_the_wire(tmp_path: Path) -> None:
+    prog = load_manifest(_write(tmp_path, HIST.replace(
+        "CONVENTION", "convention: fixed, bounds: [10, 100, 1000]")))
+    layout = prog.to_proto().maps[0].histogram
+    assert layout.convention == pb.SLOT_CONVENTION_FIXED
+    assert list(layout.bounds) == [10, 100, 1000]
+
+
+@pytest.mark.parametrize(
+    ("convention", "error"),
+    [
+        ("convention: cubic", r"'cubic' is not one of log2_bcc, log2_exponent, linear, fixed"),
+        ("convention: linear", r"linear_width: a linear histogram needs a width above 0"),
+        ("convention: fixed, bounds: [10, 5, 100]", r"needs 3 strictly increasing bounds"),
+    ],
+)
+def test_bad_histogram_layouts(tmp_path: Path, convention: str, error: str) -> None:
+    with pytest.raises(CatalogError, match=error):
+        load_manifest(_write(tmp_path, HIST.replace("CONVENTION", convention)))

@@ -113,16 +113,30 @@ class HistogramSpec:
     count_field: str
     sum_field: str
     unit: str
+    convention: str = "log2_bcc"
+    linear_width: float = 0.0
+    bounds: tuple[float, ...] = ()
 
     def to_proto(self) -> pb.HistogramLayout:
         return pb.HistogramLayout(
             slot_field=self.slot_field,
-            convention=pb.SLOT_CONVENTION_LOG2_BCC,
+            convention=SLOT_CONVENTIONS[self.convention],
             slots=self.slots,
             count_field=self.count_field,
             sum_field=self.sum_field,
             unit=self.unit,
+            linear_width=self.linear_width,
+            bounds=list(self.bounds),
         )
+
+
+# Manifest names of the slot conventions (see SlotConvention in the proto).
+SLOT_CONVENTIONS = {
+    "log2_bcc": pb.SLOT_CONVENTION_LOG2_BCC,
+    "log2_exponent": pb.SLOT_CONVENTION_LOG2_EXPONENT,
+    "linear": pb.SLOT_CONVENTION_LINEAR,
+    "fixed": pb.SLOT_CONVENTION_FIXED,
+}
 
 
 @dataclass(frozen=True)
@@ -362,7 +376,11 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
             count_field=str(_req(h, "count_field", f"{where}.histogram")),
             sum_field=str(h.get("sum_field", "")),
             unit=str(_req(h, "unit", f"{where}.histogram")),
+            convention=str(h.get("convention", "log2_bcc")),
+            linear_width=float(h.get("linear_width", 0)),
+            bounds=tuple(float(b) for b in h.get("bounds", ())),
         )
+        _check_layout(hist, f"{where}.histogram")
         if hist.slot_field not in {f.name for f in key}:
             raise CatalogError(f"{where}.histogram.slot_field: {hist.slot_field!r} is no key field")
         for vf in (hist.count_field, hist.sum_field):
@@ -393,6 +411,23 @@ def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
         pid_field=pid_field,
         derived=tuple(derived),
     )
+
+
+def _check_layout(h: HistogramSpec, where: str) -> None:
+    if h.convention not in SLOT_CONVENTIONS:
+        raise CatalogError(
+            f"{where}.convention: {h.convention!r} is not one of {', '.join(SLOT_CONVENTIONS)}"
+        )
+    if h.slots < 1:
+        raise CatalogError(f"{where}.slots: {h.slots} must be at least 1")
+    if h.convention == "linear" and h.linear_width <= 0:
+        raise CatalogError(f"{where}.linear_width: a linear histogram needs a width above 0")
+    increasing = list(h.bounds) == sorted(set(h.bounds))
+    if h.convention == "fixed" and (len(h.bounds) != h.slots - 1 or not increasing):
+        raise CatalogError(
+            f"{where}.bounds: a fixed histogram of {h.slots} slots needs {h.slots - 1} "
+            "strictly increasing bounds (the last slot holds everything above)"
+        )
 
 
 def _parameter(doc: Mapping[str, Any], where: str) -> ParameterSpec:
