@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -181,6 +184,7 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 		if requested[p.Name] {
 			continue
 		}
+		errs = append(errs, checkParameters(cat.programs[p.Name], i, p.Parameters)...)
 		requested[p.Name] = true
 		programs = append(programs, progReq{name: p.Name, params: p.Parameters})
 	}
@@ -346,6 +350,56 @@ func (m *MetricConfig) applyOverride(o MetricOverrideConfig) {
 	if o.HistogramFormat != "" {
 		m.HistogramFormat = o.HistogramFormat
 	}
+}
+
+// checkParameters validates parameter values against the program's typed
+// parameter list, the same rules the sidecar applies, so that a bad value
+// stops the collector at start instead of failing every stream later.
+func checkParameters(p *sidecarpb.Program, i int, values map[string]string) []error {
+	byName := map[string]*sidecarpb.Parameter{}
+	var valid []string
+	for _, par := range p.GetParameters() {
+		byName[par.GetName()] = par
+		valid = append(valid, par.GetName())
+	}
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var errs []error
+	for _, name := range names {
+		v := values[name]
+		path := fmt.Sprintf("programs[%d].parameters.%s", i, name)
+		par, ok := byName[name]
+		if !ok {
+			list := strings.Join(valid, ", ")
+			if list == "" {
+				list = "none"
+			}
+			errs = append(errs, fmt.Errorf("%s: program %q has no parameter %q; its parameters: %s", path, p.GetName(), name, list))
+			continue
+		}
+		switch par.GetType() {
+		case "int":
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 0, 64)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%s: %q is not an integer; use a whole number in %d..%d", path, v, par.GetMin(), par.GetMax()))
+			case n < par.GetMin() || n > par.GetMax():
+				errs = append(errs, fmt.Errorf("%s: %d is out of range; use %d..%d", path, n, par.GetMin(), par.GetMax()))
+			}
+		case "bool":
+			if l := strings.ToLower(strings.TrimSpace(v)); l != "true" && l != "false" {
+				errs = append(errs, fmt.Errorf("%s: %q is not a boolean; use \"true\" or \"false\"", path, v))
+			}
+		case "enum":
+			if !slices.Contains(par.GetAllowed(), v) {
+				errs = append(errs, fmt.Errorf("%s: %q is not one of %s", path, v, strings.Join(par.GetAllowed(), ", ")))
+			}
+		}
+	}
+	return errs
 }
 
 // mapEnabled tells whether the program's parameters (params over the

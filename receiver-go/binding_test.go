@@ -118,6 +118,17 @@ func TestResolveErrors(t *testing.T) {
 			want: `metrics[0].map_name: map "syscalls" exists in programs syscalls, syscount; set metrics[0].program to one of them`,
 		},
 		{
+			name: "parameters checked against their types at start",
+			cfg: cfgWith([]ProgramConfig{{Name: "syscalls", Parameters: map[string]string{
+				"max_entries": "7", "errors": "yes", "mode": "tid", "cflags": "-O0", "per_process": "many",
+			}}}),
+			want: `programs[0].parameters.cflags: program "syscalls" has no parameter "cflags"; its parameters: per_process, errors, max_entries, mode` + "\n" +
+				`programs[0].parameters.errors: "yes" is not a boolean; use "true" or "false"` + "\n" +
+				`programs[0].parameters.max_entries: 7 is out of range; use 128..1048576` + "\n" +
+				`programs[0].parameters.mode: "tid" is not one of pid, comm` + "\n" +
+				`programs[0].parameters.per_process: "many" is not a boolean; use "true" or "false"`,
+		},
+		{
 			name: "unknown metric program",
 			cfg:  cfgWith(nil, MetricConfig{Name: "x", MapName: "syscalls", Program: "sys", Type: MetricTypeSum}),
 			want: `metrics[0].program: unknown program "sys"; valid programs: syscalls, syscount, oncpu, runqlat, misc`,

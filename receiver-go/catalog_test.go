@@ -46,6 +46,8 @@ func testDescribe() *sidecarpb.DescribeResponse {
 				Parameters: []*sidecarpb.Parameter{
 					{Name: "per_process", Type: "bool", Default: "true"},
 					{Name: "errors", Type: "bool", Default: "false"},
+					{Name: "max_entries", Type: "int", Default: "10240", Min: 128, Max: 1048576},
+					{Name: "mode", Type: "enum", Default: "pid", Allowed: []string{"pid", "comm"}},
 				},
 				DefaultMetrics: []*sidecarpb.MetricBinding{{
 					Name:       "ebpf.syscalls",
