@@ -19,7 +19,7 @@ def test_own_pid_is_named_like_proc_comm() -> None:
 def test_exited_process_is_empty() -> None:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
-    pid._cache.pop(p.pid, None)
+    pid.NAMES.entries.pop(p.pid, None)
     assert decoders.apply(["pid"], [p.pid, 0, -1, "x"]) == ["", "", "", ""]
     assert decoders.get("pid").failure == '""'
 
@@ -27,9 +27,10 @@ def test_exited_process_is_empty() -> None:
 def test_names_are_cached_for_ttl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "42").mkdir()
     (tmp_path / "42" / "comm").write_text("first\n")
-    monkeypatch.setattr(pid, "PROC", str(tmp_path))
-    monkeypatch.setattr(pid, "_cache", {})
+    monkeypatch.setattr(pid.NAMES, "proc", str(tmp_path))
+    monkeypatch.setattr(pid.NAMES, "entries", {})
+    ttl = pid.NAMES.ttl
     assert pid.process_name(42, now=100.0) == "first"
     (tmp_path / "42" / "comm").write_text("second\n")
-    assert pid.process_name(42, now=100.0 + pid.TTL / 2) == "first"
-    assert pid.process_name(42, now=100.0 + pid.TTL + 1) == "second"
+    assert pid.process_name(42, now=100.0 + ttl / 2) == "first"
+    assert pid.process_name(42, now=100.0 + ttl + 1) == "second"
