@@ -20,6 +20,7 @@
 struct process_key {
     u32 pid;
     char comm[TASK_COMM_LEN];
+    u64 cgroup_id; // cgroup v2 id: the sidecar derives container.id and k8s.pod.uid
 };
 
 BPF_PERCPU_HASH(process_faults, struct process_key, u64, MAX_PROCESSES);
@@ -29,6 +30,7 @@ static __always_inline void count_fault(void) {
     struct process_key key = {};
     key.pid = bpf_get_current_pid_tgid() >> 32;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    key.cgroup_id = bpf_get_current_cgroup_id();
     u64 zero = 0;
     u64 *count = process_faults.lookup_or_try_init(&key, &zero);
     if (count) {
