@@ -23,8 +23,8 @@ lint() {
   fi
   rm -rf "$tmp"
   stage "ruff, mypy (sidecar, tests)"
-  (cd sidecar && "$PY" -m ruff check src tests ../tests && "$PY" -m mypy src tests &&
-    "$PY" -m mypy ../tests)
+  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests &&
+    "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
   stage "gofmt, go vet (receiver-go)"
   (cd receiver-go && test -z "$(gofmt -l . | tee /dev/stderr)" && go vet ./...)
 }

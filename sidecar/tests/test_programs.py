@@ -149,3 +149,14 @@ def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
     # the verifier's own diagnosis of the dereference, not just "failed"
     assert "unbounded memory access" in message, message
     assert loaded_prog_ids() == before
+
+
+def test_btf_offsets_come_from_the_running_kernel() -> None:
+    from ebpf_sidecar import kernel
+
+    # x86_64's ptrace ABI puts orig_ax at ORIG_RAX = 120 (uapi/asm/ptrace-abi.h);
+    # the BTF of the running kernel must agree, or the syscalls program would
+    # read the wrong register.
+    assert kernel.btf_member_offset("pt_regs", "orig_ax") == 120
+    assert kernel.btf_member_offset("pt_regs", "no_such_member") is None
+    assert kernel.btf_defines(["pt_regs.orig_ax"]) == ["-DBTF_OFFSET_PT_REGS_ORIG_AX=120"]

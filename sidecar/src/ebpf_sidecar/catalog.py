@@ -231,6 +231,9 @@ class Program:
     maps: Mapping[str, MapSpec]
     parameters: Mapping[str, ParameterSpec]
     default_metrics: tuple[pb.MetricBinding, ...] = field(default=())
+    # "struct.member" offsets the program needs, read from the running
+    # kernel's BTF and passed as -DBTF_OFFSET_<STRUCT>_<MEMBER>=<bytes>.
+    btf_offsets: tuple[str, ...] = ()
 
     def to_proto(self) -> pb.Program:
         return pb.Program(
@@ -503,6 +506,13 @@ def _metric(doc: Mapping[str, Any], program: str, maps: Mapping[str, MapSpec], w
     )
 
 
+def _btf_offsets(specs: Any, where: str) -> tuple[str, ...]:
+    for spec in specs:
+        if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", str(spec)):
+            raise CatalogError(f"{where}: {spec!r} is not struct.member")
+    return tuple(str(s) for s in specs)
+
+
 def load_manifest(path: Path) -> Program:
     where = str(path)
     try:
@@ -540,6 +550,7 @@ def load_manifest(path: Path) -> Program:
         description=str(doc.get("description", "")).strip(),
         source=source,
         hooks=tuple(str(h) for h in _req(doc, "hooks", where)),
+        btf_offsets=_btf_offsets(doc.get("btf_offsets", ()) or (), f"{where}.btf_offsets"),
         maps=maps,
         parameters=params,
         default_metrics=metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -90,6 +91,48 @@ def tracepoint_defines(hooks: list[str]) -> list[str]:
         category, _, event = rest.partition(":")
         for field in tracepoint_fields(category, event):
             flags.append(f"-DTP_{event.upper()}_HAS_{field.upper()}=1")
+    return flags
+
+
+@functools.cache
+def btf_member_offset(struct: str, member: str) -> int | None:
+    """Byte offset of ``struct.member`` in the running kernel's BTF, or None.
+
+    Programs never trust the offsets of the headers BCC compiles against
+    (they may be another kernel's); the offsets they need come from here.
+    """
+    if not BTF_VMLINUX.exists():
+        return None
+    proc = subprocess.Popen(["bpftool", "btf", "dump", "file", str(BTF_VMLINUX)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    header = f"STRUCT '{struct}' "
+    inside = False
+    try:
+        for line in proc.stdout:
+            if not inside:
+                inside = header in line
+                continue
+            if not line.startswith("\t"):
+                return None  # the struct ended without the member
+            name, _, rest = line.strip().partition(" ")
+            if name == f"'{member}'":
+                bits = int(rest.split("bits_offset=")[1].split()[0])
+                return bits // 8
+        return None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def btf_defines(offsets: list[str]) -> list[str]:
+    """-D flags with the BTF offsets a manifest asks for (``struct.member``)."""
+    flags = []
+    for spec in offsets:
+        struct, _, member = spec.partition(".")
+        offset = btf_member_offset(struct, member)
+        if offset is not None:
+            flags.append(f"-DBTF_OFFSET_{struct.upper()}_{member.upper()}={offset}")
     return flags
 
 

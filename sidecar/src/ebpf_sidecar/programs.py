@@ -99,6 +99,7 @@ class ProgramManager:
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
         cflags += kernel.tracepoint_defines(list(program.hooks))
+        cflags += kernel.btf_defines(list(program.btf_offsets))
         key = (name, tuple(sorted(parameters.items())), next(self._exclusive) if exclusive else 0)
         with self._lock:
             loaded = self._loaded.get(key)
