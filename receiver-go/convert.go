@@ -33,11 +33,25 @@ type converter struct {
 }
 
 // seriesSet is the series of one metric admitted under its cardinality
-// limit since the stream started or the map's program was re-attached.
+// limit: those of the latest snapshot, since the stream started or the
+// map's program was re-attached.
 type seriesSet struct {
 	attach      uint64
 	keys        map[string]struct{}
 	overflowing bool // the overflow has been logged
+}
+
+// keepOnly forgets admitted series that are not in the current snapshot
+// (seen: series key -> 1 admitted in it). A series leaves a map when its
+// process exits and the sidecar deletes its entries; without forgetting it,
+// a node with process churn would fill the limit with dead pids and fold
+// every new process into the overflow series for good.
+func (s *seriesSet) keepOnly(seen map[string]int) {
+	for k := range s.keys {
+		if seen[k] != 1 {
+			delete(s.keys, k)
+		}
+	}
 }
 
 // mapState remembers when a map was last read, for delta start times.
@@ -116,6 +130,7 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 			}
 			out.add(i, b, ms, cols, start, ts)
 			c.noteOverflow(i, b, out.folded[i])
+			c.series[i].keepOnly(out.seen[i])
 		}
 	}
 	return out.build(c.bindings, c.scopeVersion)

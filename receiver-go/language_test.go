@@ -285,6 +285,12 @@ func TestCardinalityLimitAcrossSnapshots(t *testing.T) {
 	got = containerPoints(t, env.conv.convert(containerSnapshot(3, 30, 1, "a")))
 	assert.Equal(t, map[string][2]int64{"a": {1, 1}}, got)
 
+	// Series that left the map (their process exited and the sidecar deleted
+	// them) free their places: c is admitted now, d is folded.
+	got = containerPoints(t, env.conv.convert(containerSnapshot(4, 32, 1, "c", "d", "a")))
+	assert.Equal(t, map[string][2]int64{"a": {1, 1}, "c": {1, 1}, "overflow": {1, 1}}, got)
+	assert.Equal(t, 1, overflowLogs())
+
 	// A re-attached program starts the admitted set over.
 	got = containerPoints(t, env.conv.convert(containerSnapshot(4, 40, 35, "c", "d", "a")))
 	assert.Equal(t, map[string][2]int64{"c": {1, 35}, "d": {1, 35}, "overflow": {1, 35}}, got)
@@ -294,7 +300,7 @@ func TestCardinalityLimitAcrossSnapshots(t *testing.T) {
 	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), env.conv.tel)
 	got = containerPoints(t, conv2.convert(containerSnapshot(1, 50, 35, "a", "b", "c")))
 	assert.Equal(t, map[string][2]int64{"a": {1, 35}, "b": {1, 35}, "overflow": {1, 35}}, got)
-	assert.Equal(t, map[string]int64{"metric=ebpf.container.bytes": 5}, env.counterValues(t, metricOverflowPoints))
+	assert.Equal(t, map[string]int64{"metric=ebpf.container.bytes": 6}, env.counterValues(t, metricOverflowPoints))
 }
 
 func TestDeltaStartTimes(t *testing.T) {
