@@ -337,3 +337,30 @@ func TestDeltaStartTimes(t *testing.T) {
 	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), env.conv.tel)
 	check(conv2.convert(containerSnapshot(1, 80, 65, "a")), 65, 80)
 }
+
+func TestMapAtCapacityIsCountedAndLoggedOncePerAttach(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	snap := func(seq, attach uint64, maxEntries uint32) *sidecarpb.Snapshot {
+		s := containerSnapshot(seq, seq*10, attach, "a", "b")
+		s.Maps[0].MaxEntries = maxEntries
+		return s
+	}
+	atCapacity := func() int { return env.logs.FilterMessageSnippet("BPF map is at capacity").Len() }
+
+	env.conv.convert(snap(1, 1, 3)) // room left
+	env.conv.convert(snap(2, 1, 0)) // an array: never full
+	assert.Equal(t, 0, atCapacity())
+	assert.Empty(t, env.counterValues(t, metricFullMaps))
+
+	env.conv.convert(snap(3, 1, 2))
+	env.conv.convert(snap(4, 1, 2))
+	assert.Equal(t, 1, atCapacity(), "logged once per attach")
+	assert.Equal(t, map[string]int64{"map=by_container,program=misc": 2}, env.counterValues(t, metricFullMaps))
+
+	env.conv.convert(snap(5, 7, 2)) // re-attached and full again
+	assert.Equal(t, 2, atCapacity())
+}

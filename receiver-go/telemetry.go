@@ -19,6 +19,7 @@ const (
 	metricOverflowPoints = "otelcol_receiver_ebpf_overflow_metric_points"
 	metricMapErrors      = "otelcol_receiver_ebpf_map_errors"
 	metricDroppedUpdates = "otelcol_receiver_ebpf_dropped_updates"
+	metricFullMaps       = "otelcol_receiver_ebpf_full_map_snapshots"
 )
 
 // selfTelemetry records what the receiver folded, skipped or was told the
@@ -28,9 +29,11 @@ type selfTelemetry struct {
 	overflowPoints metric.Int64Counter
 	mapErrors      metric.Int64Counter
 	droppedCounter metric.Int64Counter
+	fullMaps       metric.Int64Counter
 
 	mu      sync.Mutex
 	dropped map[mapKey]droppedState
+	full    map[mapKey]uint64 // attach time of the map last logged as full
 }
 
 // droppedState is the last dropped_updates seen for a map, per attach.
@@ -50,14 +53,19 @@ func newSelfTelemetry(set component.TelemetrySettings) (*selfTelemetry, error) {
 	dropped, err3 := meter.Int64Counter(metricDroppedUpdates,
 		metric.WithDescription("Updates the kernel program could not store because its map was full, as reported by the sidecar."),
 		metric.WithUnit("{update}"))
-	if err := errors.Join(err1, err2, err3); err != nil {
+	full, err4 := meter.Int64Counter(metricFullMaps,
+		metric.WithDescription("Map snapshots with as many entries as the map holds: new keys are dropped (see dropped_updates) or, in LRU maps, evict the least recently updated ones."),
+		metric.WithUnit("{snapshot}"))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return nil, err
 	}
 	return &selfTelemetry{
 		overflowPoints: overflow,
 		mapErrors:      mapErrors,
 		droppedCounter: dropped,
+		fullMaps:       full,
 		dropped:        map[mapKey]droppedState{},
+		full:           map[mapKey]uint64{},
 	}, nil
 }
 
@@ -91,4 +99,18 @@ func (t *selfTelemetry) droppedUpdates(k mapKey, attach, total uint64) (bool, ui
 	t.droppedCounter.Add(context.Background(), int64(min(grew, uint64(1)<<62)), metric.WithAttributes(
 		attribute.String("program", k.program), attribute.String("map", k.name)))
 	return true, total
+}
+
+// mapFull counts a snapshot of a map at capacity and tells whether this is
+// the first one since the map's program was attached (worth a log line).
+func (t *selfTelemetry) mapFull(k mapKey, attach uint64) bool {
+	t.fullMaps.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("program", k.program), attribute.String("map", k.name)))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.full[k] == attach {
+		return false
+	}
+	t.full[k] = attach
+	return true
 }

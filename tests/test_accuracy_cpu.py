@@ -120,13 +120,13 @@ def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
         w.close()
     ours = after_metric - before_metric
     kernel = (after_kernel - before_kernel) / 1e9
-    # Both clocks are ns-precise but not the same clock: the program measures
-    # slices with bpf_ktime_get_ns() at the sched_switch tracepoint, the
-    # scheduler with rq_clock_task at update_curr, which leaves out time spent
-    # in interrupts and time the hypervisor stole from this vCPU. On a quiet
-    # machine they agree within 0.5 %; on a loaded VM the gap grows with
-    # interrupt and steal time (measured up to 1.9 %), hence 3 %.
-    assert abs(ours - kernel) <= 0.03 * kernel, (ours, kernel)
+    # The program sums slices between sched_switch events with
+    # bpf_ktime_get_ns(); the scheduler sums them with rq_clock_task at
+    # update_curr, which leaves out hypervisor steal time
+    # (PARAVIRT_TIME_ACCOUNTING) and, where configured, interrupt time.
+    # Measured: within 0.05 % on a quiet machine; 1 % leaves room for steal
+    # and interrupts on a loaded VM.
+    assert abs(ours - kernel) <= 0.01 * kernel, (ours, kernel)
 
 
 def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:

@@ -1,6 +1,6 @@
 // runqlat: how long runnable tasks wait on a CPU run queue before they run,
-// as a log2 histogram, like BCC's runqlat. From the tracepoints
-// sched:sched_wakeup, sched:sched_wakeup_new and sched:sched_switch.
+// as a log2 histogram, like BCC's runqlat. From the raw tracepoints
+// sched_wakeup, sched_wakeup_new and sched_switch.
 //
 // A task is enqueued when it is woken (or, new, first woken) and when it is
 // switched out while still runnable (preempted); the latency is the time from
@@ -15,10 +15,9 @@
 #endif
 #define SLOTS 40 // 2^39 ns ≈ 550 s; longer waits land in the last slot
 
-// prev_state as the tracepoint reports it (__trace_sched_switch_state): 0 when
-// the task was still runnable, TASK_REPORT_MAX (0x100) when it was preempted,
-// else one bit of the sleeping state. Low byte clear = still runnable.
-#define SLEEP_STATE_MASK 0xff
+#ifndef BTF_OFFSET_TASK_STRUCT_PID
+#error "runqlat needs the offset of task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)"
+#endif
 
 struct slot_value {
     u64 count;
@@ -42,20 +41,34 @@ static __always_inline void enqueue(u32 tid) {
     }
 }
 
-TRACEPOINT_PROBE(sched, sched_wakeup) {
-    enqueue(args->pid);
+// Raw tracepoints, not classic ones: a classic tracepoint program is skipped
+// while any task on the CPU is inside a bpf() map syscall (bpf_prog_active),
+// so a wakeup or switch-in of such a task would be lost. Task ids are read at
+// the offset of task_struct.pid in the running kernel's BTF, which the
+// sidecar passes in.
+static __always_inline u32 task_tid(void *task) {
+    u32 tid = 0;
+    bpf_probe_read_kernel(&tid, sizeof(tid), task + BTF_OFFSET_TASK_STRUCT_PID);
+    return tid;
+}
+
+// args: struct task_struct *p
+RAW_TRACEPOINT_PROBE(sched_wakeup) {
+    enqueue(task_tid((void *)ctx->args[0]));
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_wakeup_new) {
-    enqueue(args->pid);
+RAW_TRACEPOINT_PROBE(sched_wakeup_new) {
+    enqueue(task_tid((void *)ctx->args[0]));
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_switch) {
-    if ((args->prev_state & SLEEP_STATE_MASK) == 0)
-        enqueue(args->prev_pid);
-    u32 next = args->next_pid;
+// args: bool preempt, struct task_struct *prev, struct task_struct *next,
+// unsigned int prev_state (the raw task state; 0 = still runnable)
+RAW_TRACEPOINT_PROBE(sched_switch) {
+    if ((unsigned int)ctx->args[3] == 0) // preempted or yielded: back in the queue
+        enqueue((u32)bpf_get_current_pid_tgid());
+    u32 next = task_tid((void *)ctx->args[2]);
     if (next == 0)
         return 0;
     u64 *start = enqueued_at.lookup(&next);

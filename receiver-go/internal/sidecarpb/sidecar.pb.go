@@ -1461,7 +1461,9 @@ type MapSnapshot struct {
 	Entries      uint32    `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
 	KeyColumns   []*Column `protobuf:"bytes,5,rep,name=key_columns,json=keyColumns,proto3" json:"key_columns,omitempty"`
 	ValueColumns []*Column `protobuf:"bytes,6,rep,name=value_columns,json=valueColumns,proto3" json:"value_columns,omitempty"`
-	// The map's capacity; entries == max_entries means new keys are dropped.
+	// The map's capacity; entries == max_entries means new keys are dropped
+	// (or, in an LRU map, evict the least recently updated ones). 0 for
+	// arrays, which always hold all their entries and cannot fill up.
 	MaxEntries uint32 `protobuf:"varint,7,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	// Updates the kernel program could not store because the map was full,
 	// since attach (for programs that count them; 0 otherwise).

@@ -177,6 +177,9 @@ class MapReader:
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
+        from bcc.table import ArrayBase
+
+        self.is_array = isinstance(table, ArrayBase)
         single_leaf = table.sLeaf if self.per_cpu else table.Leaf
         self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
         self.value_layout = Layout.of(
@@ -217,7 +220,9 @@ class MapReader:
             rows = n
         kept = _without_dropped(rows, key_cols, value_cols)
         snap.entries = kept
-        snap.max_entries = self.capacity
+        # An array always holds max_entries entries and is never full: 0 says
+        # "no capacity to run out of" to the receiver.
+        snap.max_entries = 0 if self.is_array else self.capacity
         for name, t in self._key_types(per_cpu):
             _fill(snap.key_columns.add(), name, t, key_cols[name])
         for f in self.spec.value:
