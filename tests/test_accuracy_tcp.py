@@ -182,7 +182,7 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     sidecar = start_sidecar(tmp / "sidecar.sock", tmp / "sidecar.log")
     port = free_port()
     receiver = {"endpoint": f"unix://{tmp / 'sidecar.sock'}", "collection_interval": "1s",
-                "programs": [{"name": "tcp"}]}
+                "programs": [{"name": "tcp", "parameters": {"rtt": "true"}}]}
     col: Process | None = None
     try:
         col = start_collector(pipeline_config(receiver, port), tmp)

@@ -182,14 +182,15 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         time.sleep(1)
         assert run.alive(), run.output()
         # Counting resumes by itself: a process started after the kill keeps
-        # calling getppid(); its calls can only show up under its new comm
-        # once a restarted sidecar has attached and the receiver reconnected.
+        # waking up; its context switches can only show up under its new
+        # comm once a restarted sidecar has attached and the receiver
+        # reconnected.
         wait_for("a restarted sidecar", lambda: (p := _sidecar_pids(DEFAULT_SOCKET)) and
                  p != [pid] and p, 15)
         ticker = subprocess.Popen([sys.executable, "-c", TICKER, "e2e-after-kill"])
         try:
             wait_for("counts after the sidecar was killed",
-                     lambda: value(scrape(8889), "ebpf_syscalls_total", syscall_name="getppid",
+                     lambda: value(scrape(8889), "ebpf_process_context_switches_total",
                                    process_executable_name="e2e-after-kill"), 90)
         finally:
             ticker.kill()

@@ -6,6 +6,9 @@
 #ifndef MAX_PEERS
 #define MAX_PEERS 4096
 #endif
+#ifndef RTT
+#define RTT 0
+#endif
 #define RTT_SLOTS 32 // 2^31 us ≈ 36 min; longer srtt lands in the last slot
 
 // tcp_send_reset's format (Linux 6.10+) has a field of type enum sk_rst_reason,
@@ -32,7 +35,9 @@ struct rtt_value {
 
 BPF_PERCPU_HASH(retransmits, struct peer_key, u64, MAX_PEERS);
 BPF_PERCPU_ARRAY(retransmits_dropped, u64, 1);
+#if RTT
 BPF_PERCPU_ARRAY(rtt, struct rtt_value, RTT_SLOTS);
+#endif
 // index 0: resets sent (transmit), 1: resets received (receive)
 BPF_PERCPU_ARRAY(resets, u64, 2);
 
@@ -69,8 +74,11 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
     return 0;
 }
 
+#if RTT
 // Fires for every segment an established socket receives; srtt is the
 // smoothed RTT in microseconds (srtt_us >> 3). 0 means no RTT sample yet.
+// Opt-in (parameter rtt): on a busy server it fires ~4 times per request,
+// the only hook of this program that runs on the data path.
 TRACEPOINT_PROBE(tcp, tcp_probe) {
     u64 srtt = args->srtt;
     if (srtt == 0)
@@ -85,6 +93,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe) {
     }
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(tcp, tcp_send_reset) {
     int idx = 0;
