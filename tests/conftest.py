@@ -57,6 +57,18 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: fl
     )
 
 
+def with_a_fork(probe: Callable[[], T | None]) -> Callable[[], T | None]:
+    """``probe``, run after creating a process of our own.
+
+    A series keyed by what happens (a process created or exited) only exists
+    once it has happened; on a quiet machine nothing else may fork.
+    """
+    def forked() -> T | None:
+        subprocess.run(["/bin/true"], check=True)
+        return probe()
+    return forked
+
+
 class Process:
     """A child process whose output goes to a log file shown on failure."""
 

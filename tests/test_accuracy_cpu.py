@@ -93,14 +93,15 @@ def settled(read: Callable[[], float | None], every: float = 0.6) -> float:
     Two equal scrapes could both predate the last snapshot when the machine
     is busy; three spanning more than two collection intervals cannot.
     """
-    def probe() -> float | None:
+    def probe() -> tuple[float] | None:
         values = []
         for i in range(3):
             if i:
                 time.sleep(every)
             values.append(read())
-        return values[-1] if values[0] is not None and len(set(values)) == 1 else None
-    return wait_for("a settled metric", probe, 20)
+        # a 1-tuple, so that a settled 0 is not taken for "not yet"
+        return (values[-1],) if values[0] is not None and len(set(values)) == 1 else None
+    return wait_for("a settled metric", probe, 20)[0]
 
 
 def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:

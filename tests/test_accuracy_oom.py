@@ -8,7 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Process, free_port, pipeline_config, scrape, start_collector, value, wait_for
+from conftest import (
+    Process,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    value,
+    wait_for,
+    with_a_fork,
+)
 
 LIMIT = 32 << 20
 VICTIM = "e2e-oom-victim"  # a comm of its own (PR_SET_NAME), at most 15 characters
@@ -99,7 +108,7 @@ def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path)
         assert victim.stdout.readline().strip() == "ready"
         cgroup.add(victim.pid)
         wait_for("the oom program attached",
-                 lambda: value(scrape(port), "ebpf_process_created_total"), 30)
+                 with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")), 30)
         ours_before = value(scrape(port), NAME, process_executable_name=VICTIM) or 0
         kernel_before = vmstat_oom_kills()
         victim.stdin.write("go\n")

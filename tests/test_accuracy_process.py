@@ -16,7 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Process, free_port, pipeline_config, scrape, start_collector, value, wait_for
+from conftest import (
+    Process,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    value,
+    wait_for,
+    with_a_fork,
+)
 
 N = 200
 THREADS = 20
@@ -60,7 +69,7 @@ def test_created_and_exited_processes_are_counted_exactly(sidecar: tuple[Process
         [sys.executable, "-c", PARENT, parent_comm, str(child), str(N), str(THREADS)],
         stdin=subprocess.PIPE, text=True)
     try:
-        wait_for(f"first {CREATED} scrape", lambda: value(scrape(port), CREATED), 30)
+        wait_for(f"first {CREATED} scrape", with_a_fork(lambda: value(scrape(port), CREATED)), 30)
         kernel_before = forks_total()
         assert parent.stdin
         parent.stdin.write("go\n")
