@@ -100,7 +100,8 @@ def settled(read: Callable[[], float | None], every: float = 0.6) -> float:
                 time.sleep(every)
             values.append(read())
         # a 1-tuple, so that a settled 0 is not taken for "not yet"
-        return (values[-1],) if values[0] is not None and len(set(values)) == 1 else None
+        last = values[-1]
+        return (last,) if last is not None and len(set(values)) == 1 else None
     return wait_for("a settled metric", probe, 20)[0]
 
 
