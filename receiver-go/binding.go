@@ -627,6 +627,14 @@ func bindMetric(cat *catalog, path string, m *MetricConfig, defaultLimit int) (*
 		errs = append(errs, fmt.Errorf("%s.unit: %w", path, err))
 	}
 	b.scale = scale
+	switch {
+	case m.Scale < 0 || math.IsNaN(m.Scale) || math.IsInf(m.Scale, 0):
+		errs = append(errs, fmt.Errorf("%s.scale: %v is not a positive factor; set a number above 0, e.g. 4096 for pages into bytes", path, m.Scale))
+	case m.Scale > 0 && b.exponential && m.Scale != 1:
+		errs = append(errs, fmt.Errorf("%s.scale: exponential buckets are powers of two of the slot unit and cannot be rescaled; remove scale or use histogram_format explicit", path))
+	case m.Scale > 0:
+		b.scale *= m.Scale
+	}
 	if b.exponential && err == nil && b.unit != rawUnit {
 		errs = append(errs, fmt.Errorf("%s.histogram_format: exponential buckets are powers of two of the slot unit %q and cannot be rescaled, but the metric unit is %q; set unit to %q, or use histogram_format explicit", path, rawUnit, b.unit, rawUnit))
 	}

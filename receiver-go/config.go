@@ -139,6 +139,9 @@ type MetricConfig struct {
 	// Unit of the metric (UCUM). Defaults to the value field's unit, or for
 	// histograms the layout unit; durations default to "s".
 	Unit string `mapstructure:"unit"`
+	// Scale multiplies every value (and histogram bound and sum) after the
+	// unit conversion, e.g. 4096 for pages into bytes. Unset means 1.
+	Scale float64 `mapstructure:"scale"`
 	// Description of the metric. Defaults to the map's description.
 	Description string `mapstructure:"description"`
 	// ValueField is the value field read for sums and gauges. Defaults to

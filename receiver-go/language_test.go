@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -363,4 +364,25 @@ func TestMapAtCapacityIsCountedAndLoggedOncePerAttach(t *testing.T) {
 
 	env.conv.convert(snap(5, 7, 2)) // re-attached and full again
 	assert.Equal(t, 2, atCapacity())
+}
+
+func TestScaleMultipliesAfterUnitConversion(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum, Scale: 4096, Unit: "By",
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	md := env.conv.convert(containerSnapshot(1, 10, 1, "a"))
+	require.Equal(t, 1, md.DataPointCount())
+	dp := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints().At(0)
+	assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+	assert.Equal(t, 4096.0, dp.DoubleValue())
+
+	for _, bad := range []float64{-1, math.Inf(1)} {
+		cfg.Metrics[0].Scale = bad
+		_, err := resolve(cfg, testDescribe())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "metrics[0].scale: ")
+		assert.Contains(t, err.Error(), "is not a positive factor")
+	}
 }
