@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import COLLECTOR, REPO, Process, free_port, pipeline_config, start_collector
+from conftest import (
+    COLLECTOR,
+    REPO,
+    Process,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    wait_for,
+)
 
 SHIPPED = sorted((REPO / "collector-config").rglob("*.yaml"))
 SHIPPED = [p for p in SHIPPED if p.name != "builder-config.yaml"]
@@ -64,3 +73,35 @@ def test_catalog_errors_stop_the_collector_at_start(
     assert "cpu/cpu_usage" in out  # the valid names are listed
     assert 'metrics[1].type: cpu/cpu_usage is a histogram map, so "sum" is not possible' in out
     assert "programs[0].parameters.max_entries: 7 is out of range; use 128..1048576" in out
+
+
+def test_full_example_runs_against_the_sidecar(
+    sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
+    """collector-config/examples/full.yaml, pointed at a test sidecar and port."""
+    _, sock = sidecar
+    cfg = yaml.safe_load((REPO / "collector-config" / "examples" / "full.yaml").read_text())
+    port = free_port()
+    cfg["receivers"]["ebpf"]["endpoint"] = f"unix://{sock}"
+    cfg["receivers"]["ebpf"]["collection_interval"] = "1s"
+    cfg["exporters"]["prometheus"]["endpoint"] = f"127.0.0.1:{port}"
+    cfg["service"]["telemetry"] = {"metrics": {"level": "none"}}
+    col = start_collector(cfg, tmp_path)
+    try:
+        def names() -> set[str] | None:
+            got = {n for n, _, _ in scrape(port)}
+            want = {"ebpf_syscalls_total", "ebpf_process_context_switches_total",
+                    "ebpf_disk_io_bytes_total", "ebpf_tcp_rtt_seconds_count"}
+            return got if want <= got else None
+
+        got = wait_for("every metric of the full example", names, 30)
+        # per_cpu: the disk bytes carry the CPU; context switches their type
+        samples = scrape(port)
+        assert all("cpu_logical_number" in lab for n, lab, _ in samples
+                   if n == "ebpf_disk_io_bytes_total")
+        assert {lab["process_context_switch_type"] for n, lab, _ in samples
+                if n == "ebpf_process_context_switches_total"} == {"voluntary", "involuntary"}
+        assert got
+        assert col.alive(), col.output()
+    finally:
+        col.stop()
