@@ -22,7 +22,6 @@ DEB_PACKAGES=(
   nftables        # packet loss for TCP retransmit tests
   iproute2        # network namespaces for tests
   util-linux      # losetup for disk tests
-  prometheus      # promtool checks the text exposition in tests
   ca-certificates
 )
 
