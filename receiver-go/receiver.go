@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -230,6 +231,16 @@ func isPermanent(err error) bool {
 
 // session runs one Describe+Stream. It returns whether at least one snapshot
 // was delivered, and why it ended.
+// firstSnapshotTimeout bounds the wait for a stream's first snapshot, on top
+// of one interval: the sidecar compiles and attaches programs first.
+const firstSnapshotTimeout = 60 * time.Second
+
+// stallTimeout is how long the receiver waits for the next snapshot before
+// it gives the stream up: three intervals, and never less than 5 s.
+func stallTimeout(interval time.Duration) time.Duration {
+	return max(3*interval, 5*time.Second)
+}
+
 func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, res *resolution) (bool, error) {
 	if res == nil {
 		dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
@@ -248,6 +259,17 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A sidecar that keeps the stream open but stops sending (hung, or
+	// stopped with SIGSTOP) would otherwise be a silent gap: the stream is
+	// dropped and re-opened when no snapshot comes in time. The first one
+	// may wait for programs to compile.
+	var stalled atomic.Bool
+	interval := r.cfg.CollectionInterval
+	watchdog := time.AfterFunc(firstSnapshotTimeout+interval, func() {
+		stalled.Store(true)
+		cancel()
+	})
+	defer watchdog.Stop()
 	stream, err := client.Stream(sctx, res.request)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
@@ -257,11 +279,14 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if stalled.Load() {
+				err = fmt.Errorf("no snapshot within %s of the last one; re-opening the stream", stallTimeout(interval))
+			} else if errors.Is(err, io.EOF) {
 				err = errors.New("the sidecar ended the stream")
 			}
 			return delivered, fmt.Errorf("stream from eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
 		}
+		watchdog.Reset(stallTimeout(interval))
 		if last != 0 && snap.GetSequence() != last+1 {
 			r.settings.Logger.Warn("Snapshot sequence gap: snapshots were lost between the sidecar and the receiver",
 				zap.Uint64("expected", last+1), zap.Uint64("got", snap.GetSequence()))

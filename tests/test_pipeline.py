@@ -203,3 +203,34 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
     while (left := ours & _loaded_prog_ids()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"BPF programs left loaded after make run stopped: {left}\n{run.output()}"
+
+
+def test_a_stalled_sidecar_is_noticed_and_the_stream_reopened(
+    sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
+    """A sidecar that keeps its stream open but stops sending (SIGSTOP) is not
+    a silent gap: the receiver gives the stream up and reconnects."""
+    side, sock = sidecar
+    port = free_port()
+    col = start_collector(pipeline_config(syscalls_receiver(sock), port), tmp_path)
+    try:
+        wait_for("first ebpf_syscalls scrape", lambda: value(scrape(port), "ebpf_syscalls_total"),
+                 30)
+        side.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for("the receiver to notice the stall",
+                     lambda: "no snapshot within" in col.output(), 20)
+        finally:
+            side.proc.send_signal(signal.SIGCONT)
+        # counting resumes: a process that keeps calling getppid() shows up
+        # under its new comm once the stream is re-opened
+        ticker = subprocess.Popen([sys.executable, "-c", TICKER, "e2e-after-stall"])
+        try:
+            wait_for("counting after the stall",
+                     lambda: getppid_count(port, "e2e-after-stall"), 60)
+        finally:
+            ticker.kill()
+            ticker.wait()
+        assert col.alive(), col.output()
+    finally:
+        col.stop()
