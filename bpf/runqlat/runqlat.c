@@ -66,7 +66,10 @@ RAW_TRACEPOINT_PROBE(sched_wakeup_new) {
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
 // unsigned int prev_state (the raw task state; 0 = still runnable)
 RAW_TRACEPOINT_PROBE(sched_switch) {
-    if ((unsigned int)ctx->args[3] == 0) // preempted or yielded: back in the queue
+    // Still on the run queue after this switch: preempted (even if it had
+    // just set a sleeping state, it stays queued until it calls schedule()
+    // itself), or switched out while runnable (yield, cond_resched).
+    if (ctx->args[0] || (unsigned int)ctx->args[3] == 0)
         enqueue((u32)bpf_get_current_pid_tgid());
     u32 next = task_tid((void *)ctx->args[2]);
     if (next == 0)
