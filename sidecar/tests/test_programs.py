@@ -47,7 +47,7 @@ def test_bad_parameter_loads_nothing(catalog: Catalog) -> None:
     before = loaded_prog_ids()
     with pytest.raises(RequestError):
         mgr.acquire("syscalls", {"max_entries": "1"})
-    assert loaded_prog_ids() == before
+    assert loaded_prog_ids() <= before  # nothing new (earlier ids may be freed meanwhile)
 
 
 def test_reading_counts_own_getppid_calls_exactly(catalog: Catalog) -> None:
@@ -148,7 +148,7 @@ def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
     assert "program 'unchecked' failed to load" in message
     # the verifier's own diagnosis of the dereference, not just "failed"
     assert "unbounded memory access" in message, message
-    assert loaded_prog_ids() == before
+    assert loaded_prog_ids() <= before  # nothing new (earlier ids may be freed meanwhile)
 
 
 def test_btf_offsets_come_from_the_running_kernel() -> None:
