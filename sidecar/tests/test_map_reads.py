@@ -7,6 +7,7 @@ expected number is exact.
 from __future__ import annotations
 
 import ctypes as ct
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from ebpf_sidecar.catalog import load_manifest
-from ebpf_sidecar.maps import MapReader
+from ebpf_sidecar.maps import ExitedProcessReaper, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -192,3 +193,20 @@ def test_derived_fields_travel_after_the_key_fields(
     assert [c.field for c in snap.key_columns] == ["id", "first", "id_hex"]
     assert list(snap.key_columns[1].strings) == ["other"]
     assert list(snap.key_columns[2].strings) == ["0x7"]
+
+
+def test_exited_processes_are_deleted_after_two_more_reads(
+    bpf: tuple[Any, dict[str, MapReader]], tmp_path: Path
+) -> None:
+    b, _ = bpf
+    plain = b[b"plain"]
+    for pid in (1, 2):
+        plain[plain.Key(pid)] = plain.Leaf(5, 0)
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)  # pid 1 lives, pid 2 has exited
+    reaper = ExitedProcessReaper(str(proc))
+    keys_raw = struct.pack("<II", 1, 2)
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [1, 2]) == 0  # exported once more
+    assert sorted(k.id for k in plain) == [1, 2]
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [1, 2]) == 1  # and now deleted
+    assert sorted(k.id for k in plain) == [1]

@@ -141,10 +141,12 @@ class ExitedProcessReaper:
         self._dead_before: set[bytes] = set()
 
     def reap(self, map_fd: int, keys_raw: bytes, key_size: int, pids: list[int]) -> int:
+        # One listing of /proc per snapshot, not one stat per entry.
+        alive = {int(name) for name in os.listdir(self.proc) if name.isdigit()}
         dead = {
             keys_raw[i * key_size : (i + 1) * key_size]
             for i, pid in enumerate(pids)
-            if not os.path.exists(f"{self.proc}/{pid}")
+            if pid not in alive
         }
         expired = dead & self._dead_before
         self._dead_before = dead - expired
@@ -213,8 +215,10 @@ class MapReader:
             rows = n * c
         else:
             if c > 1:
+                # sum each run of c per-CPU values; zip over one iterator
+                # groups them without a Python-level loop per entry
                 value_cols = {
-                    name: [sum(col[i * c : (i + 1) * c]) for i in range(n)]
+                    name: list(map(sum, zip(*[iter(col)] * c, strict=True)))
                     for name, col in value_cols.items()
                 }
             rows = n
