@@ -70,6 +70,13 @@ def _captured_stderr() -> Iterator[list[str]]:
 def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     from bcc import BPF
 
+    # What this kernel has: tracepoint fields and BTF offsets, read only
+    # when a program is actually compiled (shared instances skip this).
+    cflags = [
+        *cflags,
+        *kernel.tracepoint_defines(list(program.hooks)),
+        *kernel.btf_defines(list(program.btf_offsets)),
+    ]
     start = time.monotonic()
     with _COMPILE_LOCK, _captured_stderr() as output:
         try:
@@ -98,8 +105,6 @@ class ProgramManager:
         """A loaded instance of the program; ``exclusive``: one nobody else shares."""
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
-        cflags += kernel.tracepoint_defines(list(program.hooks))
-        cflags += kernel.btf_defines(list(program.btf_offsets))
         key = (name, tuple(sorted(parameters.items())), next(self._exclusive) if exclusive else 0)
         with self._lock:
             loaded = self._loaded.get(key)
