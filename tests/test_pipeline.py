@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from bpf_helpers import loaded_prog_ids, prog_ids_held_by
 from conftest import (
     DEFAULT_SOCKET,
     REPO,
@@ -131,27 +132,6 @@ def _socket_in_use(path: Path) -> bool:
         return True
 
 
-def _loaded_prog_ids() -> set[int]:
-    import json
-
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return {int(p["id"]) for p in json.loads(out)}
-
-
-def _prog_ids_held_by(pid: int) -> set[int]:
-    """Ids of the BPF programs a process holds open (from its fdinfo)."""
-    ids = set()
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in info.read_text().splitlines():
-                if line.startswith("prog_id:"):
-                    ids.add(int(line.split()[1]))
-        except OSError:
-            continue
-    return ids
-
-
 def _sidecar_pids(socket: Path) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():
@@ -191,7 +171,7 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         finally:
             ticker.kill()
             ticker.wait()
-        ours = set().union(*(_prog_ids_held_by(p) for p in _sidecar_pids(DEFAULT_SOCKET)))
+        ours = set().union(*(prog_ids_held_by(p) for p in _sidecar_pids(DEFAULT_SOCKET)))
         assert ours, "the sidecar holds no BPF programs while running"
     finally:
         # Ctrl-C: SIGINT to the whole foreground process group
@@ -200,7 +180,7 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         run.stop()
     assert not _sidecar_pids(DEFAULT_SOCKET)
     deadline = time.monotonic() + 5
-    while (left := ours & _loaded_prog_ids()) and time.monotonic() < deadline:
+    while (left := ours & loaded_prog_ids()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"BPF programs left loaded after make run stopped: {left}\n{run.output()}"
 

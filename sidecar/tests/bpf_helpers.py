@@ -14,14 +14,25 @@ def loaded_prog_ids() -> set[int]:
     return {int(p["id"]) for p in json.loads(out)}
 
 
+def _prog_ids_in(fdinfos: list[Path]) -> set[int]:
+    ids: set[int] = set()
+    for info in fdinfos:
+        try:
+            lines = info.read_text().splitlines()
+        except OSError:
+            continue  # closed meanwhile
+        ids.update(int(line.split()[1]) for line in lines if line.startswith("prog_id:"))
+    return ids
+
+
 def prog_ids_of(bpf: Any) -> set[int]:
     """Kernel ids of the programs a BCC object has loaded (from fdinfo)."""
-    ids = set()
-    for fn in bpf.funcs.values():
-        for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines():
-            if line.startswith("prog_id:"):
-                ids.add(int(line.split()[1]))
-    return ids
+    return _prog_ids_in([Path(f"/proc/self/fdinfo/{fn.fd}") for fn in bpf.funcs.values()])
+
+
+def prog_ids_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds open (from its fdinfo)."""
+    return _prog_ids_in(list(Path(f"/proc/{pid}/fdinfo").iterdir()))
 
 
 def wait_unloaded(ids: set[int], timeout: float = 5.0) -> set[int]:
