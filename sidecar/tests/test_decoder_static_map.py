@@ -4,7 +4,7 @@ import pytest
 
 from ebpf_sidecar import decoders
 from ebpf_sidecar.decoders import DROP, DecoderSpecError
-from ebpf_sidecar.decoders.static_map import table_decoder
+from ebpf_sidecar.decoders.static_map import static_map
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -16,7 +16,7 @@ def test_disk_direction_names_reads_writes_and_other() -> None:
 
 
 def test_table_decoder_never_raises() -> None:
-    decode = table_decoder({7: "seven"}, failure="?")
+    decode = static_map({"map": {7: "seven"}, "default": "?"}).decode
     assert decode([7, 8, "x", None]) == ["seven", "?", "?", "?"]
 
 

@@ -12,14 +12,15 @@ outside the table becomes (the failure value; default ``unknown:<n>``, the
 number kept visible). ``allow_unknown`` (default true): when false, an entry
 whose number is outside the table is dropped from the snapshot instead.
 
-``disk_direction``: ``0`` → ``read``, ``1`` → ``write``, anything else →
-``other`` (the failure value). The ``block`` program computes the number from
-the tracepoint's rwbs string.
+Named tables, for the catalog: ``disk_direction``: ``0`` → ``read``, ``1`` →
+``write``, anything else → ``other`` (the ``block`` program computes the
+number from the tracepoint's rwbs string); ``net_direction``: ``0`` →
+``transmit``, ``1`` → ``receive``, anything else → ``unknown:<n>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ebpf_sidecar.decoders import (
@@ -32,27 +33,6 @@ from ebpf_sidecar.decoders import (
     register_factory,
 )
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
-
-
-def table_decoder(table: Mapping[int, str], failure: str) -> Callable[[Column], list[str]]:
-    frozen = dict(table)
-
-    def decode(column: Column) -> list[str]:
-        out = []
-        for v in column:
-            try:
-                out.append(frozen.get(int(v), failure))
-            except (TypeError, ValueError):
-                out.append(failure)
-        return out
-
-    return decode
-
-
-def register_table(name: str, table: Mapping[int, str], failure: str) -> Decoder:
-    return register(
-        Decoder(name, pb.FIELD_TYPE_STRING, table_decoder(table, failure), failure=failure)
-    )
 
 
 def _number(key: Any) -> int:
@@ -105,5 +85,16 @@ def static_map(options: Mapping[str, Any]) -> Decoder:
     return Decoder("static_map", pb.FIELD_TYPE_STRING, decode, failure=failure)
 
 
+def register_table(name: str, table: Mapping[int, str], default: str | None = None) -> Decoder:
+    """A named decoder for a fixed table: ``static_map`` with these options."""
+    options: dict[str, Any] = {"map": dict(table)}
+    if default is not None:
+        options["default"] = default
+    d = static_map(options)
+    return register(Decoder(name, d.output, d.decode, failure=d.failure))
+
+
 register_factory("static_map", static_map)
-DISK_DIRECTION = register_table("disk_direction", {0: "read", 1: "write"}, failure="other")
+DISK_DIRECTION = register_table("disk_direction", {0: "read", 1: "write"}, default="other")
+# network.io.direction as OpenTelemetry's semantic conventions name it.
+NET_DIRECTION = register_table("net_direction", {0: "transmit", 1: "receive"})
