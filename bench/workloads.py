@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ebpf_sidecar import kernel
+
 BENCH = Path(__file__).resolve().parent
 HELPER_SOURCE = BENCH / "ovhbench.c"
 # The helper's comm; the counting program compares it byte by byte.
 HELPER_COMM = "ovhbench"
-TRACEFS = Path("/sys/kernel/tracing")
 
 
 @dataclass(frozen=True)
@@ -112,29 +113,25 @@ def workload_for(hook: str) -> Workload | str:
     return f"no workload in bench/workloads.py fires {hook}"
 
 
-def tracepoint_fields(hook: str) -> set[str]:
-    """Field names of a classic tracepoint, from tracefs (empty for other hooks)."""
+def _format(hook: str) -> str:
+    """A classic tracepoint's tracefs format ("" for other hooks or absent ones)."""
     parts = hook.split(":")
     if len(parts) != 3 or parts[0] != "tracepoint":
-        return set()
-    fmt = TRACEFS / "events" / parts[1] / parts[2] / "format"
+        return ""
     try:
-        text = fmt.read_text()
-    except OSError:
-        return set()
-    return set(re.findall(r"field:[^;]*?\b(\w+)(?:\[[^\]]*\])?;", text))
+        return (kernel.tracefs() / "events" / parts[1] / parts[2] / "format").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def tracepoint_fields(hook: str) -> set[str]:
+    """Field names of a classic tracepoint, from tracefs (empty for other hooks)."""
+    return set(re.findall(r"field:[^;]*?\b(\w+)(?:\[[^\]]*\])?;", _format(hook)))
 
 
 def tracepoint_enums(hook: str) -> set[str]:
     """Enum types of a classic tracepoint's fields (BCC needs their definitions)."""
-    parts = hook.split(":")
-    if len(parts) != 3 or parts[0] != "tracepoint":
-        return set()
-    try:
-        text = (TRACEFS / "events" / parts[1] / parts[2] / "format").read_text()
-    except OSError:
-        return set()
-    return set(re.findall(r"field:\s*enum\s+(\w+)", text))
+    return set(re.findall(r"field:\s*enum\s+(\w+)", _format(hook)))
 
 
 def build_helper(directory: Path) -> Path:

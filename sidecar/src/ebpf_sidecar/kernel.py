@@ -36,13 +36,21 @@ class KernelInfo:
         )
 
 
-def ensure_tracefs() -> None:
-    """Mount tracefs when it is missing: BCC reads tracepoint formats there.
+class TracefsUnavailable(RuntimeError):
+    """tracefs is not mounted and cannot be mounted: tracepoint formats are unknown."""
 
-    Minimal hosts and containers often have /sys/kernel/tracing empty.
+
+def tracefs() -> Path:
+    """The tracefs mount, mounted here first if it is missing.
+
+    Everything that reads tracefs (BCC attaching TRACEPOINT_PROBEs, the
+    tracepoint field defines, kprobe detection) comes through here, so
+    nothing depends on an earlier process having mounted it: a fresh host or
+    container has /sys/kernel/tracing empty. A missing mount that cannot be
+    made is an error naming the fix, never an empty list of fields.
     """
     if (TRACEFS / "events").is_dir():
-        return
+        return TRACEFS
     log.info("tracefs is not mounted; mounting it at %s", TRACEFS)
     result = subprocess.run(
         ["mount", "-t", "tracefs", "tracefs", str(TRACEFS)],
@@ -50,21 +58,39 @@ def ensure_tracefs() -> None:
         text=True,
         check=False,
     )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"tracefs is not mounted at {TRACEFS} and mounting it failed: "
-            f"{result.stderr.strip()}; mount it (mount -t tracefs tracefs {TRACEFS}) "
-            "or give the sidecar CAP_SYS_ADMIN"
+    if result.returncode != 0 or not (TRACEFS / "events").is_dir():
+        # mount(8) explains over several lines; one line keeps log records whole
+        why = " ".join(result.stderr.split()) or f"{TRACEFS}/events is still missing"
+        raise TracefsUnavailable(
+            f"tracefs is not mounted at {TRACEFS} and mounting it failed ({why}); "
+            f"mount it before starting the sidecar (mount -t tracefs tracefs {TRACEFS}, "
+            "or in Kubernetes a hostPath volume of /sys/kernel/tracing) or give the "
+            "sidecar CAP_SYS_ADMIN so it can mount it itself"
         )
+    return TRACEFS
+
+
+def ensure_tracefs() -> None:
+    """Mount tracefs at start, while the sidecar still has CAP_SYS_ADMIN."""
+    tracefs()
 
 
 def tracepoint_fields(category: str, event: str) -> list[str]:
-    """Field names of a tracepoint's format on the running kernel ([] if absent)."""
-    path = TRACEFS / "events" / category / event / "format"
+    """Field names of a tracepoint's format on the running kernel.
+
+    ``[]`` means this kernel has no such tracepoint; tracefs missing is
+    :class:`TracefsUnavailable`, not ``[]``.
+    """
+    events = tracefs() / "events"
+    path = events / category / event / "format"
     try:
         text = path.read_text()
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        raise TracefsUnavailable(
+            f"cannot read the format of tracepoint {category}:{event}: {e}"
+        ) from e
     fields = []
     for line in text.splitlines():
         line = line.strip()
@@ -154,6 +180,6 @@ def detect() -> KernelInfo:
         btf=BTF_VMLINUX.exists(),
         raw_tracepoints=bool(BPF.support_raw_tracepoint()),
         perf_events=Path("/proc/sys/kernel/perf_event_paranoid").exists(),
-        kprobes=(TRACEFS / "kprobe_events").exists(),
+        kprobes=(tracefs() / "kprobe_events").exists(),
         headers=_headers_dir(release),
     )

@@ -72,11 +72,11 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
 
     # What this kernel has: tracepoint fields and BTF offsets, read only
     # when a program is actually compiled (shared instances skip this).
-    cflags = [
-        *cflags,
-        *kernel.tracepoint_defines(list(program.hooks)),
-        *kernel.btf_defines(list(program.btf_offsets)),
-    ]
+    try:
+        tracepoint_flags = kernel.tracepoint_defines(list(program.hooks))
+    except kernel.TracefsUnavailable as e:
+        raise LoadError(f"program {program.name!r} needs tracepoint formats: {e}") from e
+    cflags = [*cflags, *tracepoint_flags, *kernel.btf_defines(list(program.btf_offsets))]
     start = time.monotonic()
     with _COMPILE_LOCK, _captured_stderr() as output:
         try:
