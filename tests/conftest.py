@@ -20,6 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 # The BPF helpers of the sidecar's tests (loaded programs, fdinfo) serve here too.
 sys.path.insert(0, str(REPO / "sidecar" / "tests"))
+# Fails the session when a test leaves a namespace, loop device, cgroup,
+# mount or BPF program behind.
+pytest_plugins = ["machine_state"]
 PYTHON = REPO / ".venv" / "bin" / "python"
 COLLECTOR = REPO / "build" / "otelcol-ebpf" / "otelcol-ebpf"
 DEFAULT_SOCKET = Path("/run/ebpf-sidecar/sidecar.sock")

@@ -7,6 +7,10 @@ import pytest
 
 from ebpf_sidecar.catalog import Catalog
 
+# Fails the session when a test leaves a namespace, loop device, cgroup,
+# mount or BPF program behind.
+pytest_plugins = ["machine_state"]
+
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_DIR = REPO / "bpf"
 
