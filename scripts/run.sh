@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# The main job: the sidecar (restarted if it dies) and the collector with
-# CONFIG (default collector-config/default.yaml), until Ctrl-C. Stopping
-# detaches every BPF program: the sidecar cleans up on SIGTERM.
+# The main job: the sidecar (restarted if it dies) and, once the sidecar
+# answers, the collector with CONFIG (default collector-config/default.yaml),
+# until Ctrl-C. Stopping detaches every BPF program: the sidecar cleans up on
+# SIGTERM. A collector that stops with an error (a config that does not match
+# the catalog, a port in use) ends the job with its status and its error as
+# the last lines.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CONFIG=${CONFIG:-collector-config/default.yaml}
 SOCKET=${SIDECAR_SOCKET:-/run/ebpf-sidecar/sidecar.sock}
+# How long the sidecar may take to answer (catalog loaded, socket listening).
+SIDECAR_START_TIMEOUT=${SIDECAR_START_TIMEOUT:-60}
 COLLECTOR=$ROOT/build/otelcol-ebpf/otelcol-ebpf
+PYTHON=$ROOT/.venv/bin/python
+LOGDIR=$ROOT/build/run
+COLLECTOR_LOG=$LOGDIR/collector.log
+
+say() { echo "[run] $*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "make run needs root (the sidecar needs CAP_BPF + CAP_PERFMON to load programs)" >&2
+  say "make run needs root (the sidecar needs CAP_BPF + CAP_PERFMON to load programs)"
   exit 1
 fi
-[ -f "$CONFIG" ] || { echo "CONFIG=$CONFIG does not exist" >&2; exit 1; }
+[ -f "$CONFIG" ] || { say "CONFIG=$CONFIG does not exist"; exit 1; }
+mkdir -p "$LOGDIR"
 
 # Keeps the sidecar running: a crash or a SIGKILL is followed by a restart
 # within a second; the receiver reconnects by itself.
@@ -21,29 +32,43 @@ supervise_sidecar() {
   local child=
   trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
   while true; do
-    "$ROOT/.venv/bin/python" -m ebpf_sidecar --listen "unix://$SOCKET" &
+    "$PYTHON" -m ebpf_sidecar --listen "unix://$SOCKET" &
     child=$!
     wait "$child" && status=0 || status=$?
-    echo "[run] sidecar exited with status $status; restarting in 1s" >&2
+    say "sidecar exited with status $status; restarting in 1s"
     sleep 1
   done
 }
 
-supervise_sidecar &
-SUPERVISOR=$!
-"$COLLECTOR" --config "$CONFIG" &
-COLLECTOR_PID=$!
-
+SUPERVISOR=
+COLLECTOR_PID=
 stop() {
   trap - INT TERM
-  echo "[run] stopping collector and sidecar" >&2
-  kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
-  kill -TERM "$SUPERVISOR" 2>/dev/null || true
-  wait "$COLLECTOR_PID" 2>/dev/null || true
-  wait "$SUPERVISOR" 2>/dev/null || true
-  echo "[run] stopped; no BPF programs are left loaded by the sidecar" >&2
+  say "stopping collector and sidecar"
+  [ -z "$COLLECTOR_PID" ] || kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
+  [ -z "$SUPERVISOR" ] || kill -TERM "$SUPERVISOR" 2>/dev/null || true
+  [ -z "$COLLECTOR_PID" ] || wait "$COLLECTOR_PID" 2>/dev/null || true
+  [ -z "$SUPERVISOR" ] || wait "$SUPERVISOR" 2>/dev/null || true
+  say "stopped; no BPF programs are left loaded by the sidecar"
 }
 trap 'stop; exit 0' INT TERM
+
+supervise_sidecar &
+SUPERVISOR=$!
+
+# The collector starts once the sidecar answers, so that the receiver's
+# first Describe checks the config against the catalog and a mismatch stops
+# the collector at start instead of being retried in the background.
+say "waiting for the sidecar on unix://$SOCKET"
+deadline=$((SECONDS + SIDECAR_START_TIMEOUT))
+until "$PYTHON" -m ebpf_sidecar.probe --endpoint "unix://$SOCKET" --wait 2 >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    stop
+    say "the sidecar did not answer on unix://$SOCKET within ${SIDECAR_START_TIMEOUT}s; its log is above"
+    exit 1
+  fi
+  sleep 0.2
+done
 
 cat >&2 <<MSG
 [run] sidecar: unix://$SOCKET   collector config: $CONFIG
@@ -51,6 +76,22 @@ cat >&2 <<MSG
 [run] Ctrl-C stops both.
 MSG
 
+# The collector's log goes to the terminal and to a file, to repeat its
+# error last if it stops with one.
+"$COLLECTOR" --config "$CONFIG" 2> >(tee "$COLLECTOR_LOG" >&2) &
+COLLECTOR_PID=$!
+
 # Either process ending on its own ends the job (the sidecar never does: it is restarted).
-wait -n "$COLLECTOR_PID" "$SUPERVISOR" || true
+wait -n -p ended "$COLLECTOR_PID" "$SUPERVISOR" && status=0 || status=$?
+if [ "${ended:-}" = "$COLLECTOR_PID" ]; then
+  COLLECTOR_PID=
+  stop
+  if [ "$status" -ne 0 ]; then
+    sleep 0.2  # let tee write the last lines
+    say "the collector exited with status $status (full log: $COLLECTOR_LOG):"
+    grep -E '^Error:' "$COLLECTOR_LOG" >&2 || tail -n 5 "$COLLECTOR_LOG" >&2
+    exit "$status"
+  fi
+  exit 0
+fi
 stop
