@@ -3,8 +3,10 @@ a bad one stops the collector at start with a message naming the field."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,6 +45,48 @@ def test_daemonset_config_validates(tmp_path: Path) -> None:
     r = subprocess.run([str(COLLECTOR), "validate", "--config", str(daemonset_config(tmp_path))],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+LOCAL_BIND = re.compile(r"^(0\.0\.0\.0|127\.0\.0\.1|localhost)?:\d+$")
+
+
+def _point_at_test_ports(node: Any) -> None:
+    """Every listening endpoint of ``node`` moves to a free loopback port."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            if key == "endpoint" and isinstance(child, str) and LOCAL_BIND.match(child):
+                node[key] = f"127.0.0.1:{free_port()}"
+            else:
+                _point_at_test_ports(child)
+    elif isinstance(node, list):
+        for child in node:
+            _point_at_test_ports(child)
+
+
+@pytest.mark.parametrize("source", [*SHIPPED, "deploy/kubernetes/daemonset.yaml"],
+                         ids=lambda p: str(p.relative_to(REPO)) if isinstance(p, Path) else p)
+def test_shipped_configs_start_against_the_sidecar(
+    source: Path | str, sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
+    """Each shipped config's ebpf receivers resolve against the real catalog:
+    the collector starts, and a mismatch would stop it at start."""
+    _, sock = sidecar
+    path = daemonset_config(tmp_path) if isinstance(source, str) else source
+    cfg = yaml.safe_load(path.read_text())
+    ebpf = [name for name in cfg["receivers"] if name == "ebpf" or name.startswith("ebpf/")]
+    assert ebpf, f"{path} configures no ebpf receiver"
+    _point_at_test_ports(cfg)
+    for name in ebpf:
+        cfg["receivers"][name]["endpoint"] = f"unix://{sock}"
+    cfg["service"]["telemetry"] = {"metrics": {"level": "none"}}
+    col = start_collector(cfg, tmp_path)
+    try:
+        wait_for(f"the collector to start with {path}",
+                 lambda: "Everything is ready" in col.output() or not col.alive(), 30)
+        assert col.alive(), col.output()
+        assert col.output().count("Connected to the eBPF sidecar") >= len(ebpf), col.output()
+    finally:
+        col.stop()
 
 
 def test_structural_errors_name_the_field_and_the_fix(tmp_path: Path) -> None:
