@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ebpf_sidecar.catalog import Catalog
+from ebpf_sidecar.programs import ProgramManager
 
 # Fails the session when a test leaves a namespace, loop device, cgroup,
 # mount or BPF program behind.
@@ -18,6 +20,15 @@ CATALOG_DIR = REPO / "bpf"
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return Catalog.load([CATALOG_DIR])
+
+
+@pytest.fixture
+def programs(catalog: Catalog) -> Iterator[ProgramManager]:
+    """A program manager whose programs are all detached at teardown, also
+    when the test fails half-way."""
+    manager = ProgramManager(catalog)
+    yield manager
+    manager.close()
 
 
 @pytest.fixture

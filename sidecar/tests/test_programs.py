@@ -13,8 +13,10 @@ from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 pytestmark = pytest.mark.usefixtures("needs_root")
 
 
-def test_same_program_and_parameters_are_shared_and_detached_last(catalog: Catalog) -> None:
-    mgr = ProgramManager(catalog)
+def test_same_program_and_parameters_are_shared_and_detached_last(
+    programs: ProgramManager,
+) -> None:
+    mgr = programs
     a = mgr.acquire("syscalls", {})
     b = mgr.acquire("syscalls", {})
     assert a is b and a.users == 2
@@ -27,8 +29,8 @@ def test_same_program_and_parameters_are_shared_and_detached_last(catalog: Catal
     assert mgr.loaded() == []
 
 
-def test_other_parameters_load_a_separate_instance(catalog: Catalog) -> None:
-    mgr = ProgramManager(catalog)
+def test_other_parameters_load_a_separate_instance(programs: ProgramManager) -> None:
+    mgr = programs
     a = mgr.acquire("syscalls", {})
     b = mgr.acquire("syscalls", {"count_errors": "false"})
     try:
@@ -42,16 +44,16 @@ def test_other_parameters_load_a_separate_instance(catalog: Catalog) -> None:
         mgr.release(b)
 
 
-def test_bad_parameter_loads_nothing(catalog: Catalog) -> None:
-    mgr = ProgramManager(catalog)
+def test_bad_parameter_loads_nothing(programs: ProgramManager) -> None:
+    mgr = programs
     before = loaded_prog_ids()
     with pytest.raises(RequestError):
         mgr.acquire("syscalls", {"max_entries": "1"})
     assert loaded_prog_ids() <= before  # nothing new (earlier ids may be freed meanwhile)
 
 
-def test_reading_counts_own_getppid_calls_exactly(catalog: Catalog) -> None:
-    mgr = ProgramManager(catalog)
+def test_reading_counts_own_getppid_calls_exactly(programs: ProgramManager) -> None:
+    mgr = programs
     loaded = mgr.acquire("syscalls", {})
     try:
         reader = loaded.readers["syscalls"]
@@ -90,10 +92,10 @@ def test_tracepoint_fields_become_defines() -> None:
     assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)
 
 
-def test_exclusive_instances_are_never_shared(catalog: Catalog) -> None:
+def test_exclusive_instances_are_never_shared(programs: ProgramManager) -> None:
     # A stream that clears maps on read gets its own instance: its deletes
     # must not take counts away from another stream.
-    mgr = ProgramManager(catalog)
+    mgr = programs
     shared = mgr.acquire("syscalls", {})
     a = mgr.acquire("syscalls", {}, exclusive=True)
     b = mgr.acquire("syscalls", {}, exclusive=True)
@@ -142,8 +144,11 @@ def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
     (d / "manifest.yaml").write_text(BAD_MANIFEST)
     mgr = ProgramManager(Catalog.load([tmp_path]))
     before = loaded_prog_ids()
-    with pytest.raises(LoadError) as err:
-        mgr.acquire("unchecked", {})
+    try:
+        with pytest.raises(LoadError) as err:
+            mgr.acquire("unchecked", {})
+    finally:
+        mgr.close()
     message = str(err.value)
     assert "program 'unchecked' failed to load" in message
     # the verifier's own diagnosis of the dereference, not just "failed"
