@@ -12,11 +12,13 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -28,9 +30,17 @@ const (
 	dataFormat        = "protobuf"
 	defaultBackoffMin = time.Second
 	defaultBackoffMax = 30 * time.Second
-	// defaultDescribeTimeout bounds each Describe call, including the wait
-	// for the connection.
+	// defaultDescribeTimeout bounds each Describe call of the stream loop,
+	// including the wait for the connection, and the one Describe of Start
+	// when startup_timeout is 0.
 	defaultDescribeTimeout = 5 * time.Second
+	// maxRedialInterval caps gRPC's wait between connection attempts
+	// (120 s by default), so that a sidecar coming up while Start waits is
+	// seen within seconds rather than after startup_timeout.
+	maxRedialInterval = 5 * time.Second
+	// minConnectTimeout is gRPC's default, which WithConnectParams would
+	// otherwise set to 0.
+	minConnectTimeout = 20 * time.Second
 )
 
 // ebpfReceiver dials the sidecar, streams snapshots and pushes them to the
@@ -86,34 +96,49 @@ func (e *configError) Error() string {
 }
 func (e *configError) Unwrap() error { return e.err }
 
-// Start dials the sidecar and checks the config against its catalog once.
-// A sidecar that answers and rejects the config fails Start; an unreachable
-// sidecar is a recoverable status and the stream loop keeps trying.
+// Start dials the sidecar and waits, up to startup_timeout, for its
+// catalog: a config that does not match it fails Start, so the collector
+// stops with a message naming the field, whether the sidecar or the
+// collector started first. A sidecar still unreachable after the wait is a
+// recoverable status, and the stream loop keeps trying in the background.
 func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
-	conn, err := r.cfg.ToClientConn(ctx, host.GetExtensions(), r.settings.TelemetrySettings)
+	conn, err := r.cfg.ToClientConn(ctx, host.GetExtensions(), r.settings.TelemetrySettings,
+		configgrpc.WithGrpcDialOption(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  r.backoffMin,
+				Multiplier: backoff.DefaultConfig.Multiplier,
+				Jitter:     backoff.DefaultConfig.Jitter,
+				MaxDelay:   maxRedialInterval,
+			},
+			MinConnectTimeout: minConnectTimeout,
+		})))
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
 	client := sidecarpb.NewSidecarClient(conn)
 
-	// One quick look at the catalog, so that a bad config stops the
-	// collector at start with a message naming the field.
-	var first *resolution
-	dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
-	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{})
-	cancel()
-	if err == nil {
-		r.logDescribe(desc)
-		first, err = resolve(r.cfg, desc)
-		if err != nil {
-			_ = conn.Close()
-			return &configError{err}
-		}
-	} else {
+	// startup_timeout 0: ask once, and do not wait for a sidecar that is not
+	// listening yet (gRPC fails fast once the first connection attempt has
+	// failed).
+	timeout, callOpts := r.describeTimeout, []grpc.CallOption(nil)
+	if r.cfg.StartupTimeout > 0 {
+		timeout, callOpts = r.cfg.StartupTimeout, []grpc.CallOption{grpc.WaitForReady(true)}
+	}
+	first, err := r.describe(ctx, client, timeout, callOpts...)
+	var mismatch *configError
+	switch {
+	case err == nil:
+	case errors.As(err, &mismatch):
+		_ = conn.Close()
+		return err
+	case ctx.Err() != nil:
+		_ = conn.Close()
+		return fmt.Errorf("ebpf receiver: start was cancelled while waiting for the eBPF sidecar at %s: %w", r.cfg.Endpoint, ctx.Err())
+	default:
 		r.settings.Logger.Warn("eBPF sidecar is not reachable yet; the receiver keeps trying in the background",
-			zap.String("endpoint", r.cfg.Endpoint), zap.Error(err))
+			zap.String("endpoint", r.cfg.Endpoint), zap.Duration("startup_timeout", r.cfg.StartupTimeout), zap.Error(err))
 		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(
-			fmt.Errorf("eBPF sidecar at %s is not reachable: %w", r.cfg.Endpoint, err)))
+			fmt.Errorf("eBPF sidecar is not reachable: %w", err)))
 	}
 
 	loopCtx, loopCancel := context.WithCancel(context.Background())
@@ -123,6 +148,23 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 	r.mu.Unlock()
 	go r.run(loopCtx, host, client, conn, first, done)
 	return nil
+}
+
+// describe asks the sidecar for its catalog, within timeout, and resolves
+// the config against it. A config that does not match is a *configError.
+func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarClient, timeout time.Duration, opts ...grpc.CallOption) (*resolution, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
+	}
+	r.logDescribe(desc)
+	res, err := resolve(r.cfg, desc)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	return res, nil
 }
 
 // Shutdown stops the stream loop and closes the connection. It is safe to
@@ -229,8 +271,6 @@ func isPermanent(err error) bool {
 	return false
 }
 
-// session runs one Describe+Stream. It returns whether at least one snapshot
-// was delivered, and why it ended.
 // firstSnapshotTimeout bounds the wait for a stream's first snapshot, on top
 // of one interval: the sidecar compiles and attaches programs first.
 const firstSnapshotTimeout = 60 * time.Second
@@ -241,18 +281,13 @@ func stallTimeout(interval time.Duration) time.Duration {
 	return max(3*interval, 5*time.Second)
 }
 
+// session runs one Describe+Stream. It returns whether at least one snapshot
+// was delivered, and why it ended.
 func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, res *resolution) (bool, error) {
 	if res == nil {
-		dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
-		desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err != nil {
-			return false, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
-		}
-		r.logDescribe(desc)
-		res, err = resolve(r.cfg, desc)
-		if err != nil {
-			return false, &configError{err}
+		var err error
+		if res, err = r.describe(ctx, client, r.describeTimeout, grpc.WaitForReady(true)); err != nil {
+			return false, err
 		}
 	}
 	conv := newConverter(res.bindings, r.settings.BuildInfo.Version, r.settings.Logger, r.tel)

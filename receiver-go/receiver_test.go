@@ -30,15 +30,19 @@ import (
 // catalog and streams one snapshot every few milliseconds.
 type fakeSidecar struct {
 	sidecarpb.UnimplementedSidecarServer
-	snapshot  *sidecarpb.Snapshot // template; sequence is set per send
-	streamErr error               // returned by Stream instead of streaming
-	seqs      []uint64            // sequence numbers to send (default 1, 2, 3...)
+	snapshot  *sidecarpb.Snapshot         // template; sequence is set per send
+	catalog   *sidecarpb.DescribeResponse // served by Describe (default testDescribe())
+	streamErr error                       // returned by Stream instead of streaming
+	seqs      []uint64                    // sequence numbers to send (default 1, 2, 3...)
 
 	mu       sync.Mutex
 	requests []*sidecarpb.StreamRequest
 }
 
 func (f *fakeSidecar) Describe(context.Context, *sidecarpb.DescribeRequest) (*sidecarpb.DescribeResponse, error) {
+	if f.catalog != nil {
+		return f.catalog, nil
+	}
 	return testDescribe(), nil
 }
 
@@ -91,6 +95,26 @@ func serve(t *testing.T, path string, f *fakeSidecar) (stop func()) {
 	stop = func() { once.Do(srv.Stop) }
 	t.Cleanup(stop)
 	return stop
+}
+
+// serveAfter starts f on a unix socket at path once delay has passed: a
+// sidecar that starts after the collector. Nothing listens before.
+func serveAfter(t *testing.T, path string, f *fakeSidecar, delay time.Duration) {
+	t.Helper()
+	srv := grpc.NewServer()
+	sidecarpb.RegisterSidecarServer(srv, f)
+	timer := time.AfterFunc(delay, func() {
+		lis, err := net.Listen("unix", path)
+		if err != nil {
+			t.Errorf("fake sidecar: %v", err)
+			return
+		}
+		_ = srv.Serve(lis)
+	})
+	t.Cleanup(func() {
+		timer.Stop()
+		srv.Stop()
+	})
 }
 
 // statusHost records the status events the receiver reports.
@@ -229,7 +253,8 @@ func TestReceiverReconnectsAfterSidecarRestart(t *testing.T) {
 
 func TestReceiverStartsWithoutSidecar(t *testing.T) {
 	sock := socketPath(t)
-	env := newTestReceiver(t, sock, nil)
+	// startup_timeout 0: Start asks once and does not wait.
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = 0 })
 	env.start(t) // must not fail: the sidecar may come up later
 	n, ev := env.host.count(componentstatus.StatusRecoverableError)
 	require.GreaterOrEqual(t, n, 1)
@@ -250,6 +275,70 @@ func TestReceiverStartFailsOnConfigNotInCatalog(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "does not match the sidecar's catalog")
 	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "nope"; valid maps (program/map): syscalls/syscalls`)
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+// A collector started before its sidecar (same pod, same boot) must still
+// stop on a config that names a map the catalog lacks.
+func TestReceiverStartWaitsForALateSidecarAndFailsOnBadConfig(t *testing.T) {
+	sock := socketPath(t)
+	const late = 300 * time.Millisecond
+	serveAfter(t, sock, &fakeSidecar{snapshot: testSnapshot(t), catalog: realDescribe(t)}, late)
+	env := newTestReceiver(t, sock, func(c *Config) {
+		c.StartupTimeout = 10 * time.Second
+		c.Programs = nil
+		c.Metrics = []MetricConfig{{Name: "ebpf.x", MapName: "no_such_map_xyz", Type: MetricTypeSum}}
+	})
+	began := time.Now()
+	err := env.recv.Start(context.Background(), env.host)
+	waited := time.Since(began)
+	require.Error(t, err, "a bad config must fail Start even when the sidecar comes up after the collector")
+	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "no_such_map_xyz"; valid maps (program/map): block/disk_io, `)
+	assert.ErrorContains(t, err, "syscalls/syscalls")
+	assert.GreaterOrEqual(t, waited, late)
+	assert.Less(t, waited, 5*time.Second, "the sidecar is seen soon after it starts listening")
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+func TestReceiverStartWaitsForALateSidecar(t *testing.T) {
+	sock := socketPath(t)
+	serveAfter(t, sock, &fakeSidecar{snapshot: testSnapshot(t)}, 300*time.Millisecond)
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = 10 * time.Second })
+	env.start(t)
+	n, _ := env.host.count(componentstatus.StatusRecoverableError)
+	assert.Zero(t, n, "a sidecar that comes up within startup_timeout is no error")
+	assert.Zero(t, env.logs.FilterMessageSnippet("not reachable yet").Len())
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+}
+
+func TestReceiverStartGivesUpAfterStartupTimeout(t *testing.T) {
+	sock := socketPath(t)
+	const bound = 200 * time.Millisecond
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = bound })
+	began := time.Now()
+	env.start(t) // must not fail: the sidecar may come up later
+	assert.GreaterOrEqual(t, time.Since(began), bound)
+	n, ev := env.host.count(componentstatus.StatusRecoverableError)
+	require.Equal(t, 1, n)
+	assert.ErrorContains(t, ev.Err(), "is not reachable")
+	logged := env.logs.FilterMessageSnippet("not reachable yet").All()
+	require.Len(t, logged, 1)
+	assert.Equal(t, bound, logged[0].ContextMap()["startup_timeout"])
+
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t)})
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+}
+
+func TestReceiverStartReturnsWhenItsContextIsDone(t *testing.T) {
+	env := newTestReceiver(t, socketPath(t), func(c *Config) { c.StartupTimeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err := env.recv.Start(ctx, env.host)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "start was cancelled while waiting for the eBPF sidecar")
+	assert.Less(t, time.Since(began), 5*time.Second)
 	assert.NoError(t, env.recv.Shutdown(context.Background()))
 }
 
