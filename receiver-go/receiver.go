@@ -56,10 +56,14 @@ type ebpfReceiver struct {
 	backoffMax      time.Duration
 	describeTimeout time.Duration
 
-	mu     sync.Mutex // guards conn, cancel, done against Start/Shutdown races
+	mu     sync.Mutex // guards conn, cancel, done, stopping against Start/Shutdown races
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stopping is set by Shutdown: from then on the receiver reports no
+	// status, since the collector moves it to Stopping and Stopped and no
+	// other status may follow those.
+	stopping bool
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*ebpfReceiver, error) {
@@ -137,7 +141,7 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 	default:
 		r.settings.Logger.Warn("eBPF sidecar is not reachable yet; the receiver keeps trying in the background",
 			zap.String("endpoint", r.cfg.Endpoint), zap.Duration("startup_timeout", r.cfg.StartupTimeout), zap.Error(err))
-		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(
+		r.reportStatus(host, componentstatus.NewRecoverableErrorEvent(
 			fmt.Errorf("eBPF sidecar is not reachable: %w", err)))
 	}
 
@@ -167,12 +171,22 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 	return res, nil
 }
 
+// reportStatus reports ev unless Shutdown has begun.
+func (r *ebpfReceiver) reportStatus(host component.Host, ev *componentstatus.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopping {
+		componentstatus.ReportStatus(host, ev)
+	}
+}
+
 // Shutdown stops the stream loop and closes the connection. It is safe to
 // call without Start.
 func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	conn, cancel, done := r.conn, r.cancel, r.done
 	r.conn, r.cancel, r.done = nil, nil, nil
+	r.stopping = true
 	r.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -209,10 +223,11 @@ func (r *ebpfReceiver) logDescribe(desc *sidecarpb.DescribeResponse) {
 func (r *ebpfReceiver) run(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, conn *grpc.ClientConn, first *resolution, done chan struct{}) {
 	defer close(done)
 	defer func() {
-		// Never take the collector down.
+		// Never take the collector down. Nothing retries after this, so it
+		// is the one permanent error.
 		if p := recover(); p != nil {
 			r.settings.Logger.Error("ebpf receiver stream loop panicked; no more metrics from this receiver", zap.Any("panic", p))
-			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("stream loop panicked: %v", p)))
+			r.reportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("stream loop panicked: %v", p)))
 		}
 	}()
 	delay := r.backoffMin
@@ -229,19 +244,22 @@ func (r *ebpfReceiver) run(ctx context.Context, host component.Host, client side
 		if delivered {
 			delay = r.backoffMin
 		}
+		// Every error here is retried, so every one is recoverable: the
+		// collector's status has no way out of PermanentError, and a
+		// rejected request does succeed once the sidecar is upgraded or
+		// its catalog fixed.
 		var wait time.Duration
-		if isPermanent(err) {
+		if isRejection(err) {
 			wait = r.backoffMax
 			r.settings.Logger.Error("eBPF sidecar rejected the request; fix the configuration or the sidecar, retrying",
 				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
-			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
 		} else {
 			wait = jitter(delay)
 			delay = min(2*delay, r.backoffMax)
 			r.settings.Logger.Warn("Lost the eBPF sidecar stream; reconnecting",
 				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
-			componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
 		}
+		r.reportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -257,9 +275,11 @@ func jitter(d time.Duration) time.Duration {
 	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 
-// isPermanent tells errors that retrying soon cannot fix: the sidecar
-// rejected the request, or the config does not match its catalog.
-func isPermanent(err error) bool {
+// isRejection tells errors that retrying soon cannot fix, only a change to
+// the sidecar or the config: the sidecar rejected the request, or the
+// config does not match its catalog. They are retried at the longest
+// backoff.
+func isRejection(err error) bool {
 	var ce *configError
 	if errors.As(err, &ce) {
 		return true
@@ -340,7 +360,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		}
 		if !delivered {
 			delivered = true
-			componentstatus.ReportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
+			r.reportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
 		}
 	}
 }
