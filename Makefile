@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CONFIG ?= collector-config/default.yaml
 
-.PHONY: run test setup proto collector lint unit e2e bench clean
+.PHONY: run test setup proto generate collector lint unit e2e bench clean
 
 run: setup
 	CONFIG=$(CONFIG) scripts/run.sh
@@ -18,6 +18,12 @@ setup:
 proto:
 	scripts/setup.sh python tools
 	scripts/gen-proto.sh
+
+# Regenerate everything generated: the proto code, and the catalog's Describe
+# response the receiver's tests resolve the shipped examples against
+# (receiver-go/testdata/catalog/describe.json). Both checked by `make test`.
+generate: proto
+	scripts/gen-describe.sh
 
 collector:
 	scripts/setup.sh collector

@@ -20,6 +20,10 @@ const (
 	// defaultCardinalityLimit is how many series one metric may have before
 	// new series are folded into its overflow series.
 	defaultCardinalityLimit = 2000
+	// defaultStartupTimeout is how long Start waits for the sidecar's
+	// catalog: long enough for a sidecar started beside the collector (same
+	// pod, same unit) to come up, short enough not to hold the collector.
+	defaultStartupTimeout = 30 * time.Second
 )
 
 // MetricType is how a map becomes a metric.
@@ -87,6 +91,13 @@ type Config struct {
 	// Metrics bind maps to metrics. When empty, the default metrics of
 	// Programs are emitted.
 	Metrics []MetricConfig `mapstructure:"metrics"`
+
+	// StartupTimeout is how long Start waits for the sidecar to answer
+	// Describe, so that a config that does not match its catalog stops the
+	// collector even when the sidecar comes up after it. A sidecar still
+	// unreachable then is a recoverable status and the receiver keeps
+	// trying in the background. 0 asks once without waiting. Default 30s.
+	StartupTimeout time.Duration `mapstructure:"startup_timeout"`
 
 	// CardinalityLimit is the default number of series one metric may have;
 	// data points of further series are folded into one overflow series.
@@ -206,6 +217,10 @@ func (cfg *Config) Validate() error {
 	if cfg.CollectionInterval < minCollectionInterval {
 		errs = append(errs, fmt.Errorf("collection_interval: %s is below the minimum of %s; set it to %s or more (default %s)",
 			cfg.CollectionInterval, minCollectionInterval, minCollectionInterval, defaultCollectionInterval))
+	}
+	if cfg.StartupTimeout < 0 {
+		errs = append(errs, fmt.Errorf("startup_timeout: %s is negative; set it to how long start waits for the sidecar, or 0 not to wait (default %s)",
+			cfg.StartupTimeout, defaultStartupTimeout))
 	}
 	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 {
 		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted) or map-to-metric bindings under metrics"))

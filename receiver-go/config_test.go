@@ -22,6 +22,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.True(t, cfg.TLS.Insecure)
 	assert.False(t, cfg.Keepalive.HasValue())
 	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+	assert.Equal(t, 30*time.Second, cfg.StartupTimeout)
 	assert.Equal(t, 2000, cfg.CardinalityLimit)
 	// The default config names nothing to load, so it does not validate on
 	// its own: the user must say what to collect.
@@ -38,6 +39,7 @@ func TestLoadConfig(t *testing.T) {
 	custom := createDefaultConfig().(*Config)
 	custom.Endpoint = "unix:///var/run/sidecar/custom.sock"
 	custom.CollectionInterval = 5 * time.Second
+	custom.StartupTimeout = 2 * time.Minute
 	custom.Programs = []ProgramConfig{
 		{Name: "syscalls", Parameters: map[string]string{"per_process": "true"}},
 		{Name: "runqlat"},
@@ -119,6 +121,11 @@ func TestValidateErrors(t *testing.T) {
 			name:   "interval too short",
 			mutate: func(c *Config) { c.CollectionInterval = 50 * time.Millisecond },
 			want:   []string{"collection_interval: 50ms is below the minimum of 100ms; set it to 100ms or more"},
+		},
+		{
+			name:   "negative startup_timeout",
+			mutate: func(c *Config) { c.StartupTimeout = -time.Second },
+			want:   []string{"startup_timeout: -1s is negative; set it to how long start waits for the sidecar, or 0 not to wait (default 30s)"},
 		},
 		{
 			name:   "nothing to collect",

@@ -32,6 +32,7 @@ func createDefaultConfig() component.Config {
 	return &Config{
 		ClientConfig:       client,
 		CollectionInterval: defaultCollectionInterval,
+		StartupTimeout:     defaultStartupTimeout,
 		CardinalityLimit:   defaultCardinalityLimit,
 	}
 }

@@ -12,11 +12,13 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -28,9 +30,17 @@ const (
 	dataFormat        = "protobuf"
 	defaultBackoffMin = time.Second
 	defaultBackoffMax = 30 * time.Second
-	// defaultDescribeTimeout bounds each Describe call, including the wait
-	// for the connection.
+	// defaultDescribeTimeout bounds each Describe call of the stream loop,
+	// including the wait for the connection, and the one Describe of Start
+	// when startup_timeout is 0.
 	defaultDescribeTimeout = 5 * time.Second
+	// maxRedialInterval caps gRPC's wait between connection attempts
+	// (120 s by default), so that a sidecar coming up while Start waits is
+	// seen within seconds rather than after startup_timeout.
+	maxRedialInterval = 5 * time.Second
+	// minConnectTimeout is gRPC's default, which WithConnectParams would
+	// otherwise set to 0.
+	minConnectTimeout = 20 * time.Second
 )
 
 // ebpfReceiver dials the sidecar, streams snapshots and pushes them to the
@@ -46,10 +56,14 @@ type ebpfReceiver struct {
 	backoffMax      time.Duration
 	describeTimeout time.Duration
 
-	mu     sync.Mutex // guards conn, cancel, done against Start/Shutdown races
+	mu     sync.Mutex // guards conn, cancel, done, stopping against Start/Shutdown races
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stopping is set by Shutdown: from then on the receiver reports no
+	// status, since the collector moves it to Stopping and Stopped and no
+	// other status may follow those.
+	stopping bool
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*ebpfReceiver, error) {
@@ -86,34 +100,49 @@ func (e *configError) Error() string {
 }
 func (e *configError) Unwrap() error { return e.err }
 
-// Start dials the sidecar and checks the config against its catalog once.
-// A sidecar that answers and rejects the config fails Start; an unreachable
-// sidecar is a recoverable status and the stream loop keeps trying.
+// Start dials the sidecar and waits, up to startup_timeout, for its
+// catalog: a config that does not match it fails Start, so the collector
+// stops with a message naming the field, whether the sidecar or the
+// collector started first. A sidecar still unreachable after the wait is a
+// recoverable status, and the stream loop keeps trying in the background.
 func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
-	conn, err := r.cfg.ToClientConn(ctx, host.GetExtensions(), r.settings.TelemetrySettings)
+	conn, err := r.cfg.ToClientConn(ctx, host.GetExtensions(), r.settings.TelemetrySettings,
+		configgrpc.WithGrpcDialOption(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  r.backoffMin,
+				Multiplier: backoff.DefaultConfig.Multiplier,
+				Jitter:     backoff.DefaultConfig.Jitter,
+				MaxDelay:   maxRedialInterval,
+			},
+			MinConnectTimeout: minConnectTimeout,
+		})))
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
 	client := sidecarpb.NewSidecarClient(conn)
 
-	// One quick look at the catalog, so that a bad config stops the
-	// collector at start with a message naming the field.
-	var first *resolution
-	dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
-	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{})
-	cancel()
-	if err == nil {
-		r.logDescribe(desc)
-		first, err = resolve(r.cfg, desc)
-		if err != nil {
-			_ = conn.Close()
-			return &configError{err}
-		}
-	} else {
+	// startup_timeout 0: ask once, and do not wait for a sidecar that is not
+	// listening yet (gRPC fails fast once the first connection attempt has
+	// failed).
+	timeout, callOpts := r.describeTimeout, []grpc.CallOption(nil)
+	if r.cfg.StartupTimeout > 0 {
+		timeout, callOpts = r.cfg.StartupTimeout, []grpc.CallOption{grpc.WaitForReady(true)}
+	}
+	first, err := r.describe(ctx, client, timeout, callOpts...)
+	var mismatch *configError
+	switch {
+	case err == nil:
+	case errors.As(err, &mismatch):
+		_ = conn.Close()
+		return err
+	case ctx.Err() != nil:
+		_ = conn.Close()
+		return fmt.Errorf("ebpf receiver: start was cancelled while waiting for the eBPF sidecar at %s: %w", r.cfg.Endpoint, ctx.Err())
+	default:
 		r.settings.Logger.Warn("eBPF sidecar is not reachable yet; the receiver keeps trying in the background",
-			zap.String("endpoint", r.cfg.Endpoint), zap.Error(err))
-		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(
-			fmt.Errorf("eBPF sidecar at %s is not reachable: %w", r.cfg.Endpoint, err)))
+			zap.String("endpoint", r.cfg.Endpoint), zap.Duration("startup_timeout", r.cfg.StartupTimeout), zap.Error(err))
+		r.reportStatus(host, componentstatus.NewRecoverableErrorEvent(
+			fmt.Errorf("eBPF sidecar is not reachable: %w", err)))
 	}
 
 	loopCtx, loopCancel := context.WithCancel(context.Background())
@@ -125,12 +154,39 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 	return nil
 }
 
+// describe asks the sidecar for its catalog, within timeout, and resolves
+// the config against it. A config that does not match is a *configError.
+func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarClient, timeout time.Duration, opts ...grpc.CallOption) (*resolution, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
+	}
+	r.logDescribe(desc)
+	res, err := resolve(r.cfg, desc)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	return res, nil
+}
+
+// reportStatus reports ev unless Shutdown has begun.
+func (r *ebpfReceiver) reportStatus(host component.Host, ev *componentstatus.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopping {
+		componentstatus.ReportStatus(host, ev)
+	}
+}
+
 // Shutdown stops the stream loop and closes the connection. It is safe to
 // call without Start.
 func (r *ebpfReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	conn, cancel, done := r.conn, r.cancel, r.done
 	r.conn, r.cancel, r.done = nil, nil, nil
+	r.stopping = true
 	r.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -167,10 +223,11 @@ func (r *ebpfReceiver) logDescribe(desc *sidecarpb.DescribeResponse) {
 func (r *ebpfReceiver) run(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, conn *grpc.ClientConn, first *resolution, done chan struct{}) {
 	defer close(done)
 	defer func() {
-		// Never take the collector down.
+		// Never take the collector down. Nothing retries after this, so it
+		// is the one permanent error.
 		if p := recover(); p != nil {
 			r.settings.Logger.Error("ebpf receiver stream loop panicked; no more metrics from this receiver", zap.Any("panic", p))
-			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("stream loop panicked: %v", p)))
+			r.reportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("stream loop panicked: %v", p)))
 		}
 	}()
 	delay := r.backoffMin
@@ -187,19 +244,22 @@ func (r *ebpfReceiver) run(ctx context.Context, host component.Host, client side
 		if delivered {
 			delay = r.backoffMin
 		}
+		// Every error here is retried, so every one is recoverable: the
+		// collector's status has no way out of PermanentError, and a
+		// rejected request does succeed once the sidecar is upgraded or
+		// its catalog fixed.
 		var wait time.Duration
-		if isPermanent(err) {
+		if isRejection(err) {
 			wait = r.backoffMax
 			r.settings.Logger.Error("eBPF sidecar rejected the request; fix the configuration or the sidecar, retrying",
 				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
-			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
 		} else {
 			wait = jitter(delay)
 			delay = min(2*delay, r.backoffMax)
 			r.settings.Logger.Warn("Lost the eBPF sidecar stream; reconnecting",
 				zap.String("endpoint", r.cfg.Endpoint), zap.Error(err), zap.Duration("retry_in", wait))
-			componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
 		}
+		r.reportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -215,9 +275,11 @@ func jitter(d time.Duration) time.Duration {
 	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 
-// isPermanent tells errors that retrying soon cannot fix: the sidecar
-// rejected the request, or the config does not match its catalog.
-func isPermanent(err error) bool {
+// isRejection tells errors that retrying soon cannot fix, only a change to
+// the sidecar or the config: the sidecar rejected the request, or the
+// config does not match its catalog. They are retried at the longest
+// backoff.
+func isRejection(err error) bool {
 	var ce *configError
 	if errors.As(err, &ce) {
 		return true
@@ -229,8 +291,6 @@ func isPermanent(err error) bool {
 	return false
 }
 
-// session runs one Describe+Stream. It returns whether at least one snapshot
-// was delivered, and why it ended.
 // firstSnapshotTimeout bounds the wait for a stream's first snapshot, on top
 // of one interval: the sidecar compiles and attaches programs first.
 const firstSnapshotTimeout = 60 * time.Second
@@ -241,18 +301,13 @@ func stallTimeout(interval time.Duration) time.Duration {
 	return max(3*interval, 5*time.Second)
 }
 
+// session runs one Describe+Stream. It returns whether at least one snapshot
+// was delivered, and why it ended.
 func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client sidecarpb.SidecarClient, res *resolution) (bool, error) {
 	if res == nil {
-		dctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
-		desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err != nil {
-			return false, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
-		}
-		r.logDescribe(desc)
-		res, err = resolve(r.cfg, desc)
-		if err != nil {
-			return false, &configError{err}
+		var err error
+		if res, err = r.describe(ctx, client, r.describeTimeout, grpc.WaitForReady(true)); err != nil {
+			return false, err
 		}
 	}
 	conv := newConverter(res.bindings, r.settings.BuildInfo.Version, r.settings.Logger, r.tel)
@@ -305,7 +360,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		}
 		if !delivered {
 			delivered = true
-			componentstatus.ReportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
+			r.reportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
 		}
 	}
 }

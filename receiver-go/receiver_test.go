@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -30,24 +29,45 @@ import (
 // catalog and streams one snapshot every few milliseconds.
 type fakeSidecar struct {
 	sidecarpb.UnimplementedSidecarServer
-	snapshot  *sidecarpb.Snapshot // template; sequence is set per send
-	streamErr error               // returned by Stream instead of streaming
-	seqs      []uint64            // sequence numbers to send (default 1, 2, 3...)
+	snapshot *sidecarpb.Snapshot // template; sequence is set per send
+	seqs     []uint64            // sequence numbers to send (default 1, 2, 3...)
 
-	mu       sync.Mutex
-	requests []*sidecarpb.StreamRequest
+	mu        sync.Mutex
+	catalog   *sidecarpb.DescribeResponse // served by Describe (default testDescribe())
+	streamErr error                       // returned by Stream instead of streaming
+	requests  []*sidecarpb.StreamRequest
 }
 
 func (f *fakeSidecar) Describe(context.Context, *sidecarpb.DescribeRequest) (*sidecarpb.DescribeResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.catalog != nil {
+		return f.catalog, nil
+	}
 	return testDescribe(), nil
+}
+
+// setCatalog changes what Describe serves, as an upgraded sidecar would.
+func (f *fakeSidecar) setCatalog(desc *sidecarpb.DescribeResponse) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.catalog = desc
+}
+
+// setStreamErr makes Stream fail with err, or stream again with nil.
+func (f *fakeSidecar) setStreamErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.streamErr = err
 }
 
 func (f *fakeSidecar) Stream(req *sidecarpb.StreamRequest, srv grpc.ServerStreamingServer[sidecarpb.Snapshot]) error {
 	f.mu.Lock()
 	f.requests = append(f.requests, proto.Clone(req).(*sidecarpb.StreamRequest))
+	streamErr := f.streamErr
 	f.mu.Unlock()
-	if f.streamErr != nil {
-		return f.streamErr
+	if streamErr != nil {
+		return streamErr
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -93,43 +113,24 @@ func serve(t *testing.T, path string, f *fakeSidecar) (stop func()) {
 	return stop
 }
 
-// statusHost records the status events the receiver reports.
-type statusHost struct {
-	component.Host
-	mu     sync.Mutex
-	events []*componentstatus.Event
-}
-
-func newStatusHost() *statusHost { return &statusHost{Host: componenttest.NewNopHost()} }
-
-func (h *statusHost) Report(ev *componentstatus.Event) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.events = append(h.events, ev)
-}
-
-// count returns how many events of st were reported, and the last one.
-func (h *statusHost) count(st componentstatus.Status) (int, *componentstatus.Event) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	var last *componentstatus.Event
-	for _, ev := range h.events {
-		if ev.Status() == st {
-			n++
-			last = ev
+// serveAfter starts f on a unix socket at path once delay has passed: a
+// sidecar that starts after the collector. Nothing listens before.
+func serveAfter(t *testing.T, path string, f *fakeSidecar, delay time.Duration) {
+	t.Helper()
+	srv := grpc.NewServer()
+	sidecarpb.RegisterSidecarServer(srv, f)
+	timer := time.AfterFunc(delay, func() {
+		lis, err := net.Listen("unix", path)
+		if err != nil {
+			t.Errorf("fake sidecar: %v", err)
+			return
 		}
-	}
-	return n, last
-}
-
-func (h *statusHost) last() componentstatus.Status {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.events) == 0 {
-		return componentstatus.StatusNone
-	}
-	return h.events[len(h.events)-1].Status()
+		_ = srv.Serve(lis)
+	})
+	t.Cleanup(func() {
+		timer.Stop()
+		srv.Stop()
+	})
 }
 
 type testEnv struct {
@@ -157,13 +158,35 @@ func newTestReceiver(t *testing.T, socket string, mutate func(*Config)) *testEnv
 	r.backoffMin = 10 * time.Millisecond
 	r.backoffMax = 50 * time.Millisecond
 	r.describeTimeout = time.Second
-	return &testEnv{recv: r, sink: sink, host: newStatusHost(), logs: logs}
+	return &testEnv{recv: r, sink: sink, host: newStatusHost(t), logs: logs}
+}
+
+// startErr starts the receiver as the collector's graph does: Starting
+// before Start, then PermanentError if Start failed or OK if the receiver
+// reported nothing else meanwhile.
+func (e *testEnv) startErr(ctx context.Context, t *testing.T) error {
+	t.Helper()
+	e.host.reportByCollector(componentstatus.NewEvent(componentstatus.StatusStarting))
+	if err := e.recv.Start(ctx, e.host); err != nil {
+		e.host.reportByCollector(componentstatus.NewPermanentErrorEvent(err))
+		return err
+	}
+	e.host.reportOKIfStarting()
+	// The collector reports Stopping just before Shutdown. Here it comes
+	// after Shutdown returns, or tests would race the stream loop's reports
+	// in that gap; a report after Shutdown returned still fails the test
+	// (nothing may follow Stopped).
+	t.Cleanup(func() {
+		assert.NoError(t, e.recv.Shutdown(context.Background()))
+		e.host.reportByCollector(componentstatus.NewEvent(componentstatus.StatusStopping))
+		e.host.reportByCollector(componentstatus.NewEvent(componentstatus.StatusStopped))
+	})
+	return nil
 }
 
 func (e *testEnv) start(t *testing.T) {
 	t.Helper()
-	require.NoError(t, e.recv.Start(context.Background(), e.host))
-	t.Cleanup(func() { assert.NoError(t, e.recv.Shutdown(context.Background())) })
+	require.NoError(t, e.startErr(context.Background(), t))
 }
 
 func socketPath(t *testing.T) string { return filepath.Join(t.TempDir(), "sidecar.sock") }
@@ -229,7 +252,8 @@ func TestReceiverReconnectsAfterSidecarRestart(t *testing.T) {
 
 func TestReceiverStartsWithoutSidecar(t *testing.T) {
 	sock := socketPath(t)
-	env := newTestReceiver(t, sock, nil)
+	// startup_timeout 0: Start asks once and does not wait.
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = 0 })
 	env.start(t) // must not fail: the sidecar may come up later
 	n, ev := env.host.count(componentstatus.StatusRecoverableError)
 	require.GreaterOrEqual(t, n, 1)
@@ -246,10 +270,74 @@ func TestReceiverStartFailsOnConfigNotInCatalog(t *testing.T) {
 	env := newTestReceiver(t, sock, func(c *Config) {
 		c.Metrics = []MetricConfig{{Name: "ebpf.x", MapName: "nope", Type: MetricTypeSum}}
 	})
-	err := env.recv.Start(context.Background(), env.host)
+	err := env.startErr(context.Background(), t)
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "does not match the sidecar's catalog")
 	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "nope"; valid maps (program/map): syscalls/syscalls`)
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+// A collector started before its sidecar (same pod, same boot) must still
+// stop on a config that names a map the catalog lacks.
+func TestReceiverStartWaitsForALateSidecarAndFailsOnBadConfig(t *testing.T) {
+	sock := socketPath(t)
+	const late = 300 * time.Millisecond
+	serveAfter(t, sock, &fakeSidecar{snapshot: testSnapshot(t), catalog: realDescribe(t)}, late)
+	env := newTestReceiver(t, sock, func(c *Config) {
+		c.StartupTimeout = 10 * time.Second
+		c.Programs = nil
+		c.Metrics = []MetricConfig{{Name: "ebpf.x", MapName: "no_such_map_xyz", Type: MetricTypeSum}}
+	})
+	began := time.Now()
+	err := env.startErr(context.Background(), t)
+	waited := time.Since(began)
+	require.Error(t, err, "a bad config must fail Start even when the sidecar comes up after the collector")
+	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "no_such_map_xyz"; valid maps (program/map): block/disk_io, `)
+	assert.ErrorContains(t, err, "syscalls/syscalls")
+	assert.GreaterOrEqual(t, waited, late)
+	assert.Less(t, waited, 5*time.Second, "the sidecar is seen soon after it starts listening")
+	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+func TestReceiverStartWaitsForALateSidecar(t *testing.T) {
+	sock := socketPath(t)
+	serveAfter(t, sock, &fakeSidecar{snapshot: testSnapshot(t)}, 300*time.Millisecond)
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = 10 * time.Second })
+	env.start(t)
+	n, _ := env.host.count(componentstatus.StatusRecoverableError)
+	assert.Zero(t, n, "a sidecar that comes up within startup_timeout is no error")
+	assert.Zero(t, env.logs.FilterMessageSnippet("not reachable yet").Len())
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+}
+
+func TestReceiverStartGivesUpAfterStartupTimeout(t *testing.T) {
+	sock := socketPath(t)
+	const bound = 200 * time.Millisecond
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = bound })
+	began := time.Now()
+	env.start(t) // must not fail: the sidecar may come up later
+	assert.GreaterOrEqual(t, time.Since(began), bound)
+	n, ev := env.host.count(componentstatus.StatusRecoverableError)
+	require.Equal(t, 1, n)
+	assert.ErrorContains(t, ev.Err(), "is not reachable")
+	logged := env.logs.FilterMessageSnippet("not reachable yet").All()
+	require.Len(t, logged, 1)
+	assert.Equal(t, bound, logged[0].ContextMap()["startup_timeout"])
+
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t)})
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+}
+
+func TestReceiverStartReturnsWhenItsContextIsDone(t *testing.T) {
+	env := newTestReceiver(t, socketPath(t), func(c *Config) { c.StartupTimeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err := env.startErr(ctx, t)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "start was cancelled while waiting for the eBPF sidecar")
+	assert.Less(t, time.Since(began), 5*time.Second)
 	assert.NoError(t, env.recv.Shutdown(context.Background()))
 }
 
@@ -260,17 +348,74 @@ func TestReceiverSidecarRejectsRequest(t *testing.T) {
 	serve(t, sock, fake)
 	env := newTestReceiver(t, sock, nil)
 	env.start(t)
+	// Recoverable, not permanent: the receiver retries, and the collector
+	// has no way out of PermanentError.
 	require.Eventually(t, func() bool {
-		n, _ := env.host.count(componentstatus.StatusPermanentError)
+		n, _ := env.host.count(componentstatus.StatusRecoverableError)
 		return n > 0
 	}, waitFor, tick)
-	_, ev := env.host.count(componentstatus.StatusPermanentError)
+	_, ev := env.host.count(componentstatus.StatusRecoverableError)
 	assert.ErrorContains(t, ev.Err(), `"maybe" is not a bool`)
 	logged := env.logs.FilterMessageSnippet("rejected the request").All()
 	require.NotEmpty(t, logged)
 	assert.Contains(t, logged[0].ContextMap()["error"], `"maybe" is not a bool`)
 	// It keeps retrying at the maximum backoff (the sidecar may be upgraded).
 	require.Eventually(t, func() bool { return len(fake.streamRequests()) >= 2 }, waitFor, tick)
+}
+
+// The sidecar rejects the request (a program that does not compile on this
+// kernel), then is fixed: the status must come back to OK, which the
+// collector allows only from RecoverableError.
+func TestReceiverRecoversAfterSidecarRejection(t *testing.T) {
+	sock := socketPath(t)
+	fake := &fakeSidecar{snapshot: testSnapshot(t)}
+	fake.setStreamErr(status.Error(codes.FailedPrecondition, "syscalls: the program does not compile: no kernel headers"))
+	serve(t, sock, fake)
+	env := newTestReceiver(t, sock, nil)
+	env.start(t)
+	require.Eventually(t, func() bool { return len(fake.streamRequests()) >= 2 }, waitFor, tick, "rejections are retried")
+	assert.Equal(t, componentstatus.StatusRecoverableError, env.host.last())
+
+	fake.setStreamErr(nil)
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, env.host.statuses())
+}
+
+// A sidecar that comes up after Start gave up waiting, with a catalog the
+// config does not match (an older sidecar), then is upgraded.
+func TestReceiverRecoversWhenTheCatalogCatchesUp(t *testing.T) {
+	sock := socketPath(t)
+	env := newTestReceiver(t, sock, func(c *Config) { c.StartupTimeout = 0 })
+	env.start(t)
+	old := testDescribe()
+	old.Programs = old.Programs[1:] // no "syscalls"
+	fake := &fakeSidecar{snapshot: testSnapshot(t), catalog: old}
+	serve(t, sock, fake)
+	require.Eventually(t, func() bool {
+		return env.logs.FilterMessageSnippet("rejected the request").Len() > 0
+	}, waitFor, tick)
+	_, ev := env.host.count(componentstatus.StatusRecoverableError)
+	assert.ErrorContains(t, ev.Err(), "does not match the sidecar's catalog")
+	assert.ErrorContains(t, ev.Err(), `programs[0].name: unknown program "syscalls"`)
+
+	fake.setCatalog(testDescribe())
+	require.Eventually(t, func() bool { return len(env.sink.AllMetrics()) > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, env.host.statuses())
+}
+
+// Once Shutdown has begun the collector reports Stopping and Stopped, and
+// no other status may follow.
+func TestReceiverReportsNoStatusAfterShutdown(t *testing.T) {
+	sock := socketPath(t)
+	serve(t, sock, &fakeSidecar{snapshot: testSnapshot(t)})
+	env := newTestReceiver(t, sock, nil)
+	env.start(t)
+	require.NoError(t, env.recv.Shutdown(context.Background()))
+	before := len(env.host.statuses())
+	env.recv.reportStatus(env.host, componentstatus.NewRecoverableErrorEvent(assert.AnError))
+	assert.Len(t, env.host.statuses(), before)
 }
 
 func TestReceiverLogsSequenceGaps(t *testing.T) {

@@ -21,6 +21,12 @@ lint() {
     echo "generated code is stale: run 'make proto' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi
+  stage "catalog fixture is fresh (scripts/gen-describe.sh)"
+  scripts/gen-describe.sh "$tmp"
+  if ! diff -u receiver-go/testdata/catalog/describe.json "$tmp/receiver-go/testdata/catalog/describe.json" >&2; then
+    echo "receiver-go/testdata/catalog/describe.json is stale: run 'make generate' and commit the result" >&2
+    rm -rf "$tmp"; return 1
+  fi
   rm -rf "$tmp"
   stage "ruff, mypy (sidecar, tests)"
   (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests &&

@@ -37,6 +37,27 @@ class WantedMap:
 DEFAULT_INTERVAL_S = 10.0
 
 
+def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
+    """What Describe answers: the kernel's features and the catalog, programs by name.
+
+    A function of its own so that the receiver's catalog fixture
+    (``ebpf_sidecar.describe_fixture``) is built by the same code.
+    """
+    return pb.DescribeResponse(
+        sidecar_version=__version__,
+        protocol_version=PROTOCOL_VERSION,
+        kernel=pb.KernelInfo(
+            release=k.release,
+            btf=k.btf,
+            raw_tracepoints=k.raw_tracepoints,
+            perf_events=k.perf_events,
+            kprobes=k.kprobes,
+            headers=k.headers,
+        ),
+        programs=[p.to_proto() for _, p in sorted(catalog.programs.items())],
+    )
+
+
 class SidecarService(pb_grpc.SidecarServicer):
     def __init__(self, catalog: Catalog, programs: ProgramManager, kernel: KernelInfo) -> None:
         self.catalog = catalog
@@ -46,20 +67,7 @@ class SidecarService(pb_grpc.SidecarServicer):
     def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
     ) -> pb.DescribeResponse:
-        k = self.kernel
-        return pb.DescribeResponse(
-            sidecar_version=__version__,
-            protocol_version=PROTOCOL_VERSION,
-            kernel=pb.KernelInfo(
-                release=k.release,
-                btf=k.btf,
-                raw_tracepoints=k.raw_tracepoints,
-                perf_events=k.perf_events,
-                kprobes=k.kprobes,
-                headers=k.headers,
-            ),
-            programs=[p.to_proto() for _, p in sorted(self.catalog.programs.items())],
-        )
+        return describe(self.catalog, self.kernel)
 
     def Stream(
         self, request: pb.StreamRequest, context: grpc.ServicerContext
