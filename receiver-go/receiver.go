@@ -127,6 +127,9 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 	timeout, callOpts := r.describeTimeout, []grpc.CallOption(nil)
 	if r.cfg.StartupTimeout > 0 {
 		timeout, callOpts = r.cfg.StartupTimeout, []grpc.CallOption{grpc.WaitForReady(true)}
+		// Say why the collector is not ready yet while the sidecar starts.
+		r.settings.Logger.Info("Waiting for the eBPF sidecar to check the configuration against its catalog",
+			zap.String("endpoint", r.cfg.Endpoint), zap.Duration("startup_timeout", r.cfg.StartupTimeout))
 	}
 	first, err := r.describe(ctx, client, timeout, callOpts...)
 	var mismatch *configError
