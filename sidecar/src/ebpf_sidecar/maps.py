@@ -179,9 +179,6 @@ class MapReader:
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
-        from bcc.table import ArrayBase
-
-        self.is_array = isinstance(table, ArrayBase)
         single_leaf = table.sLeaf if self.per_cpu else table.Leaf
         self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
         self.value_layout = Layout.of(

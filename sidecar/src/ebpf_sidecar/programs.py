@@ -44,7 +44,6 @@ class LoadedProgram:
     parameters: tuple[tuple[str, str], ...]
     bpf: Any
     attach_time_ns: int
-    compile_seconds: float
     readers: dict[str, MapReader] = field(default_factory=dict)
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
@@ -115,7 +114,6 @@ class ProgramManager:
                     parameters=key[1],
                     bpf=bpf,
                     attach_time_ns=time.time_ns(),
-                    compile_seconds=seconds,
                     exclusive=key[2],
                 )
                 try:

@@ -87,10 +87,6 @@ def get(name: str) -> Decoder:
     return _REGISTRY[name]
 
 
-def exists(name: str) -> bool:
-    return name in _REGISTRY or name in _FACTORIES
-
-
 def names() -> list[str]:
     return sorted(set(_REGISTRY) | set(_FACTORIES))
 

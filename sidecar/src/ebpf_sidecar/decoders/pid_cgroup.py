@@ -26,7 +26,6 @@ def unified_path(text: str) -> str | None:
 
 
 CGROUPS = PidFileCache("cgroup", lambda raw: unified_path(raw.decode(errors="replace")))
-process_cgroup = CGROUPS.get
 
 PID_CGROUP = register(
     Decoder("pid_cgroup", pb.FIELD_TYPE_STRING, CGROUPS.decode, failure='""')
