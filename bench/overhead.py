@@ -872,7 +872,7 @@ def load_catalog() -> tuple[Catalog, list[str]]:
             programs.append(load_manifest(manifest))
         except (CatalogError, OSError, KeyError, TypeError, ValueError) as e:
             problems.append(f"{manifest.parent.name}: {e}")
-    return Catalog(programs), problems
+    return Catalog(programs, [ROOT / "bpf" / "include"]), problems
 
 
 def machine() -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
+from conftest import CATALOG_DIR
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -160,3 +161,65 @@ def test_btf_offsets_come_from_the_running_kernel() -> None:
     assert kernel.btf_member_offset("pt_regs", "orig_ax") == 120
     assert kernel.btf_member_offset("pt_regs", "no_such_member") is None
     assert kernel.btf_defines(["pt_regs.orig_ax"]) == ["-DBTF_OFFSET_PT_REGS_ORIG_AX=120"]
+
+
+# A program of a --programs-dir folder that uses the catalog's shared header:
+# a one-entry map keyed by syscall, so the first of two syscalls takes the
+# entry and every call of the second is a counted drop.
+FULL_MAP_PROGRAM = """
+#include <ebpfreceiver.h>
+BPF_PERCPU_HASH(calls, u32, u64, 1);
+BPF_PERCPU_ARRAY(calls_dropped, u64, 1);
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    u32 id = ctx->args[1];
+    if (bpf_get_current_pid_tgid() >> 32 != TGID || (id != FIRST && id != SECOND))
+        return 0;
+    u64 zero = 0, *count = calls.lookup_or_try_init(&id, &zero);
+    if (count)
+        (*count)++;
+    else
+        count_dropped(calls_dropped.lookup(DROPPED_KEY));
+    return 0;
+}
+"""
+
+FULL_MAP_MANIFEST = """
+name: full_map
+hooks: [raw_tracepoint:sys_enter]
+parameters:
+  - {name: tgid, type: int, default: 1, min: 1, max: 4194304, define: TGID}
+  - {name: first, type: int, default: 0, min: 0, max: 1023, define: FIRST}
+  - {name: second, type: int, default: 0, min: 0, max: 1023, define: SECOND}
+maps:
+  - name: calls
+    max_entries: 1
+    dropped_counter: calls_dropped
+    key: [{name: id, type: u32, decoders: [syscall]}]
+    value: [{name: count, type: u64}]
+"""
+
+
+def test_programs_dir_programs_count_drops_with_the_shared_header(tmp_path: Path) -> None:
+    from bcc.syscall import syscalls
+
+    ids = {name.decode(): number for number, name in syscalls.items()}
+    d = tmp_path / "full_map"
+    d.mkdir()
+    (d / "full_map.c").write_text(FULL_MAP_PROGRAM)
+    (d / "manifest.yaml").write_text(FULL_MAP_MANIFEST)
+    mgr = ProgramManager(Catalog.load([CATALOG_DIR, tmp_path]))
+    params = {"tgid": str(os.getpid()), "first": str(ids["getppid"]),
+              "second": str(ids["getuid"])}
+    loaded = mgr.acquire("full_map", params)
+    try:
+        for _ in range(5):
+            os.getppid()
+        for _ in range(7):
+            os.getuid()
+        snap = pb.MapSnapshot()
+        loaded.readers["calls"].read(snap)
+        assert list(snap.key_columns[0].strings) == ["getppid"]
+        assert list(snap.value_columns[0].uints) == [5]
+        assert snap.dropped_updates == 7
+    finally:
+        mgr.release(loaded)

@@ -268,8 +268,15 @@ class Program:
         ]
 
 
+# A catalog directory's folder of headers its programs share (ebpfreceiver.h
+# in the built-in catalog); every program compiles with all of them on its
+# include path, so programs of --programs-dir can use the built-in helpers.
+INCLUDE_FOLDER = "include"
+
+
 class Catalog:
-    def __init__(self, programs: Iterable[Program]) -> None:
+    def __init__(self, programs: Iterable[Program], include_dirs: Iterable[Path] = ()) -> None:
+        self.include_dirs = tuple(include_dirs)
         self.programs: dict[str, Program] = {}
         for p in programs:
             if p.name in self.programs:
@@ -281,10 +288,10 @@ class Catalog:
 
     @classmethod
     def load(cls, directories: Iterable[Path]) -> Catalog:
-        manifests = [
-            m for d in directories for m in sorted(Path(d).glob("*/manifest.yaml"))
-        ]
-        return cls(load_manifest(m) for m in manifests)
+        directories = [Path(d) for d in directories]
+        manifests = [m for d in directories for m in sorted(d.glob("*/manifest.yaml"))]
+        includes = [d / INCLUDE_FOLDER for d in directories if (d / INCLUDE_FOLDER).is_dir()]
+        return cls((load_manifest(m) for m in manifests), includes)
 
     def program(self, name: str) -> Program:
         try:

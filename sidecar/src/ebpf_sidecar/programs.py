@@ -17,8 +17,9 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ebpf_sidecar import kernel
@@ -66,13 +67,16 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
-def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
+def _compile(
+    program: Program, cflags: list[str], include_dirs: Sequence[Path]
+) -> tuple[Any, float]:
     from bcc import BPF
 
     # What this kernel has: tracepoint fields and BTF offsets, read only
     # when a program is actually compiled (shared instances skip this).
     cflags = [
         *cflags,
+        *(f"-I{d}" for d in include_dirs),
         *kernel.tracepoint_defines(list(program.hooks)),
         *kernel.btf_defines(list(program.btf_offsets)),
     ]
@@ -108,7 +112,7 @@ class ProgramManager:
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
-                bpf, seconds = _compile(program, cflags)
+                bpf, seconds = _compile(program, cflags, self.catalog.include_dirs)
                 loaded = LoadedProgram(
                     program=program,
                     parameters=key[1],
