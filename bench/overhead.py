@@ -45,7 +45,8 @@ import workloads
 import yaml
 from workloads import Workload
 
-from ebpf_sidecar.catalog import Catalog, CatalogError, Program, load_manifest
+from ebpf_sidecar.catalog import Catalog, CatalogError, Program
+from ebpf_sidecar.manifest import INCLUDE_FOLDER, load_manifest
 from ebpf_sidecar.programs import LoadedProgram, ProgramManager
 
 ROOT = workloads.BENCH.parent
@@ -870,9 +871,9 @@ def load_catalog() -> tuple[Catalog, list[str]]:
     for manifest in sorted((ROOT / "bpf").glob("*/manifest.yaml")):
         try:
             programs.append(load_manifest(manifest))
-        except (CatalogError, OSError, KeyError, TypeError, ValueError) as e:
+        except (CatalogError, OSError) as e:
             problems.append(f"{manifest.parent.name}: {e}")
-    return Catalog(programs, [ROOT / "bpf" / "include"]), problems
+    return Catalog(programs, [ROOT / "bpf" / INCLUDE_FOLDER]), problems
 
 
 def machine() -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ebpf_sidecar.catalog import Catalog
+from ebpf_sidecar.manifest import load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_DIR = REPO / "bpf"
@@ -13,7 +14,7 @@ CATALOG_DIR = REPO / "bpf"
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return Catalog.load([CATALOG_DIR])
+    return load_catalog([CATALOG_DIR])
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ebpf_sidecar.catalog import load_manifest
+from ebpf_sidecar.manifest import load_manifest
 from ebpf_sidecar.maps import ExitedProcessReaper, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 

@@ -8,6 +8,7 @@ import pytest
 from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
 from conftest import CATALOG_DIR
 from ebpf_sidecar.catalog import Catalog, RequestError
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -141,7 +142,7 @@ def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
     d.mkdir()
     (d / "unchecked.c").write_text(BAD_PROGRAM)
     (d / "manifest.yaml").write_text(BAD_MANIFEST)
-    mgr = ProgramManager(Catalog.load([tmp_path]))
+    mgr = ProgramManager(load_catalog([tmp_path]))
     before = loaded_prog_ids()
     with pytest.raises(LoadError) as err:
         mgr.acquire("unchecked", {})
@@ -207,7 +208,7 @@ def test_programs_dir_programs_count_drops_with_the_shared_header(tmp_path: Path
     d.mkdir()
     (d / "full_map.c").write_text(FULL_MAP_PROGRAM)
     (d / "manifest.yaml").write_text(FULL_MAP_MANIFEST)
-    mgr = ProgramManager(Catalog.load([CATALOG_DIR, tmp_path]))
+    mgr = ProgramManager(load_catalog([CATALOG_DIR, tmp_path]))
     params = {"tgid": str(os.getpid()), "first": str(ids["getppid"]),
               "second": str(ids["getuid"])}
     loaded = mgr.acquire("full_map", params)

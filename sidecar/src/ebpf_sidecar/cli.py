@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ebpf_sidecar import __version__, kernel
-from ebpf_sidecar.catalog import Catalog, CatalogError
+from ebpf_sidecar.catalog import CatalogError
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpf_sidecar.server import SidecarService, serve
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        catalog = Catalog.load([args.catalog, *args.programs_dir])
+        catalog = load_catalog([args.catalog, *args.programs_dir])
     except CatalogError as e:
         log.error("%s", e)
         return 2
