@@ -141,7 +141,6 @@ SLOT_CONVENTIONS = {
 @dataclass(frozen=True)
 class MapSpec:
     name: str
-    kind: str
     max_entries: int
     key: tuple[FieldSpec, ...]
     value: tuple[FieldSpec, ...]

@@ -345,7 +345,6 @@ def _map(doc: MapDoc, where: str) -> MapSpec:
         )
     return MapSpec(
         name=doc.name,
-        kind="histogram" if hist else "counters",
         max_entries=doc.max_entries,
         key=key,
         value=value,
