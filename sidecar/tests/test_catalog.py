@@ -73,3 +73,18 @@ def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> Non
         if metric.map == "process_cpu":
             resource = {a.name for a in metric.attributes if a.resource}
             assert {"container.id", "k8s.pod.uid", "process.pid"} <= resource, metric.name
+
+
+def test_describe_sizes_maps_for_the_parameters_defaults(catalog: Catalog) -> None:
+    block = {m.name: m.max_entries for m in catalog.program("block").to_proto().maps}
+    assert block == {"disk_io": 64 * 2, "disk_latency": 64 * 2 * 36}
+    cpu = {m.name: m.max_entries for m in catalog.program("cpu").to_proto().maps}
+    assert cpu == {"process_cpu": 10240, "cpu_usage": 40}
+
+
+def test_map_sizes_follow_parameter_values(catalog: Catalog) -> None:
+    block = catalog.program("block")
+    values = block.parameter_values({"max_devices": "8"})
+    assert values == {"max_devices": 8, "max_inflight": 10240}
+    assert block.maps["disk_latency"].size.entries(values) == 8 * 2 * 36
+    assert str(block.maps["disk_latency"].size) == "max_devices * 2 * 36"

@@ -156,8 +156,8 @@ METRIC = DERIVED.replace("attributes: [{field: cid, name: container.id, resource
          r"\.yaml\.maps\[0\] \(m\): unknown key 'max_entires'; valid keys: name, max_entries, "
          r"key, value, description, histogram, dropped_counter, enabled_by, pid_field, derived$"),
         (GOOD + "extra: 1\n", r"\.yaml: unknown key 'extra'; valid keys: name, hooks, maps, "),
-        (GOOD.replace("max_entries: 8", "max_entries: many"),
-         r"\.yaml\.maps\[0\] \(m\)\.max_entries: Expected `int`, got `str`$"),
+        (GOOD.replace("max_entries: 8", "max_entries: 8.5"),
+         r"\.yaml\.maps\[0\] \(m\)\.max_entries: Expected `int \| str`, got `float`$"),
         (GOOD.replace("value: [{name: v, type: u64}]", "value: {name: v, type: u64}"),
          r"\.yaml\.maps\[0\] \(m\)\.value: Expected `array`, got `object`$"),
         (GOOD.replace("{name: k, type: u32}", "{name: k, type: u32, decoders: [7]}"),
@@ -176,3 +176,31 @@ METRIC = DERIVED.replace("attributes: [{field: cid, name: container.id, resource
 def test_every_manifest_error_names_its_path(tmp_path: Path, broken: str, error: str) -> None:
     with pytest.raises(CatalogError, match=error):
         load_manifest(_write(tmp_path, broken))
+
+
+SIZED = GOOD.replace("hooks: [tracepoint:a:b]\n", """hooks: [tracepoint:a:b]
+parameters:
+  - {name: n, type: int, default: 4, min: 1, max: 64, define: N}
+  - {name: verbose, type: bool, default: true, define: VERBOSE}
+""")
+
+
+def test_map_sizes_are_products_of_numbers_and_int_parameters(tmp_path: Path) -> None:
+    prog = load_manifest(_write(tmp_path, SIZED.replace("max_entries: 8", "max_entries: n * 2")))
+    assert prog.maps["m"].size.factors == ("n", 2)
+    assert prog.to_proto().maps[0].max_entries == 8
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        ("verbose * 2",
+         r"\.maps\[0\] \(m\)\.max_entries: 'verbose' is neither a number above 0 nor an int "
+         r"parameter of the program \(n\); write a number, a parameter or a product"),
+        ("0", r"'0' is neither a number above 0"),
+        ("n + 1", r"'n \+ 1' is neither a number above 0"),
+    ],
+)
+def test_bad_map_sizes(tmp_path: Path, size: str, error: str) -> None:
+    with pytest.raises(CatalogError, match=error):
+        load_manifest(_write(tmp_path, SIZED.replace("max_entries: 8", f"max_entries: {size}")))

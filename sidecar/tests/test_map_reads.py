@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ebpf_sidecar.manifest import load_manifest
-from ebpf_sidecar.maps import ExitedProcessReaper, MapReader
+from ebpf_sidecar.maps import ExitedProcessReaper, LayoutError, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -72,7 +72,7 @@ def bpf(tmp_path: Path) -> Iterator[tuple[Any, dict[str, MapReader]]]:
     program = load_manifest(d / "manifest.yaml")
     b = BPF(text=SOURCE.encode())
     try:
-        readers = {name: MapReader(b[name.encode()], spec, name)
+        readers = {name: MapReader(b[name.encode()], spec, name, spec.size.entries({}))
                    for name, spec in program.maps.items()}
         yield b, readers
     finally:
@@ -210,3 +210,43 @@ def test_exited_processes_are_deleted_after_two_more_reads(
     assert sorted(k.id for k in plain) == [1, 2]
     assert reaper.reap(plain.map_fd, keys_raw, 4, [1, 2]) == 1  # and now deleted
     assert sorted(k.id for k in plain) == [1]
+
+
+def test_a_size_other_than_the_compiled_one_is_refused(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "prog.c").write_text(SOURCE)
+    (d / "manifest.yaml").write_text(MANIFEST.replace("max_entries: 64", "max_entries: 32"))
+    spec = load_manifest(d / "manifest.yaml").maps["h"]
+    b = BPF(text=SOURCE.encode())
+    try:
+        with pytest.raises(LayoutError, match=r"h\.max_entries: the manifest says 32 = 32 for "
+                           r"these parameters, the compiled map has 64 entries"):
+            MapReader(b[b"h"], spec, "h", spec.size.entries({}))
+    finally:
+        b.cleanup()
+
+
+def test_a_histograms_slots_are_the_compiled_arrays_size(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    histogram = "    histogram: {slot_field: slot, slots: SLOTS, count_field: n, unit: ns}\n"
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "prog.c").write_text(SOURCE)
+    manifest = MANIFEST.replace("  - name: plain\n", histogram + "  - name: plain\n")
+    b = BPF(text=SOURCE.encode())
+    try:
+        for slots, fits in ((4, True), (3, False)):
+            (d / "manifest.yaml").write_text(manifest.replace("SLOTS", str(slots)))
+            spec = load_manifest(d / "manifest.yaml").maps["a"]
+            if fits:
+                MapReader(b[b"a"], spec, "a", 4)
+                continue
+            with pytest.raises(LayoutError, match=r"a\.histogram\.slots: the manifest says 3, "
+                               r"the compiled array has 4 slots"):
+                MapReader(b[b"a"], spec, "a", 4)
+    finally:
+        b.cleanup()

@@ -224,3 +224,30 @@ def test_programs_dir_programs_count_drops_with_the_shared_header(tmp_path: Path
         assert snap.dropped_updates == 7
     finally:
         mgr.release(loaded)
+
+
+def test_map_sizes_follow_their_parameters(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    loaded = mgr.acquire("syscalls", {"max_entries": "4096"})
+    try:
+        snap = pb.MapSnapshot()
+        loaded.readers["syscall_errors"].read(snap)
+        assert snap.max_entries == 4096
+    finally:
+        mgr.release(loaded)
+
+
+def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) -> None:
+    from ebpf_sidecar.programs import LoadError
+
+    d = tmp_path / "unchecked"
+    d.mkdir()
+    (d / "unchecked.c").write_text("BPF_ARRAY(counts, u64, 2);\n")
+    (d / "manifest.yaml").write_text(BAD_MANIFEST.replace("hooks: [tracepoint:sched:sched_switch]",
+                                                          "hooks: []"))
+    mgr = ProgramManager(load_catalog([tmp_path]))
+    with pytest.raises(LoadError, match=r"program 'unchecked' does not match its manifest: .*"
+                       r"max_entries: the manifest says 1 = 1 for these parameters, the "
+                       r"compiled map has 2 entries"):
+        mgr.acquire("unchecked", {})
+    assert mgr.loaded() == []

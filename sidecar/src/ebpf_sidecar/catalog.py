@@ -139,9 +139,30 @@ SLOT_CONVENTIONS = {
 
 
 @dataclass(frozen=True)
+class MapSize:
+    """A map's max_entries: a product of numbers and int parameters.
+
+    ``max_devices * 2 * 36`` in a manifest, so the size the sidecar reports
+    and checks follows the parameter that sizes the map in the C source.
+    """
+
+    factors: tuple[int | str, ...]  # a number, or the name of an int parameter
+
+    def entries(self, parameters: Mapping[str, int]) -> int:
+        """The size for these parameter values (Program.parameter_values)."""
+        size = 1
+        for factor in self.factors:
+            size *= parameters[factor] if isinstance(factor, str) else factor
+        return size
+
+    def __str__(self) -> str:
+        return " * ".join(str(f) for f in self.factors)
+
+
+@dataclass(frozen=True)
 class MapSpec:
     name: str
-    max_entries: int
+    size: MapSize
     key: tuple[FieldSpec, ...]
     value: tuple[FieldSpec, ...]
     description: str
@@ -160,11 +181,12 @@ class MapSpec:
         """Every key column of a snapshot: the map's key fields, then derived ones."""
         return [f.name for f in self.key] + [d.name for d in self.derived]
 
-    def to_proto(self) -> pb.Map:
+    def to_proto(self, parameters: Mapping[str, int]) -> pb.Map:
+        """The map as Describe shows it, sized for these parameter values."""
         m = pb.Map(
             name=self.name,
             kind=pb.MAP_KIND_HISTOGRAM if self.histogram else pb.MAP_KIND_COUNTERS,
-            max_entries=self.max_entries,
+            max_entries=self.size.entries(parameters),
             key_fields=[f.to_proto() for f in self.key] + [d.to_proto() for d in self.derived],
             value_fields=[f.to_proto() for f in self.value],
             description=self.description,
@@ -197,8 +219,11 @@ class ParameterSpec:
             description=self.description,
         )
 
-    def compile_define(self, text: str, where: str) -> str:
-        """Validate a text value and turn it into a -D flag (never raw flags)."""
+    def number(self, text: str, where: str) -> int:
+        """Validate a text value: the number its -D define gets (never raw flags).
+
+        An int is itself, a bool 1 or 0, an enum value its index in ``allowed``.
+        """
         if self.type == "int":
             try:
                 value = int(text, 0)
@@ -208,16 +233,15 @@ class ParameterSpec:
                 raise RequestError(
                     f"{where}: {value} is out of range; use {self.min}..{self.max}"
                 )
-            return f"-D{self.define}={value}"
+            return value
         if self.type == "bool":
             lowered = text.strip().lower()
             if lowered not in ("true", "false"):
                 raise RequestError(f"{where}: {text!r} is not a boolean; use true or false")
-            return f"-D{self.define}={1 if lowered == 'true' else 0}"
-        # enum: the index of the value, with one define per allowed name too
+            return 1 if lowered == "true" else 0
         if text not in self.allowed:
             raise RequestError(f"{where}: {text!r} is not one of {', '.join(self.allowed)}")
-        return f"-D{self.define}={self.allowed.index(text)}"
+        return self.allowed.index(text)
 
 
 @dataclass(frozen=True)
@@ -234,11 +258,13 @@ class Program:
     btf_offsets: tuple[str, ...] = ()
 
     def to_proto(self) -> pb.Program:
+        """The program as Describe shows it: map sizes are those of the defaults."""
+        defaults = self.parameter_values({})
         return pb.Program(
             name=self.name,
             description=self.description,
             hooks=list(self.hooks),
-            maps=[m.to_proto() for m in self.maps.values()],
+            maps=[m.to_proto(defaults) for m in self.maps.values()],
             parameters=[p.to_proto() for p in self.parameters.values()],
             default_metrics=list(self.default_metrics),
         )
@@ -249,8 +275,8 @@ class Program:
         param = self.parameters[spec.enabled_by]
         return values.get(param.name, param.default).strip().lower() == "true"
 
-    def cflags(self, values: Mapping[str, str]) -> list[str]:
-        """Compile-time defines for validated parameter values (defaults filled in)."""
+    def parameter_values(self, values: Mapping[str, str]) -> dict[str, int]:
+        """Every parameter's validated number, by name, defaults filled in."""
         for name in values:
             if name not in self.parameters:
                 valid = ", ".join(self.parameters) or "none"
@@ -258,11 +284,18 @@ class Program:
                     f"programs[{self.name}].parameters: unknown parameter {name!r}; "
                     f"valid parameters: {valid}"
                 )
-        return [
-            spec.compile_define(
+        return {
+            name: spec.number(
                 values.get(name, spec.default), f"programs[{self.name}].parameters.{name}"
             )
             for name, spec in sorted(self.parameters.items())
+        }
+
+    def cflags(self, values: Mapping[str, str]) -> list[str]:
+        """Compile-time defines for validated parameter values (defaults filled in)."""
+        return [
+            f"-D{self.parameters[name].define}={number}"
+            for name, number in self.parameter_values(values).items()
         ]
 
 

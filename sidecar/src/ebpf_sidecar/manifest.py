@@ -31,6 +31,7 @@ from ebpf_sidecar.catalog import (
     DerivedSpec,
     FieldSpec,
     HistogramSpec,
+    MapSize,
     MapSpec,
     ParameterSpec,
     Program,
@@ -85,7 +86,7 @@ class HistogramDoc(_Schema):
 
 class MapDoc(_Schema):
     name: str
-    max_entries: int
+    max_entries: int | str  # a number, or int parameters and numbers joined by *
     key: list[FieldDoc]
     value: list[FieldDoc]
     description: str = ""
@@ -248,14 +249,14 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
     source = path.parent / (doc.source or f"{doc.name}.c")
     if not source.is_file():
         raise CatalogError(f"{where}.source: {source} does not exist")
-    maps: dict[str, MapSpec] = {}
-    for i, m in enumerate(doc.maps):
-        spec = _map(m, f"{where}.maps[{i}] ({m.name})")
-        maps[spec.name] = spec
     params: dict[str, ParameterSpec] = {}
     for i, p in enumerate(doc.parameters):
         pspec = _parameter(p, f"{where}.parameters[{i}] ({p.name})")
         params[pspec.name] = pspec
+    maps: dict[str, MapSpec] = {}
+    for i, m in enumerate(doc.maps):
+        spec = _map(m, params, f"{where}.maps[{i}] ({m.name})")
+        maps[spec.name] = spec
     for i, spec in enumerate(maps.values()):
         if spec.enabled_by and (
             spec.enabled_by not in params or params[spec.enabled_by].type != "bool"
@@ -325,7 +326,25 @@ def _derived(doc: DerivedDoc, key: Mapping[str, FieldSpec], where: str) -> Deriv
     )
 
 
-def _map(doc: MapDoc, where: str) -> MapSpec:
+def _size(doc: int | str, params: Mapping[str, ParameterSpec], where: str) -> MapSize:
+    ints = [name for name, p in params.items() if p.type == "int"]
+    factors: list[int | str] = []
+    for part in str(doc).split("*"):
+        part = part.strip()
+        if part.isdigit() and int(part) > 0:
+            factors.append(int(part))
+        elif part in ints:
+            factors.append(part)
+        else:
+            raise CatalogError(
+                f"{where}: {part!r} is neither a number above 0 nor an int parameter of the "
+                f"program ({', '.join(ints) or 'none'}); write a number, a parameter or a "
+                "product of them, e.g. max_devices * 2"
+            )
+    return MapSize(tuple(factors))
+
+
+def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpec:
     key = tuple(_field(f, f"{where}.key[{i}] ({f.name})") for i, f in enumerate(doc.key))
     value = tuple(_field(f, f"{where}.value[{i}] ({f.name})") for i, f in enumerate(doc.value))
     hist = _histogram(doc.histogram, key, value, f"{where}.histogram") if doc.histogram else None
@@ -345,7 +364,7 @@ def _map(doc: MapDoc, where: str) -> MapSpec:
         )
     return MapSpec(
         name=doc.name,
-        max_entries=doc.max_entries,
+        size=_size(doc.max_entries, params, f"{where}.max_entries"),
         key=key,
         value=value,
         description=doc.description,
@@ -415,7 +434,7 @@ def _parameter(doc: ParameterDoc, where: str) -> ParameterSpec:
         min=doc.min,
         max=doc.max,
     )
-    spec.compile_define(spec.default, f"{where}.default")  # the default must be valid
+    spec.number(spec.default, f"{where}.default")  # the default must be valid
     return spec
 
 

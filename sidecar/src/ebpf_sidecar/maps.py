@@ -167,7 +167,10 @@ class MapReader:
     extra key column ``cpu``, instead of summing the CPUs.
     """
 
-    def __init__(self, table: Any, spec: MapSpec, where: str, dropped_table: Any = None) -> None:
+    def __init__(
+        self, table: Any, spec: MapSpec, where: str, max_entries: int, dropped_table: Any = None
+    ) -> None:
+        """``max_entries``: the size the manifest gives the map for the parameters used."""
         from bcc import table as bcc_table
 
         self.table = table
@@ -179,6 +182,7 @@ class MapReader:
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
+        _check_size(spec, where, max_entries, self.capacity, self.is_array)
         single_leaf = table.sLeaf if self.per_cpu else table.Leaf
         self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
         self.value_layout = Layout.of(
@@ -257,6 +261,26 @@ class MapReader:
                         values[name][i * c + j] -= before[k * c + j]
         self._previous = current
         return values
+
+
+def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: bool) -> None:
+    """The manifest's sizes against the compiled map's, like Layout checks the fields."""
+    if declared != compiled:
+        raise LayoutError(
+            f"{where}.max_entries: the manifest says {spec.size} = {declared} for these "
+            f"parameters, the compiled map has {compiled} entries; make max_entries follow "
+            "the size in the C source"
+        )
+    hist = spec.histogram
+    # An array holding one histogram has one entry per slot; a hash map's
+    # slot count is a number its C code clamps to, invisible from here.
+    if hist is None or not array or [f.name for f in spec.key] != [hist.slot_field]:
+        return
+    if hist.slots != compiled:
+        raise LayoutError(
+            f"{where}.histogram.slots: the manifest says {hist.slots}, the compiled "
+            f"array has {compiled} slots"
+        )
 
 
 def _without_dropped(rows: int, *groups: dict[str, list[Any]]) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ebpf_sidecar import kernel
 from ebpf_sidecar.catalog import Catalog, Program
-from ebpf_sidecar.maps import MapReader
+from ebpf_sidecar.maps import LayoutError, MapReader
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class ProgramManager:
         """A loaded instance of the program; ``exclusive``: one nobody else shares."""
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
+        values = program.parameter_values(parameters)
         key = (name, tuple(sorted(parameters.items())), next(self._exclusive) if exclusive else 0)
         with self._lock:
             loaded = self._loaded.get(key)
@@ -129,8 +130,12 @@ class ProgramManager:
                             bpf[spec.name.encode()],
                             spec,
                             f"{program.source.parent}/manifest.yaml maps ({spec.name})",
+                            spec.size.entries(values),
                             bpf[dropped.encode()] if dropped else None,
                         )
+                except LayoutError as e:
+                    bpf.cleanup()
+                    raise LoadError(f"program {name!r} does not match its manifest: {e}") from None
                 except Exception:
                     bpf.cleanup()
                     raise
