@@ -5,14 +5,6 @@ import pytest
 from ebpf_sidecar import decoders
 from ebpf_sidecar.decoders import DROP, DecoderSpecError
 from ebpf_sidecar.decoders.static_map import static_map
-from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
-
-
-def test_disk_direction_names_reads_writes_and_other() -> None:
-    assert decoders.apply(["disk_direction"], [0, 1, 2, 255, 1]) == [
-        "read", "write", "other", "other", "write"]
-    assert decoders.get("disk_direction").output == pb.FIELD_TYPE_STRING
-    assert decoders.get("disk_direction").failure == "other"
 
 
 def test_table_decoder_never_raises() -> None:

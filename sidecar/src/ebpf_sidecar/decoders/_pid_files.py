@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ebpf_sidecar.decoders import Column
+from ebpf_sidecar.decoders.base import Column
 
 
 class PidFileCache:

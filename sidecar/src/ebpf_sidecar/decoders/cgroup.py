@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -145,4 +145,4 @@ class CgroupPaths:
 
 PATHS = CgroupPaths()
 
-CGROUP = register(Decoder("cgroup", pb.FIELD_TYPE_STRING, PATHS.decode, failure='""'))
+CGROUP = Decoder("cgroup", pb.FIELD_TYPE_STRING, PATHS.decode, failure='""')

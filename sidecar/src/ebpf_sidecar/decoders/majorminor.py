@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MINOR_BITS = 20
@@ -86,6 +86,4 @@ def decode_majorminor(column: Column) -> list[str]:
     return out
 
 
-MAJORMINOR = register(
-    Decoder("majorminor", pb.FIELD_TYPE_STRING, decode_majorminor, failure="MAJ:MIN")
-)
+MAJORMINOR = Decoder("majorminor", pb.FIELD_TYPE_STRING, decode_majorminor, failure="MAJ:MIN")

@@ -19,13 +19,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ebpf_sidecar.decoders import (
+from ebpf_sidecar.decoders.base import (
     DROP,
     Column,
     Decoder,
     OptionError,
     check_options,
-    register_factory,
 )
 
 
@@ -66,5 +65,3 @@ def regexp(options: Mapping[str, Any]) -> Decoder:
 
     return Decoder("regexp", None, decode, failure="(filter: none)")
 
-
-register_factory("regexp", regexp)

@@ -12,10 +12,8 @@ outside the table becomes (the failure value; default ``unknown:<n>``, the
 number kept visible). ``allow_unknown`` (default true): when false, an entry
 whose number is outside the table is dropped from the snapshot instead.
 
-Named tables, for the catalog: ``disk_direction``: ``0`` → ``read``, ``1`` →
-``write``, anything else → ``other`` (the ``block`` program computes the
-number from the tracepoint's rwbs string); ``net_direction``: ``0`` →
-``transmit``, ``1`` → ``receive``, anything else → ``unknown:<n>``.
+``named_table`` makes a decoder of its own name from a fixed table, as the
+catalog's ``disk_direction`` and ``net_direction`` are.
 """
 
 from __future__ import annotations
@@ -23,14 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ebpf_sidecar.decoders import (
+from ebpf_sidecar.decoders.base import (
     DROP,
     Column,
     Decoder,
     OptionError,
     check_options,
-    register,
-    register_factory,
 )
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -85,16 +81,10 @@ def static_map(options: Mapping[str, Any]) -> Decoder:
     return Decoder("static_map", pb.FIELD_TYPE_STRING, decode, failure=failure)
 
 
-def register_table(name: str, table: Mapping[int, str], default: str | None = None) -> Decoder:
-    """A named decoder for a fixed table: ``static_map`` with these options."""
+def named_table(name: str, table: Mapping[int, str], default: str | None = None) -> Decoder:
+    """A decoder called ``name`` for a fixed table: ``static_map`` with these options."""
     options: dict[str, Any] = {"map": dict(table)}
     if default is not None:
         options["default"] = default
     d = static_map(options)
-    return register(Decoder(name, d.output, d.decode, failure=d.failure))
-
-
-register_factory("static_map", static_map)
-DISK_DIRECTION = register_table("disk_direction", {0: "read", 1: "write"}, default="other")
-# network.io.direction as OpenTelemetry's semantic conventions name it.
-NET_DIRECTION = register_table("net_direction", {0: "transmit", 1: "receive"})
+    return Decoder(name, d.output, d.decode, failure=d.failure)
