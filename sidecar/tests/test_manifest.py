@@ -57,7 +57,7 @@ maps:
     key:
       - name: k
         type: u64
-        decoders: [{static_map: {map: {1: one}, allow_unknown: false}}]
+        decoders: [{static_map: {map: {1: one}, drop_unknown: true}}]
     derived:
       - {name: cg, from: k, decoders: [cgroup], attribute: cgroup.path}
       - {name: cid, from: k, decoders: [cgroup, container_id], attribute: container.id}
@@ -79,7 +79,7 @@ def test_derived_fields_are_key_fields_in_describe(tmp_path: Path) -> None:
         ("cid", pb.FIELD_TYPE_STRING, 0, "k", "container.id"),
     ]
     assert list(m.key_fields[0].decoders) == [
-        'static_map{"allow_unknown":false,"map":{"1":"one"}}']
+        'static_map{"drop_unknown":true,"map":{"1":"one"}}']
     assert list(m.key_fields[2].decoders) == ["cgroup", "container_id"]
 
 
@@ -93,8 +93,8 @@ def test_derived_fields_are_key_fields_in_describe(tmp_path: Path) -> None:
         (DERIVED.replace("name: cg,", "name: k,"), r"derived\[0\]\.name: 'k' is already a key"),
         (DERIVED.replace("decoders: [cgroup, container_id]", "decoders: [cgroup, nope]"),
          r"derived\[1\] \(cid\)\.decoders\[1\]: unknown decoder 'nope'"),
-        (DERIVED.replace("allow_unknown: false", "allow_unknown: maybe"),
-         r"key\[0\] \(k\)\.decoders\[0\]: static_map\.allow_unknown: 'maybe' is not true"),
+        (DERIVED.replace("drop_unknown: true", "drop_unknown: maybe"),
+         r"key\[0\] \(k\)\.decoders\[0\]: static_map\.drop_unknown: 'maybe' is not true"),
         (DERIVED.replace("{field: cid,", "{field: cidx,"),
          r"attributes\[0\]\.field: 'cidx' is no key field"),
     ],

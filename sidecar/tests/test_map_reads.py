@@ -37,7 +37,7 @@ maps:
     key:
       - name: id
         type: u32
-        decoders: [{static_map: {map: {1: one, 2: two, 7: seven}, allow_unknown: false}}]
+        decoders: [{static_map: {map: {1: one, 2: two, 7: seven}, drop_unknown: true}}]
     derived:
       - {name: first, from: id, decoders: [{static_map: {map: {1: first}, default: other}}]}
       - {name: id_hex, from: id, decoders: [hex]}
