@@ -63,8 +63,11 @@ def test_duplicate_program_names_are_rejected(catalog: Catalog) -> None:
 def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> None:
     cpu = catalog.program("cpu").to_proto()
     m = next(m for m in cpu.maps if m.name == "process_cpu")
-    derived = {f.name: (f.derived_from, f.attribute, list(f.decoders))
-               for f in m.key_fields if f.derived_from}
+    derived = {
+        f.name: (f.derived_from, f.attribute, list(f.decoders))
+        for f in m.key_fields
+        if f.derived_from
+    }
     assert derived == {
         "container_id": ("cgroup_id", "container.id", ["cgroup", "container_id"]),
         "pod_uid": ("cgroup_id", "k8s.pod.uid", ["cgroup", "pod_uid"]),

@@ -38,7 +38,10 @@ def test_sysfs_link_names_disks_and_partitions(fake_sys: Path) -> None:
     link(fake_sys, "7:3", "../../devices/virtual/block/loop3")
     link(fake_sys, "254:1", "../../devices/pci0000:00/virtio4/block/vda/vda1")
     assert decoders.apply(["majorminor"], [kdev(7, 3), kdev(254, 1), kdev(7, 3)]) == [
-        "loop3", "vda1", "loop3"]
+        "loop3",
+        "vda1",
+        "loop3",
+    ]
 
 
 def test_proc_partitions_is_the_fallback(fake_sys: Path) -> None:

@@ -34,9 +34,11 @@ def test_drop_unknown_drops_the_entry() -> None:
         ({"map": {0: None}}, r"static_map\.map\.0: value None is not a non-empty name"),
         ({"map": {0: "x"}, "drop_unknown": "yes"}, r"static_map\.drop_unknown: 'yes'"),
         # ebpf_exporter's option of this name means something else: say what to use
-        ({"map": {0: "x"}, "allow_unknown": True},
-         r"static_map\.allow_unknown: not an option of this static_map \(in ebpf_exporter it "
-         r"keeps unknown numbers as their own names\); .* set drop_unknown: true"),
+        (
+            {"map": {0: "x"}, "allow_unknown": True},
+            r"static_map\.allow_unknown: not an option of this static_map \(in ebpf_exporter it "
+            r"keeps unknown numbers as their own names\); .* set drop_unknown: true",
+        ),
         ({"map": {0: "x"}, "default": 3}, r"static_map\.default: 3 is not a string"),
         ({"map": {0: "x"}, "tabel": {}}, r"static_map\.tabel: unknown option"),
     ],

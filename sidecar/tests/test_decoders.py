@@ -14,8 +14,12 @@ def test_chain_runs_in_order() -> None:
 
 @pytest.mark.parametrize(
     ("name", "output"),
-    [("string", pb.FIELD_TYPE_STRING), ("syscall", pb.FIELD_TYPE_STRING),
-     ("errno", pb.FIELD_TYPE_STRING), ("uint", pb.FIELD_TYPE_UINT)],
+    [
+        ("string", pb.FIELD_TYPE_STRING),
+        ("syscall", pb.FIELD_TYPE_STRING),
+        ("errno", pb.FIELD_TYPE_STRING),
+        ("uint", pb.FIELD_TYPE_UINT),
+    ],
 )
 def test_output_types(name: str, output: int) -> None:
     assert decoders.get(name).output == output

@@ -76,8 +76,10 @@ def _count(snap: pb.MapSnapshot, syscall: str) -> int:
     values = {c.field: c for c in snap.value_columns}
     comm = Path("/proc/self/comm").read_text().strip()
     return sum(
-        n for s, c, n in zip(keys["syscall_id"].strings, keys["comm"].strings,
-                             values["count"].uints, strict=True)
+        n
+        for s, c, n in zip(
+            keys["syscall_id"].strings, keys["comm"].strings, values["count"].uints, strict=True
+        )
         if s == syscall and c == comm
     )
 
@@ -85,8 +87,9 @@ def _count(snap: pb.MapSnapshot, syscall: str) -> int:
 def test_tracepoint_fields_become_defines() -> None:
     from ebpf_sidecar import kernel
 
-    flags = kernel.tracepoint_defines(["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter",
-                                       "tracepoint:nope:missing"])
+    flags = kernel.tracepoint_defines(
+        ["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter", "tracepoint:nope:missing"]
+    )
     assert "-DTP_SCHED_SWITCH_HAS_PREV_STATE=1" in flags
     assert "-DTP_SCHED_SWITCH_HAS_NEXT_PID=1" in flags
     assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)
@@ -209,8 +212,7 @@ def test_programs_dir_programs_count_drops_with_the_shared_header(tmp_path: Path
     (d / "full_map.c").write_text(FULL_MAP_PROGRAM)
     (d / "manifest.yaml").write_text(FULL_MAP_MANIFEST)
     mgr = ProgramManager(load_catalog([CATALOG_DIR, tmp_path]))
-    params = {"tgid": str(os.getpid()), "first": str(ids["getppid"]),
-              "second": str(ids["getuid"])}
+    params = {"tgid": str(os.getpid()), "first": str(ids["getppid"]), "second": str(ids["getuid"])}
     loaded = mgr.acquire("full_map", params)
     try:
         for _ in range(5):
@@ -243,11 +245,15 @@ def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) 
     d = tmp_path / "unchecked"
     d.mkdir()
     (d / "unchecked.c").write_text("BPF_ARRAY(counts, u64, 2);\n")
-    (d / "manifest.yaml").write_text(BAD_MANIFEST.replace("hooks: [tracepoint:sched:sched_switch]",
-                                                          "hooks: []"))
+    (d / "manifest.yaml").write_text(
+        BAD_MANIFEST.replace("hooks: [tracepoint:sched:sched_switch]", "hooks: []")
+    )
     mgr = ProgramManager(load_catalog([tmp_path]))
-    with pytest.raises(LoadError, match=r"program 'unchecked' does not match its manifest: .*"
-                       r"max_entries: the manifest says 1 = 1 for these parameters, the "
-                       r"compiled map has 2 entries"):
+    with pytest.raises(
+        LoadError,
+        match=r"program 'unchecked' does not match its manifest: .*"
+        r"max_entries: the manifest says 1 = 1 for these parameters, the "
+        r"compiled map has 2 entries",
+    ):
         mgr.acquire("unchecked", {})
     assert mgr.loaded() == []

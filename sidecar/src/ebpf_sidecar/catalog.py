@@ -230,9 +230,7 @@ class ParameterSpec:
             except ValueError:
                 raise RequestError(f"{where}: {text!r} is not an integer") from None
             if not self.min <= value <= self.max:
-                raise RequestError(
-                    f"{where}: {value} is out of range; use {self.min}..{self.max}"
-                )
+                raise RequestError(f"{where}: {value} is out of range; use {self.min}..{self.max}")
             return value
         if self.type == "bool":
             lowered = text.strip().lower()

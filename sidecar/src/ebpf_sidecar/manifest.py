@@ -243,9 +243,7 @@ def _struct_in(t: Any) -> Any:
 def _program(doc: ManifestDoc, path: Path) -> Program:
     where = str(path)
     if doc.name != path.parent.name:
-        raise CatalogError(
-            f"{where}.name: {doc.name!r} must match its folder {path.parent.name!r}"
-        )
+        raise CatalogError(f"{where}.name: {doc.name!r} must match its folder {path.parent.name!r}")
     source = path.parent / (doc.source or f"{doc.name}.c")
     if not source.is_file():
         raise CatalogError(f"{where}.source: {source} does not exist")
@@ -311,8 +309,7 @@ def _field(doc: FieldDoc, where: str) -> FieldSpec:
 def _derived(doc: DerivedDoc, key: Mapping[str, FieldSpec], where: str) -> DerivedSpec:
     if doc.from_ not in key:
         raise CatalogError(
-            f"{where}.from: {doc.from_!r} is no key field of the map; "
-            f"key fields: {', '.join(key)}"
+            f"{where}.from: {doc.from_!r} is no key field of the map; key fields: {', '.join(key)}"
         )
     chain = _decoders(doc.decoders, where)
     if not chain:
@@ -381,8 +378,7 @@ def _histogram(
 ) -> HistogramSpec:
     if doc.convention not in SLOT_CONVENTIONS:
         raise CatalogError(
-            f"{where}.convention: {doc.convention!r} is not one of "
-            f"{', '.join(SLOT_CONVENTIONS)}"
+            f"{where}.convention: {doc.convention!r} is not one of {', '.join(SLOT_CONVENTIONS)}"
         )
     if doc.slots < 1:
         raise CatalogError(f"{where}.slots: {doc.slots} must be at least 1")

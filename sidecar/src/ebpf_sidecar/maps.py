@@ -23,8 +23,16 @@ from ebpf_sidecar.catalog import FieldSpec, MapSpec
 from ebpf_sidecar.decoders import DROP
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
-_INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
-              (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
+_INT_CODES = {
+    (1, False): "B",
+    (2, False): "H",
+    (4, False): "I",
+    (8, False): "Q",
+    (1, True): "b",
+    (2, True): "h",
+    (4, True): "i",
+    (8, True): "q",
+}
 
 
 class LayoutError(ValueError):
@@ -82,8 +90,9 @@ class Layout:
         return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
 
 
-def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int,
-                  delete: bool = False) -> tuple[bytes, bytes, int]:
+def _lookup_batch(
+    map_fd: int, key_size: int, value_size: int, capacity: int, delete: bool = False
+) -> tuple[bytes, bytes, int]:
     """Every entry of a map; with ``delete``, removed as it is read (one syscall a batch)."""
     from bcc.libbcc import lib
 
@@ -235,8 +244,7 @@ class MapReader:
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
-            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size,
-                             keys[self.spec.pid_field])
+            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size, keys[self.spec.pid_field])
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]
@@ -245,8 +253,9 @@ class MapReader:
             out.append(("cpu", pb.FIELD_TYPE_UINT))
         return out
 
-    def _since_previous(self, keys_raw: bytes, n: int, c: int,
-                        values: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _since_previous(
+        self, keys_raw: bytes, n: int, c: int, values: dict[str, list[Any]]
+    ) -> dict[str, list[Any]]:
         """Array maps: each value minus what the previous read saw for its key."""
         names = list(values)
         current: dict[bytes, tuple[Any, ...]] = {}

@@ -142,7 +142,10 @@ class ProgramManager:
                 self._loaded[key] = loaded
                 log.info(
                     "loaded program %s %s in %.2fs (hooks: %s)",
-                    name, dict(key[1]) or "", seconds, ", ".join(program.hooks),
+                    name,
+                    dict(key[1]) or "",
+                    seconds,
+                    ", ".join(program.hooks),
                 )
             loaded.users += 1
             return loaded

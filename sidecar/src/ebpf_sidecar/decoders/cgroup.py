@@ -71,8 +71,12 @@ def find_mount(mountinfo_text: str) -> Mount | None:
 class CgroupPaths:
     """id → path of every cgroup under the cgroup2 mount, refreshed on misses."""
 
-    def __init__(self, mountinfo: str = MOUNTINFO, max_entries: int = MAX_ENTRIES,
-                 refresh_interval: float = REFRESH_INTERVAL) -> None:
+    def __init__(
+        self,
+        mountinfo: str = MOUNTINFO,
+        max_entries: int = MAX_ENTRIES,
+        refresh_interval: float = REFRESH_INTERVAL,
+    ) -> None:
         self.mountinfo = mountinfo
         self.max_entries = max_entries
         self.refresh_interval = refresh_interval

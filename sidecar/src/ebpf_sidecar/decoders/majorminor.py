@@ -58,8 +58,12 @@ def _from_partitions(major: int, minor: int) -> str | None:
         return None
     for line in lines[1:]:
         parts = line.split()
-        if (len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit()
-                and (int(parts[0]), int(parts[1])) == (major, minor)):
+        if (
+            len(parts) == 4
+            and parts[0].isdigit()
+            and parts[1].isdigit()
+            and (int(parts[0]), int(parts[1])) == (major, minor)
+        ):
             return parts[3]
     return None
 
