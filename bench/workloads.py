@@ -52,42 +52,51 @@ class Workload:
 # Order matters: the first workload whose patterns match a hook wins.
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
-        "syscall", "getppid() call",
+        "syscall",
+        "getppid() call",
         (r"sys_enter$", r"sys_exit$", r"^tracepoint:raw_syscalls:", r"^tracepoint:syscalls:"),
         200_000,
     ),
     Workload(
-        "pipe", "pipe ping-pong round trip between 2 processes",
-        (r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
-         r"^raw_tracepoint:sched_(switch|wakeup|waking)$"),
+        "pipe",
+        "pipe ping-pong round trip between 2 processes",
+        (
+            r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
+            r"^raw_tracepoint:sched_(switch|wakeup|waking)$",
+        ),
         5_000,
     ),
     Workload(
-        "fault", "anonymous page touched (mmap/touch/munmap)",
+        "fault",
+        "anonymous page touched (mmap/touch/munmap)",
         (r"page_fault", r"^tracepoint:exceptions:", r"mm_filemap_fault"),
         50_000,
     ),
     Workload(
-        "exec", "fork + exec of a no-op binary + exit + wait",
+        "exec",
+        "fork + exec of a no-op binary + exit + wait",
         (r"sched_process_exec$", r"sched_prepare_exec$"),
         100,
         also_fires=("fork",),
         rounds_factor=2,
     ),
     Workload(
-        "fork", "fork + exit + wait",
+        "fork",
+        "fork + exit + wait",
         (r"sched_process_\w+$", r"sched_wakeup_new$", r"^tracepoint:task:"),
         300,
         rounds_factor=2,
     ),
     Workload(
-        "block", "O_DIRECT 4 KiB read from a loop device (--direct-io=on)",
+        "block",
+        "O_DIRECT 4 KiB read from a loop device (--direct-io=on)",
         (r"^tracepoint:block:", r"^raw_tracepoint:block_"),
         2_000,
         rounds_factor=3,
     ),
     Workload(
-        "tcp", "1-byte ping-pong round trip over loopback TCP (TCP_NODELAY)",
+        "tcp",
+        "1-byte ping-pong round trip over loopback TCP (TCP_NODELAY)",
         (r"^tracepoint:tcp:", r"^tracepoint:sock:inet_sock_set_state$", r"^raw_tracepoint:tcp_"),
         2_000,
         rounds_factor=2,
@@ -96,9 +105,11 @@ WORKLOADS: tuple[Workload, ...] = (
 
 # Hooks that no workload can fire on purpose, with the reason printed instead.
 NOT_BENCHMARKABLE: tuple[tuple[str, str], ...] = (
-    (r"^tracepoint:oom:|mark_victim",
-     "fires only when the OOM killer picks a victim; triggering it per operation "
-     "would kill processes, and it is rare by nature, so its cost does not matter"),
+    (
+        r"^tracepoint:oom:|mark_victim",
+        "fires only when the OOM killer picks a victim; triggering it per operation "
+        "would kill processes, and it is rare by nature, so its cost does not matter",
+    ),
 )
 
 
@@ -159,7 +170,10 @@ def run(helper: Path, workload: Workload, ops: int) -> float:
     """Run ``ops`` operations; returns nanoseconds per operation."""
     proc = subprocess.run(
         [str(helper), workload.name, str(ops), *workload.args],
-        capture_output=True, text=True, timeout=300, preexec_fn=_pin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_pin,
     )
     if proc.returncode != 0:
         raise RuntimeError(
@@ -189,7 +203,9 @@ def loop_device(size_mib: int = 256) -> Iterator[tuple[str, int]]:
             f.truncate(size_mib << 20)
         device = subprocess.run(
             ["losetup", "--find", "--show", "--direct-io=on", str(backing)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         try:
             rdev = os.stat(device).st_rdev
@@ -197,4 +213,3 @@ def loop_device(size_mib: int = 256) -> Iterator[tuple[str, int]]:
             yield device, (os.major(rdev) << 20) | os.minor(rdev)
         finally:
             subprocess.run(["losetup", "--detach", device], check=False)
-

@@ -28,9 +28,10 @@ lint() {
     rm -rf "$tmp"; return 1
   fi
   rm -rf "$tmp"
-  stage "ruff, mypy (sidecar, tests)"
-  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests &&
-    "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
+  stage "ruff check, ruff format --check, mypy (sidecar, tests, bench)"
+  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench &&
+    "$PY" -m ruff format --check src tests ../tests ../bench &&
+    "$PY" -m mypy src tests && "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
   stage "gofmt, go vet (receiver-go)"
   (cd receiver-go && test -z "$(gofmt -l . | tee /dev/stderr)" && go vet ./...)
 }

@@ -68,9 +68,11 @@ def with_a_fork(probe: Callable[[], T | None]) -> Callable[[], T | None]:
     A series keyed by what happens (a process created or exited) only exists
     once it has happened; on a quiet machine nothing else may fork.
     """
+
     def forked() -> T | None:
         subprocess.run(["/bin/true"], check=True)
         return probe()
+
     return forked
 
 
@@ -102,10 +104,18 @@ class Process:
 
 
 def start_sidecar(socket_path: Path, log: Path, *extra: str) -> Process:
-    p = Process("sidecar", [str(PYTHON), "-m", "ebpf_sidecar", "--listen",
-                            f"unix://{socket_path}", *extra], log)
-    wait_for(f"sidecar socket {socket_path}\n{log}", lambda: socket_path.exists() or
-             (not p.alive() and _raise(f"sidecar exited:\n{p.output()}")), 30)
+    p = Process(
+        "sidecar",
+        [str(PYTHON), "-m", "ebpf_sidecar", "--listen", f"unix://{socket_path}", *extra],
+        log,
+    )
+    wait_for(
+        f"sidecar socket {socket_path}\n{log}",
+        lambda: (
+            socket_path.exists() or (not p.alive() and _raise(f"sidecar exited:\n{p.output()}"))
+        ),
+        30,
+    )
     return p
 
 
@@ -179,8 +189,12 @@ class SyscallChild:
     def __init__(self, comm: str, n: int) -> None:
         assert len(comm) <= 15, "comm is at most 15 characters"
         self.comm, self.n = comm, n
-        self.proc = subprocess.Popen([sys.executable, "-c", SYSCALL_CHILD, comm, str(n)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SYSCALL_CHILD, comm, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self) -> None:
         assert self.proc.stdin and self.proc.stdout

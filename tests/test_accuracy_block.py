@@ -40,8 +40,13 @@ MiB = 1 << 20
 IMAGE_SIZE = 64 * MiB
 # Writes then reads of these sizes at these offsets: large ones that the block
 # layer splits into several requests, and small odd ones.
-CHUNKS = [(0, 4 * MiB), (8 * MiB, MiB), (16 * MiB, 4096), (20 * MiB, 12288),
-          (24 * MiB, 3 * MiB + 512 * 1024)]
+CHUNKS = [
+    (0, 4 * MiB),
+    (8 * MiB, MiB),
+    (16 * MiB, 4096),
+    (20 * MiB, 12288),
+    (24 * MiB, 3 * MiB + 512 * 1024),
+]
 ALIGN = 4096  # O_DIRECT: buffer, offset and size aligned to the logical block size
 
 OPS = "ebpf_disk_operations_total"
@@ -57,7 +62,9 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
         f.truncate(IMAGE_SIZE)
     dev = subprocess.run(
         ["losetup", "--direct-io=on", "-f", "--show", str(image)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     try:
         assert dev.startswith("/dev/loop"), dev
@@ -71,8 +78,13 @@ def diskstats(name: str) -> dict[str, int]:
         f = line.split()
         if f[2] == name:
             n = [int(x) for x in f[3:]]
-            return {"read_ops": n[0], "read_bytes": n[2] * 512,
-                    "write_ops": n[4], "write_bytes": n[6] * 512, "in_flight": n[8]}
+            return {
+                "read_ops": n[0],
+                "read_bytes": n[2] * 512,
+                "write_ops": n[4],
+                "write_bytes": n[6] * 512,
+                "in_flight": n[8],
+            }
     raise AssertionError(f"{name} is not in /proc/diskstats")
 
 
@@ -142,16 +154,24 @@ def test_disk_metrics_match_diskstats_exactly(
     _, sock = sidecar
     name = os.path.basename(loop_device)
     port = free_port()
-    receiver = {"endpoint": f"unix://{sock}", "collection_interval": "1s",
-                "programs": [{"name": "block"}]}
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "block"}],
+    }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
     fd = -1
     try:
         # Warm-up reads on the device until its series shows up: the program
         # is attached and both hooks work before the baselines are taken.
-        wait_for(f"block metrics for {name}",
-                 lambda: warm_up_read(loop_device)
-                 and value(scrape(port), LATENCY_COUNT, system_device=name), 60, every=1)
+        wait_for(
+            f"block metrics for {name}",
+            lambda: (
+                warm_up_read(loop_device) and value(scrape(port), LATENCY_COUNT, system_device=name)
+            ),
+            60,
+            every=1,
+        )
         kernel0 = idle_diskstats(name)
         ebpf0 = settled_counts(port, name)
 
@@ -173,8 +193,10 @@ def test_disk_metrics_match_diskstats_exactly(
     assert kernel["read_ops"] >= len(CHUNKS) and kernel["write_ops"] >= len(CHUNKS), kernel
     for direction in ("read", "write"):
         assert ebpf[f"{direction}_ops"] == kernel[f"{direction}_ops"], (direction, ebpf, kernel)
-        assert ebpf[f"{direction}_bytes"] == kernel[f"{direction}_bytes"], (
-            direction, ebpf, kernel)
+        assert ebpf[f"{direction}_bytes"] == kernel[f"{direction}_bytes"], (direction, ebpf, kernel)
         # every request issued after attach has exactly one latency sample
         assert ebpf[f"{direction}_latency_count"] == kernel[f"{direction}_ops"], (
-            direction, ebpf, kernel)
+            direction,
+            ebpf,
+            kernel,
+        )

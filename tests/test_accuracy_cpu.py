@@ -39,8 +39,12 @@ for line in sys.stdin:
 class Worker:
     def __init__(self, comm: str, cpu: int | None = None) -> None:
         self.comm = comm
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, comm],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, comm],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})
         assert self._read() == "ready"
@@ -60,11 +64,11 @@ class Worker:
 
     def switches(self) -> tuple[int, int]:
         status = dict(
-            line.split(":", 1) for line in
-            Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line
+            line.split(":", 1)
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            if ":" in line
         )
-        return (int(status["voluntary_ctxt_switches"]),
-                int(status["nonvoluntary_ctxt_switches"]))
+        return (int(status["voluntary_ctxt_switches"]), int(status["nonvoluntary_ctxt_switches"]))
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -76,12 +80,23 @@ class Worker:
 def cpu_pipeline(sidecar: tuple[Process, Path], tmp_path: Path) -> Iterator[int]:
     _, sock = sidecar
     port = free_port()
-    col = start_collector(pipeline_config(
-        {"endpoint": f"unix://{sock}", "collection_interval": "500ms",
-         "programs": [{"name": "cpu"}]}, port), tmp_path)
+    col = start_collector(
+        pipeline_config(
+            {
+                "endpoint": f"unix://{sock}",
+                "collection_interval": "500ms",
+                "programs": [{"name": "cpu"}],
+            },
+            port,
+        ),
+        tmp_path,
+    )
     try:
-        wait_for("first cpu metrics",
-                 lambda: value(scrape(port), "ebpf_cpu_slice_duration_seconds_count"), 30)
+        wait_for(
+            "first cpu metrics",
+            lambda: value(scrape(port), "ebpf_cpu_slice_duration_seconds_count"),
+            30,
+        )
         yield port
     finally:
         col.stop()
@@ -93,6 +108,7 @@ def settled(read: Callable[[], float | None], every: float = 0.6) -> float:
     Two equal scrapes could both predate the last snapshot when the machine
     is busy; three spanning more than two collection intervals cannot.
     """
+
     def probe() -> tuple[float] | None:
         values = []
         for i in range(3):
@@ -102,6 +118,7 @@ def settled(read: Callable[[], float | None], every: float = 0.6) -> float:
         # a 1-tuple, so that a settled 0 is not taken for "not yet"
         last = values[-1]
         return (last,) if last is not None and len(set(values)) == 1 else None
+
     return wait_for("a settled metric", probe, 20)[0]
 
 
@@ -113,15 +130,18 @@ def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
         w.do("spin 0.01")  # the series exists before the window opens
 
         def cpu_seconds() -> float | None:
-            return value(scrape(port), "ebpf_process_cpu_time_seconds_total",
-                         process_pid=str(w.proc.pid), process_executable_name=w.comm)
+            return value(
+                scrape(port),
+                "ebpf_process_cpu_time_seconds_total",
+                process_pid=str(w.proc.pid),
+                process_executable_name=w.comm,
+            )
 
         for _ in range(2):
             before_metric, before_kernel = settled(cpu_seconds), w.schedstat_ns()
             w.do("spin 1.5")
             after_metric, after_kernel = settled(cpu_seconds), w.schedstat_ns()
-            windows.append((after_metric - before_metric,
-                            (after_kernel - before_kernel) / 1e9))
+            windows.append((after_metric - before_metric, (after_kernel - before_kernel) / 1e9))
     finally:
         w.close()
     errors = sorted(abs(ours - kernel) / kernel for ours, kernel in windows)
@@ -149,9 +169,13 @@ def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
         w.do("sleep 1")
 
         def switches(kind: str) -> float | None:
-            return value(scrape(port), "ebpf_process_context_switches_total",
-                         process_pid=str(w.proc.pid), process_executable_name=w.comm,
-                         process_context_switch_type=kind)
+            return value(
+                scrape(port),
+                "ebpf_process_context_switches_total",
+                process_pid=str(w.proc.pid),
+                process_executable_name=w.comm,
+                process_context_switch_type=kind,
+            )
 
         before = (settled(lambda: switches("voluntary")), settled(lambda: switches("involuntary")))
         kernel_before = w.switches()

@@ -35,27 +35,33 @@ sys.stdin.readline()
 def kernel_faults(pid: int) -> int:
     """minflt + majflt of the whole process (fields 10 and 12 of /proc/<pid>/stat)."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
     return int(fields[7]) + int(fields[9])
 
 
 def test_page_faults_match_proc_stat(sidecar: tuple[Process, Path], tmp_path: Path) -> None:
     _, sock = sidecar
     port = free_port()
-    receiver = {"endpoint": f"unix://{sock}", "collection_interval": "1s",
-                "programs": [{"name": "faults"}]}
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "faults"}],
+    }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
     child: subprocess.Popen[str] | None = None
     try:
         wait_for(f"first {NAME} scrape", lambda: value(scrape(port), NAME), 30)
         # started after the program attached: its start-up faults give it a series
-        child = subprocess.Popen([sys.executable, "-c", TOUCH, str(PAGES)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", TOUCH, str(PAGES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdin and child.stdout
         pid = str(child.pid)
         assert child.stdout.readline().strip() == "ready"
-        wait_for(f"{NAME} of pid {pid}",
-                 lambda: value(scrape(port), NAME, process_pid=pid), 30)
+        wait_for(f"{NAME} of pid {pid}", lambda: value(scrape(port), NAME, process_pid=pid), 30)
         time.sleep(2.5)  # two more snapshots: the child is idle, its count settled
         ours_before = value(scrape(port), NAME, process_pid=pid) or 0
         kernel_before = kernel_faults(child.pid)
@@ -63,9 +69,11 @@ def test_page_faults_match_proc_stat(sidecar: tuple[Process, Path], tmp_path: Pa
         child.stdin.flush()
         assert child.stdout.readline().strip() == "done"
         kernel_after = kernel_faults(child.pid)
-        wait_for(f"{PAGES} more faults of pid {pid}",
-                 lambda: (value(scrape(port), NAME, process_pid=pid) or 0)
-                 >= ours_before + PAGES, 15)
+        wait_for(
+            f"{PAGES} more faults of pid {pid}",
+            lambda: (value(scrape(port), NAME, process_pid=pid) or 0) >= ours_before + PAGES,
+            15,
+        )
         time.sleep(2.5)
         ours_after = value(scrape(port), NAME, process_pid=pid) or 0
     finally:

@@ -97,18 +97,28 @@ def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path)
     port = free_port()
     # `process` is loaded alongside only as a sign of life: the oom map is empty
     # until a kill, and any snapshot means both programs are attached.
-    receiver = {"endpoint": f"unix://{sock}", "collection_interval": "1s",
-                "programs": [{"name": "oom"}, {"name": "process"}]}
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "oom"}, {"name": "process"}],
+    }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
     cgroup = MemoryCgroup(f"e2e-oom-{os.getpid()}", LIMIT)
-    victim = subprocess.Popen([sys.executable, "-c", VICTIM_CODE, VICTIM],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM_CODE, VICTIM],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert victim.stdin and victim.stdout
         assert victim.stdout.readline().strip() == "ready"
         cgroup.add(victim.pid)
-        wait_for("the oom program attached",
-                 with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")), 30)
+        wait_for(
+            "the oom program attached",
+            with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")),
+            30,
+        )
         ours_before = value(scrape(port), NAME, process_executable_name=VICTIM) or 0
         kernel_before = vmstat_oom_kills()
         victim.stdin.write("go\n")
@@ -116,8 +126,11 @@ def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path)
         out, _ = victim.communicate(timeout=60)
         assert victim.returncode == -9, (victim.returncode, out)
         kernel = vmstat_oom_kills() - kernel_before
-        ours = wait_for(f"{NAME} of {VICTIM}",
-                        lambda: value(scrape(port), NAME, process_executable_name=VICTIM), 15)
+        ours = wait_for(
+            f"{NAME} of {VICTIM}",
+            lambda: value(scrape(port), NAME, process_executable_name=VICTIM),
+            15,
+        )
         time.sleep(2.5)  # two more snapshots: nothing more is counted
         settled = value(scrape(port), NAME, process_executable_name=VICTIM)
     finally:

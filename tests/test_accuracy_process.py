@@ -54,20 +54,26 @@ def forks_total() -> int:
     raise AssertionError("/proc/stat has no processes line")
 
 
-def test_created_and_exited_processes_are_counted_exactly(sidecar: tuple[Process, Path],
-                                                          tmp_path: Path) -> None:
+def test_created_and_exited_processes_are_counted_exactly(
+    sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
     _, sock = sidecar
     port = free_port()
     tag = os.getpid() % 100_000
     parent_comm, child_comm = f"e2e-par-{tag}", f"e2e-true-{tag}"
     child = tmp_path / child_comm  # exec names the process after the file
     shutil.copy("/bin/true", child)
-    receiver = {"endpoint": f"unix://{sock}", "collection_interval": "1s",
-                "programs": [{"name": "process"}]}
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "process"}],
+    }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, parent_comm, str(child), str(N), str(THREADS)],
-        stdin=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(f"first {CREATED} scrape", with_a_fork(lambda: value(scrape(port), CREATED)), 30)
         kernel_before = forks_total()
@@ -79,12 +85,17 @@ def test_created_and_exited_processes_are_counted_exactly(sidecar: tuple[Process
 
         def counts() -> tuple[float, float, float]:
             s = scrape(port)
-            return (value(s, CREATED, process_executable_name=parent_comm) or 0,
-                    value(s, EXITS, process_executable_name=child_comm) or 0,
-                    value(s, EXITS, process_executable_name=parent_comm) or 0)
+            return (
+                value(s, CREATED, process_executable_name=parent_comm) or 0,
+                value(s, EXITS, process_executable_name=child_comm) or 0,
+                value(s, EXITS, process_executable_name=parent_comm) or 0,
+            )
 
-        wait_for(f"{N} exits of {child_comm} and the exit of {parent_comm}",
-                 lambda: (c := counts())[1] >= N and c[2] >= 1, 15)
+        wait_for(
+            f"{N} exits of {child_comm} and the exit of {parent_comm}",
+            lambda: (c := counts())[1] >= N and c[2] >= 1,
+            15,
+        )
         time.sleep(2.5)  # two more snapshots: nothing more is counted
         created, child_exits, parent_exits = counts()
     finally:
@@ -92,8 +103,10 @@ def test_created_and_exited_processes_are_counted_exactly(sidecar: tuple[Process
             parent.kill()
             parent.wait(10)
         col.stop()
-    print(f"created={created:.0f} child_exits={child_exits:.0f} "
-          f"parent_exits={parent_exits:.0f} proc_stat_forks={kernel}")
+    print(
+        f"created={created:.0f} child_exits={child_exits:.0f} "
+        f"parent_exits={parent_exits:.0f} proc_stat_forks={kernel}"
+    )
     # Exact: both names exist only in this test. The parent's threads are not
     # processes: they count neither as created nor, when they exit, as exits
     # (only the thread group leader's exit counts, once).

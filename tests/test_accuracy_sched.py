@@ -41,8 +41,9 @@ def histogram(samples: Samples) -> tuple[float, float, float]:
     """(count, sum in s, count of waits ≤ 2^20 ns) of the run queue histogram."""
     count = sum(v for n, _, v in samples if n == f"{NAME}_count")
     total = sum(v for n, _, v in samples if n == f"{NAME}_sum")
-    short = sum(v for n, lab, v in samples
-                if n == f"{NAME}_bucket" and lab.get("le") == ONE_MS_BOUND)
+    short = sum(
+        v for n, lab, v in samples if n == f"{NAME}_bucket" and lab.get("le") == ONE_MS_BOUND
+    )
     return count, total, short
 
 
@@ -57,19 +58,27 @@ def run_delay_total() -> dict[str, int]:
     return out
 
 
-def test_runqueue_latency_matches_run_delay(sidecar: tuple[Process, Path],
-                                            tmp_path: Path) -> None:
+def test_runqueue_latency_matches_run_delay(sidecar: tuple[Process, Path], tmp_path: Path) -> None:
     _, sock = sidecar
     port = free_port()
-    receiver = {"endpoint": f"unix://{sock}", "collection_interval": "1s",
-                "programs": [{"name": "runqlat"}]}
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "runqlat"}],
+    }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
     workers: list[subprocess.Popen[str]] = []
     try:
         wait_for(f"first {NAME} scrape", lambda: histogram(scrape(port))[0], 30)
-        workers = [subprocess.Popen([sys.executable, "-c", BUSY, str(BUSY_SECONDS)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for _ in range(WORKERS)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", BUSY, str(BUSY_SECONDS)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(WORKERS)
+        ]
         for w in workers:
             assert w.stdout and w.stdout.readline().strip() == "ready"
         time.sleep(2.5)  # the workers' start-up waits land in a snapshot before the window
@@ -95,10 +104,13 @@ def test_runqueue_latency_matches_run_delay(sidecar: tuple[Process, Path],
     # born in it started from 0.
     kernel_s = sum(v - proc_before.get(k, 0) for k, v in proc_after.items()) / 1e9
     worker_paths = {f"/proc/{w.pid}/task/{w.pid}/schedstat" for w in workers}
-    workers_s = sum(v - proc_before.get(k, 0) for k, v in proc_after.items()
-                    if k in worker_paths) / 1e9
-    print(f"waits={count:.0f} over_1ms={over_1ms:.0f} ours={ours_s:.4f}s "
-          f"kernel={kernel_s:.4f}s (workers {workers_s:.4f}s)")
+    workers_s = (
+        sum(v - proc_before.get(k, 0) for k, v in proc_after.items() if k in worker_paths) / 1e9
+    )
+    print(
+        f"waits={count:.0f} over_1ms={over_1ms:.0f} ours={ours_s:.4f}s "
+        f"kernel={kernel_s:.4f}s (workers {workers_s:.4f}s)"
+    )
     assert over_1ms > 0, (count, over_1ms)
     # Both measure the same intervals (enqueue at wakeup or preemption to
     # switch-in); on a quiet machine the totals agree within 0.3 % (12.19 s

@@ -32,21 +32,40 @@ def test_failed_calls_are_counted_by_errno_exactly(
 ) -> None:
     _, sock = sidecar
     port = free_port()
-    col = start_collector(pipeline_config({
-        "endpoint": f"unix://{sock}", "collection_interval": "1s",
-        "programs": [{"name": "syscalls"}]}, port), tmp_path)
+    col = start_collector(
+        pipeline_config(
+            {
+                "endpoint": f"unix://{sock}",
+                "collection_interval": "1s",
+                "programs": [{"name": "syscalls"}],
+            },
+            port,
+        ),
+        tmp_path,
+    )
 
     def einval() -> float:
-        return value(scrape(port), "ebpf_syscall_errors_total",
-                     syscall_name="getpriority", error_type="EINVAL") or 0.0
+        return (
+            value(
+                scrape(port),
+                "ebpf_syscall_errors_total",
+                syscall_name="getpriority",
+                error_type="EINVAL",
+            )
+            or 0.0
+        )
 
     try:
-        wait_for("first syscall error counts",
-                 lambda: value(scrape(port), "ebpf_syscall_errors_total"), 30)
+        wait_for(
+            "first syscall error counts",
+            lambda: value(scrape(port), "ebpf_syscall_errors_total"),
+            30,
+        )
         before = einval()
         subprocess.run([sys.executable, "-c", FAILER, str(N)], check=True)
-        after = wait_for(f"{N} more EINVAL from getpriority",
-                         lambda: (v := einval()) >= before + N and v, 15)
+        after = wait_for(
+            f"{N} more EINVAL from getpriority", lambda: (v := einval()) >= before + N and v, 15
+        )
         # exact: the kernel returns -EINVAL from each call and the program
         # counts each return in -4095..-1 once
         assert after - before == N

@@ -55,26 +55,36 @@ class Netns:
         return run("ip", "netns", "exec", self.name, *argv, stdin=stdin)
 
     def popen(self, *argv: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *argv],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def snmp(self, proto: str = "Tcp", path: str = "/proc/net/snmp") -> dict[str, int]:
         """One protocol's counters from this netns's /proc/net/snmp (or netstat)."""
-        lines = [ln.split() for ln in self.exec("cat", path).splitlines()
-                 if ln.startswith(f"{proto}:")]
+        lines = [
+            ln.split() for ln in self.exec("cat", path).splitlines() if ln.startswith(f"{proto}:")
+        ]
         names, values = lines[0][1:], lines[1][1:]
         return {n: int(v) for n, v in zip(names, values, strict=True)}
 
     def loss(self, percent: int) -> None:
         """Drop ``percent`` % of the TCP packets lo delivers (both directions)."""
-        self.exec("nft", "-f", "-", stdin=f"""
+        self.exec(
+            "nft",
+            "-f",
+            "-",
+            stdin=f"""
             table inet ebpf_loss {{
               chain input {{
                 type filter hook input priority 0; policy accept;
                 meta l4proto tcp numgen random mod 100 < {percent} drop
               }}
-            }}""")
+            }}""",
+        )
 
     def no_loss(self) -> None:
         self.exec("nft", "delete", "table", "inet", "ebpf_loss")
@@ -91,8 +101,11 @@ def netns() -> Iterator[Netns]:
         # during a stall and the loss turns into hundreds of retransmits. Best
         # effort: the sysctl exists since Linux 6.11; without it the test
         # still compares, on fewer retransmits.
-        subprocess.run(["ip", "netns", "exec", ns.name, "sysctl", "-qw",
-                        "net.ipv4.tcp_rto_min_us=5000"], check=False, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv4.tcp_rto_min_us=5000"],
+            check=False,
+            capture_output=True,
+        )
         yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns.name], check=False)
@@ -181,14 +194,20 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp = tmp_path_factory.mktemp("tcp")
     sidecar = start_sidecar(tmp / "sidecar.sock", tmp / "sidecar.log")
     port = free_port()
-    receiver = {"endpoint": f"unix://{tmp / 'sidecar.sock'}", "collection_interval": "1s",
-                "programs": [{"name": "tcp", "parameters": {"rtt": "true"}}]}
+    receiver = {
+        "endpoint": f"unix://{tmp / 'sidecar.sock'}",
+        "collection_interval": "1s",
+        "programs": [{"name": "tcp", "parameters": {"rtt": "true"}}],
+    }
     col: Process | None = None
     try:
         col = start_collector(pipeline_config(receiver, port), tmp)
         # the resets map always has both entries, so it shows up at once
-        wait_for("first ebpf_tcp_resets scrape",
-                 lambda: value(scrape(port), "ebpf_tcp_resets_total") is not None, 40)
+        wait_for(
+            "first ebpf_tcp_resets scrape",
+            lambda: value(scrape(port), "ebpf_tcp_resets_total") is not None,
+            40,
+        )
         yield port
         assert col.alive(), col.output()
     finally:
@@ -204,8 +223,15 @@ def settled(port: int) -> Samples:
 
 
 def retransmits(samples: Samples, peer_port: int) -> float:
-    return value(samples, "ebpf_tcp_retransmits_total", network_peer_address=ADDR,
-                 network_peer_port=str(peer_port)) or 0.0
+    return (
+        value(
+            samples,
+            "ebpf_tcp_retransmits_total",
+            network_peer_address=ADDR,
+            network_peer_port=str(peer_port),
+        )
+        or 0.0
+    )
 
 
 def resets(samples: Samples, direction: str) -> float:
@@ -215,8 +241,11 @@ def resets(samples: Samples, direction: str) -> float:
 
 
 def init_netns_tcp() -> dict[str, int]:
-    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
-             if ln.startswith("Tcp:")]
+    lines = [
+        ln.split()
+        for ln in Path("/proc/net/snmp").read_text().splitlines()
+        if ln.startswith("Tcp:")
+    ]
     return {n: int(v) for n, v in zip(lines[0][1:], lines[1][1:], strict=True)}
 
 
@@ -251,8 +280,11 @@ def test_retransmits_match_retranssegs_of_the_netns(prom: int) -> None:
         kernel = snmp1["RetransSegs"] - snmp0["RetransSegs"]
         failed = netstat1["TCPRetransFail"] - netstat0["TCPRetransFail"]
         assert kernel > 0, "the nftables loss rule caused no retransmits"
-        wait_for(f"{kernel} retransmits to {ADDR}:{peer_port}",
-                 lambda: retransmits(scrape(prom), peer_port) - before >= kernel, 15)
+        wait_for(
+            f"{kernel} retransmits to {ADDR}:{peer_port}",
+            lambda: retransmits(scrape(prom), peer_port) - before >= kernel,
+            15,
+        )
         got = retransmits(settled(prom), peer_port) - before
     print(f"retransmits: ebpf {got:.0f}, RetransSegs {kernel}, TCPRetransFail {failed}")
     # Tolerance: exact, except for retransmissions the stack counted in
@@ -278,8 +310,10 @@ def test_resets_sent_and_received(prom: int) -> None:
     tx, rx = resets(after, "transmit") - tx0, resets(after, "receive") - rx0
     ns_out = snmp1["OutRsts"] - snmp0["OutRsts"]
     other = init1["OutRsts"] - init0["OutRsts"]
-    print(f"resets: ebpf transmit {tx:.0f} receive {rx:.0f}, netns OutRsts {ns_out}, "
-          f"initial netns OutRsts {other}")
+    print(
+        f"resets: ebpf transmit {tx:.0f} receive {rx:.0f}, netns OutRsts {ns_out}, "
+        f"initial netns OutRsts {other}"
+    )
     assert refused == RESETS
     assert ns_out == RESETS  # each refused connect is one RST sent in the netns
     # Tolerance: the metric is host-wide, so resets elsewhere on the host in the
@@ -293,8 +327,7 @@ def test_resets_sent_and_received(prom: int) -> None:
 
 def test_rtt_histogram_on_loopback(prom: int) -> None:
     def buckets(samples: Samples) -> dict[float, float]:
-        return {float(lab["le"]): v for n, lab, v in samples
-                if n == "ebpf_tcp_rtt_seconds_bucket"}
+        return {float(lab["le"]): v for n, lab, v in samples if n == "ebpf_tcp_rtt_seconds_bucket"}
 
     with netns() as ns:
         before = buckets(settled(prom))
@@ -305,8 +338,10 @@ def test_rtt_histogram_on_loopback(prom: int) -> None:
     per_bucket = [c - p for c, p in zip(cumulative, [0.0, *cumulative[:-1]], strict=True)]
     count = cumulative[-1]
     mode = bounds[per_bucket.index(max(per_bucket))]
-    print(f"rtt: {count:.0f} samples, most in the bucket up to {mode} s; "
-          + ", ".join(f"<={b:g}:{n:.0f}" for b, n in zip(bounds, per_bucket, strict=True) if n))
+    print(
+        f"rtt: {count:.0f} samples, most in the bucket up to {mode} s; "
+        + ", ".join(f"<={b:g}:{n:.0f}" for b, n in zip(bounds, per_bucket, strict=True) if n)
+    )
     # 2000 request/response rounds: every reply is a sampled segment, and the
     # host's other connections cannot make that many in the same seconds.
     assert count >= 2000, count

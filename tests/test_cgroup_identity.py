@@ -68,33 +68,63 @@ def test_container_and_pod_identity_on_cpu_metrics(tmp_path: Path) -> None:
                 created.append(d)
         # The shell moves itself into the container's cgroup before it execs
         # the busy loop, so the process never runs anywhere else.
-        busy = subprocess.Popen(["sh", "-c", f'echo $$ > "{dirs[-1]}/cgroup.procs" && '
-                                 f'exec "{sys.executable}" -c "$0" "$1"', BUSY, comm])
-        wait_for("busy process in the cgroup",
-                 lambda: f"cri-containerd-{container_id}.scope" in
-                 Path(f"/proc/{busy.pid}/cgroup").read_text()
-                 and Path(f"/proc/{busy.pid}/comm").read_text().strip() == comm, 10)
+        busy = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                f'echo $$ > "{dirs[-1]}/cgroup.procs" && exec "{sys.executable}" -c "$0" "$1"',
+                BUSY,
+                comm,
+            ]
+        )
+        wait_for(
+            "busy process in the cgroup",
+            lambda: (
+                f"cri-containerd-{container_id}.scope"
+                in Path(f"/proc/{busy.pid}/cgroup").read_text()
+                and Path(f"/proc/{busy.pid}/comm").read_text().strip() == comm
+            ),
+            10,
+        )
         sidecar = start_sidecar(sock, tmp_path / "sidecar.log")
         port = free_port()
-        collector = start_collector(pipeline_config({
-            "endpoint": f"unix://{sock}", "collection_interval": "1s",
-            "programs": [{"name": "cpu"}]}, port), tmp_path)
+        collector = start_collector(
+            pipeline_config(
+                {
+                    "endpoint": f"unix://{sock}",
+                    "collection_interval": "1s",
+                    "programs": [{"name": "cpu"}],
+                },
+                port,
+            ),
+            tmp_path,
+        )
 
         def labels() -> list[dict[str, str]] | None:
-            found = [lab for n, lab, v in scrape(port) if n == METRIC and v > 0
-                     and lab.get("process_pid") == str(busy.pid)
-                     and lab.get("process_executable_name") == comm]
+            found = [
+                lab
+                for n, lab, v in scrape(port)
+                if n == METRIC
+                and v > 0
+                and lab.get("process_pid") == str(busy.pid)
+                and lab.get("process_executable_name") == comm
+            ]
             return found or None
 
         found = wait_for(f"{METRIC} of pid {busy.pid}\n{collector.output()}", labels, 60)
         assert [(lab.get("container_id"), lab.get("k8s_pod_uid")) for lab in found] == [
-            (container_id, pod_uid)]
+            (container_id, pod_uid)
+        ]
         # the same metric of a process outside any container has neither
         # (an empty value, not some other container's id)
-        own = [lab for n, lab, _ in scrape(port)
-               if n == METRIC and lab.get("process_pid") == str(os.getpid())]
-        assert own and all(lab.get("container_id", "") == "" and lab.get("k8s_pod_uid", "") == ""
-                           for lab in own)
+        own = [
+            lab
+            for n, lab, _ in scrape(port)
+            if n == METRIC and lab.get("process_pid") == str(os.getpid())
+        ]
+        assert own and all(
+            lab.get("container_id", "") == "" and lab.get("k8s_pod_uid", "") == "" for lab in own
+        )
     finally:
         if collector is not None:
             collector.stop()

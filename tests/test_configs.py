@@ -36,14 +36,18 @@ def daemonset_config(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_configs_validate(config: Path) -> None:
-    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(config)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(COLLECTOR), "validate", "--config", str(config)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 
 def test_daemonset_config_validates(tmp_path: Path) -> None:
-    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(daemonset_config(tmp_path))],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(COLLECTOR), "validate", "--config", str(daemonset_config(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -63,8 +67,11 @@ def _point_at_test_ports(node: Any) -> None:
             _point_at_test_ports(child)
 
 
-@pytest.mark.parametrize("source", [*SHIPPED, "deploy/kubernetes/daemonset.yaml"],
-                         ids=lambda p: str(p.relative_to(REPO)) if isinstance(p, Path) else p)
+@pytest.mark.parametrize(
+    "source",
+    [*SHIPPED, "deploy/kubernetes/daemonset.yaml"],
+    ids=lambda p: str(p.relative_to(REPO)) if isinstance(p, Path) else p,
+)
 def test_shipped_configs_start_against_the_sidecar(
     source: Path | str, sidecar: tuple[Process, Path], tmp_path: Path
 ) -> None:
@@ -81,8 +88,11 @@ def test_shipped_configs_start_against_the_sidecar(
     cfg["service"]["telemetry"] = {"metrics": {"level": "none"}}
     col = start_collector(cfg, tmp_path)
     try:
-        wait_for(f"the collector to start with {path}",
-                 lambda: "Everything is ready" in col.output() or not col.alive(), 30)
+        wait_for(
+            f"the collector to start with {path}",
+            lambda: "Everything is ready" in col.output() or not col.alive(),
+            30,
+        )
         assert col.alive(), col.output()
         assert col.output().count("Connected to the eBPF sidecar") >= len(ebpf), col.output()
     finally:
@@ -90,12 +100,18 @@ def test_shipped_configs_start_against_the_sidecar(
 
 
 def test_structural_errors_name_the_field_and_the_fix(tmp_path: Path) -> None:
-    bad = pipeline_config({"collection_interval": "10ms", "metrics": [
-        {"name": "x", "map_name": "cpu_usage", "type": "histo"}]}, free_port())
+    bad = pipeline_config(
+        {
+            "collection_interval": "10ms",
+            "metrics": [{"name": "x", "map_name": "cpu_usage", "type": "histo"}],
+        },
+        free_port(),
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    r = subprocess.run([str(COLLECTOR), "validate", "--config", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(COLLECTOR), "validate", "--config", str(path)], capture_output=True, text=True
+    )
     assert r.returncode != 0
     assert "collection_interval: 10ms is below the minimum of 100ms; set it to 100ms" in r.stderr
     assert 'metrics[0].type: "histo" is not one of sum, gauge, histogram' in r.stderr
@@ -106,10 +122,17 @@ def test_catalog_errors_stop_the_collector_at_start(
 ) -> None:
     """Errors only the sidecar's catalog can reveal stop the collector at start."""
     _, sock = sidecar
-    cfg = pipeline_config({"endpoint": f"unix://{sock}", "programs": [
-        {"name": "syscalls", "parameters": {"max_entries": "7"}}], "metrics": [
-        {"name": "ebpf.x", "map_name": "no_such_map", "type": "sum"},
-        {"name": "ebpf.y", "map_name": "cpu_usage", "type": "sum"}]}, free_port())
+    cfg = pipeline_config(
+        {
+            "endpoint": f"unix://{sock}",
+            "programs": [{"name": "syscalls", "parameters": {"max_entries": "7"}}],
+            "metrics": [
+                {"name": "ebpf.x", "map_name": "no_such_map", "type": "sum"},
+                {"name": "ebpf.y", "map_name": "cpu_usage", "type": "sum"},
+            ],
+        },
+        free_port(),
+    )
     col = start_collector(cfg, tmp_path)
     assert col.proc.wait(30) != 0, "the collector kept running with a bad config"
     out = col.output()
@@ -132,19 +155,28 @@ def test_full_example_runs_against_the_sidecar(
     cfg["service"]["telemetry"] = {"metrics": {"level": "none"}}
     col = start_collector(cfg, tmp_path)
     try:
+
         def names() -> set[str] | None:
             got = {n for n, _, _ in scrape(port)}
-            want = {"ebpf_syscalls_total", "ebpf_process_context_switches_total",
-                    "ebpf_disk_io_bytes_total", "ebpf_tcp_rtt_seconds_count"}
+            want = {
+                "ebpf_syscalls_total",
+                "ebpf_process_context_switches_total",
+                "ebpf_disk_io_bytes_total",
+                "ebpf_tcp_rtt_seconds_count",
+            }
             return got if want <= got else None
 
         got = wait_for("every metric of the full example", names, 30)
         # per_cpu: the disk bytes carry the CPU; context switches their type
         samples = scrape(port)
-        assert all("cpu_logical_number" in lab for n, lab, _ in samples
-                   if n == "ebpf_disk_io_bytes_total")
-        assert {lab["process_context_switch_type"] for n, lab, _ in samples
-                if n == "ebpf_process_context_switches_total"} == {"voluntary", "involuntary"}
+        assert all(
+            "cpu_logical_number" in lab for n, lab, _ in samples if n == "ebpf_disk_io_bytes_total"
+        )
+        assert {
+            lab["process_context_switch_type"]
+            for n, lab, _ in samples
+            if n == "ebpf_process_context_switches_total"
+        } == {"voluntary", "involuntary"}
         assert got
         assert col.alive(), col.output()
     finally:

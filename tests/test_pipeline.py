@@ -31,13 +31,17 @@ SLACK = 2
 
 
 def syscalls_receiver(sock: Path, interval: str = "1s") -> dict[str, object]:
-    return {"endpoint": f"unix://{sock}", "collection_interval": interval,
-            "programs": [{"name": "syscalls"}]}
+    return {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": interval,
+        "programs": [{"name": "syscalls"}],
+    }
 
 
 def getppid_count(port: int, comm: str) -> float | None:
-    return value(scrape(port), "ebpf_syscalls_total",
-                 syscall_name="getppid", process_executable_name=comm)
+    return value(
+        scrape(port), "ebpf_syscalls_total", syscall_name="getppid", process_executable_name=comm
+    )
 
 
 def test_getppid_calls_are_counted_exactly(sidecar: tuple[Process, Path], tmp_path: Path) -> None:
@@ -45,13 +49,16 @@ def test_getppid_calls_are_counted_exactly(sidecar: tuple[Process, Path], tmp_pa
     port = free_port()
     col = start_collector(pipeline_config(syscalls_receiver(sock), port), tmp_path)
     try:
-        wait_for("first ebpf_syscalls scrape", lambda: value(scrape(port), "ebpf_syscalls_total"),
-                 30)
+        wait_for(
+            "first ebpf_syscalls scrape", lambda: value(scrape(port), "ebpf_syscalls_total"), 30
+        )
         child = SyscallChild(f"e2e-ppid-{os.getpid() % 10000}", N)
         child.run()
-        got = wait_for(f"{N} getppid calls of {child.comm}",
-                       lambda: (c := getppid_count(port, child.comm)) is not None and c >= N and c,
-                       15)
+        got = wait_for(
+            f"{N} getppid calls of {child.comm}",
+            lambda: (c := getppid_count(port, child.comm)) is not None and c >= N and c,
+            15,
+        )
         time.sleep(2.5)  # two more snapshots: nothing more is counted
         settled = getppid_count(port, child.comm)
         child.close()
@@ -76,11 +83,17 @@ def test_collector_waits_for_a_missing_sidecar_and_recovers(tmp_path: Path) -> N
         sidecar = start_sidecar(sock, tmp_path / "late-sidecar.log")
         child = SyscallChild("e2e-late", 1000)
         # the receiver reconnects with backoff (at most 30 s)
-        wait_for("ebpf_syscalls after the sidecar came up",
-                 lambda: value(scrape(port), "ebpf_syscalls_total"), 45)
+        wait_for(
+            "ebpf_syscalls after the sidecar came up",
+            lambda: value(scrape(port), "ebpf_syscalls_total"),
+            45,
+        )
         child.run()
-        wait_for("getppid calls after recovery",
-                 lambda: (getppid_count(port, "e2e-late") or 0) >= 1000, 15)
+        wait_for(
+            "getppid calls after recovery",
+            lambda: (getppid_count(port, "e2e-late") or 0) >= 1000,
+            15,
+        )
         child.close()
     finally:
         col.stop()
@@ -96,6 +109,7 @@ def test_seed_example_config_exposes_cpu_time(tmp_path: Path) -> None:
     sidecar = start_sidecar(DEFAULT_SOCKET, tmp_path / "sidecar.log")
     col = start_collector(REPO / "collector-config" / "seed-example.yaml", tmp_path, "seed")
     try:
+
         def histogram_count() -> float | None:
             samples = scrape(9090)
             return value(samples, "cpu_time_seconds_count")
@@ -150,11 +164,19 @@ def _sidecar_pids(socket: Path) -> list[int]:
 def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path) -> None:
     """scripts/run.sh (what `make run` runs) with the default config."""
     assert not _sidecar_pids(DEFAULT_SOCKET), "a sidecar is already running on the default socket"
-    run = Process("make run", [str(REPO / "scripts" / "run.sh")], tmp_path / "run.log",
-                  cwd=REPO, start_new_session=True)
+    run = Process(
+        "make run",
+        [str(REPO / "scripts" / "run.sh")],
+        tmp_path / "run.log",
+        cwd=REPO,
+        start_new_session=True,
+    )
     try:
-        wait_for("ebpf_ metrics on 127.0.0.1:8889",
-                 lambda: any(n.startswith("ebpf_") for n, _, _ in scrape(8889)), 60)
+        wait_for(
+            "ebpf_ metrics on 127.0.0.1:8889",
+            lambda: any(n.startswith("ebpf_") for n, _, _ in scrape(8889)),
+            60,
+        )
         [pid] = wait_for("one sidecar", lambda: _sidecar_pids(DEFAULT_SOCKET), 10)
         os.kill(pid, signal.SIGKILL)
         time.sleep(1)
@@ -163,13 +185,22 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         # waking up; its context switches can only show up under its new
         # comm once a restarted sidecar has attached and the receiver
         # reconnected.
-        wait_for("a restarted sidecar", lambda: (p := _sidecar_pids(DEFAULT_SOCKET)) and
-                 p != [pid] and p, 15)
+        wait_for(
+            "a restarted sidecar",
+            lambda: (p := _sidecar_pids(DEFAULT_SOCKET)) and p != [pid] and p,
+            15,
+        )
         ticker = subprocess.Popen([sys.executable, "-c", TICKER, "e2e-after-kill"])
         try:
-            wait_for("counts after the sidecar was killed",
-                     lambda: value(scrape(8889), "ebpf_process_context_switches_total",
-                                   process_executable_name="e2e-after-kill"), 90)
+            wait_for(
+                "counts after the sidecar was killed",
+                lambda: value(
+                    scrape(8889),
+                    "ebpf_process_context_switches_total",
+                    process_executable_name="e2e-after-kill",
+                ),
+                90,
+            )
         finally:
             ticker.kill()
             ticker.wait()
@@ -196,20 +227,21 @@ def test_a_stalled_sidecar_is_noticed_and_the_stream_reopened(
     port = free_port()
     col = start_collector(pipeline_config(syscalls_receiver(sock), port), tmp_path)
     try:
-        wait_for("first ebpf_syscalls scrape", lambda: value(scrape(port), "ebpf_syscalls_total"),
-                 30)
+        wait_for(
+            "first ebpf_syscalls scrape", lambda: value(scrape(port), "ebpf_syscalls_total"), 30
+        )
         side.proc.send_signal(signal.SIGSTOP)
         try:
-            wait_for("the receiver to notice the stall",
-                     lambda: "no snapshot within" in col.output(), 20)
+            wait_for(
+                "the receiver to notice the stall", lambda: "no snapshot within" in col.output(), 20
+            )
         finally:
             side.proc.send_signal(signal.SIGCONT)
         # counting resumes: a process that keeps calling getppid() shows up
         # under its new comm once the stream is re-opened
         ticker = subprocess.Popen([sys.executable, "-c", TICKER, "e2e-after-stall"])
         try:
-            wait_for("counting after the stall",
-                     lambda: getppid_count(port, "e2e-after-stall"), 60)
+            wait_for("counting after the stall", lambda: getppid_count(port, "e2e-after-stall"), 60)
         finally:
             ticker.kill()
             ticker.wait()

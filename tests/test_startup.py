@@ -23,11 +23,13 @@ VALID_MAPS = ("cpu/process_cpu", "block/disk_latency")
 
 def missing_map_config(endpoint: str) -> dict[str, Any]:
     return {
-        "receivers": {"ebpf": {
-            "endpoint": endpoint,
-            "collection_interval": "2s",
-            "metrics": [{"name": "my.metric", "map_name": MISSING_MAP, "type": "sum"}],
-        }},
+        "receivers": {
+            "ebpf": {
+                "endpoint": endpoint,
+                "collection_interval": "2s",
+                "metrics": [{"name": "my.metric", "map_name": MISSING_MAP, "type": "sum"}],
+            }
+        },
         "exporters": {"debug": {}},
         "service": {
             "pipelines": {"metrics": {"receivers": ["ebpf"], "exporters": ["debug"]}},
@@ -44,14 +46,20 @@ def _assert_names_the_map(text: str) -> None:
 
 def test_make_run_exits_non_zero_naming_the_missing_map(tmp_path: Path) -> None:
     assert not DEFAULT_SOCKET.exists(), (
-        f"{DEFAULT_SOCKET} exists: is `make run` running? (it uses the default socket)")
+        f"{DEFAULT_SOCKET} exists: is `make run` running? (it uses the default socket)"
+    )
     config = tmp_path / "missing-map.yaml"
     config.write_text(yaml.safe_dump(missing_map_config(f"unix://{DEFAULT_SOCKET}")))
     start = time.monotonic()
-    run = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO,
-                           env={**os.environ, "CONFIG": str(config)}, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env={**os.environ, "CONFIG": str(config)},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = run.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -33,6 +33,7 @@
 // only means that request has no latency sample (its op and bytes are
 // still counted).
 #include <uapi/linux/ptrace.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_DEVICES
 #define MAX_DEVICES 64
@@ -120,7 +121,6 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
     if (direction == DIR_SKIP || nr_sector == 0)
         return 0;
 
-    int zero = 0;
     struct io_key key = {};
     key.dev = skey.dev;
     key.direction = direction;
@@ -130,9 +130,7 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
         io->ops++;
         io->bytes += (u64)nr_sector << 9;
     } else {
-        u64 *dropped = disk_io_dropped.lookup(&zero);
-        if (dropped)
-            (*dropped)++;
+        count_dropped(disk_io_dropped.lookup(DROPPED_KEY));
     }
 
     if (ts == 0 || now < ts)
@@ -141,18 +139,14 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
     struct latency_key lkey = {};
     lkey.dev = key.dev;
     lkey.direction = direction;
-    lkey.slot = bpf_log2l(delta);
-    if (lkey.slot >= SLOTS)
-        lkey.slot = SLOTS - 1;
+    lkey.slot = log2_slot(delta, SLOTS);
     struct latency_value lempty = {};
     struct latency_value *lat = disk_latency.lookup_or_try_init(&lkey, &lempty);
     if (lat) {
         lat->count++;
         lat->sum_ns += delta;
     } else {
-        u64 *dropped = disk_latency_dropped.lookup(&zero);
-        if (dropped)
-            (*dropped)++;
+        count_dropped(disk_latency_dropped.lookup(DROPPED_KEY));
     }
     return 0;
 }

@@ -17,6 +17,7 @@
 // BTF that the sidecar passes in (never from the headers BCC compiles with).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES
 #define MAX_PROCESSES 10240
@@ -72,9 +73,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
         u64 delta = 0;
         if (since->ts != 0 && since->tid == prev) {
             delta = now - since->ts;
-            u32 slot = bpf_log2l(delta);
-            if (slot >= SLOTS)
-                slot = SLOTS - 1;
+            u32 slot = log2_slot(delta, SLOTS);
             struct slice_value *slice = cpu_usage.lookup(&slot);
             if (slice) {
                 slice->count++;
@@ -96,9 +95,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
             else
                 v->involuntary++;
         } else {
-            u64 *dropped = process_cpu_dropped.lookup(&zero);
-            if (dropped)
-                (*dropped)++;
+            count_dropped(process_cpu_dropped.lookup(DROPPED_KEY));
         }
     }
     u32 next = 0;

@@ -12,6 +12,7 @@
 // the task are counted there but fire no exception here.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES
 #define MAX_PROCESSES 10240
@@ -33,14 +34,10 @@ static __always_inline void count_fault(void) {
     key.cgroup_id = bpf_get_current_cgroup_id();
     u64 zero = 0;
     u64 *count = process_faults.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = process_faults_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(process_faults_dropped.lookup(DROPPED_KEY));
 }
 
 TRACEPOINT_PROBE(exceptions, page_fault_user) {

@@ -11,6 +11,7 @@
 // from tracefs) kills are still counted, under an empty name.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
 #define MAX_ENTRIES 1024
@@ -32,13 +33,9 @@ TRACEPOINT_PROBE(oom, mark_victim) {
     // OOM kills are rare and may come from any CPU: a shared map with atomic
     // adds is cheap enough and keeps the count in one place.
     u64 *count = oom_kills.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         __sync_fetch_and_add(count, 1);
-    } else {
-        int idx = 0;
-        u64 *dropped = oom_kills_dropped.lookup(&idx);
-        if (dropped)
-            __sync_fetch_and_add(dropped, 1);
-    }
+    else
+        count_dropped_shared(oom_kills_dropped.lookup(DROPPED_KEY));
     return 0;
 }

@@ -15,6 +15,7 @@
 // each process counts once however many threads it had.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
 #define MAX_ENTRIES 4096
@@ -37,14 +38,10 @@ TRACEPOINT_PROBE(task, task_newtask) {
     bpf_get_current_comm(&key.comm, sizeof(key.comm)); // the creating process
     u64 zero = 0;
     u64 *count = processes_created.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = processes_created_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(processes_created_dropped.lookup(DROPPED_KEY));
     return 0;
 }
 
@@ -56,13 +53,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     u64 zero = 0;
     u64 *count = processes_exited.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = processes_exited_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(processes_exited_dropped.lookup(DROPPED_KEY));
     return 0;
 }

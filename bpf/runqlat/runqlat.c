@@ -9,6 +9,7 @@
 // so the map only holds threads that are waiting right now.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_WAITING
 #define MAX_WAITING 10240
@@ -33,12 +34,8 @@ static __always_inline void enqueue(u32 tid) {
     if (tid == 0) // the idle task is never queued
         return;
     u64 ts = bpf_ktime_get_ns();
-    if (enqueued_at.update(&tid, &ts) != 0) {
-        int zero = 0;
-        u64 *dropped = runqueue_latency_dropped.lookup(&zero);
-        if (dropped)
-            (*dropped)++;
-    }
+    if (enqueued_at.update(&tid, &ts) != 0)
+        count_dropped(runqueue_latency_dropped.lookup(DROPPED_KEY));
 }
 
 // Raw tracepoints, not classic ones: a classic tracepoint program is skipped
@@ -80,9 +77,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u64 now = bpf_ktime_get_ns();
     u64 delta = now > *start ? now - *start : 0;
     enqueued_at.delete(&next);
-    u32 slot = bpf_log2l(delta);
-    if (slot >= SLOTS)
-        slot = SLOTS - 1;
+    u32 slot = log2_slot(delta, SLOTS);
     struct slot_value *v = runqueue_latency.lookup(&slot);
     if (v) {
         v->count++;

@@ -3,6 +3,7 @@
 // per-event data to user space).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
 #define MAX_ENTRIES 10240
@@ -31,14 +32,10 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     u64 zero = 0;
     u64 *count = syscalls.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = syscalls_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(syscalls_dropped.lookup(DROPPED_KEY));
     return 0;
 }
 
@@ -67,14 +64,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     key.errno_value = -ret;
     u64 zero = 0;
     u64 *count = syscall_errors.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = syscall_errors_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(syscall_errors_dropped.lookup(DROPPED_KEY));
     return 0;
 }
 #endif

@@ -2,6 +2,7 @@
 // samples, and resets sent and received. Tracepoints only (tcp:*): their
 // fields come from tracefs at run time, no kernel struct is dereferenced.
 #include <uapi/linux/ptrace.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_PEERS
 #define MAX_PEERS 4096
@@ -63,14 +64,10 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
     key.port = args->dport;
     u64 zero = 0;
     u64 *count = retransmits.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = retransmits_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(retransmits_dropped.lookup(DROPPED_KEY));
     return 0;
 }
 
@@ -83,9 +80,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe) {
     u64 srtt = args->srtt;
     if (srtt == 0)
         return 0;
-    u32 slot = bpf_log2l(srtt);
-    if (slot >= RTT_SLOTS)
-        slot = RTT_SLOTS - 1;
+    u32 slot = log2_slot(srtt, RTT_SLOTS);
     struct rtt_value *v = rtt.lookup(&slot);
     if (v) {
         v->count++;

@@ -9,8 +9,9 @@ from typing import Any
 
 
 def loaded_prog_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
     return {int(p["id"]) for p in json.loads(out)}
 
 

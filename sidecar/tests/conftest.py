@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ebpf_sidecar.catalog import Catalog
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 
 # Fails the session when a test leaves a namespace, loop device, cgroup,
@@ -19,7 +20,7 @@ CATALOG_DIR = REPO / "bpf"
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return Catalog.load([CATALOG_DIR])
+    return load_catalog([CATALOG_DIR])
 
 
 @pytest.fixture

@@ -116,8 +116,11 @@ def _nft_tables() -> frozenset[str]:
     found = _run_json(["nft", "-j", "list", "tables"])
     if not isinstance(found, dict):
         return frozenset()
-    return frozenset(f"{t['table']['family']} {t['table']['name']}"
-                     for t in found.get("nftables", []) if "table" in t)
+    return frozenset(
+        f"{t['table']['family']} {t['table']['name']}"
+        for t in found.get("nftables", [])
+        if "table" in t
+    )
 
 
 def _cgroups() -> frozenset[str]:
@@ -174,26 +177,38 @@ def _describe_process(pid: int) -> str:
     return f"{pid} ({cmdline.strip()[:120]})"
 
 
-def leftovers(before: MachineState, after: MachineState, session_pid: int,
-              ignore_pids: frozenset[int] = frozenset()) -> list[str]:
+def leftovers(
+    before: MachineState,
+    after: MachineState,
+    session_pid: int,
+    ignore_pids: frozenset[int] = frozenset(),
+) -> list[str]:
     """What ``after`` has that ``before`` had not, attributed to this session."""
     ours = _descendants(session_pid, after.processes) - ignore_pids
-    found = [f"process {_describe_process(p)} started by the tests is still running"
-             for p in sorted(ours)]
+    found = [
+        f"process {_describe_process(p)} started by the tests is still running"
+        for p in sorted(ours)
+    ]
     ours.add(session_pid)
     for prog, holders in sorted(after.programs.items()):
         if prog in before.programs:
             continue
         if not holders:
-            found.append(f"BPF program {prog} is loaded with no process holding it "
-                         "(pinned, or held by a link)")
+            found.append(
+                f"BPF program {prog} is loaded with no process holding it "
+                "(pinned, or held by a link)"
+            )
         elif holders & ours:
-            found.append(f"BPF program {prog} is still held by "
-                         + ", ".join(_describe_process(p) for p in sorted(holders & ours)))
+            found.append(
+                f"BPF program {prog} is still held by "
+                + ", ".join(_describe_process(p) for p in sorted(holders & ours))
+            )
     found += [f"network namespace {n}" for n in sorted(after.netns - before.netns)]
-    found += [f"loop device {dev} backed by {back or '?'}"
-              for dev, back in sorted(after.loop_devices.items())
-              if before.loop_devices.get(dev) != back]
+    found += [
+        f"loop device {dev} backed by {back or '?'}"
+        for dev, back in sorted(after.loop_devices.items())
+        if before.loop_devices.get(dev) != back
+    ]
     found += [f"nftables table {t}" for t in sorted(after.nft_tables - before.nft_tables)]
     found += [f"cgroup {c}" for c in sorted(after.cgroups - before.cgroups)]
     found += [f"mount {m} ({fs})" for m, fs in sorted(after.mounts - before.mounts)]
@@ -246,7 +261,8 @@ class LeftoverCheck:
             reporter.write_line(
                 "every namespace, loop device, cgroup, nftables table, mount, process and "
                 "BPF program a test creates must be removed in a finalizer (another test "
-                "run on this machine at the same time can also show up here)")
+                "run on this machine at the same time can also show up here)"
+            )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from ebpf_sidecar.catalog import Catalog, CatalogError, RequestError, load_manifest
+from ebpf_sidecar.catalog import Catalog, CatalogError, RequestError
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -56,114 +54,20 @@ def test_parameters_become_defines(catalog: Catalog) -> None:
     assert catalog.program("syscalls").cflags({}) == ["-DCOUNT_ERRORS=1", "-DMAX_ENTRIES=10240"]
 
 
-def _write(tmp_path: Path, manifest: str) -> Path:
-    d = tmp_path / "prog"
-    d.mkdir()
-    (d / "prog.c").write_text("// empty\n")
-    (d / "manifest.yaml").write_text(manifest)
-    return d / "manifest.yaml"
-
-
-GOOD = """
-name: prog
-hooks: [tracepoint:a:b]
-maps:
-  - name: m
-    max_entries: 8
-    key: [{name: k, type: u32}]
-    value: [{name: v, type: u64}]
-"""
-
-
-def test_minimal_manifest_loads(tmp_path: Path) -> None:
-    prog = load_manifest(_write(tmp_path, GOOD))
-    assert prog.maps["m"].key[0].size == 4
-
-
-@pytest.mark.parametrize(
-    ("broken", "error"),
-    [
-        (GOOD.replace("name: prog", "name: other"), r"must match its folder 'prog'"),
-        (GOOD.replace("type: u32", "type: int"), r"key\[0\]\.type: 'int' is not u8"),
-        (GOOD.replace("{name: k, type: u32}", "{name: k, type: u32, decoders: [bogus]}"),
-         r"unknown decoder 'bogus'"),
-        (GOOD.replace("    max_entries: 8\n", ""), r"missing required key 'max_entries'"),
-    ],
-)
-def test_broken_manifests_name_the_field(tmp_path: Path, broken: str, error: str) -> None:
-    with pytest.raises(CatalogError, match=error):
-        load_manifest(_write(tmp_path, broken))
-
-
 def test_duplicate_program_names_are_rejected(catalog: Catalog) -> None:
     cpu = catalog.program("cpu")
     with pytest.raises(CatalogError, match="defined twice"):
         Catalog([cpu, cpu])
 
 
-DERIVED = """
-name: prog
-hooks: [tracepoint:a:b]
-maps:
-  - name: m
-    max_entries: 8
-    key:
-      - name: k
-        type: u64
-        decoders: [{static_map: {map: {1: one}, allow_unknown: false}}]
-    derived:
-      - {name: cg, from: k, decoders: [cgroup], attribute: cgroup.path}
-      - {name: cid, from: k, decoders: [cgroup, container_id], attribute: container.id}
-    value: [{name: v, type: u64}]
-default_metrics:
-  - name: x
-    map: m
-    type: sum
-    value_field: v
-    attributes: [{field: cid, name: container.id, resource: true}]
-"""
-
-
-def test_derived_fields_are_key_fields_in_describe(tmp_path: Path) -> None:
-    m = load_manifest(_write(tmp_path, DERIVED)).to_proto().maps[0]
-    assert [(f.name, f.type, f.size, f.derived_from, f.attribute) for f in m.key_fields] == [
-        ("k", pb.FIELD_TYPE_STRING, 8, "", "k"),
-        ("cg", pb.FIELD_TYPE_STRING, 0, "k", "cgroup.path"),
-        ("cid", pb.FIELD_TYPE_STRING, 0, "k", "container.id"),
-    ]
-    assert list(m.key_fields[0].decoders) == [
-        'static_map{"allow_unknown":false,"map":{"1":"one"}}']
-    assert list(m.key_fields[2].decoders) == ["cgroup", "container_id"]
-
-
-@pytest.mark.parametrize(
-    ("broken", "error"),
-    [
-        (DERIVED.replace("from: k,", "from: nope,"),
-         r"derived\[0\] \(cg\)\.from: 'nope' is no key field of the map; key fields: k"),
-        (DERIVED.replace("decoders: [cgroup], ", "decoders: [], "),
-         r"derived\[0\] \(cg\)\.decoders: a derived field needs at least one decoder"),
-        (DERIVED.replace("name: cg,", "name: k,"), r"derived\[0\]\.name: 'k' is already a key"),
-        (DERIVED.replace("decoders: [cgroup, container_id]", "decoders: [cgroup, nope]"),
-         r"derived\[1\] \(cid\)\.decoders\[1\]: unknown decoder 'nope'"),
-        (DERIVED.replace("allow_unknown: false", "allow_unknown: maybe"),
-         r"key\[0\] \(k\)\.decoders\[0\]: static_map\.allow_unknown: 'maybe' is not true"),
-        (DERIVED.replace("{field: cid,", "{field: cidx,"),
-         r"attributes\[0\]\.field: 'cidx' is no key field"),
-    ],
-)
-def test_broken_derived_and_decoder_options_name_the_field(
-    tmp_path: Path, broken: str, error: str
-) -> None:
-    with pytest.raises(CatalogError, match=error):
-        load_manifest(_write(tmp_path, broken))
-
-
 def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> None:
     cpu = catalog.program("cpu").to_proto()
     m = next(m for m in cpu.maps if m.name == "process_cpu")
-    derived = {f.name: (f.derived_from, f.attribute, list(f.decoders))
-               for f in m.key_fields if f.derived_from}
+    derived = {
+        f.name: (f.derived_from, f.attribute, list(f.decoders))
+        for f in m.key_fields
+        if f.derived_from
+    }
     assert derived == {
         "container_id": ("cgroup_id", "container.id", ["cgroup", "container_id"]),
         "pod_uid": ("cgroup_id", "k8s.pod.uid", ["cgroup", "pod_uid"]),
@@ -174,34 +78,16 @@ def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> Non
             assert {"container.id", "k8s.pod.uid", "process.pid"} <= resource, metric.name
 
 
-HIST = """
-name: prog
-hooks: [tracepoint:a:b]
-maps:
-  - name: m
-    max_entries: 8
-    key: [{name: slot, type: u32}]
-    value: [{name: count, type: u64}]
-    histogram: {slot_field: slot, slots: 4, count_field: count, unit: us, CONVENTION}
-"""
+def test_describe_sizes_maps_for_the_parameters_defaults(catalog: Catalog) -> None:
+    block = {m.name: m.max_entries for m in catalog.program("block").to_proto().maps}
+    assert block == {"disk_io": 64 * 2, "disk_latency": 64 * 2 * 36}
+    cpu = {m.name: m.max_entries for m in catalog.program("cpu").to_proto().maps}
+    assert cpu == {"process_cpu": 10240, "cpu_usage": 40}
 
 
-def test_histogram_conventions_reach_the_wire(tmp_path: Path) -> None:
-    prog = load_manifest(_write(tmp_path, HIST.replace(
-        "CONVENTION", "convention: fixed, bounds: [10, 100, 1000]")))
-    layout = prog.to_proto().maps[0].histogram
-    assert layout.convention == pb.SLOT_CONVENTION_FIXED
-    assert list(layout.bounds) == [10, 100, 1000]
-
-
-@pytest.mark.parametrize(
-    ("convention", "error"),
-    [
-        ("convention: cubic", r"'cubic' is not one of log2_bcc, log2_exponent, linear, fixed"),
-        ("convention: linear", r"linear_width: a linear histogram needs a width above 0"),
-        ("convention: fixed, bounds: [10, 5, 100]", r"needs 3 strictly increasing bounds"),
-    ],
-)
-def test_bad_histogram_layouts(tmp_path: Path, convention: str, error: str) -> None:
-    with pytest.raises(CatalogError, match=error):
-        load_manifest(_write(tmp_path, HIST.replace("CONVENTION", convention)))
+def test_map_sizes_follow_parameter_values(catalog: Catalog) -> None:
+    block = catalog.program("block")
+    values = block.parameter_values({"max_devices": "8"})
+    assert values == {"max_devices": 8, "max_inflight": 10240}
+    assert block.maps["disk_latency"].size.entries(values) == 8 * 2 * 36
+    assert str(block.maps["disk_latency"].size) == "max_devices * 2 * 36"

@@ -35,8 +35,7 @@ def _tree(tmp_path: Path, root: str = "/") -> tuple[CgroupPaths, Path]:
 def test_ids_are_directory_inodes(tmp_path: Path) -> None:
     paths, mnt = _tree(tmp_path)
     ino = {p: os.stat(mnt / p.lstrip("/")).st_ino for p in ("/", "/a", "/a/b", "/c")}
-    assert paths.decode([ino["/a/b"], ino["/"], ino["/c"], ino["/a"]]) == [
-        "/a/b", "/", "/c", "/a"]
+    assert paths.decode([ino["/a/b"], ino["/"], ino["/c"], ino["/a"]]) == ["/a/b", "/", "/c", "/a"]
     assert paths.walks == 1
 
 

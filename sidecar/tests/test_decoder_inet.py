@@ -12,12 +12,16 @@ def mapped(v4: str) -> bytes:
 
 def test_ipv4_bytes_in_network_order() -> None:
     assert decoders.apply(["inet"], [bytes([127, 0, 0, 77]), b"\xc0\xa8\x01\x02"]) == [
-        "127.0.0.77", "192.168.1.2"]
+        "127.0.0.77",
+        "192.168.1.2",
+    ]
 
 
 def test_ipv4_mapped_ipv6_is_shown_as_ipv4() -> None:
     assert decoders.apply(["inet"], [mapped("127.0.0.77"), mapped("0.0.0.0")]) == [
-        "127.0.0.77", "0.0.0.0"]
+        "127.0.0.77",
+        "0.0.0.0",
+    ]
 
 
 def test_ipv6_in_rfc5952_form() -> None:
@@ -40,4 +44,3 @@ def test_accepts_bytearrays_and_keeps_column_length() -> None:
     col = [bytearray(mapped("10.1.2.3"))] * 3
     assert decoders.apply(["inet"], col) == ["10.1.2.3"] * 3
     assert decoders.get("inet").output == pb.FIELD_TYPE_STRING
-

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cachetools import TTLCache
 
 from ebpf_sidecar import decoders
 from ebpf_sidecar.decoders import majorminor
@@ -25,7 +26,7 @@ def fake_sys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     parts.write_text("major minor  #blocks  name\n\n 259        0  1000 nvme0n1\n")
     monkeypatch.setattr(majorminor, "SYS_DEV_BLOCK", sysdev)
     monkeypatch.setattr(majorminor, "PROC_PARTITIONS", parts)
-    monkeypatch.setattr(majorminor, "_cache", {})
+    monkeypatch.setattr(majorminor, "_names", TTLCache(maxsize=16, ttl=majorminor.TTL))
     yield sysdev
 
 
@@ -37,7 +38,10 @@ def test_sysfs_link_names_disks_and_partitions(fake_sys: Path) -> None:
     link(fake_sys, "7:3", "../../devices/virtual/block/loop3")
     link(fake_sys, "254:1", "../../devices/pci0000:00/virtio4/block/vda/vda1")
     assert decoders.apply(["majorminor"], [kdev(7, 3), kdev(254, 1), kdev(7, 3)]) == [
-        "loop3", "vda1", "loop3"]
+        "loop3",
+        "vda1",
+        "loop3",
+    ]
 
 
 def test_proc_partitions_is_the_fallback(fake_sys: Path) -> None:
@@ -51,13 +55,20 @@ def test_unknown_device_becomes_major_minor_and_is_retried(fake_sys: Path) -> No
     assert decoders.apply(["majorminor"], [kdev(8, 300)]) == ["sdq"]
 
 
-def test_names_are_looked_up_again_after_the_ttl(fake_sys: Path) -> None:
+def test_names_are_looked_up_again_after_the_ttl(
+    fake_sys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    names: TTLCache[int, str] = TTLCache(maxsize=16, ttl=majorminor.TTL, timer=lambda: now[0])
+    monkeypatch.setattr(majorminor, "_names", names)
     link(fake_sys, "259:1", "../../devices/x/block/nvme1n1")
-    assert majorminor.device_name(kdev(259, 1), now=100.0) == "nvme1n1"
+    assert majorminor.device_name(kdev(259, 1)) == "nvme1n1"
     (fake_sys / "259:1").unlink()
     link(fake_sys, "259:1", "../../devices/x/block/nvme2n1")
-    assert majorminor.device_name(kdev(259, 1), now=100.0 + majorminor.TTL / 2) == "nvme1n1"
-    assert majorminor.device_name(kdev(259, 1), now=100.0 + majorminor.TTL + 1) == "nvme2n1"
+    now[0] = 100.0 + majorminor.TTL / 2
+    assert majorminor.device_name(kdev(259, 1)) == "nvme1n1"
+    now[0] = 100.0 + majorminor.TTL + 1
+    assert majorminor.device_name(kdev(259, 1)) == "nvme2n1"
 
 
 def test_this_machines_disks_are_named_like_proc_partitions() -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cachetools import TTLCache
 
 from ebpf_sidecar import decoders
 from ebpf_sidecar.decoders import pid
@@ -27,10 +28,13 @@ def test_exited_process_is_empty() -> None:
 def test_names_are_cached_for_ttl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "42").mkdir()
     (tmp_path / "42" / "comm").write_text("first\n")
-    monkeypatch.setattr(pid.NAMES, "proc", str(tmp_path))
-    monkeypatch.setattr(pid.NAMES, "entries", {})
     ttl = pid.NAMES.ttl
-    assert pid.process_name(42, now=100.0) == "first"
+    now = [100.0]
+    monkeypatch.setattr(pid.NAMES, "proc", str(tmp_path))
+    monkeypatch.setattr(pid.NAMES, "entries", TTLCache(maxsize=16, ttl=ttl, timer=lambda: now[0]))
+    assert pid.process_name(42) == "first"
     (tmp_path / "42" / "comm").write_text("second\n")
-    assert pid.process_name(42, now=100.0 + ttl / 2) == "first"
-    assert pid.process_name(42, now=100.0 + ttl + 1) == "second"
+    now[0] = 100.0 + ttl / 2
+    assert pid.process_name(42) == "first"
+    now[0] = 100.0 + ttl + 1
+    assert pid.process_name(42) == "second"

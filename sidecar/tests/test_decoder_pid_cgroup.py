@@ -23,8 +23,9 @@ def test_the_0_line_is_the_unified_path() -> None:
 
 
 def test_own_process_matches_proc() -> None:
-    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines()
-                if x.startswith("0::"))
+    line = next(
+        x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::")
+    )
     assert decoders.apply(["pid_cgroup"], [os.getpid()]) == [line[3:]]
 
 

@@ -13,8 +13,11 @@ STATIC = "6b1b0a4c6e1cd8d8f1d6b4a2a0a1d3f5"
 @pytest.mark.parametrize(
     ("path", "uid"),
     [
-        (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-         f"cri-containerd-{ID}.scope", UID),
+        (
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+            f"cri-containerd-{ID}.scope",
+            UID,
+        ),
         (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice", UID),
         (f"/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope", UID),  # Guaranteed
         (f"/kubepods/burstable/pod{UID}/{ID}", UID),
@@ -27,8 +30,15 @@ def test_systemd_and_cgroupfs_layouts(path: str, uid: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "", f"/system.slice/docker-{ID}.scope", "/kubepods.slice",
-             "/kubepods/burstable/podnotauid"])
+    "path",
+    [
+        "/",
+        "",
+        f"/system.slice/docker-{ID}.scope",
+        "/kubepods.slice",
+        "/kubepods/burstable/podnotauid",
+    ],
+)
 def test_outside_a_pod_is_empty(path: str) -> None:
     assert decoders.apply(["pod_uid"], [path]) == [""]
     assert decoders.apply(["pod_uid"], [None]) == [""]

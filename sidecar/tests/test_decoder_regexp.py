@@ -9,15 +9,18 @@ from ebpf_sidecar.decoders import DROP, DecoderSpecError
 def test_keep_only_matching_entries() -> None:
     keep = decoders.resolve({"regexp": {"pattern": "^nginx", "action": "keep"}})
     assert decoders.apply([keep], ["nginx", "nginx-worker", "bash", "my-nginx"]) == [
-        "nginx", "nginx-worker", DROP, DROP]
+        "nginx",
+        "nginx-worker",
+        DROP,
+        DROP,
+    ]
     assert keep.output is None  # a filter keeps its input's type
     assert keep.spec == 'regexp{"action":"keep","pattern":"^nginx"}'
 
 
 def test_drop_matching_entries_and_match_bytes_and_ints() -> None:
     drop = decoders.resolve({"regexp": {"pattern": "^(kworker|ksoftirqd)", "action": "drop"}})
-    assert decoders.apply([drop], [b"kworker/0:1\0\0", b"bash\0", 42]) == [
-        DROP, b"bash\0", 42]
+    assert decoders.apply([drop], [b"kworker/0:1\0\0", b"bash\0", 42]) == [DROP, b"bash\0", 42]
 
 
 def test_later_decoders_never_see_dropped_entries() -> None:

@@ -5,14 +5,6 @@ import pytest
 from ebpf_sidecar import decoders
 from ebpf_sidecar.decoders import DROP, DecoderSpecError
 from ebpf_sidecar.decoders.static_map import static_map
-from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
-
-
-def test_disk_direction_names_reads_writes_and_other() -> None:
-    assert decoders.apply(["disk_direction"], [0, 1, 2, 255, 1]) == [
-        "read", "write", "other", "other", "write"]
-    assert decoders.get("disk_direction").output == pb.FIELD_TYPE_STRING
-    assert decoders.get("disk_direction").failure == "other"
 
 
 def test_table_decoder_never_raises() -> None:
@@ -21,15 +13,15 @@ def test_table_decoder_never_raises() -> None:
 
 
 def test_table_from_the_manifest() -> None:
-    d = decoders.resolve({"static_map": {"map": {0: "read", 1: "write"}, "allow_unknown": True}})
+    d = decoders.resolve({"static_map": {"map": {0: "read", 1: "write"}, "drop_unknown": False}})
     assert decoders.apply([d], [0, 1, 5]) == ["read", "write", "unknown:5"]
     assert d.failure == "unknown:<n>"
     d = decoders.resolve({"static_map": {"map": {"0x10": "x"}, "default": "other"}})
     assert decoders.apply([d], [16, 1]) == ["x", "other"]
 
 
-def test_allow_unknown_false_drops_the_entry() -> None:
-    d = decoders.resolve({"static_map": {"map": {0: "read"}, "allow_unknown": False}})
+def test_drop_unknown_drops_the_entry() -> None:
+    d = decoders.resolve({"static_map": {"map": {0: "read"}, "drop_unknown": True}})
     assert decoders.apply([d], [0, 7, None]) == ["read", DROP, DROP]
 
 
@@ -40,7 +32,13 @@ def test_allow_unknown_false_drops_the_entry() -> None:
         ({"map": []}, r"static_map\.map: must be a non-empty mapping"),
         ({"map": {"zero": "x"}}, r"static_map\.map\.zero: key 'zero' is not an integer"),
         ({"map": {0: None}}, r"static_map\.map\.0: value None is not a non-empty name"),
-        ({"map": {0: "x"}, "allow_unknown": "yes"}, r"static_map\.allow_unknown: 'yes'"),
+        ({"map": {0: "x"}, "drop_unknown": "yes"}, r"static_map\.drop_unknown: 'yes'"),
+        # ebpf_exporter's option of this name means something else: say what to use
+        (
+            {"map": {0: "x"}, "allow_unknown": True},
+            r"static_map\.allow_unknown: not an option of this static_map \(in ebpf_exporter it "
+            r"keeps unknown numbers as their own names\); .* set drop_unknown: true",
+        ),
         ({"map": {0: "x"}, "default": 3}, r"static_map\.default: 3 is not a string"),
         ({"map": {0: "x"}, "tabel": {}}, r"static_map\.tabel: unknown option"),
     ],

@@ -30,9 +30,20 @@ def run_without_tracefs(code: str, *, can_mount: bool) -> subprocess.CompletedPr
         f'exec {drop}"$0" -c "$1"'
     )
     return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-         sys.executable, code],
-        capture_output=True, text=True, timeout=120,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            sys.executable,
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -57,9 +68,9 @@ def test_unmountable_tracefs_is_an_error_that_names_the_fix() -> None:
         "    kernel.tracepoint_fields('sched', 'sched_switch')\n"
         "except kernel.TracefsUnavailable as e:\n"
         "    print('fields:', e)\n"
-        "from ebpf_sidecar.catalog import Catalog\n"
+        "from ebpf_sidecar.manifest import load_catalog\n"
         "from ebpf_sidecar.programs import LoadError, ProgramManager\n"
-        f"mgr = ProgramManager(Catalog.load([{str(CATALOG_DIR)!r}]))\n"
+        f"mgr = ProgramManager(load_catalog([{str(CATALOG_DIR)!r}]))\n"
         "try:\n"
         "    mgr.acquire('oom', {})\n"
         "except LoadError as e:\n"
@@ -74,5 +85,5 @@ def test_unmountable_tracefs_is_an_error_that_names_the_fix() -> None:
     # a program with classic tracepoints fails to load, saying why, instead
     # of compiling without the fields this kernel has
     assert load.startswith(
-        "load: program 'oom' needs tracepoint formats: tracefs is not mounted"), load
-
+        "load: program 'oom' needs tracepoint formats: tracefs is not mounted"
+    ), load

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ebpf_sidecar.catalog import load_manifest
-from ebpf_sidecar.maps import ExitedProcessReaper, MapReader
+from ebpf_sidecar.manifest import load_manifest
+from ebpf_sidecar.maps import ExitedProcessReaper, LayoutError, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -37,7 +37,7 @@ maps:
     key:
       - name: id
         type: u32
-        decoders: [{static_map: {map: {1: one, 2: two, 7: seven}, allow_unknown: false}}]
+        decoders: [{static_map: {map: {1: one, 2: two, 7: seven}, drop_unknown: true}}]
     derived:
       - {name: first, from: id, decoders: [{static_map: {map: {1: first}, default: other}}]}
       - {name: id_hex, from: id, decoders: [hex]}
@@ -72,8 +72,10 @@ def bpf(tmp_path: Path) -> Iterator[tuple[Any, dict[str, MapReader]]]:
     program = load_manifest(d / "manifest.yaml")
     b = BPF(text=SOURCE.encode())
     try:
-        readers = {name: MapReader(b[name.encode()], spec, name)
-                   for name, spec in program.maps.items()}
+        readers = {
+            name: MapReader(b[name.encode()], spec, name, spec.size.entries({}))
+            for name, spec in program.maps.items()
+        }
         yield b, readers
     finally:
         b.cleanup()
@@ -142,7 +144,7 @@ def test_clear_after_read_deletes_hash_entries(bpf: tuple[Any, dict[str, MapRead
 
 
 def test_clear_after_read_on_an_array_subtracts_the_previous_read(
-    bpf: tuple[Any, dict[str, MapReader]]
+    bpf: tuple[Any, dict[str, MapReader]],
 ) -> None:
     # Array entries cannot be deleted: the reader returns the increase since
     # its previous read instead, exactly.
@@ -165,7 +167,7 @@ def test_clear_after_read_on_an_array_subtracts_the_previous_read(
 
 
 def test_a_dropping_decoder_removes_the_entry_from_every_column(
-    bpf: tuple[Any, dict[str, MapReader]]
+    bpf: tuple[Any, dict[str, MapReader]],
 ) -> None:
     b, readers = bpf
     h = b[b"h"]
@@ -174,17 +176,14 @@ def test_a_dropping_decoder_removes_the_entry_from_every_column(
         _put(h, h.Key(key), [n] + [0] * (cpus - 1), m=key)
     n, cols = _read(readers["h"])
     assert n == 2
-    rows = sorted(zip(cols["id"], cols["first"], cols["id_hex"], cols["n"], cols["m"],
-                      strict=True))
+    rows = sorted(zip(cols["id"], cols["first"], cols["id_hex"], cols["n"], cols["m"], strict=True))
     assert rows == [("one", "first", "0x1", 10, cpus * 1), ("two", "other", "0x2", 20, cpus * 2)]
     n, cols = _read(readers["h"], per_cpu=True)
     assert n == 2 * cpus and sorted(set(cols["id"])) == ["one", "two"]
     assert all(len(c) == n for c in cols.values())
 
 
-def test_derived_fields_travel_after_the_key_fields(
-    bpf: tuple[Any, dict[str, MapReader]]
-) -> None:
+def test_derived_fields_travel_after_the_key_fields(bpf: tuple[Any, dict[str, MapReader]]) -> None:
     b, readers = bpf
     h = b[b"h"]
     _put(h, h.Key(7), [1] * _cpus(h))
@@ -210,3 +209,49 @@ def test_exited_processes_are_deleted_after_two_more_reads(
     assert sorted(k.id for k in plain) == [1, 2]
     assert reaper.reap(plain.map_fd, keys_raw, 4, [1, 2]) == 1  # and now deleted
     assert sorted(k.id for k in plain) == [1]
+
+
+def test_a_size_other_than_the_compiled_one_is_refused(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "prog.c").write_text(SOURCE)
+    (d / "manifest.yaml").write_text(MANIFEST.replace("max_entries: 64", "max_entries: 32"))
+    spec = load_manifest(d / "manifest.yaml").maps["h"]
+    b = BPF(text=SOURCE.encode())
+    try:
+        with pytest.raises(
+            LayoutError,
+            match=r"h\.max_entries: the manifest says 32 = 32 for "
+            r"these parameters, the compiled map has 64 entries",
+        ):
+            MapReader(b[b"h"], spec, "h", spec.size.entries({}))
+    finally:
+        b.cleanup()
+
+
+def test_a_histograms_slots_are_the_compiled_arrays_size(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    histogram = "    histogram: {slot_field: slot, slots: SLOTS, count_field: n, unit: ns}\n"
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "prog.c").write_text(SOURCE)
+    manifest = MANIFEST.replace("  - name: plain\n", histogram + "  - name: plain\n")
+    b = BPF(text=SOURCE.encode())
+    try:
+        for slots, fits in ((4, True), (3, False)):
+            (d / "manifest.yaml").write_text(manifest.replace("SLOTS", str(slots)))
+            spec = load_manifest(d / "manifest.yaml").maps["a"]
+            if fits:
+                MapReader(b[b"a"], spec, "a", 4)
+                continue
+            with pytest.raises(
+                LayoutError,
+                match=r"a\.histogram\.slots: the manifest says 3, "
+                r"the compiled array has 4 slots",
+            ):
+                MapReader(b[b"a"], spec, "a", 4)
+    finally:
+        b.cleanup()

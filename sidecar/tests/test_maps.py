@@ -15,16 +15,19 @@ def f(name: str, c_type: str) -> FieldSpec:
 
 class Key(ct.Structure):
     # As BCC builds it for `struct { u32 id; char comm[16]; u64 n; }`, pad included.
-    _fields_ = [("id", ct.c_uint32), ("comm", ct.c_char * 16), ("__pad_1", ct.c_char * 4),
-                ("n", ct.c_uint64)]
+    _fields_ = [
+        ("id", ct.c_uint32),
+        ("comm", ct.c_char * 16),
+        ("__pad_1", ct.c_char * 4),
+        ("n", ct.c_uint64),
+    ]
 
 
 def test_struct_layout_follows_compiled_offsets() -> None:
-    layout = Layout.of(Key, [f("n", "u64"), f("id", "u32"), f("comm", "char[16]")],
-                       ct.sizeof(Key), "k")
-    raw = b"".join(
-        struct.pack("<I16s4xQ", i, b"p%d" % i, 10 * i) for i in range(3)
+    layout = Layout.of(
+        Key, [f("n", "u64"), f("id", "u32"), f("comm", "char[16]")], ct.sizeof(Key), "k"
     )
+    raw = b"".join(struct.pack("<I16s4xQ", i, b"p%d" % i, 10 * i) for i in range(3))
     cols = layout.columns(raw + b"\0" * 32, 3)  # trailing buffer space is ignored
     assert cols["id"] == [0, 1, 2]
     assert cols["n"] == [0, 10, 20]
@@ -48,8 +51,7 @@ def test_manifest_field_missing_from_struct() -> None:
 
 def test_manifest_size_disagrees_with_struct() -> None:
     with pytest.raises(LayoutError, match=r"k\.id: manifest says u64 \(8 bytes\)"):
-        Layout.of(Key, [f("id", "u64"), f("comm", "char[16]"), f("n", "u64")],
-                  ct.sizeof(Key), "k")
+        Layout.of(Key, [f("id", "u64"), f("comm", "char[16]"), f("n", "u64")], ct.sizeof(Key), "k")
 
 
 def test_signed_fields() -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from bpf_helpers import loaded_prog_ids, prog_ids_of, wait_unloaded
+from conftest import CATALOG_DIR
 from ebpf_sidecar.catalog import Catalog, RequestError
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -76,8 +78,10 @@ def _count(snap: pb.MapSnapshot, syscall: str) -> int:
     values = {c.field: c for c in snap.value_columns}
     comm = Path("/proc/self/comm").read_text().strip()
     return sum(
-        n for s, c, n in zip(keys["syscall_id"].strings, keys["comm"].strings,
-                             values["count"].uints, strict=True)
+        n
+        for s, c, n in zip(
+            keys["syscall_id"].strings, keys["comm"].strings, values["count"].uints, strict=True
+        )
         if s == syscall and c == comm
     )
 
@@ -85,8 +89,9 @@ def _count(snap: pb.MapSnapshot, syscall: str) -> int:
 def test_tracepoint_fields_become_defines() -> None:
     from ebpf_sidecar import kernel
 
-    flags = kernel.tracepoint_defines(["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter",
-                                       "tracepoint:nope:missing"])
+    flags = kernel.tracepoint_defines(
+        ["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter", "tracepoint:nope:missing"]
+    )
     assert "-DTP_SCHED_SWITCH_HAS_PREV_STATE=1" in flags
     assert "-DTP_SCHED_SWITCH_HAS_NEXT_PID=1" in flags
     assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)
@@ -142,7 +147,7 @@ def test_verifier_rejection_carries_the_verifiers_words(tmp_path: Path) -> None:
     d.mkdir()
     (d / "unchecked.c").write_text(BAD_PROGRAM)
     (d / "manifest.yaml").write_text(BAD_MANIFEST)
-    mgr = ProgramManager(Catalog.load([tmp_path]))
+    mgr = ProgramManager(load_catalog([tmp_path]))
     before = loaded_prog_ids()
     try:
         with pytest.raises(LoadError) as err:
@@ -165,3 +170,95 @@ def test_btf_offsets_come_from_the_running_kernel() -> None:
     assert kernel.btf_member_offset("pt_regs", "orig_ax") == 120
     assert kernel.btf_member_offset("pt_regs", "no_such_member") is None
     assert kernel.btf_defines(["pt_regs.orig_ax"]) == ["-DBTF_OFFSET_PT_REGS_ORIG_AX=120"]
+
+
+# A program of a --programs-dir folder that uses the catalog's shared header:
+# a one-entry map keyed by syscall, so the first of two syscalls takes the
+# entry and every call of the second is a counted drop.
+FULL_MAP_PROGRAM = """
+#include <ebpfreceiver.h>
+BPF_PERCPU_HASH(calls, u32, u64, 1);
+BPF_PERCPU_ARRAY(calls_dropped, u64, 1);
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    u32 id = ctx->args[1];
+    if (bpf_get_current_pid_tgid() >> 32 != TGID || (id != FIRST && id != SECOND))
+        return 0;
+    u64 zero = 0, *count = calls.lookup_or_try_init(&id, &zero);
+    if (count)
+        (*count)++;
+    else
+        count_dropped(calls_dropped.lookup(DROPPED_KEY));
+    return 0;
+}
+"""
+
+FULL_MAP_MANIFEST = """
+name: full_map
+hooks: [raw_tracepoint:sys_enter]
+parameters:
+  - {name: tgid, type: int, default: 1, min: 1, max: 4194304, define: TGID}
+  - {name: first, type: int, default: 0, min: 0, max: 1023, define: FIRST}
+  - {name: second, type: int, default: 0, min: 0, max: 1023, define: SECOND}
+maps:
+  - name: calls
+    max_entries: 1
+    dropped_counter: calls_dropped
+    key: [{name: id, type: u32, decoders: [syscall]}]
+    value: [{name: count, type: u64}]
+"""
+
+
+def test_programs_dir_programs_count_drops_with_the_shared_header(tmp_path: Path) -> None:
+    from bcc.syscall import syscalls
+
+    ids = {name.decode(): number for number, name in syscalls.items()}
+    d = tmp_path / "full_map"
+    d.mkdir()
+    (d / "full_map.c").write_text(FULL_MAP_PROGRAM)
+    (d / "manifest.yaml").write_text(FULL_MAP_MANIFEST)
+    mgr = ProgramManager(load_catalog([CATALOG_DIR, tmp_path]))
+    params = {"tgid": str(os.getpid()), "first": str(ids["getppid"]), "second": str(ids["getuid"])}
+    loaded = mgr.acquire("full_map", params)
+    try:
+        for _ in range(5):
+            os.getppid()
+        for _ in range(7):
+            os.getuid()
+        snap = pb.MapSnapshot()
+        loaded.readers["calls"].read(snap)
+        assert list(snap.key_columns[0].strings) == ["getppid"]
+        assert list(snap.value_columns[0].uints) == [5]
+        assert snap.dropped_updates == 7
+    finally:
+        mgr.release(loaded)
+
+
+def test_map_sizes_follow_their_parameters(catalog: Catalog) -> None:
+    mgr = ProgramManager(catalog)
+    loaded = mgr.acquire("syscalls", {"max_entries": "4096"})
+    try:
+        snap = pb.MapSnapshot()
+        loaded.readers["syscall_errors"].read(snap)
+        assert snap.max_entries == 4096
+    finally:
+        mgr.release(loaded)
+
+
+def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) -> None:
+    from ebpf_sidecar.programs import LoadError
+
+    d = tmp_path / "unchecked"
+    d.mkdir()
+    (d / "unchecked.c").write_text("BPF_ARRAY(counts, u64, 2);\n")
+    (d / "manifest.yaml").write_text(
+        BAD_MANIFEST.replace("hooks: [tracepoint:sched:sched_switch]", "hooks: []")
+    )
+    mgr = ProgramManager(load_catalog([tmp_path]))
+    with pytest.raises(
+        LoadError,
+        match=r"program 'unchecked' does not match its manifest: .*"
+        r"max_entries: the manifest says 1 = 1 for these parameters, the "
+        r"compiled map has 2 entries",
+    ):
+        mgr.acquire("unchecked", {})
+    assert mgr.loaded() == []

@@ -16,8 +16,10 @@ def _service(catalog: Catalog) -> SidecarService:
 def test_map_request_options_are_kept(catalog: Catalog) -> None:
     req = pb.StreamRequest(
         programs=[pb.ProgramRequest(name="cpu")],
-        maps=[pb.MapRequest(program="cpu", map="process_cpu", clear_after_read=True),
-              pb.MapRequest(program="cpu", map="cpu_usage", per_cpu=True)],
+        maps=[
+            pb.MapRequest(program="cpu", map="process_cpu", clear_after_read=True),
+            pb.MapRequest(program="cpu", map="cpu_usage", per_cpu=True),
+        ],
     )
     assert _service(catalog)._validate(req) == [
         WantedMap("cpu", "process_cpu", clear=True, per_cpu=False),
@@ -28,8 +30,10 @@ def test_map_request_options_are_kept(catalog: Catalog) -> None:
 def test_a_map_requested_twice_is_refused(catalog: Catalog) -> None:
     req = pb.StreamRequest(
         programs=[pb.ProgramRequest(name="cpu")],
-        maps=[pb.MapRequest(program="cpu", map="cpu_usage"),
-              pb.MapRequest(program="cpu", map="cpu_usage", clear_after_read=True)],
+        maps=[
+            pb.MapRequest(program="cpu", map="cpu_usage"),
+            pb.MapRequest(program="cpu", map="cpu_usage", clear_after_read=True),
+        ],
     )
     with pytest.raises(RequestError, match=r"maps\[1\]: map 'cpu_usage' of 'cpu' is requested"):
         _service(catalog)._validate(req)

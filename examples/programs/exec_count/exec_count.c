@@ -7,6 +7,7 @@
 // Everything comes from helpers: no kernel struct is read.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
 #define MAX_ENTRIES 4096
@@ -30,13 +31,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     key.cgroup_id = bpf_get_current_cgroup_id();
     u64 zero = 0;
     u64 *count = execs.lookup_or_try_init(&key, &zero);
-    if (count) {
+    if (count)
         (*count)++;
-    } else {
-        int idx = 0;
-        u64 *dropped = execs_dropped.lookup(&idx);
-        if (dropped)
-            (*dropped)++;
-    }
+    else
+        count_dropped(execs_dropped.lookup(DROPPED_KEY));
     return 0;
 }

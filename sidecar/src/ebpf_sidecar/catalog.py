@@ -1,9 +1,10 @@
-"""The program catalog: BCC sources plus their manifests.
+"""The program catalog's model: programs, their maps, fields and parameters.
 
-A manifest (``bpf/<program>/manifest.yaml``) says which hooks a program uses,
-the layout of its maps (key and value fields, in struct order), how keys are
-decoded, which typed parameters it takes, and the metrics it emits by default.
-Programs are only ever referred to by name; source never comes over the wire.
+Each program is a BCC source plus what its manifest says (decoded by
+``manifest.py``): which hooks it uses, the layout of its maps (key and value
+fields, in struct order), how keys are decoded, which typed parameters it
+takes, and the metrics it emits by default. Programs are only ever referred
+to by name; source never comes over the wire.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from ebpf_sidecar import decoders
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
-_C_TYPES = re.compile(r"^(u8|u16|u32|u64|s8|s16|s32|s64|char\[(\d+)\])$")
+# The C types a manifest field may have: fixed-size integers and char arrays.
+C_TYPES = re.compile(r"^(u8|u16|u32|u64|s8|s16|s32|s64|char\[(\d+)\])$")
 _INT_SIZES = {"8": 1, "16": 2, "32": 4, "64": 8}
 
 
@@ -42,7 +41,7 @@ class FieldSpec:
 
     @property
     def size(self) -> int:
-        m = _C_TYPES.match(self.c_type)
+        m = C_TYPES.match(self.c_type)
         assert m is not None
         if m.group(2):
             return int(m.group(2))
@@ -140,10 +139,30 @@ SLOT_CONVENTIONS = {
 
 
 @dataclass(frozen=True)
+class MapSize:
+    """A map's max_entries: a product of numbers and int parameters.
+
+    ``max_devices * 2 * 36`` in a manifest, so the size the sidecar reports
+    and checks follows the parameter that sizes the map in the C source.
+    """
+
+    factors: tuple[int | str, ...]  # a number, or the name of an int parameter
+
+    def entries(self, parameters: Mapping[str, int]) -> int:
+        """The size for these parameter values (Program.parameter_values)."""
+        size = 1
+        for factor in self.factors:
+            size *= parameters[factor] if isinstance(factor, str) else factor
+        return size
+
+    def __str__(self) -> str:
+        return " * ".join(str(f) for f in self.factors)
+
+
+@dataclass(frozen=True)
 class MapSpec:
     name: str
-    kind: str
-    max_entries: int
+    size: MapSize
     key: tuple[FieldSpec, ...]
     value: tuple[FieldSpec, ...]
     description: str
@@ -162,11 +181,12 @@ class MapSpec:
         """Every key column of a snapshot: the map's key fields, then derived ones."""
         return [f.name for f in self.key] + [d.name for d in self.derived]
 
-    def to_proto(self) -> pb.Map:
+    def to_proto(self, parameters: Mapping[str, int]) -> pb.Map:
+        """The map as Describe shows it, sized for these parameter values."""
         m = pb.Map(
             name=self.name,
             kind=pb.MAP_KIND_HISTOGRAM if self.histogram else pb.MAP_KIND_COUNTERS,
-            max_entries=self.max_entries,
+            max_entries=self.size.entries(parameters),
             key_fields=[f.to_proto() for f in self.key] + [d.to_proto() for d in self.derived],
             value_fields=[f.to_proto() for f in self.value],
             description=self.description,
@@ -199,27 +219,27 @@ class ParameterSpec:
             description=self.description,
         )
 
-    def compile_define(self, text: str, where: str) -> str:
-        """Validate a text value and turn it into a -D flag (never raw flags)."""
+    def number(self, text: str, where: str) -> int:
+        """Validate a text value: the number its -D define gets (never raw flags).
+
+        An int is itself, a bool 1 or 0, an enum value its index in ``allowed``.
+        """
         if self.type == "int":
             try:
                 value = int(text, 0)
             except ValueError:
                 raise RequestError(f"{where}: {text!r} is not an integer") from None
             if not self.min <= value <= self.max:
-                raise RequestError(
-                    f"{where}: {value} is out of range; use {self.min}..{self.max}"
-                )
-            return f"-D{self.define}={value}"
+                raise RequestError(f"{where}: {value} is out of range; use {self.min}..{self.max}")
+            return value
         if self.type == "bool":
             lowered = text.strip().lower()
             if lowered not in ("true", "false"):
                 raise RequestError(f"{where}: {text!r} is not a boolean; use true or false")
-            return f"-D{self.define}={1 if lowered == 'true' else 0}"
-        # enum: the index of the value, with one define per allowed name too
+            return 1 if lowered == "true" else 0
         if text not in self.allowed:
             raise RequestError(f"{where}: {text!r} is not one of {', '.join(self.allowed)}")
-        return f"-D{self.define}={self.allowed.index(text)}"
+        return self.allowed.index(text)
 
 
 @dataclass(frozen=True)
@@ -236,11 +256,13 @@ class Program:
     btf_offsets: tuple[str, ...] = ()
 
     def to_proto(self) -> pb.Program:
+        """The program as Describe shows it: map sizes are those of the defaults."""
+        defaults = self.parameter_values({})
         return pb.Program(
             name=self.name,
             description=self.description,
             hooks=list(self.hooks),
-            maps=[m.to_proto() for m in self.maps.values()],
+            maps=[m.to_proto(defaults) for m in self.maps.values()],
             parameters=[p.to_proto() for p in self.parameters.values()],
             default_metrics=list(self.default_metrics),
         )
@@ -251,8 +273,8 @@ class Program:
         param = self.parameters[spec.enabled_by]
         return values.get(param.name, param.default).strip().lower() == "true"
 
-    def cflags(self, values: Mapping[str, str]) -> list[str]:
-        """Compile-time defines for validated parameter values (defaults filled in)."""
+    def parameter_values(self, values: Mapping[str, str]) -> dict[str, int]:
+        """Every parameter's validated number, by name, defaults filled in."""
         for name in values:
             if name not in self.parameters:
                 valid = ", ".join(self.parameters) or "none"
@@ -260,16 +282,26 @@ class Program:
                     f"programs[{self.name}].parameters: unknown parameter {name!r}; "
                     f"valid parameters: {valid}"
                 )
-        return [
-            spec.compile_define(
+        return {
+            name: spec.number(
                 values.get(name, spec.default), f"programs[{self.name}].parameters.{name}"
             )
             for name, spec in sorted(self.parameters.items())
+        }
+
+    def cflags(self, values: Mapping[str, str]) -> list[str]:
+        """Compile-time defines for validated parameter values (defaults filled in)."""
+        return [
+            f"-D{self.parameters[name].define}={number}"
+            for name, number in self.parameter_values(values).items()
         ]
 
 
 class Catalog:
-    def __init__(self, programs: Iterable[Program]) -> None:
+    """Programs by name, and the header folders every program compiles with."""
+
+    def __init__(self, programs: Iterable[Program], include_dirs: Iterable[Path] = ()) -> None:
+        self.include_dirs = tuple(include_dirs)
         self.programs: dict[str, Program] = {}
         for p in programs:
             if p.name in self.programs:
@@ -278,13 +310,6 @@ class Catalog:
                     f"({self.programs[p.name].source} and {p.source})"
                 )
             self.programs[p.name] = p
-
-    @classmethod
-    def load(cls, directories: Iterable[Path]) -> Catalog:
-        manifests = [
-            m for d in directories for m in sorted(Path(d).glob("*/manifest.yaml"))
-        ]
-        return cls(load_manifest(m) for m in manifests)
 
     def program(self, name: str) -> Program:
         try:
@@ -302,256 +327,3 @@ class Catalog:
             raise RequestError(
                 f"program {program!r} has no map {name!r}; its maps: {', '.join(p.maps)}"
             ) from None
-
-
-# --- manifest parsing ----------------------------------------------------------
-
-
-def _req(doc: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in doc:
-        raise CatalogError(f"{where}: missing required key {key!r}")
-    return doc[key]
-
-
-def _decoders(doc: Mapping[str, Any], where: str) -> tuple[decoders.Decoder, ...]:
-    entries = doc.get("decoders", ()) or ()
-    if not isinstance(entries, list | tuple):
-        raise CatalogError(f"{where}.decoders: must be a list, not {entries!r}")
-    chain = []
-    for i, entry in enumerate(entries):
-        try:
-            chain.append(decoders.resolve(entry))
-        except decoders.DecoderSpecError as e:
-            raise CatalogError(f"{where}.decoders[{i}]: {e}") from None
-    return tuple(chain)
-
-
-def _field(doc: Mapping[str, Any], where: str) -> FieldSpec:
-    name = str(_req(doc, "name", where))
-    c_type = str(_req(doc, "type", f"{where} ({name})"))
-    if not _C_TYPES.match(c_type):
-        raise CatalogError(f"{where}.type: {c_type!r} is not u8..u64, s8..s64 or char[N]")
-    return FieldSpec(
-        name=name,
-        c_type=c_type,
-        decoders=_decoders(doc, f"{where} ({name})"),
-        unit=str(doc.get("unit", "")),
-        attribute=str(doc.get("attribute", name)),
-        description=str(doc.get("description", "")),
-    )
-
-
-def _derived(doc: Any, key: Mapping[str, FieldSpec], where: str) -> DerivedSpec:
-    if not isinstance(doc, Mapping):
-        raise CatalogError(f"{where}: must be a mapping with name, from and decoders")
-    name = str(_req(doc, "name", where))
-    where = f"{where} ({name})"
-    source = str(_req(doc, "from", where))
-    if source not in key:
-        raise CatalogError(
-            f"{where}.from: {source!r} is no key field of the map; key fields: {', '.join(key)}"
-        )
-    chain = _decoders(doc, where)
-    if not chain:
-        raise CatalogError(f"{where}.decoders: a derived field needs at least one decoder")
-    return DerivedSpec(
-        name=name,
-        source=key[source],
-        decoders=chain,
-        attribute=str(doc.get("attribute", name)),
-        description=str(doc.get("description", "")),
-    )
-
-
-def _map(doc: Mapping[str, Any], where: str) -> MapSpec:
-    name = str(_req(doc, "name", where))
-    where = f"{where} ({name})"
-    key = tuple(_field(f, f"{where}.key[{i}]") for i, f in enumerate(_req(doc, "key", where)))
-    value = tuple(
-        _field(f, f"{where}.value[{i}]") for i, f in enumerate(_req(doc, "value", where))
-    )
-    hist = None
-    if "histogram" in doc:
-        h = doc["histogram"]
-        hist = HistogramSpec(
-            slot_field=str(_req(h, "slot_field", f"{where}.histogram")),
-            slots=int(_req(h, "slots", f"{where}.histogram")),
-            count_field=str(_req(h, "count_field", f"{where}.histogram")),
-            sum_field=str(h.get("sum_field", "")),
-            unit=str(_req(h, "unit", f"{where}.histogram")),
-            convention=str(h.get("convention", "log2_bcc")),
-            linear_width=float(h.get("linear_width", 0)),
-            bounds=tuple(float(b) for b in h.get("bounds", ())),
-        )
-        _check_layout(hist, f"{where}.histogram")
-        if hist.slot_field not in {f.name for f in key}:
-            raise CatalogError(f"{where}.histogram.slot_field: {hist.slot_field!r} is no key field")
-        for vf in (hist.count_field, hist.sum_field):
-            if vf and vf not in {f.name for f in value}:
-                raise CatalogError(f"{where}.histogram: {vf!r} is no value field")
-    by_name = {f.name: f for f in key}
-    derived: list[DerivedSpec] = []
-    for i, d in enumerate(doc.get("derived", ()) or ()):
-        spec = _derived(d, by_name, f"{where}.derived[{i}]")
-        if spec.name in by_name or spec.name in {x.name for x in derived}:
-            raise CatalogError(
-                f"{where}.derived[{i}].name: {spec.name!r} is already a key field of the map"
-            )
-        derived.append(spec)
-    pid_field = str(doc.get("pid_field", ""))
-    if pid_field and pid_field not in {f.name for f in key if not f.c_type.startswith("char")}:
-        raise CatalogError(f"{where}.pid_field: {pid_field!r} is no integer key field")
-    return MapSpec(
-        name=name,
-        kind="histogram" if hist else "counters",
-        max_entries=int(_req(doc, "max_entries", where)),
-        key=key,
-        value=value,
-        description=str(doc.get("description", "")),
-        histogram=hist,
-        dropped_counter=str(doc.get("dropped_counter", "")),
-        enabled_by=str(doc.get("enabled_by", "")),
-        pid_field=pid_field,
-        derived=tuple(derived),
-    )
-
-
-def _check_layout(h: HistogramSpec, where: str) -> None:
-    if h.convention not in SLOT_CONVENTIONS:
-        raise CatalogError(
-            f"{where}.convention: {h.convention!r} is not one of {', '.join(SLOT_CONVENTIONS)}"
-        )
-    if h.slots < 1:
-        raise CatalogError(f"{where}.slots: {h.slots} must be at least 1")
-    if h.convention == "linear" and h.linear_width <= 0:
-        raise CatalogError(f"{where}.linear_width: a linear histogram needs a width above 0")
-    increasing = list(h.bounds) == sorted(set(h.bounds))
-    if h.convention == "fixed" and (len(h.bounds) != h.slots - 1 or not increasing):
-        raise CatalogError(
-            f"{where}.bounds: a fixed histogram of {h.slots} slots needs {h.slots - 1} "
-            "strictly increasing bounds (the last slot holds everything above)"
-        )
-
-
-def _parameter(doc: Mapping[str, Any], where: str) -> ParameterSpec:
-    name = str(_req(doc, "name", where))
-    ptype = str(_req(doc, "type", where))
-    if ptype not in ("int", "bool", "enum"):
-        raise CatalogError(f"{where}.type: {ptype!r} is not int, bool or enum")
-    spec = ParameterSpec(
-        name=name,
-        type=ptype,
-        default=str(_req(doc, "default", where)).lower() if ptype == "bool"
-        else str(_req(doc, "default", where)),
-        define=str(_req(doc, "define", where)),
-        description=str(doc.get("description", "")),
-        allowed=tuple(str(a) for a in doc.get("allowed", ())),
-        min=int(doc.get("min", 0)),
-        max=int(doc.get("max", 0)),
-    )
-    spec.compile_define(spec.default, f"{where}.default")  # the default must be valid
-    return spec
-
-
-_METRIC_TYPES = {
-    "sum": pb.METRIC_TYPE_SUM,
-    "gauge": pb.METRIC_TYPE_GAUGE,
-    "histogram": pb.METRIC_TYPE_HISTOGRAM,
-}
-
-
-def _metric(doc: Mapping[str, Any], program: str, maps: Mapping[str, MapSpec], where: str) -> (
-    pb.MetricBinding
-):
-    name = str(_req(doc, "name", where))
-    where = f"{where} ({name})"
-    map_name = str(_req(doc, "map", where))
-    if map_name not in maps:
-        raise CatalogError(f"{where}.map: {map_name!r} is not a map of {program}")
-    mtype = str(_req(doc, "type", where))
-    if mtype not in _METRIC_TYPES:
-        raise CatalogError(f"{where}.type: {mtype!r} is not sum, gauge or histogram")
-    key_names = set(maps[map_name].key_names)
-    attrs = []
-    for i, a in enumerate(doc.get("attributes", ())):
-        if a["field"] not in key_names:
-            raise CatalogError(f"{where}.attributes[{i}].field: {a['field']!r} is no key field")
-        attrs.append(
-            pb.AttributeBinding(
-                field=a["field"], name=a["name"], resource=bool(a.get("resource", False))
-            )
-        )
-    value_names = {f.name for f in maps[map_name].value}
-    value_attribute = doc.get("value_attribute") or {}
-    value_fields = []
-    for i, vf in enumerate(value_attribute.get("fields", ())):
-        if vf["field"] not in value_names:
-            raise CatalogError(
-                f"{where}.value_attribute.fields[{i}].field: {vf['field']!r} is no value field"
-            )
-        value_fields.append(
-            pb.ValueFieldBinding(field=vf["field"], attribute_value=str(vf["value"]))
-        )
-    return pb.MetricBinding(
-        name=name,
-        program=program,
-        map=map_name,
-        type=_METRIC_TYPES[mtype],
-        unit=str(doc.get("unit", "")),
-        description=str(doc.get("description", "")),
-        value_field=str(doc.get("value_field", "")),
-        attributes=attrs,
-        value_attribute=str(value_attribute.get("name", "")),
-        value_fields=value_fields,
-    )
-
-
-def _btf_offsets(specs: Any, where: str) -> tuple[str, ...]:
-    for spec in specs:
-        if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", str(spec)):
-            raise CatalogError(f"{where}: {spec!r} is not struct.member")
-    return tuple(str(s) for s in specs)
-
-
-def load_manifest(path: Path) -> Program:
-    where = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CatalogError(f"{where}: not valid YAML: {e}") from None
-    name = str(_req(doc, "name", where))
-    if name != path.parent.name:
-        raise CatalogError(f"{where}.name: {name!r} must match its folder {path.parent.name!r}")
-    source = path.parent / str(doc.get("source", f"{name}.c"))
-    if not source.is_file():
-        raise CatalogError(f"{where}.source: {source} does not exist")
-    maps = {}
-    for i, m in enumerate(_req(doc, "maps", where)):
-        spec = _map(m, f"{where}.maps[{i}]")
-        maps[spec.name] = spec
-    params = {}
-    for i, p in enumerate(doc.get("parameters", ()) or ()):
-        pspec = _parameter(p, f"{where}.parameters[{i}]")
-        params[pspec.name] = pspec
-    for spec in maps.values():
-        if spec.enabled_by and (
-            spec.enabled_by not in params or params[spec.enabled_by].type != "bool"
-        ):
-            raise CatalogError(
-                f"{where}: map {spec.name!r} is enabled_by {spec.enabled_by!r}, "
-                "which is not a bool parameter of the program"
-            )
-    metrics = tuple(
-        _metric(m, name, maps, f"{where}.default_metrics[{i}]")
-        for i, m in enumerate(doc.get("default_metrics", ()) or ())
-    )
-    return Program(
-        name=name,
-        description=str(doc.get("description", "")).strip(),
-        source=source,
-        hooks=tuple(str(h) for h in _req(doc, "hooks", where)),
-        btf_offsets=_btf_offsets(doc.get("btf_offsets", ()) or (), f"{where}.btf_offsets"),
-        maps=maps,
-        parameters=params,
-        default_metrics=metrics,
-    )

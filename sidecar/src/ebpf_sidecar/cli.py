@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ebpf_sidecar import __version__, kernel
-from ebpf_sidecar.catalog import Catalog, CatalogError
+from ebpf_sidecar.catalog import CatalogError
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpf_sidecar.server import SidecarService, serve
 
@@ -28,15 +29,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Loads BCC programs from the catalog and streams their maps to the "
         "OpenTelemetry ebpf receiver over gRPC. Needs root or CAP_BPF + CAP_PERFMON.",
     )
-    p.add_argument("--listen", default=DEFAULT_LISTEN,
-                   help="unix:///path (default %(default)s) or host:port")
-    p.add_argument("--socket-group", default=None,
-                   help="group (name or gid) that may use the Unix socket (mode 0660); "
-                   "default: owner only (0600)")
-    p.add_argument("--catalog", type=Path, default=_REPO_CATALOG,
-                   help="the built-in program catalog (default %(default)s)")
-    p.add_argument("--programs-dir", type=Path, action="append", default=[],
-                   help="an extra directory of your own programs (repeatable)")
+    p.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help="unix:///path (default %(default)s) or host:port"
+    )
+    p.add_argument(
+        "--socket-group",
+        default=None,
+        help="group (name or gid) that may use the Unix socket (mode 0660); "
+        "default: owner only (0600)",
+    )
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        default=_REPO_CATALOG,
+        help="the built-in program catalog (default %(default)s)",
+    )
+    p.add_argument(
+        "--programs-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="an extra directory of your own programs (repeatable)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
@@ -50,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        catalog = Catalog.load([args.catalog, *args.programs_dir])
+        catalog = load_catalog([args.catalog, *args.programs_dir])
     except CatalogError as e:
         log.error("%s", e)
         return 2
@@ -62,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     info = kernel.detect()
     log.info("ebpf-sidecar %s; %s", __version__, info.summary())
     if not info.headers:
-        log.warning("no kernel headers for %s: install linux-headers (see README) or enable "
-                    "CONFIG_IKHEADERS; programs will fail to compile", info.release)
+        log.warning(
+            "no kernel headers for %s: install linux-headers (see README) or enable "
+            "CONFIG_IKHEADERS; programs will fail to compile",
+            info.release,
+        )
     log.info("catalog: %s", ", ".join(sorted(catalog.programs)))
 
     programs = ProgramManager(catalog)

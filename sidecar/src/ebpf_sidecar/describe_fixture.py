@@ -16,8 +16,8 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from ebpf_sidecar.catalog import Catalog
 from ebpf_sidecar.kernel import KernelInfo
+from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.server import describe
 
 # Not the build machine's kernel: the fixture must not change from one
@@ -35,7 +35,7 @@ FIXTURE_KERNEL = KernelInfo(
 
 def render(directories: list[Path]) -> str:
     """The DescribeResponse of a sidecar serving ``directories``, as stable protojson."""
-    response = describe(Catalog.load(directories), FIXTURE_KERNEL)
+    response = describe(load_catalog(directories), FIXTURE_KERNEL)
     # sort_keys and a fixed indent keep the diff of a manifest change small;
     # programs are already sorted by name and maps keep manifest order.
     return json_format.MessageToJson(response, indent=2, sort_keys=True) + "\n"
@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("out", type=Path, help="the JSON file to write")
     p.add_argument("--catalog", type=Path, required=True, help="the built-in catalog (bpf/)")
-    p.add_argument("--programs-dir", type=Path, action="append", default=[],
-                   help="an extra directory of programs, as the sidecar's --programs-dir")
+    p.add_argument(
+        "--programs-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="an extra directory of programs, as the sidecar's --programs-dir",
+    )
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render([args.catalog, *args.programs_dir]))

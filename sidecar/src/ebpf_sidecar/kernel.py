@@ -96,7 +96,7 @@ def tracepoint_fields(category: str, event: str) -> list[str]:
         line = line.strip()
         if not line.startswith("field:") or "common_" in line.split(";")[0]:
             continue
-        decl = line.split(";")[0][len("field:"):].strip()
+        decl = line.split(";")[0][len("field:") :].strip()
         name = decl.split()[-1].split("[")[0]
         fields.append(name)
     return fields
@@ -129,8 +129,9 @@ def btf_member_offset(struct: str, member: str) -> int | None:
     """
     if not BTF_VMLINUX.exists():
         return None
-    proc = subprocess.Popen(["bpftool", "btf", "dump", "file", str(BTF_VMLINUX)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bpftool", "btf", "dump", "file", str(BTF_VMLINUX)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     header = f"STRUCT '{struct}' "
     inside = False

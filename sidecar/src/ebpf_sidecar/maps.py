@@ -23,8 +23,16 @@ from ebpf_sidecar.catalog import FieldSpec, MapSpec
 from ebpf_sidecar.decoders import DROP
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
-_INT_CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
-              (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
+_INT_CODES = {
+    (1, False): "B",
+    (2, False): "H",
+    (4, False): "I",
+    (8, False): "Q",
+    (1, True): "b",
+    (2, True): "h",
+    (4, True): "i",
+    (8, True): "q",
+}
 
 
 class LayoutError(ValueError):
@@ -82,8 +90,9 @@ class Layout:
         return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
 
 
-def _lookup_batch(map_fd: int, key_size: int, value_size: int, capacity: int,
-                  delete: bool = False) -> tuple[bytes, bytes, int]:
+def _lookup_batch(
+    map_fd: int, key_size: int, value_size: int, capacity: int, delete: bool = False
+) -> tuple[bytes, bytes, int]:
     """Every entry of a map; with ``delete``, removed as it is read (one syscall a batch)."""
     from bcc.libbcc import lib
 
@@ -167,7 +176,10 @@ class MapReader:
     extra key column ``cpu``, instead of summing the CPUs.
     """
 
-    def __init__(self, table: Any, spec: MapSpec, where: str, dropped_table: Any = None) -> None:
+    def __init__(
+        self, table: Any, spec: MapSpec, where: str, max_entries: int, dropped_table: Any = None
+    ) -> None:
+        """``max_entries``: the size the manifest gives the map for the parameters used."""
         from bcc import table as bcc_table
 
         self.table = table
@@ -179,9 +191,7 @@ class MapReader:
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
-        from bcc.table import ArrayBase
-
-        self.is_array = isinstance(table, ArrayBase)
+        _check_size(spec, where, max_entries, self.capacity, self.is_array)
         single_leaf = table.sLeaf if self.per_cpu else table.Leaf
         self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
         self.value_layout = Layout.of(
@@ -234,8 +244,7 @@ class MapReader:
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
-            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size,
-                             keys[self.spec.pid_field])
+            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size, keys[self.spec.pid_field])
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]
@@ -244,8 +253,9 @@ class MapReader:
             out.append(("cpu", pb.FIELD_TYPE_UINT))
         return out
 
-    def _since_previous(self, keys_raw: bytes, n: int, c: int,
-                        values: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _since_previous(
+        self, keys_raw: bytes, n: int, c: int, values: dict[str, list[Any]]
+    ) -> dict[str, list[Any]]:
         """Array maps: each value minus what the previous read saw for its key."""
         names = list(values)
         current: dict[bytes, tuple[Any, ...]] = {}
@@ -260,6 +270,26 @@ class MapReader:
                         values[name][i * c + j] -= before[k * c + j]
         self._previous = current
         return values
+
+
+def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: bool) -> None:
+    """The manifest's sizes against the compiled map's, like Layout checks the fields."""
+    if declared != compiled:
+        raise LayoutError(
+            f"{where}.max_entries: the manifest says {spec.size} = {declared} for these "
+            f"parameters, the compiled map has {compiled} entries; make max_entries follow "
+            "the size in the C source"
+        )
+    hist = spec.histogram
+    # An array holding one histogram has one entry per slot; a hash map's
+    # slot count is a number its C code clamps to, invisible from here.
+    if hist is None or not array or [f.name for f in spec.key] != [hist.slot_field]:
+        return
+    if hist.slots != compiled:
+        raise LayoutError(
+            f"{where}.histogram.slots: the manifest says {hist.slots}, the compiled "
+            f"array has {compiled} slots"
+        )
 
 
 def _without_dropped(rows: int, *groups: dict[str, list[Any]]) -> int:

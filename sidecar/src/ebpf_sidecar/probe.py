@@ -33,18 +33,27 @@ def describe(endpoint: str, timeout: float) -> pb.DescribeResponse:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ebpf-sidecar-probe", description=__doc__.splitlines()[0])
     p.add_argument("--endpoint", default=DEFAULT_LISTEN, help="default %(default)s")
-    p.add_argument("--wait", type=float, default=2.0,
-                   help="seconds to wait for an answer (default %(default)s)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=2.0,
+        help="seconds to wait for an answer (default %(default)s)",
+    )
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
         response = describe(args.endpoint, args.wait)
     except grpc.RpcError as e:
-        print(f"the eBPF sidecar at {args.endpoint} did not answer within {args.wait:g}s: "
-              f"{e.code().name}: {e.details()}", file=sys.stderr)
+        print(
+            f"the eBPF sidecar at {args.endpoint} did not answer within {args.wait:g}s: "
+            f"{e.code().name}: {e.details()}",
+            file=sys.stderr,
+        )
         return 1
-    print(f"the eBPF sidecar {response.sidecar_version} at {args.endpoint} answered after "
-          f"{time.monotonic() - start:.1f}s with {len(response.programs)} programs")
+    print(
+        f"the eBPF sidecar {response.sidecar_version} at {args.endpoint} answered after "
+        f"{time.monotonic() - start:.1f}s with {len(response.programs)} programs"
+    )
     return 0
 
 

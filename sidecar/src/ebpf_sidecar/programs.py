@@ -17,13 +17,14 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ebpf_sidecar import kernel
 from ebpf_sidecar.catalog import Catalog, Program
-from ebpf_sidecar.maps import MapReader
+from ebpf_sidecar.maps import LayoutError, MapReader
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ class LoadedProgram:
     parameters: tuple[tuple[str, str], ...]
     bpf: Any
     attach_time_ns: int
-    compile_seconds: float
     readers: dict[str, MapReader] = field(default_factory=dict)
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
@@ -67,7 +67,9 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
-def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
+def _compile(
+    program: Program, cflags: list[str], include_dirs: Sequence[Path]
+) -> tuple[Any, float]:
     from bcc import BPF
 
     # What this kernel has: tracepoint fields and BTF offsets, read only
@@ -76,7 +78,12 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
         tracepoint_flags = kernel.tracepoint_defines(list(program.hooks))
     except kernel.TracefsUnavailable as e:
         raise LoadError(f"program {program.name!r} needs tracepoint formats: {e}") from e
-    cflags = [*cflags, *tracepoint_flags, *kernel.btf_defines(list(program.btf_offsets))]
+    cflags = [
+        *cflags,
+        *(f"-I{d}" for d in include_dirs),
+        *tracepoint_flags,
+        *kernel.btf_defines(list(program.btf_offsets)),
+    ]
     start = time.monotonic()
     with _COMPILE_LOCK, _captured_stderr() as output:
         try:
@@ -105,17 +112,17 @@ class ProgramManager:
         """A loaded instance of the program; ``exclusive``: one nobody else shares."""
         program = self.catalog.program(name)
         cflags = program.cflags(parameters)  # validates before anything loads
+        values = program.parameter_values(parameters)
         key = (name, tuple(sorted(parameters.items())), next(self._exclusive) if exclusive else 0)
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
-                bpf, seconds = _compile(program, cflags)
+                bpf, seconds = _compile(program, cflags, self.catalog.include_dirs)
                 loaded = LoadedProgram(
                     program=program,
                     parameters=key[1],
                     bpf=bpf,
                     attach_time_ns=time.time_ns(),
-                    compile_seconds=seconds,
                     exclusive=key[2],
                 )
                 try:
@@ -127,15 +134,22 @@ class ProgramManager:
                             bpf[spec.name.encode()],
                             spec,
                             f"{program.source.parent}/manifest.yaml maps ({spec.name})",
+                            spec.size.entries(values),
                             bpf[dropped.encode()] if dropped else None,
                         )
+                except LayoutError as e:
+                    bpf.cleanup()
+                    raise LoadError(f"program {name!r} does not match its manifest: {e}") from None
                 except Exception:
                     bpf.cleanup()
                     raise
                 self._loaded[key] = loaded
                 log.info(
                     "loaded program %s %s in %.2fs (hooks: %s)",
-                    name, dict(key[1]) or "", seconds, ", ".join(program.hooks),
+                    name,
+                    dict(key[1]) or "",
+                    seconds,
+                    ", ".join(program.hooks),
                 )
             loaded.users += 1
             return loaded

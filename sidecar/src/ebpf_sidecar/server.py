@@ -34,6 +34,8 @@ class WantedMap:
     map: str
     clear: bool  # clear_after_read: delta reads, on an instance of the program of its own
     per_cpu: bool
+
+
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -105,7 +107,10 @@ class SidecarService(pb_grpc.SidecarServicer):
                     )
             log.info(
                 "stream %s: programs %s, %d maps every %.1fs",
-                context.peer(), ", ".join(by_name), len(wanted), interval,
+                context.peer(),
+                ", ".join(by_name),
+                len(wanted),
+                interval,
             )
             sequence = 0
             next_tick = time.monotonic()
@@ -168,8 +173,7 @@ class SidecarService(pb_grpc.SidecarServicer):
         for w in wanted:
             program, name = w.program, w.map
             prog = loaded[program]
-            ms = snap.maps.add(program=program, map=name,
-                               attach_time_unix_nano=prog.attach_time_ns)
+            ms = snap.maps.add(program=program, map=name, attach_time_unix_nano=prog.attach_time_ns)
             try:
                 prog.readers[name].read(ms, clear=w.clear, per_cpu=w.per_cpu)
             except Exception as e:  # one broken map must not stop the others
@@ -183,7 +187,7 @@ class SidecarService(pb_grpc.SidecarServicer):
 
 
 def _unix_path(listen: str) -> Path | None:
-    return Path(listen[len("unix://"):]) if listen.startswith("unix://") else None
+    return Path(listen[len("unix://") :]) if listen.startswith("unix://") else None
 
 
 def serve(

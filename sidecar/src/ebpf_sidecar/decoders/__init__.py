@@ -13,93 +13,103 @@ validated when the manifest loads; a bad option is an error that names it.
 A decoder may also filter: it returns ``DROP`` for an entry, and the whole
 entry (every key and value column of the map snapshot) is left out. Later
 decoders of the chain never see dropped entries.
+
+Each module of this package holds the decoder it is named after; the lists
+below are every decoder there is.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from ebpf_sidecar.decoders import (
+    cgroup,
+    container_id,
+    disk_direction,
+    errno,
+    hex,
+    inet,
+    ksym,
+    majorminor,
+    net_direction,
+    pid,
+    pid_cgroup,
+    pod_uid,
+    regexp,
+    static_map,
+    string,
+    syscall,
+    uint,
+)
+from ebpf_sidecar.decoders.base import (
+    DROP,
+    Column,
+    Decoder,
+    DecoderSpecError,
+    Factory,
+    OptionError,
+    check_options,
+)
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
-Column = Sequence[Any]
+__all__ = [
+    "DROP",
+    "Column",
+    "Decoder",
+    "DecoderSpecError",
+    "OptionError",
+    "apply",
+    "check_options",
+    "get",
+    "names",
+    "output_type",
+    "resolve",
+]
 
+# Decoders a manifest names without options.
+_DECODERS: Final[dict[str, Decoder]] = {
+    d.name: d
+    for d in (
+        uint.UINT,
+        string.STRING,
+        hex.HEX,
+        errno.ERRNO,
+        syscall.SYSCALL,
+        majorminor.MAJORMINOR,
+        inet.INET,
+        ksym.KSYM,
+        disk_direction.DISK_DIRECTION,
+        net_direction.NET_DIRECTION,
+        pid.PID,
+        pid_cgroup.PID_CGROUP,
+        cgroup.CGROUP,
+        container_id.CONTAINER_ID,
+        pod_uid.POD_UID,
+    )
+}
 
-class _Drop:
-    """The marker a filtering decoder returns for an entry to leave out."""
-
-    def __repr__(self) -> str:
-        return "DROP"
-
-
-DROP: Final = _Drop()
-
-
-@dataclass(frozen=True)
-class Decoder:
-    name: str
-    # The wire type of what the decoder returns; None for a filter that
-    # passes values through unchanged (the type stays the input's).
-    output: pb.FieldType | None
-    decode: Callable[[Column], list[Any]]
-    failure: str  # what an undecodable value becomes, documented per decoder
-    # How Describe shows this decoder: its name, plus its options when it has any.
-    label: str = ""
-
-    @property
-    def spec(self) -> str:
-        return self.label or self.name
-
-
-class OptionError(ValueError):
-    """A decoder option is invalid; ``option`` names it (e.g. ``map``)."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
-        self.option = option
-
-
-class DecoderSpecError(ValueError):
-    """A manifest's decoder entry is invalid; the message starts with what is wrong."""
-
-
-# A factory builds a decoder from its validated options; it raises OptionError.
-Factory = Callable[[Mapping[str, Any]], Decoder]
-
-_REGISTRY: dict[str, Decoder] = {}
-_FACTORIES: dict[str, Factory] = {}
-
-
-def register(decoder: Decoder) -> Decoder:
-    _REGISTRY[decoder.name] = decoder
-    return decoder
-
-
-def register_factory(name: str, factory: Factory) -> Factory:
-    """Register a decoder that takes options (a manifest writes ``{name: {...}}``)."""
-    _FACTORIES[name] = factory
-    return factory
+# Decoders built from options: ``{name: {options}}``.
+_FACTORIES: Final[dict[str, Factory]] = {
+    "static_map": static_map.static_map,
+    "regexp": regexp.regexp,
+}
 
 
 def get(name: str) -> Decoder:
-    return _REGISTRY[name]
-
-
-def exists(name: str) -> bool:
-    return name in _REGISTRY or name in _FACTORIES
+    return _DECODERS[name]
 
 
 def names() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_FACTORIES))
+    return sorted(set(_DECODERS) | set(_FACTORIES))
 
 
 def resolve(entry: Any) -> Decoder:
     """A manifest decoder entry (a name, or ``{name: {options}}``) to a decoder."""
     if isinstance(entry, str):
-        if entry in _REGISTRY:
-            return _REGISTRY[entry]
+        if entry in _DECODERS:
+            return _DECODERS[entry]
         if entry in _FACTORIES:
             raise DecoderSpecError(
                 f"decoder {entry!r} needs options; write it as {{{entry}: {{...}}}}"
@@ -109,7 +119,7 @@ def resolve(entry: Any) -> Decoder:
         name, options = next(iter(entry.items()))
         name = str(name)
         if name not in _FACTORIES:
-            if name in _REGISTRY:
+            if name in _DECODERS:
                 raise DecoderSpecError(f"decoder {name!r} takes no options; write it as {name}")
             raise DecoderSpecError(f"unknown decoder {name!r}; known: {', '.join(names())}")
         if options is None:
@@ -127,13 +137,6 @@ def resolve(entry: Any) -> Decoder:
     )
 
 
-def check_options(options: Mapping[str, Any], known: Sequence[str]) -> None:
-    """Reject option names a factory does not know (typos must not pass silently)."""
-    for key in options:
-        if key not in known:
-            raise OptionError(str(key), f"unknown option; valid options: {', '.join(known)}")
-
-
 def output_type(chain: Sequence[Decoder], raw: pb.FieldType) -> pb.FieldType:
     """The wire type after ``chain`` runs on values of wire type ``raw``."""
     t = raw
@@ -147,7 +150,7 @@ def apply(chain: Sequence[str | Decoder], column: Column) -> list[Any]:
     """Run ``chain`` on a column; entries a filter dropped stay ``DROP``."""
     out = list(column)
     for entry in chain:
-        decoder = entry if isinstance(entry, Decoder) else _REGISTRY[entry]
+        decoder = entry if isinstance(entry, Decoder) else _DECODERS[entry]
         live = [i for i, v in enumerate(out) if v is not DROP]
         if len(live) == len(out):
             out = decoder.decode(out)
@@ -156,15 +159,3 @@ def apply(chain: Sequence[str | Decoder], column: Column) -> list[Any]:
         for i, v in zip(live, decoded, strict=True):
             out[i] = v
     return out
-
-
-def _register_all() -> None:
-    """Import every module of this package: importing one registers its decoders."""
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-_register_all()

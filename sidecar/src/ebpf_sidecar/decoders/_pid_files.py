@@ -2,15 +2,19 @@
 
 Shared by the decoders that resolve a pid (``pid``, ``pid_cgroup``). Values
 expire after ``ttl`` seconds because pids are reused and exec renames a
-process; a pid with no /proc entry (exited) yields the empty string.
+process; a pid with no /proc entry (exited) yields the empty string and is
+not cached. A full cache evicts its least recently used value.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
-from ebpf_sidecar.decoders import Column
+from cachetools import TTLCache
+
+from ebpf_sidecar.decoders.base import Column
 
 
 class PidFileCache:
@@ -21,34 +25,33 @@ class PidFileCache:
         ttl: float = 10.0,
         max_entries: int = 65536,
         proc: str = "/proc",
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.file = file
         self.parse = parse
         self.ttl = ttl
-        self.max_entries = max_entries
         self.proc = proc
-        self.entries: dict[int, tuple[str, float]] = {}
+        self.entries: TTLCache[int, str] = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
+        # cachetools caches are not thread-safe, and streams decode concurrently.
+        self._lock = threading.Lock()
 
-    def get(self, pid: int, now: float | None = None) -> str:
-        now = time.monotonic() if now is None else now
-        cached = self.entries.get(pid)
-        if cached is not None and now - cached[1] < self.ttl:
-            return cached[0]
+    def get(self, pid: int) -> str:
+        with self._lock:
+            cached = self.entries.get(pid)
+        if cached is not None:
+            return cached
         try:
             with open(f"{self.proc}/{pid}/{self.file}", "rb") as f:
                 value = self.parse(f.read())
         except OSError:
             value = None
         if value is None:
-            self.entries.pop(pid, None)
             return ""
-        if len(self.entries) >= self.max_entries:
-            self.entries.clear()
-        self.entries[pid] = (value, now)
+        with self._lock:
+            self.entries[pid] = value
         return value
 
     def decode(self, column: Column) -> list[str]:
-        now = time.monotonic()
         out = []
         for v in column:
             try:
@@ -56,5 +59,5 @@ class PidFileCache:
             except (TypeError, ValueError):
                 out.append("")
                 continue
-            out.append(self.get(pid, now) if pid > 0 else "")
+            out.append(self.get(pid) if pid > 0 else "")
         return out

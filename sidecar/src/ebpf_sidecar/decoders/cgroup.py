@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -71,8 +71,12 @@ def find_mount(mountinfo_text: str) -> Mount | None:
 class CgroupPaths:
     """id → path of every cgroup under the cgroup2 mount, refreshed on misses."""
 
-    def __init__(self, mountinfo: str = MOUNTINFO, max_entries: int = MAX_ENTRIES,
-                 refresh_interval: float = REFRESH_INTERVAL) -> None:
+    def __init__(
+        self,
+        mountinfo: str = MOUNTINFO,
+        max_entries: int = MAX_ENTRIES,
+        refresh_interval: float = REFRESH_INTERVAL,
+    ) -> None:
         self.mountinfo = mountinfo
         self.max_entries = max_entries
         self.refresh_interval = refresh_interval
@@ -145,4 +149,4 @@ class CgroupPaths:
 
 PATHS = CgroupPaths()
 
-CGROUP = register(Decoder("cgroup", pb.FIELD_TYPE_STRING, PATHS.decode, failure='""'))
+CGROUP = Decoder("cgroup", pb.FIELD_TYPE_STRING, PATHS.decode, failure='""')

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 _COMPONENT = re.compile(
@@ -40,6 +40,4 @@ def decode_container_id(column: Column) -> list[str]:
     return [container_id(v) if isinstance(v, str) else "" for v in column]
 
 
-CONTAINER_ID = register(
-    Decoder("container_id", pb.FIELD_TYPE_STRING, decode_container_id, failure='""')
-)
+CONTAINER_ID = Decoder("container_id", pb.FIELD_TYPE_STRING, decode_container_id, failure='""')

@@ -8,7 +8,7 @@ empty string (the failure value).
 
 from __future__ import annotations
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -24,4 +24,4 @@ def decode_hex(column: Column) -> list[str]:
     return [hex_text(v) for v in column]
 
 
-HEX = register(Decoder("hex", pb.FIELD_TYPE_STRING, decode_hex, failure='""'))
+HEX = Decoder("hex", pb.FIELD_TYPE_STRING, decode_hex, failure='""')

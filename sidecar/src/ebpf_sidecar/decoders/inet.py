@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -30,4 +30,4 @@ def decode_inet(column: Column) -> list[str]:
     return [inet_text(bytes(v)) for v in column]
 
 
-INET = register(Decoder("inet", pb.FIELD_TYPE_STRING, decode_inet, failure="unknown:<hex>"))
+INET = Decoder("inet", pb.FIELD_TYPE_STRING, decode_inet, failure="unknown:<hex>")

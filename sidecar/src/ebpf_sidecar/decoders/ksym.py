@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 KALLSYMS = Path("/proc/kallsyms")
@@ -84,4 +84,4 @@ def decode_ksym(column: Column) -> list[str]:
     return out
 
 
-KSYM = register(Decoder("ksym", pb.FIELD_TYPE_STRING, decode_ksym, failure="0x<hex address>"))
+KSYM = Decoder("ksym", pb.FIELD_TYPE_STRING, decode_ksym, failure="0x<hex address>")

@@ -16,10 +16,13 @@ later is named on the next snapshot.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from cachetools import TTLCache
+
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MINOR_BITS = 20
@@ -28,7 +31,10 @@ TTL = 60.0
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 PROC_PARTITIONS = Path("/proc/partitions")
 
-_cache: dict[int, tuple[str, float]] = {}
+# Bounded; a full cache evicts its least recently used name. cachetools
+# caches are not thread-safe, and streams decode concurrently.
+_names: TTLCache[int, str] = TTLCache(maxsize=4096, ttl=TTL, timer=time.monotonic)
+_lock = threading.Lock()
 
 
 def split(dev: int) -> tuple[int, int]:
@@ -52,40 +58,39 @@ def _from_partitions(major: int, minor: int) -> str | None:
         return None
     for line in lines[1:]:
         parts = line.split()
-        if (len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit()
-                and (int(parts[0]), int(parts[1])) == (major, minor)):
+        if (
+            len(parts) == 4
+            and parts[0].isdigit()
+            and parts[1].isdigit()
+            and (int(parts[0]), int(parts[1])) == (major, minor)
+        ):
             return parts[3]
     return None
 
 
-def device_name(dev: int, now: float | None = None) -> str:
-    now = time.monotonic() if now is None else now
-    cached = _cache.get(dev)
-    if cached is not None and now - cached[1] < TTL:
-        return cached[0]
+def device_name(dev: int) -> str:
+    with _lock:
+        cached = _names.get(dev)
+    if cached is not None:
+        return cached
     major, minor = split(dev)
     name = _from_sysfs(major, minor) or _from_partitions(major, minor)
     if name is None:
-        _cache.pop(dev, None)
         return f"{major}:{minor}"
-    if len(_cache) >= 4096:  # bounded: drop everything rather than grow
-        _cache.clear()
-    _cache[dev] = (name, now)
+    with _lock:
+        _names[dev] = name
     return name
 
 
 def decode_majorminor(column: Column) -> list[str]:
-    now = time.monotonic()
     names: dict[int, str] = {}
     out = []
     for v in column:
         dev = int(v)
         if dev not in names:
-            names[dev] = device_name(dev, now)
+            names[dev] = device_name(dev)
         out.append(names[dev])
     return out
 
 
-MAJORMINOR = register(
-    Decoder("majorminor", pb.FIELD_TYPE_STRING, decode_majorminor, failure="MAJ:MIN")
-)
+MAJORMINOR = Decoder("majorminor", pb.FIELD_TYPE_STRING, decode_majorminor, failure="MAJ:MIN")

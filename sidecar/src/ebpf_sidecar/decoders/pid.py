@@ -10,11 +10,11 @@ its name is unknown, not ``pid:<n>``. Names are cached for ten seconds
 
 from __future__ import annotations
 
-from ebpf_sidecar.decoders import Decoder, register
 from ebpf_sidecar.decoders._pid_files import PidFileCache
+from ebpf_sidecar.decoders.base import Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 NAMES = PidFileCache("comm", lambda raw: raw.rstrip(b"\n").decode("utf-8", errors="replace"))
 process_name = NAMES.get
 
-PID = register(Decoder("pid", pb.FIELD_TYPE_STRING, NAMES.decode, failure='""'))
+PID = Decoder("pid", pb.FIELD_TYPE_STRING, NAMES.decode, failure='""')

@@ -12,8 +12,8 @@ For short-lived processes prefer a cgroup id in the BPF key and the
 
 from __future__ import annotations
 
-from ebpf_sidecar.decoders import Decoder, register
 from ebpf_sidecar.decoders._pid_files import PidFileCache
+from ebpf_sidecar.decoders.base import Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -26,8 +26,5 @@ def unified_path(text: str) -> str | None:
 
 
 CGROUPS = PidFileCache("cgroup", lambda raw: unified_path(raw.decode(errors="replace")))
-process_cgroup = CGROUPS.get
 
-PID_CGROUP = register(
-    Decoder("pid_cgroup", pb.FIELD_TYPE_STRING, CGROUPS.decode, failure='""')
-)
+PID_CGROUP = Decoder("pid_cgroup", pb.FIELD_TYPE_STRING, CGROUPS.decode, failure='""')

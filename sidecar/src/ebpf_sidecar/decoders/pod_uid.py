@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32}"
@@ -38,4 +38,4 @@ def decode_pod_uid(column: Column) -> list[str]:
     return [pod_uid(v) if isinstance(v, str) else "" for v in column]
 
 
-POD_UID = register(Decoder("pod_uid", pb.FIELD_TYPE_STRING, decode_pod_uid, failure='""'))
+POD_UID = Decoder("pod_uid", pb.FIELD_TYPE_STRING, decode_pod_uid, failure='""')

@@ -19,13 +19,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ebpf_sidecar.decoders import (
+from ebpf_sidecar.decoders.base import (
     DROP,
     Column,
     Decoder,
     OptionError,
     check_options,
-    register_factory,
 )
 
 
@@ -49,8 +48,9 @@ def regexp(options: Mapping[str, Any]) -> Decoder:
     try:
         compiled = re.compile(pattern)
     except re.error as e:
-        raise OptionError("pattern", f"{pattern!r} is not a valid regular expression: {e}") \
-            from None
+        raise OptionError(
+            "pattern", f"{pattern!r} is not a valid regular expression: {e}"
+        ) from None
     action = options.get("action", "keep")
     if action not in ("keep", "drop"):
         raise OptionError("action", f"{action!r} is not keep or drop")
@@ -65,6 +65,3 @@ def regexp(options: Mapping[str, Any]) -> Decoder:
         return out
 
     return Decoder("regexp", None, decode, failure="(filter: none)")
-
-
-register_factory("regexp", regexp)

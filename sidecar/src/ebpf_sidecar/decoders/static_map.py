@@ -5,17 +5,21 @@ A BPF program that classifies events into a few kinds stores a small integer
 
 ``static_map`` takes its table from the manifest::
 
-    decoders: [{static_map: {map: {0: read, 1: write}, allow_unknown: true, default: other}}]
+    decoders: [{static_map: {map: {0: read, 1: write}, default: other}}]
 
 Options: ``map`` (required): integer → name. ``default``: what a number
 outside the table becomes (the failure value; default ``unknown:<n>``, the
-number kept visible). ``allow_unknown`` (default true): when false, an entry
+number kept visible). ``drop_unknown`` (default false): when true, an entry
 whose number is outside the table is dropped from the snapshot instead.
 
-Named tables, for the catalog: ``disk_direction``: ``0`` → ``read``, ``1`` →
-``write``, anything else → ``other`` (the ``block`` program computes the
-number from the tracepoint's rwbs string); ``net_direction``: ``0`` →
-``transmit``, ``1`` → ``receive``, anything else → ``unknown:<n>``.
+The option was called ``allow_unknown`` (true keeps, false drops), which
+cloudflare/ebpf_exporter's static_map also has with another meaning: there
+it keeps the number itself as the name (true) or writes ``unknown:<n>``
+(false, the default), and never drops. A manifest using it gets an error
+that says which option to use here.
+
+``named_table`` makes a decoder of its own name from a fixed table, as the
+catalog's ``disk_direction`` and ``net_direction`` are.
 """
 
 from __future__ import annotations
@@ -23,14 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ebpf_sidecar.decoders import (
+from ebpf_sidecar.decoders.base import (
     DROP,
     Column,
     Decoder,
     OptionError,
     check_options,
-    register,
-    register_factory,
 )
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -44,7 +46,14 @@ def _number(key: Any) -> int:
 
 
 def static_map(options: Mapping[str, Any]) -> Decoder:
-    check_options(options, ("map", "allow_unknown", "default"))
+    if "allow_unknown" in options:
+        raise OptionError(
+            "allow_unknown",
+            "not an option of this static_map (in ebpf_exporter it keeps unknown numbers as "
+            "their own names); a number outside the map becomes `default` (unknown:<n> when "
+            "unset), or set drop_unknown: true to drop its entries",
+        )
+    check_options(options, ("map", "drop_unknown", "default"))
     if "map" not in options:
         raise OptionError("map", "missing; give a mapping of integers to names, e.g. {0: read}")
     raw = options["map"]
@@ -59,15 +68,15 @@ def static_map(options: Mapping[str, Any]) -> Decoder:
         if not isinstance(v, str | int | float) or isinstance(v, bool) or str(v) == "":
             raise OptionError(f"map.{k}", f"value {v!r} is not a non-empty name")
         table[number] = str(v)
-    allow = options.get("allow_unknown", True)
-    if not isinstance(allow, bool):
-        raise OptionError("allow_unknown", f"{allow!r} is not true or false")
+    drop = options.get("drop_unknown", False)
+    if not isinstance(drop, bool):
+        raise OptionError("drop_unknown", f"{drop!r} is not true or false")
     default = options.get("default")
     if default is not None and not isinstance(default, str):
         raise OptionError("default", f"{default!r} is not a string")
 
     def unknown(v: Any) -> Any:
-        if not allow:
+        if drop:
             return DROP
         return default if default is not None else f"unknown:{v}"
 
@@ -81,20 +90,14 @@ def static_map(options: Mapping[str, Any]) -> Decoder:
             out.append(name if name is not None else unknown(v))
         return out
 
-    failure = "entry dropped" if not allow else (default if default is not None else "unknown:<n>")
+    failure = "entry dropped" if drop else (default if default is not None else "unknown:<n>")
     return Decoder("static_map", pb.FIELD_TYPE_STRING, decode, failure=failure)
 
 
-def register_table(name: str, table: Mapping[int, str], default: str | None = None) -> Decoder:
-    """A named decoder for a fixed table: ``static_map`` with these options."""
+def named_table(name: str, table: Mapping[int, str], default: str | None = None) -> Decoder:
+    """A decoder called ``name`` for a fixed table: ``static_map`` with these options."""
     options: dict[str, Any] = {"map": dict(table)}
     if default is not None:
         options["default"] = default
     d = static_map(options)
-    return register(Decoder(name, d.output, d.decode, failure=d.failure))
-
-
-register_factory("static_map", static_map)
-DISK_DIRECTION = register_table("disk_direction", {0: "read", 1: "write"}, default="other")
-# network.io.direction as OpenTelemetry's semantic conventions name it.
-NET_DIRECTION = register_table("net_direction", {0: "transmit", 1: "receive"})
+    return Decoder(name, d.output, d.decode, failure=d.failure)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -24,4 +24,4 @@ def decode_syscall(column: Column) -> list[str]:
     return [syscall_name(int(v)) for v in column]
 
 
-SYSCALL = register(Decoder("syscall", pb.FIELD_TYPE_STRING, decode_syscall, failure="unknown:<n>"))
+SYSCALL = Decoder("syscall", pb.FIELD_TYPE_STRING, decode_syscall, failure="unknown:<n>")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -10,4 +10,4 @@ def decode_uint(column: Column) -> list[int]:
     return [int(v) for v in column]
 
 
-UINT = register(Decoder("uint", pb.FIELD_TYPE_UINT, decode_uint, failure="(never fails)"))
+UINT = Decoder("uint", pb.FIELD_TYPE_UINT, decode_uint, failure="(never fails)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -21,6 +21,4 @@ def decode_string(column: Column) -> list[str]:
     return [c_string(bytes(v)) for v in column]
 
 
-STRING = register(
-    Decoder("string", pb.FIELD_TYPE_STRING, decode_string, failure="U+FFFD for invalid bytes")
-)
+STRING = Decoder("string", pb.FIELD_TYPE_STRING, decode_string, failure="U+FFFD for invalid bytes")

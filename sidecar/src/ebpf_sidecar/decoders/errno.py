@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from ebpf_sidecar.decoders import Column, Decoder, register
+from ebpf_sidecar.decoders.base import Column, Decoder
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 
@@ -20,4 +20,4 @@ def decode_errno(column: Column) -> list[str]:
     return [errno_name(int(v)) for v in column]
 
 
-ERRNO = register(Decoder("errno", pb.FIELD_TYPE_STRING, decode_errno, failure="E<n>"))
+ERRNO = Decoder("errno", pb.FIELD_TYPE_STRING, decode_errno, failure="E<n>")

@@ -1,0 +1,48 @@
+// ebpfreceiver.h: what every program of the catalog would otherwise repeat.
+// The sidecar compiles each program with this folder on the include path
+// (`#include <ebpfreceiver.h>`), programs of --programs-dir included.
+//
+// BCC turns map method calls (`counts.lookup(&key)`) into helper calls that
+// carry the map's file descriptor, and only where the call is spelled out in
+// the program's own file: a call inside a macro does not compile ("cannot use
+// map function inside a macro") and a function cannot take a map as an
+// argument. So each program keeps its two map calls (the lookup-or-init of
+// its map, the lookup of its dropped counter) and these helpers do the rest:
+//
+//     u64 *count = execs.lookup_or_try_init(&key, &zero);
+//     if (count)
+//         (*count)++;
+//     else
+//         count_dropped(execs_dropped.lookup(DROPPED_KEY));
+//
+// The dropped counter is looked up only when the insert failed: passing both
+// lookups to one helper would do the second on every event.
+#ifndef EBPFRECEIVER_H
+#define EBPFRECEIVER_H
+
+// The key of a dropped counter's only element. A dropped counter is a
+// 1-element BPF_PERCPU_ARRAY (or BPF_ARRAY) of u64 named by the manifest's
+// dropped_counter: the updates its map could not store because it was full.
+#define DROPPED_KEY (&(int){0})
+
+// Counts one update the map could not store, in a per-CPU dropped counter.
+static __always_inline void count_dropped(u64 *dropped) {
+    if (dropped)
+        (*dropped)++;
+}
+
+// The same for a dropped counter all CPUs share (a BPF_ARRAY): an atomic add.
+static __always_inline void count_dropped_shared(u64 *dropped) {
+    if (dropped)
+        __sync_fetch_and_add(dropped, 1);
+}
+
+// The slot of `value` in a log2 histogram of `slots` slots, as BCC's
+// bpf_log2l() numbers them (slot 1 holds 0 and 1, slot s holds
+// [2^(s-1), 2^s)), with everything above the last slot in the last slot.
+static __always_inline u32 log2_slot(u64 value, u32 slots) {
+    u32 slot = bpf_log2l(value);
+    return slot < slots ? slot : slots - 1;
+}
+
+#endif
