@@ -299,8 +299,10 @@ type DescribeResponse struct {
 	ProtocolVersion string      `protobuf:"bytes,2,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	Kernel          *KernelInfo `protobuf:"bytes,3,opt,name=kernel,proto3" json:"kernel,omitempty"`
 	Programs        []*Program  `protobuf:"bytes,4,rep,name=programs,proto3" json:"programs,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The shortest StreamRequest.interval the sidecar accepts.
+	MinInterval   *durationpb.Duration `protobuf:"bytes,5,opt,name=min_interval,json=minInterval,proto3" json:"min_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -357,6 +359,13 @@ func (x *DescribeResponse) GetKernel() *KernelInfo {
 func (x *DescribeResponse) GetPrograms() []*Program {
 	if x != nil {
 		return x.Programs
+	}
+	return nil
+}
+
+func (x *DescribeResponse) GetMinInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MinInterval
 	}
 	return nil
 }
@@ -1639,17 +1648,195 @@ func (x *Snapshot) GetReadDuration() *durationpb.Duration {
 	return nil
 }
 
+// One problem of a StreamRequest, found by Plan.
+type FieldError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request field at fault, as a path into the StreamRequest:
+	// "programs[0].name", "programs[0].parameters.max_entries", "maps[2].map",
+	// "maps[1].per_cpu", "interval". Clients translate it into their own
+	// config paths.
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// What is wrong and what to do about it, without the path: e.g.
+	// "7 is out of range; use 128..1048576".
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldError) Reset() {
+	*x = FieldError{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldError) ProtoMessage() {}
+
+func (x *FieldError) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
+func (*FieldError) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FieldError) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *FieldError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// A program of a StreamRequest as Stream would load it.
+type PlannedProgram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Every parameter's value, the request's over the defaults, in text form.
+	Parameters map[string]string `protobuf:"bytes,2,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The maps these parameter values compile in, sized for them (a map whose
+	// enabled_by parameter is false is absent).
+	Maps          []*Map `protobuf:"bytes,3,rep,name=maps,proto3" json:"maps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedProgram) Reset() {
+	*x = PlannedProgram{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedProgram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedProgram) ProtoMessage() {}
+
+func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
+func (*PlannedProgram) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PlannedProgram) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlannedProgram) GetParameters() map[string]string {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *PlannedProgram) GetMaps() []*Map {
+	if x != nil {
+		return x.Maps
+	}
+	return nil
+}
+
+type PlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when Stream would accept the request.
+	Errors []*FieldError `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	// One per valid ProgramRequest, in request order.
+	Programs      []*PlannedProgram `protobuf:"bytes,2,rep,name=programs,proto3" json:"programs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanResponse) Reset() {
+	*x = PlanResponse{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanResponse) ProtoMessage() {}
+
+func (x *PlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
+func (*PlanResponse) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PlanResponse) GetErrors() []*FieldError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetPrograms() []*PlannedProgram {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
 var File_ebpfreceiver_sidecar_v1_sidecar_proto protoreflect.FileDescriptor
 
 const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
 	"%ebpfreceiver/sidecar/v1/sidecar.proto\x12\x17ebpfreceiver.sidecar.v1\x1a\x1egoogle/protobuf/duration.proto\"\x11\n" +
-	"\x0fDescribeRequest\"\xe1\x01\n" +
+	"\x0fDescribeRequest\"\x9f\x02\n" +
 	"\x10DescribeResponse\x12'\n" +
 	"\x0fsidecar_version\x18\x01 \x01(\tR\x0esidecarVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\x12;\n" +
 	"\x06kernel\x18\x03 \x01(\v2#.ebpfreceiver.sidecar.v1.KernelInfoR\x06kernel\x12<\n" +
-	"\bprograms\x18\x04 \x03(\v2 .ebpfreceiver.sidecar.v1.ProgramR\bprograms\"\xb6\x01\n" +
+	"\bprograms\x18\x04 \x03(\v2 .ebpfreceiver.sidecar.v1.ProgramR\bprograms\x12<\n" +
+	"\fmin_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\"\xb6\x01\n" +
 	"\n" +
 	"KernelInfo\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x10\n" +
@@ -1771,7 +1958,23 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
 	"\x04maps\x18\x03 \x03(\v2$.ebpfreceiver.sidecar.v1.MapSnapshotR\x04maps\x12>\n" +
-	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration*R\n" +
+	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\"<\n" +
+	"\n" +
+	"FieldError\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xee\x01\n" +
+	"\x0ePlannedProgram\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12W\n" +
+	"\n" +
+	"parameters\x18\x02 \x03(\v27.ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntryR\n" +
+	"parameters\x120\n" +
+	"\x04maps\x18\x03 \x03(\v2\x1c.ebpfreceiver.sidecar.v1.MapR\x04maps\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\fPlanResponse\x12;\n" +
+	"\x06errors\x18\x01 \x03(\v2#.ebpfreceiver.sidecar.v1.FieldErrorR\x06errors\x12C\n" +
+	"\bprograms\x18\x02 \x03(\v2'.ebpfreceiver.sidecar.v1.PlannedProgramR\bprograms*R\n" +
 	"\aMapKind\x12\x18\n" +
 	"\x14MAP_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MAP_KIND_COUNTERS\x10\x01\x12\x16\n" +
@@ -1792,10 +1995,11 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMETRIC_TYPE_SUM\x10\x01\x12\x15\n" +
 	"\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n" +
-	"\x15METRIC_TYPE_HISTOGRAM\x10\x032\xc1\x01\n" +
+	"\x15METRIC_TYPE_HISTOGRAM\x10\x032\x98\x02\n" +
 	"\aSidecar\x12_\n" +
 	"\bDescribe\x12(.ebpfreceiver.sidecar.v1.DescribeRequest\x1a).ebpfreceiver.sidecar.v1.DescribeResponse\x12U\n" +
-	"\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01BOZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3"
+	"\x06Stream\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a!.ebpfreceiver.sidecar.v1.Snapshot0\x01\x12U\n" +
+	"\x04Plan\x12&.ebpfreceiver.sidecar.v1.StreamRequest\x1a%.ebpfreceiver.sidecar.v1.PlanResponseBOZMgithub.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb;sidecarpbb\x06proto3"
 
 var (
 	file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescOnce sync.Once
@@ -1810,7 +2014,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -1833,41 +2037,52 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*Column)(nil),              // 18: ebpfreceiver.sidecar.v1.Column
 	(*MapSnapshot)(nil),         // 19: ebpfreceiver.sidecar.v1.MapSnapshot
 	(*Snapshot)(nil),            // 20: ebpfreceiver.sidecar.v1.Snapshot
-	nil,                         // 21: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(*FieldError)(nil),          // 21: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 22: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 23: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 24: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 25: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	11, // 2: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	8,  // 3: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
-	14, // 4: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
-	1,  // 5: ebpfreceiver.sidecar.v1.Field.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
-	2,  // 6: ebpfreceiver.sidecar.v1.HistogramLayout.convention:type_name -> ebpfreceiver.sidecar.v1.SlotConvention
-	0,  // 7: ebpfreceiver.sidecar.v1.Map.kind:type_name -> ebpfreceiver.sidecar.v1.MapKind
-	9,  // 8: ebpfreceiver.sidecar.v1.Map.key_fields:type_name -> ebpfreceiver.sidecar.v1.Field
-	9,  // 9: ebpfreceiver.sidecar.v1.Map.value_fields:type_name -> ebpfreceiver.sidecar.v1.Field
-	10, // 10: ebpfreceiver.sidecar.v1.Map.histogram:type_name -> ebpfreceiver.sidecar.v1.HistogramLayout
-	3,  // 11: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
-	12, // 12: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
-	13, // 13: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	21, // 14: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	15, // 15: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
-	16, // 16: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	22, // 17: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
-	18, // 18: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	18, // 19: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	19, // 20: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	22, // 21: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	4,  // 22: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	17, // 23: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 24: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	20, // 25: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	24, // [24:26] is the sub-list for method output_type
-	22, // [22:24] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	26, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	11, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	8,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
+	14, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
+	1,  // 6: ebpfreceiver.sidecar.v1.Field.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
+	2,  // 7: ebpfreceiver.sidecar.v1.HistogramLayout.convention:type_name -> ebpfreceiver.sidecar.v1.SlotConvention
+	0,  // 8: ebpfreceiver.sidecar.v1.Map.kind:type_name -> ebpfreceiver.sidecar.v1.MapKind
+	9,  // 9: ebpfreceiver.sidecar.v1.Map.key_fields:type_name -> ebpfreceiver.sidecar.v1.Field
+	9,  // 10: ebpfreceiver.sidecar.v1.Map.value_fields:type_name -> ebpfreceiver.sidecar.v1.Field
+	10, // 11: ebpfreceiver.sidecar.v1.Map.histogram:type_name -> ebpfreceiver.sidecar.v1.HistogramLayout
+	3,  // 12: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
+	12, // 13: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
+	13, // 14: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
+	24, // 15: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	15, // 16: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
+	16, // 17: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
+	26, // 18: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	18, // 19: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	18, // 20: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	19, // 21: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
+	26, // 22: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	25, // 23: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	11, // 24: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	21, // 25: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	22, // 26: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 27: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	17, // 28: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	17, // 29: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 30: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	20, // 31: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	23, // 32: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -1881,7 +2096,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Sidecar_Describe_FullMethodName = "/ebpfreceiver.sidecar.v1.Sidecar/Describe"
 	Sidecar_Stream_FullMethodName   = "/ebpfreceiver.sidecar.v1.Sidecar/Stream"
+	Sidecar_Plan_FullMethodName     = "/ebpfreceiver.sidecar.v1.Sidecar/Plan"
 )
 
 // SidecarClient is the client API for Sidecar service.
@@ -47,6 +48,19 @@ type SidecarClient interface {
 	// cannot be compiled or attached on this kernel (the message carries the
 	// compiler's or verifier's own last lines).
 	Stream(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Snapshot], error)
+	// Plan judges a StreamRequest exactly as Stream does before it loads
+	// anything, without compiling, loading or attaching: every problem comes
+	// back in PlanResponse.errors (all of them, not only the first), and for
+	// each valid program, the parameter values and the maps Stream would load.
+	// The sidecar is the only judge of the catalog's rules (parameter types
+	// and ranges, which maps parameters compile in, map requests); clients
+	// call Plan to report those problems at their start, against their own
+	// config paths. What only compiling can tell (a verifier rejection, a map
+	// that turns out not to be per-CPU) is still Stream's to report.
+	//
+	// Errors: none for a request it can judge; an UNIMPLEMENTED from an older
+	// v1 sidecar means the client can only learn of problems from Stream.
+	Plan(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (*PlanResponse, error)
 }
 
 type sidecarClient struct {
@@ -86,6 +100,16 @@ func (c *sidecarClient) Stream(ctx context.Context, in *StreamRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sidecar_StreamClient = grpc.ServerStreamingClient[Snapshot]
 
+func (c *sidecarClient) Plan(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanResponse)
+	err := c.cc.Invoke(ctx, Sidecar_Plan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SidecarServer is the server API for Sidecar service.
 // All implementations must embed UnimplementedSidecarServer
 // for forward compatibility.
@@ -103,6 +127,19 @@ type SidecarServer interface {
 	// cannot be compiled or attached on this kernel (the message carries the
 	// compiler's or verifier's own last lines).
 	Stream(*StreamRequest, grpc.ServerStreamingServer[Snapshot]) error
+	// Plan judges a StreamRequest exactly as Stream does before it loads
+	// anything, without compiling, loading or attaching: every problem comes
+	// back in PlanResponse.errors (all of them, not only the first), and for
+	// each valid program, the parameter values and the maps Stream would load.
+	// The sidecar is the only judge of the catalog's rules (parameter types
+	// and ranges, which maps parameters compile in, map requests); clients
+	// call Plan to report those problems at their start, against their own
+	// config paths. What only compiling can tell (a verifier rejection, a map
+	// that turns out not to be per-CPU) is still Stream's to report.
+	//
+	// Errors: none for a request it can judge; an UNIMPLEMENTED from an older
+	// v1 sidecar means the client can only learn of problems from Stream.
+	Plan(context.Context, *StreamRequest) (*PlanResponse, error)
 	mustEmbedUnimplementedSidecarServer()
 }
 
@@ -118,6 +155,9 @@ func (UnimplementedSidecarServer) Describe(context.Context, *DescribeRequest) (*
 }
 func (UnimplementedSidecarServer) Stream(*StreamRequest, grpc.ServerStreamingServer[Snapshot]) error {
 	return status.Error(codes.Unimplemented, "method Stream not implemented")
+}
+func (UnimplementedSidecarServer) Plan(context.Context, *StreamRequest) (*PlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
 }
 func (UnimplementedSidecarServer) mustEmbedUnimplementedSidecarServer() {}
 func (UnimplementedSidecarServer) testEmbeddedByValue()                 {}
@@ -169,6 +209,24 @@ func _Sidecar_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sidecar_StreamServer = grpc.ServerStreamingServer[Snapshot]
 
+func _Sidecar_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SidecarServer).Plan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sidecar_Plan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SidecarServer).Plan(ctx, req.(*StreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sidecar_ServiceDesc is the grpc.ServiceDesc for Sidecar service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -179,6 +237,10 @@ var Sidecar_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _Sidecar_Describe_Handler,
+		},
+		{
+			MethodName: "Plan",
+			Handler:    _Sidecar_Plan_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -219,26 +219,30 @@ class ParameterSpec:
             description=self.description,
         )
 
-    def number(self, text: str, where: str) -> int:
+    def number(self, text: str) -> int:
         """Validate a text value: the number its -D define gets (never raw flags).
 
         An int is itself, a bool 1 or 0, an enum value its index in ``allowed``.
+        A bad value raises :class:`RequestError` saying what is wrong and the
+        valid choices; the caller names the field.
         """
         if self.type == "int":
             try:
                 value = int(text, 0)
             except ValueError:
-                raise RequestError(f"{where}: {text!r} is not an integer") from None
+                raise RequestError(
+                    f"{text!r} is not an integer; use a whole number in {self.min}..{self.max}"
+                ) from None
             if not self.min <= value <= self.max:
-                raise RequestError(f"{where}: {value} is out of range; use {self.min}..{self.max}")
+                raise RequestError(f"{value} is out of range; use {self.min}..{self.max}")
             return value
         if self.type == "bool":
             lowered = text.strip().lower()
             if lowered not in ("true", "false"):
-                raise RequestError(f"{where}: {text!r} is not a boolean; use true or false")
+                raise RequestError(f"{text!r} is not a boolean; use true or false")
             return 1 if lowered == "true" else 0
         if text not in self.allowed:
-            raise RequestError(f"{where}: {text!r} is not one of {', '.join(self.allowed)}")
+            raise RequestError(f"{text!r} is not one of {', '.join(self.allowed)}")
         return self.allowed.index(text)
 
 
@@ -267,27 +271,44 @@ class Program:
             default_metrics=list(self.default_metrics),
         )
 
-    def map_enabled(self, spec: MapSpec, values: Mapping[str, str]) -> bool:
-        if not spec.enabled_by:
-            return True
-        param = self.parameters[spec.enabled_by]
-        return values.get(param.name, param.default).strip().lower() == "true"
+    def check_parameters(
+        self, values: Mapping[str, str]
+    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """Every parameter's validated number (defaults filled in), and the
+        problems of ``values`` as (parameter name, message), all of them.
+
+        The one place the rules for parameter values live: Stream, Plan and
+        compiling all come through here.
+        """
+        problems = [
+            (
+                name,
+                f"unknown parameter {name!r}; valid parameters: "
+                f"{', '.join(self.parameters) or 'none'}",
+            )
+            for name in values
+            if name not in self.parameters
+        ]
+        numbers = {}
+        for name, spec in sorted(self.parameters.items()):
+            try:
+                numbers[name] = spec.number(values.get(name, spec.default))
+            except RequestError as e:
+                problems.append((name, str(e)))
+        return numbers, problems
 
     def parameter_values(self, values: Mapping[str, str]) -> dict[str, int]:
         """Every parameter's validated number, by name, defaults filled in."""
-        for name in values:
-            if name not in self.parameters:
-                valid = ", ".join(self.parameters) or "none"
-                raise RequestError(
-                    f"programs[{self.name}].parameters: unknown parameter {name!r}; "
-                    f"valid parameters: {valid}"
-                )
-        return {
-            name: spec.number(
-                values.get(name, spec.default), f"programs[{self.name}].parameters.{name}"
+        numbers, problems = self.check_parameters(values)
+        if problems:
+            raise RequestError(
+                "; ".join(f"programs[{self.name}].parameters.{n}: {m}" for n, m in problems)
             )
-            for name, spec in sorted(self.parameters.items())
-        }
+        return numbers
+
+    def map_enabled(self, spec: MapSpec, numbers: Mapping[str, int]) -> bool:
+        """Whether validated parameter values (parameter_values) compile the map in."""
+        return not spec.enabled_by or numbers[spec.enabled_by] == 1
 
     def cflags(self, values: Mapping[str, str]) -> list[str]:
         """Compile-time defines for validated parameter values (defaults filled in)."""

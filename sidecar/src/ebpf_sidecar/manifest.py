@@ -35,6 +35,7 @@ from ebpf_sidecar.catalog import (
     MapSpec,
     ParameterSpec,
     Program,
+    RequestError,
 )
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -430,7 +431,10 @@ def _parameter(doc: ParameterDoc, where: str) -> ParameterSpec:
         min=doc.min,
         max=doc.max,
     )
-    spec.number(spec.default, f"{where}.default")  # the default must be valid
+    try:
+        spec.number(spec.default)  # the default must be valid
+    except RequestError as e:
+        raise CatalogError(f"{where}.default: {e}") from None
     return spec
 
 

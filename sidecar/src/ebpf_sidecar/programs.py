@@ -127,7 +127,7 @@ class ProgramManager:
                 )
                 try:
                     for spec in program.maps.values():
-                        if not program.map_enabled(spec, parameters):
+                        if not program.map_enabled(spec, values):
                             continue
                         dropped = spec.dropped_counter
                         loaded.readers[spec.name] = MapReader(

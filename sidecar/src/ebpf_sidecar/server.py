@@ -1,4 +1,4 @@
-"""The gRPC service: Describe and Stream."""
+"""The gRPC service: Describe, Plan and Stream."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -17,26 +16,12 @@ import grpc
 from ebpf_sidecar import PROTOCOL_VERSION, __version__
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
+from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
 from ebpf_sidecar.programs import LoadedProgram, LoadError, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-MIN_INTERVAL_S = 0.1
-
-
-@dataclass(frozen=True)
-class WantedMap:
-    """One MapRequest of a stream, validated."""
-
-    program: str
-    map: str
-    clear: bool  # clear_after_read: delta reads, on an instance of the program of its own
-    per_cpu: bool
-
-
-DEFAULT_INTERVAL_S = 10.0
 
 
 def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
@@ -45,7 +30,7 @@ def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
     A function of its own so that the receiver's catalog fixture
     (``ebpf_sidecar.describe_fixture``) is built by the same code.
     """
-    return pb.DescribeResponse(
+    response = pb.DescribeResponse(
         sidecar_version=__version__,
         protocol_version=PROTOCOL_VERSION,
         kernel=pb.KernelInfo(
@@ -58,6 +43,8 @@ def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
         ),
         programs=[p.to_proto() for _, p in sorted(catalog.programs.items())],
     )
+    response.min_interval.FromNanoseconds(round(MIN_INTERVAL_S * 1e9))
+    return response
 
 
 class SidecarService(pb_grpc.SidecarServicer):
@@ -74,18 +61,12 @@ class SidecarService(pb_grpc.SidecarServicer):
     def Stream(
         self, request: pb.StreamRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Snapshot]:
-        interval = DEFAULT_INTERVAL_S
-        if request.HasField("interval"):
-            interval = request.interval.ToTimedelta().total_seconds()
-        if interval < MIN_INTERVAL_S:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"interval: {interval}s is below the minimum {MIN_INTERVAL_S}s",
-            )
+        judged = plan(self.catalog, request)
         try:
-            wanted = self._validate(request)
+            judged.raise_errors()
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        wanted, interval = judged.maps, judged.interval
 
         acquired: list[LoadedProgram] = []
         closed = threading.Event()
@@ -93,16 +74,16 @@ class SidecarService(pb_grpc.SidecarServicer):
         try:
             by_name: dict[str, LoadedProgram] = {}
             clearing = {w.program for w in wanted if w.clear}
-            for p in request.programs:
-                loaded = self.programs.acquire(
-                    p.name, dict(p.parameters), exclusive=p.name in clearing
-                )
+            for p in judged.programs:
+                name = p.program.name
+                loaded = self.programs.acquire(name, p.requested, exclusive=name in clearing)
                 acquired.append(loaded)
-                by_name[p.name] = loaded
+                by_name[name] = loaded
             for i, w in enumerate(wanted):
                 if w.per_cpu and not by_name[w.program].readers[w.map].per_cpu:
+                    # only the compiled map knows; Plan cannot tell
                     raise RequestError(
-                        f"maps[{i}].per_cpu: map {w.map!r} of {w.program!r} is not a per-CPU "
+                        f"maps[{i}].per_cpu: map {w.program}/{w.map} is not a per-CPU "
                         "map; there is one value per key, not one per CPU"
                     )
             log.info(
@@ -127,43 +108,8 @@ class SidecarService(pb_grpc.SidecarServicer):
             for loaded in acquired:
                 self.programs.release(loaded)
 
-    def _validate(self, request: pb.StreamRequest) -> list[WantedMap]:
-        requested: dict[str, dict[str, str]] = {}
-        for i, p in enumerate(request.programs):
-            try:
-                program = self.catalog.program(p.name)
-            except RequestError as e:
-                raise RequestError(f"programs[{i}].name: {e}") from None
-            program.cflags(dict(p.parameters))
-            requested[p.name] = dict(p.parameters)
-        wanted: list[WantedMap] = []
-        for i, m in enumerate(request.maps):
-            if m.program not in requested:
-                raise RequestError(
-                    f"maps[{i}].program: {m.program!r} is not among the requested programs "
-                    f"({', '.join(sorted(requested)) or 'none'})"
-                )
-            try:
-                spec = self.catalog.map(m.program, m.map)
-            except RequestError as e:
-                raise RequestError(f"maps[{i}].map: {e}") from None
-            program = self.catalog.program(m.program)
-            if not program.map_enabled(spec, requested[m.program]):
-                raise RequestError(
-                    f"maps[{i}].map: {m.map!r} is compiled out; set parameter "
-                    f"{spec.enabled_by}: true on program {m.program!r}"
-                )
-            if any(w.program == m.program and w.map == m.map for w in wanted):
-                raise RequestError(
-                    f"maps[{i}]: map {m.map!r} of {m.program!r} is requested twice; "
-                    "request each map once"
-                )
-            if m.per_cpu and "cpu" in spec.key_names:
-                raise RequestError(
-                    f"maps[{i}].per_cpu: map {m.map!r} already has a key field 'cpu'"
-                )
-            wanted.append(WantedMap(m.program, m.map, m.clear_after_read, m.per_cpu))
-        return wanted
+    def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
+        return plan(self.catalog, request).to_proto()
 
     def _snapshot(
         self, sequence: int, wanted: list[WantedMap], loaded: dict[str, LoadedProgram]

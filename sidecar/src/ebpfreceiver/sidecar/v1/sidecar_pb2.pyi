@@ -59,16 +59,18 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("sidecar_version", "protocol_version", "kernel", "programs")
+    __slots__ = ("sidecar_version", "protocol_version", "kernel", "programs", "min_interval")
     SIDECAR_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     sidecar_version: str
     protocol_version: str
     kernel: KernelInfo
     programs: _containers.RepeatedCompositeFieldContainer[Program]
-    def __init__(self, sidecar_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., kernel: _Optional[_Union[KernelInfo, _Mapping]] = ..., programs: _Optional[_Iterable[_Union[Program, _Mapping]]] = ...) -> None: ...
+    min_interval: _duration_pb2.Duration
+    def __init__(self, sidecar_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., kernel: _Optional[_Union[KernelInfo, _Mapping]] = ..., programs: _Optional[_Iterable[_Union[Program, _Mapping]]] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class KernelInfo(_message.Message):
     __slots__ = ("release", "btf", "raw_tracepoints", "perf_events", "kprobes", "headers")
@@ -304,3 +306,36 @@ class Snapshot(_message.Message):
     maps: _containers.RepeatedCompositeFieldContainer[MapSnapshot]
     read_duration: _duration_pb2.Duration
     def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class FieldError(_message.Message):
+    __slots__ = ("field", "message")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    message: str
+    def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PlannedProgram(_message.Message):
+    __slots__ = ("name", "parameters", "maps")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    parameters: _containers.ScalarMap[str, str]
+    maps: _containers.RepeatedCompositeFieldContainer[Map]
+    def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("errors", "programs")
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    errors: _containers.RepeatedCompositeFieldContainer[FieldError]
+    programs: _containers.RepeatedCompositeFieldContainer[PlannedProgram]
+    def __init__(self, errors: _Optional[_Iterable[_Union[FieldError, _Mapping]]] = ..., programs: _Optional[_Iterable[_Union[PlannedProgram, _Mapping]]] = ...) -> None: ...

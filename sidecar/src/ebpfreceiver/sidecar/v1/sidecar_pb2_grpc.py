@@ -44,6 +44,11 @@ class SidecarStub:
                 request_serializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.SerializeToString,
                 response_deserializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.Snapshot.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/ebpfreceiver.sidecar.v1.Sidecar/Plan',
+                request_serializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.SerializeToString,
+                response_deserializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class SidecarServicer:
@@ -72,6 +77,24 @@ class SidecarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """Plan judges a StreamRequest exactly as Stream does before it loads
+        anything, without compiling, loading or attaching: every problem comes
+        back in PlanResponse.errors (all of them, not only the first), and for
+        each valid program, the parameter values and the maps Stream would load.
+        The sidecar is the only judge of the catalog's rules (parameter types
+        and ranges, which maps parameters compile in, map requests); clients
+        call Plan to report those problems at their start, against their own
+        config paths. What only compiling can tell (a verifier rejection, a map
+        that turns out not to be per-CPU) is still Stream's to report.
+
+        Errors: none for a request it can judge; an UNIMPLEMENTED from an older
+        v1 sidecar means the client can only learn of problems from Stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SidecarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +107,11 @@ def add_SidecarServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.FromString,
                     response_serializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.Snapshot.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.FromString,
+                    response_serializer=ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +168,33 @@ class Sidecar:
             '/ebpfreceiver.sidecar.v1.Sidecar/Stream',
             ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.SerializeToString,
             ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebpfreceiver.sidecar.v1.Sidecar/Plan',
+            ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.StreamRequest.SerializeToString,
+            ebpfreceiver_dot_sidecar_dot_v1_dot_sidecar__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

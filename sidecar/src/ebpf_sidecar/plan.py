@@ -1,0 +1,159 @@
+"""The judge of a StreamRequest: what Plan answers and what Stream checks first.
+
+Every rule of the catalog a client can break (program names, parameter
+types and ranges, which maps parameters compile in, map requests, the
+interval) is applied here, once, without compiling anything. Stream refuses
+a request this judge finds problems in; Plan returns the same problems as
+field paths, so that the receiver reports them at collector start against
+its own config paths instead of re-implementing the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ebpf_sidecar.catalog import Catalog, Program, RequestError
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+MIN_INTERVAL_S = 0.1
+DEFAULT_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class WantedMap:
+    """One MapRequest of a stream, validated."""
+
+    program: str
+    map: str
+    clear: bool  # clear_after_read: delta reads, on an instance of the program of its own
+    per_cpu: bool
+
+
+@dataclass(frozen=True)
+class PlannedProgram:
+    program: Program
+    # the request's parameter values, as text (what ProgramManager.acquire takes)
+    requested: dict[str, str]
+    # every parameter's validated number, defaults filled in
+    numbers: dict[str, int]
+
+    def to_proto(self) -> pb.PlannedProgram:
+        p = self.program
+        return pb.PlannedProgram(
+            name=p.name,
+            parameters={
+                name: _text(spec.type, spec.allowed, self.numbers[name])
+                for name, spec in p.parameters.items()
+            },
+            maps=[
+                m.to_proto(self.numbers) for m in p.maps.values() if p.map_enabled(m, self.numbers)
+            ],
+        )
+
+
+def _text(type_: str, allowed: tuple[str, ...], number: int) -> str:
+    if type_ == "bool":
+        return "true" if number else "false"
+    if type_ == "enum":
+        return allowed[number]
+    return str(number)
+
+
+@dataclass
+class Plan:
+    interval: float
+    programs: list[PlannedProgram] = field(default_factory=list)
+    maps: list[WantedMap] = field(default_factory=list)
+    # (path into the StreamRequest, message), every problem found
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_proto(self) -> pb.PlanResponse:
+        return pb.PlanResponse(
+            errors=[pb.FieldError(field=f, message=m) for f, m in self.errors],
+            programs=[p.to_proto() for p in self.programs],
+        )
+
+    def raise_errors(self) -> None:
+        """A RequestError with every problem ("path: message; ..."), if any."""
+        if self.errors:
+            raise RequestError("; ".join(f"{f}: {m}" for f, m in self.errors))
+
+
+def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
+    """Judge ``request`` against ``catalog`` without loading anything."""
+    result = Plan(interval=DEFAULT_INTERVAL_S)
+    if request.HasField("interval"):
+        result.interval = request.interval.ToTimedelta().total_seconds()
+    if result.interval < MIN_INTERVAL_S:
+        result.errors.append(
+            (
+                "interval",
+                f"{result.interval:g}s is below the minimum {MIN_INTERVAL_S:g}s; "
+                f"use at least {MIN_INTERVAL_S:g}s",
+            )
+        )
+
+    planned: dict[str, PlannedProgram] = {}
+    requested_at: dict[str, int] = {}
+    for i, p in enumerate(request.programs):
+        where = f"programs[{i}]"
+        if p.name in requested_at:
+            result.errors.append(
+                (
+                    f"{where}.name",
+                    f"program {p.name!r} is also requested as "
+                    f"programs[{requested_at[p.name]}]; request each program once",
+                )
+            )
+            continue
+        requested_at[p.name] = i
+        try:
+            program = catalog.program(p.name)
+        except RequestError as e:
+            result.errors.append((f"{where}.name", str(e)))
+            continue
+        numbers, problems = program.check_parameters(dict(p.parameters))
+        result.errors += [(f"{where}.parameters.{name}", m) for name, m in problems]
+        if not problems:
+            planned[p.name] = PlannedProgram(program, dict(p.parameters), numbers)
+            result.programs.append(planned[p.name])
+
+    for i, m in enumerate(request.maps):
+        where = f"maps[{i}]"
+        if m.program not in requested_at:
+            result.errors.append(
+                (
+                    f"{where}.program",
+                    f"{m.program!r} is not among the requested programs "
+                    f"({', '.join(sorted(requested_at)) or 'none'})",
+                )
+            )
+            continue
+        try:
+            spec = catalog.map(m.program, m.map)
+        except RequestError as e:
+            result.errors.append((f"{where}.map", str(e)))
+            continue
+        if any(w.program == m.program and w.map == m.map for w in result.maps):
+            result.errors.append(
+                (where, f"map {m.map!r} of {m.program!r} is requested twice; request each map once")
+            )
+            continue
+        if m.per_cpu and "cpu" in spec.key_names:
+            result.errors.append(
+                (f"{where}.per_cpu", f"map {m.program}/{m.map} already has a key field 'cpu'")
+            )
+            continue
+        loaded = planned.get(m.program)
+        if loaded is not None and not loaded.program.map_enabled(spec, loaded.numbers):
+            result.errors.append(
+                (
+                    f"{where}.map",
+                    f"map {m.program}/{m.map} exists only when parameter "
+                    f"{spec.enabled_by!r} of program {m.program!r} is true, and "
+                    "it is false; set that parameter to true",
+                )
+            )
+            continue
+        result.maps.append(WantedMap(m.program, m.map, m.clear_after_read, m.per_cpu))
+    return result

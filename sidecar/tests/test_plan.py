@@ -1,0 +1,124 @@
+"""The judge of stream requests (Plan, and Stream before it loads anything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ebpf_sidecar import describe_fixture
+from ebpf_sidecar.catalog import Catalog, RequestError
+from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
+from ebpf_sidecar.programs import ProgramManager
+from ebpf_sidecar.server import SidecarService, serve
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
+
+
+def test_map_request_options_are_kept(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[pb.ProgramRequest(name="cpu")],
+        maps=[
+            pb.MapRequest(program="cpu", map="process_cpu", clear_after_read=True),
+            pb.MapRequest(program="cpu", map="cpu_usage", per_cpu=True),
+        ],
+    )
+    judged = plan(catalog, req)
+    assert judged.errors == []
+    assert judged.maps == [
+        WantedMap("cpu", "process_cpu", clear=True, per_cpu=False),
+        WantedMap("cpu", "cpu_usage", clear=False, per_cpu=True),
+    ]
+
+
+def test_a_map_requested_twice_is_refused(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[pb.ProgramRequest(name="cpu")],
+        maps=[
+            pb.MapRequest(program="cpu", map="cpu_usage"),
+            pb.MapRequest(program="cpu", map="cpu_usage", clear_after_read=True),
+        ],
+    )
+    with pytest.raises(RequestError, match=r"maps\[1\]: map 'cpu_usage' of 'cpu' is requested"):
+        plan(catalog, req).raise_errors()
+
+
+def test_every_problem_is_reported_with_its_path(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[
+            pb.ProgramRequest(name="syscalls", parameters={"max_entries": "7", "bogus": "1"}),
+            pb.ProgramRequest(name="nope"),
+            pb.ProgramRequest(name="syscalls"),
+            pb.ProgramRequest(name="block", parameters={"max_devices": "many"}),
+        ],
+        maps=[
+            pb.MapRequest(program="cpu", map="cpu_usage"),
+            pb.MapRequest(program="block", map="disk_io_nope"),
+        ],
+    )
+    req.interval.FromMilliseconds(10)
+    errors = dict(plan(catalog, req).errors)
+    assert errors.pop("interval") == "0.01s is below the minimum 0.1s; use at least 0.1s"
+    assert errors.pop("programs[0].parameters.max_entries") == "7 is out of range; use 128..1048576"
+    assert errors.pop("programs[0].parameters.bogus").startswith("unknown parameter 'bogus'")
+    assert errors.pop("programs[1].name").startswith("unknown program 'nope'; valid programs:")
+    assert errors.pop("programs[2].name") == (
+        "program 'syscalls' is also requested as programs[0]; request each program once"
+    )
+    assert errors.pop("programs[3].parameters.max_devices").startswith(
+        "'many' is not an integer; use a whole number in"
+    )
+    assert errors.pop("maps[0].program").startswith("'cpu' is not among the requested programs")
+    assert errors.pop("maps[1].map").startswith("program 'block' has no map 'disk_io_nope'")
+    assert errors == {}
+
+
+def test_a_map_its_parameters_compile_out_is_refused(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[pb.ProgramRequest(name="syscalls", parameters={"count_errors": "false"})],
+        maps=[pb.MapRequest(program="syscalls", map="syscall_errors")],
+    )
+    assert plan(catalog, req).errors == [
+        (
+            "maps[0].map",
+            "map syscalls/syscall_errors exists only when parameter 'count_errors' of program "
+            "'syscalls' is true, and it is false; set that parameter to true",
+        )
+    ]
+
+
+def test_planned_programs_show_values_and_the_maps_they_compile_in(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[
+            pb.ProgramRequest(
+                name="syscalls", parameters={"count_errors": "FALSE", "max_entries": "0x1000"}
+            )
+        ]
+    )
+    [planned] = plan(catalog, req).to_proto().programs
+    assert dict(planned.parameters) == {"count_errors": "false", "max_entries": "4096"}
+    assert [(m.name, m.max_entries) for m in planned.maps] == [("syscalls", 4096)]
+
+
+def test_the_plan_rpc_answers_without_loading_anything(
+    programs: ProgramManager, tmp_path: Path
+) -> None:
+    service = SidecarService(programs.catalog, programs, describe_fixture.FIXTURE_KERNEL)
+    listen = f"unix://{tmp_path / 'sidecar.sock'}"
+    server = serve(service, listen, None)
+    try:
+        with grpc.insecure_channel(listen) as channel:
+            stub = pb_grpc.SidecarStub(channel)  # type: ignore[no-untyped-call]
+            req = pb.StreamRequest(programs=[pb.ProgramRequest(name="oom", parameters={"x": "1"})])
+            [error] = stub.Plan(req, timeout=10).errors
+            assert error.field == "programs[0].parameters.x"
+            assert error.message.startswith("unknown parameter 'x'; valid parameters:")
+            ok = stub.Plan(pb.StreamRequest(programs=[pb.ProgramRequest(name="oom")]), timeout=10)
+            assert not ok.errors and [p.name for p in ok.programs] == ["oom"]
+            assert programs.loaded() == []
+            # the floor Plan applies is the one Describe announces
+            described = stub.Describe(pb.DescribeRequest(), timeout=10).min_interval
+            assert described.ToNanoseconds() == round(MIN_INTERVAL_S * 1e9)
+    finally:
+        server.stop(grace=None).wait()
