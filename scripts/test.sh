@@ -27,6 +27,12 @@ lint() {
     echo "receiver-go/testdata/catalog/describe.json is stale: run 'make generate' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi
+  stage "receiver metadata code is fresh (scripts/gen-metadata.sh)"
+  scripts/gen-metadata.sh "$tmp"
+  if ! diff -r -u receiver-go "$tmp/receiver-go" >&2; then
+    echo "receiver-go's code generated from metadata.yaml is stale: run 'make generate' and commit the result" >&2
+    rm -rf "$tmp"; return 1
+  fi
   rm -rf "$tmp"
   stage "ruff, mypy (sidecar, tests)"
   (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests &&
