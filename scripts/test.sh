@@ -38,7 +38,9 @@ lint() {
   (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench && "$PY" -m mypy src tests &&
     "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
   stage "gofmt, go vet (receiver-go)"
-  (cd receiver-go && test -z "$(gofmt -l . | tee /dev/stderr)" && go vet ./...)
+  # Not `tee /dev/stderr`: reopening stderr truncates it when it is a file
+  # (a CI log), losing every stage printed before.
+  (cd receiver-go && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
 }
 
 unit() {
