@@ -12,13 +12,6 @@ import (
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
-func cfgWith(programs []ProgramConfig, metrics ...MetricConfig) *Config {
-	cfg := createDefaultConfig().(*Config)
-	cfg.Programs = programs
-	cfg.Metrics = metrics
-	return cfg
-}
-
 func TestResolveDefaultMetrics(t *testing.T) {
 	cfg := cfgWith([]ProgramConfig{
 		{Name: "syscalls", Parameters: map[string]string{"per_process": "false"}},

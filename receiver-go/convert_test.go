@@ -1,25 +1,15 @@
 package ebpfreceiver
 
 import (
-	"context"
 	"flag"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
-	"google.golang.org/protobuf/encoding/protojson"
-
-	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/convert/*/expected.yaml from the current output")
@@ -101,78 +91,4 @@ func TestConvertIgnoresUnboundMaps(t *testing.T) {
 	conv, _ := loadConverter(t, filepath.Join("testdata", "convert", "gauge", "config.yaml"))
 	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "sum_resource_grouping", "snapshot.json"))
 	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
-}
-
-func loadConverter(t *testing.T, configFile string) (*converter, *observer.ObservedLogs) {
-	t.Helper()
-	env := newConvEnv(t, loadConfig(t, configFile), testDescribe())
-	return env.conv, env.logs
-}
-
-func loadConfig(t *testing.T, configFile string) *Config {
-	t.Helper()
-	cm, err := confmaptest.LoadConf(configFile)
-	require.NoError(t, err)
-	cfg := createDefaultConfig().(*Config)
-	require.NoError(t, cm.Unmarshal(cfg))
-	require.NoError(t, cfg.Validate())
-	return cfg
-}
-
-// convEnv is a converter with observed logs and self-telemetry.
-type convEnv struct {
-	conv *converter
-	res  *resolution
-	logs *observer.ObservedLogs
-	tel  *componenttest.Telemetry
-}
-
-func newConvEnv(t *testing.T, cfg *Config, desc *sidecarpb.DescribeResponse) *convEnv {
-	t.Helper()
-	res, err := resolve(cfg, desc)
-	require.NoError(t, err)
-	core, logs := observer.New(zap.DebugLevel)
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	tel, err := newSelfTelemetry(tt.NewTelemetrySettings())
-	require.NoError(t, err)
-	return &convEnv{conv: newConverter(res.bindings, "1.2.3", zap.New(core), tel), res: res, logs: logs, tel: tt}
-}
-
-// counterValues returns the data points of self-metric name as their
-// attribute sets (k=v,... sorted) and values.
-func (e *convEnv) counterValues(t *testing.T, name string) map[string]int64 {
-	t.Helper()
-	got := map[string]int64{}
-	m, err := e.tel.GetMetric(name)
-	if err != nil {
-		return got
-	}
-	sum, ok := m.Data.(metricdata.Sum[int64])
-	require.True(t, ok, "%s is a sum of int64, got %T", name, m.Data)
-	assert.True(t, sum.IsMonotonic)
-	for _, dp := range sum.DataPoints {
-		var kv []string
-		for _, a := range dp.Attributes.ToSlice() {
-			kv = append(kv, string(a.Key)+"="+a.Value.Emit())
-		}
-		got[strings.Join(kv, ",")] = dp.Value
-	}
-	return got
-}
-
-func loadSnapshot(t *testing.T, file string) *sidecarpb.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	require.NoError(t, err)
-	snap := &sidecarpb.Snapshot{}
-	require.NoError(t, protojson.Unmarshal(b, snap))
-	return snap
-}
-
-func nopSelfTelemetry(t *testing.T) *selfTelemetry {
-	t.Helper()
-	tel, err := newSelfTelemetry(componenttest.NewNopTelemetrySettings())
-	require.NoError(t, err)
-	return tel
 }

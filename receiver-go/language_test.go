@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -16,8 +15,6 @@ import (
 
 // Tests of the metric-to-map language's newer keys: cardinality_limit,
 // temporality, per_cpu, histogram_format and programs[].metrics.
-
-func intp(i int) *int { return &i }
 
 func TestResolveProgramMetricOverrides(t *testing.T) {
 	cfg := cfgWith([]ProgramConfig{
@@ -208,53 +205,6 @@ func TestResolveBrokenLayouts(t *testing.T) {
 			assert.EqualError(t, err, tt.want)
 		})
 	}
-}
-
-// containerSnapshot is one read of misc/by_container: one entry per
-// container id, bytes = 1 each.
-func containerSnapshot(seq, ts, attach uint64, ids ...string) *sidecarpb.Snapshot {
-	cg := make([]uint64, len(ids))
-	bytes := make([]uint64, len(ids))
-	for i := range ids {
-		cg[i] = uint64(i + 1)
-		bytes[i] = 1
-	}
-	return &sidecarpb.Snapshot{Sequence: seq, TimeUnixNano: ts, Maps: []*sidecarpb.MapSnapshot{{
-		Program: "misc", Map: "by_container", AttachTimeUnixNano: attach, Entries: uint32(len(ids)),
-		KeyColumns: []*sidecarpb.Column{
-			{Field: "cgroup_id", Uints: cg},
-			{Field: "container_id", Strings: ids},
-		},
-		ValueColumns: []*sidecarpb.Column{{Field: "bytes", Uints: bytes}},
-	}}}
-}
-
-// containerPoints returns the container.id (or "overflow") of every data
-// point of md, with its value and start time.
-func containerPoints(t *testing.T, md pmetric.Metrics) map[string][2]int64 {
-	t.Helper()
-	got := map[string][2]int64{}
-	for i := 0; i < md.ResourceMetrics().Len(); i++ {
-		rm := md.ResourceMetrics().At(i)
-		key := "overflow"
-		if v, ok := rm.Resource().Attributes().Get("container.id"); ok {
-			key = v.Str()
-		} else {
-			require.Equal(t, 0, rm.Resource().Attributes().Len(), "the overflow resource has no attributes")
-		}
-		dps := rm.ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints()
-		for j := 0; j < dps.Len(); j++ {
-			dp := dps.At(j)
-			if key == "overflow" {
-				v, ok := dp.Attributes().Get("otel.metric.overflow")
-				require.True(t, ok)
-				require.Equal(t, pcommon.ValueTypeBool, v.Type())
-				require.True(t, v.Bool())
-			}
-			got[key] = [2]int64{dp.IntValue(), int64(dp.StartTimestamp())}
-		}
-	}
-	return got
 }
 
 func TestCardinalityLimitAcrossSnapshots(t *testing.T) {

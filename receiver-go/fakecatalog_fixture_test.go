@@ -4,7 +4,9 @@ import (
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
-// A small fake catalog shared by the binding, conversion and receiver tests.
+// A small fake catalog (the sidecar's Describe response) shared by the
+// resolution, conversion and receiver tests. The real catalog's is
+// testdata/catalog/describe.json (realDescribe, examples_test.go).
 
 const (
 	tUint = sidecarpb.FieldType_FIELD_TYPE_UINT
