@@ -9,6 +9,7 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 )
 
@@ -63,32 +64,43 @@ func TestConvertLogsSkippedMaps(t *testing.T) {
 	assert.Equal(t, `column "time_ns" has 1 uints values but the map snapshot has 2 entries`, malformed[0].ContextMap()["error"])
 }
 
-func TestConvertLogsFullMapOnce(t *testing.T) {
-	env := newConvEnv(t, loadConfig(t, filepath.Join("testdata", "convert", "gauge", "config.yaml")), testDescribe())
-	conv, logs := env.conv, env.logs
-	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "gauge", "snapshot.json"))
-	snap.Maps[0].DroppedUpdates = 5
-	conv.convert(snap)
-	conv.convert(snap)
-	snap.Maps[0].DroppedUpdates = 9
-	conv.convert(snap)
-	assert.Equal(t, 2, logs.FilterMessageSnippet("BPF map is full").Len())
-	key := "map=" + snap.Maps[0].Map + ",program=" + snap.Maps[0].Program
-	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
-
-	// A new stream of the same attach does not count the total again.
-	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), conv.tel)
-	conv2.convert(snap)
-	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
-	// A re-attached program counts from zero.
-	snap.Maps[0].AttachTimeUnixNano++
-	snap.Maps[0].DroppedUpdates = 2
-	conv2.convert(snap)
-	assert.Equal(t, map[string]int64{key: 11}, env.counterValues(t, metricDroppedUpdates))
-}
-
 func TestConvertIgnoresUnboundMaps(t *testing.T) {
 	conv, _ := loadConverter(t, filepath.Join("testdata", "convert", "gauge", "config.yaml"))
 	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "sum_resource_grouping", "snapshot.json"))
 	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
+}
+
+func TestDeltaStartTimes(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum, Temporality: TemporalityDelta,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	assert.True(t, env.res.request.Maps[0].ClearAfterRead)
+
+	check := func(md pmetric.Metrics, start, ts uint64) {
+		t.Helper()
+		require.Equal(t, 1, md.DataPointCount())
+		s := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum()
+		assert.Equal(t, pmetric.AggregationTemporalityDelta, s.AggregationTemporality())
+		assert.True(t, s.IsMonotonic())
+		assert.Equal(t, start, uint64(s.DataPoints().At(0).StartTimestamp()), "start")
+		assert.Equal(t, ts, uint64(s.DataPoints().At(0).Timestamp()), "timestamp")
+	}
+	// First snapshot: from the attach time; then from the previous read.
+	check(env.conv.convert(containerSnapshot(1, 10, 1, "a")), 1, 10)
+	check(env.conv.convert(containerSnapshot(2, 20, 1, "a")), 10, 20)
+	// An empty read still moves the start on (the interval had nothing).
+	assert.Equal(t, 0, env.conv.convert(containerSnapshot(3, 30, 1)).DataPointCount())
+	check(env.conv.convert(containerSnapshot(4, 40, 1, "a")), 30, 40)
+	// A map the sidecar could not read keeps the previous start.
+	failed := containerSnapshot(5, 50, 1)
+	failed.Maps[0].Error = "boom"
+	env.conv.convert(failed)
+	check(env.conv.convert(containerSnapshot(6, 60, 1, "a")), 40, 60)
+	// Re-attached: from the new attach time.
+	check(env.conv.convert(containerSnapshot(7, 70, 65, "a")), 65, 70)
+	// A new stream starts from the attach time again.
+	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), env.conv.tel)
+	check(conv2.convert(containerSnapshot(1, 80, 65, "a")), 65, 80)
 }
