@@ -2,6 +2,11 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 
 import (
 	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
@@ -86,4 +91,59 @@ func (b *metricBinding) bindAttributes(path, where string, m *MetricConfig, mp *
 		}
 	}
 	return errs
+}
+
+// attr is one attribute value: a string, an int, or (the overflow
+// marker) a bool.
+type attr struct {
+	name   string
+	str    string
+	num    int64
+	isStr  bool
+	isBool bool
+}
+
+func attrAt(col *column, a attributeBinding, i int) attr {
+	if a.field.typ == sidecarpb.FieldType_FIELD_TYPE_STRING {
+		return attr{name: a.name, str: col.GetStrings()[i], isStr: true}
+	}
+	return attr{name: a.name, num: intAt(col, a.field, i)}
+}
+
+// attrKey is a canonical, order-independent key for a set of attributes.
+func attrKey(attrs []attr) string {
+	s := make([]attr, len(attrs))
+	copy(s, attrs)
+	sort.Slice(s, func(i, j int) bool { return s[i].name < s[j].name })
+	var sb strings.Builder
+	for _, a := range s {
+		sb.WriteString(strconv.Quote(a.name))
+		switch {
+		case a.isStr:
+			sb.WriteString("=s")
+			sb.WriteString(strconv.Quote(a.str))
+		case a.isBool:
+			sb.WriteString("=b")
+			sb.WriteString(strconv.FormatInt(a.num, 10))
+		default:
+			sb.WriteString("=i")
+			sb.WriteString(strconv.FormatInt(a.num, 10))
+		}
+		sb.WriteByte(';')
+	}
+	return sb.String()
+}
+
+func putAttrs(m pcommon.Map, attrs []attr) {
+	m.EnsureCapacity(len(attrs))
+	for _, a := range attrs {
+		switch {
+		case a.isStr:
+			m.PutStr(a.name, a.str)
+		case a.isBool:
+			m.PutBool(a.name, a.num != 0)
+		default:
+			m.PutInt(a.name, a.num)
+		}
+	}
 }

@@ -7,9 +7,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Tests of the metric-to-map language's newer keys: cardinality_limit,
-// temporality, per_cpu, histogram_format and programs[].metrics.
-
 func TestCardinalityLimitAcrossSnapshots(t *testing.T) {
 	cfg := cfgWith(nil, MetricConfig{
 		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum, CardinalityLimit: intp(2),
