@@ -19,11 +19,14 @@ proto:
 	scripts/setup.sh python tools
 	scripts/gen-proto.sh
 
-# Regenerate everything generated: the proto code, and the catalog's Describe
+# Regenerate everything generated: the proto code, the catalog's Describe
 # response the receiver's tests resolve the shipped examples against
-# (receiver-go/testdata/catalog/describe.json). Both checked by `make test`.
+# (receiver-go/testdata/catalog/describe.json), and what mdatagen derives
+# from receiver-go/metadata.yaml (internal/metadata, the component tests,
+# documentation.md). All checked by `make test`.
 generate: proto
 	scripts/gen-describe.sh
+	scripts/gen-metadata.sh
 
 collector:
 	scripts/setup.sh collector

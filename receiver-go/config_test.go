@@ -8,26 +8,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
 )
-
-func TestCreateDefaultConfig(t *testing.T) {
-	cfg := createDefaultConfig().(*Config)
-	assert.NoError(t, componenttest.CheckConfigStruct(cfg))
-	assert.Equal(t, "unix:///run/ebpf-sidecar/sidecar.sock", cfg.Endpoint)
-	assert.True(t, cfg.TLS.Insecure)
-	assert.False(t, cfg.Keepalive.HasValue())
-	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
-	assert.Equal(t, 30*time.Second, cfg.StartupTimeout)
-	assert.Equal(t, 2000, cfg.CardinalityLimit)
-	// The default config names nothing to load, so it does not validate on
-	// its own: the user must say what to collect.
-	assert.ErrorContains(t, cfg.Validate(), "programs, metrics: both are empty")
-}
 
 func TestLoadConfig(t *testing.T) {
 	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))

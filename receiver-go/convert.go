@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
-	"strings"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -30,28 +28,6 @@ type converter struct {
 	tel          *selfTelemetry
 	series       []*seriesSet         // by binding index
 	maps         map[mapKey]*mapState // read times, for delta start times
-}
-
-// seriesSet is the series of one metric admitted under its cardinality
-// limit: those of the latest snapshot, since the stream started or the
-// map's program was re-attached.
-type seriesSet struct {
-	attach      uint64
-	keys        map[string]struct{}
-	overflowing bool // the overflow has been logged
-}
-
-// keepOnly forgets admitted series that are not in the current snapshot
-// (seen: series key -> 1 admitted in it). A series leaves a map when its
-// process exits and the sidecar deletes its entries; without forgetting it,
-// a node with process churn would fill the limit with dead pids and fold
-// every new process into the overflow series for good.
-func (s *seriesSet) keepOnly(seen map[string]int) {
-	for k := range s.keys {
-		if seen[k] != 1 {
-			delete(s.keys, k)
-		}
-	}
 }
 
 // mapState remembers when a map was last read, for delta start times.
@@ -134,21 +110,6 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 		}
 	}
 	return out.build(c.bindings, c.scopeVersion)
-}
-
-// noteOverflow counts the series of binding i folded into its overflow
-// series in this snapshot, and logs the first overflow of a series set.
-func (c *converter) noteOverflow(i int, b *metricBinding, folded int) {
-	if folded == 0 {
-		return
-	}
-	c.tel.overflow(b.name, folded)
-	set := c.series[i]
-	if !set.overflowing {
-		set.overflowing = true
-		c.logger.Warn("Metric reached its cardinality limit: data points of new series are folded into one series with attribute otel.metric.overflow=true; raise cardinality_limit or bind fewer attributes",
-			zap.String("metric", b.name), zap.Int("cardinality_limit", b.limit), zap.String("config", b.path))
-	}
 }
 
 func (c *converter) checkFull(k mapKey, ms *sidecarpb.MapSnapshot) {
@@ -253,65 +214,6 @@ func floatAt(col *column, f fieldRef, i int) float64 {
 	return float64(col.GetUints()[i])
 }
 
-// attr is one attribute value: a string, an int, or (the overflow
-// marker) a bool.
-type attr struct {
-	name   string
-	str    string
-	num    int64
-	isStr  bool
-	isBool bool
-}
-
-// overflowAttrs are the point attributes of the overflow series (the
-// OpenTelemetry SDK's convention); its resource has no attributes.
-var overflowAttrs = []attr{{name: "otel.metric.overflow", isBool: true, num: 1}}
-
-func attrAt(col *column, a attributeBinding, i int) attr {
-	if a.field.typ == sidecarpb.FieldType_FIELD_TYPE_STRING {
-		return attr{name: a.name, str: col.GetStrings()[i], isStr: true}
-	}
-	return attr{name: a.name, num: intAt(col, a.field, i)}
-}
-
-// attrKey is a canonical, order-independent key for a set of attributes.
-func attrKey(attrs []attr) string {
-	s := make([]attr, len(attrs))
-	copy(s, attrs)
-	sort.Slice(s, func(i, j int) bool { return s[i].name < s[j].name })
-	var sb strings.Builder
-	for _, a := range s {
-		sb.WriteString(strconv.Quote(a.name))
-		switch {
-		case a.isStr:
-			sb.WriteString("=s")
-			sb.WriteString(strconv.Quote(a.str))
-		case a.isBool:
-			sb.WriteString("=b")
-			sb.WriteString(strconv.FormatInt(a.num, 10))
-		default:
-			sb.WriteString("=i")
-			sb.WriteString(strconv.FormatInt(a.num, 10))
-		}
-		sb.WriteByte(';')
-	}
-	return sb.String()
-}
-
-func putAttrs(m pcommon.Map, attrs []attr) {
-	m.EnsureCapacity(len(attrs))
-	for _, a := range attrs {
-		switch {
-		case a.isStr:
-			m.PutStr(a.name, a.str)
-		case a.isBool:
-			m.PutBool(a.name, a.num != 0)
-		default:
-			m.PutInt(a.name, a.num)
-		}
-	}
-}
-
 // metricsBuilder groups data points by resource, then metric, then point
 // attributes. Entries that map to the same attributes (because the config
 // leaves key fields out) are added together. Series beyond a metric's
@@ -350,36 +252,6 @@ func newMetricsBuilder(series []*seriesSet) *metricsBuilder {
 		folded:    map[int]int{},
 		seen:      map[int]map[string]int{},
 	}
-}
-
-// admit tells whether the series (res, pt) of binding bi is within its
-// cardinality limit, admitting it when there is room.
-func (mb *metricsBuilder) admit(bi int, b *metricBinding, rk, pk string) bool {
-	key := rk + "|" + pk
-	seen := mb.seen[bi]
-	if seen == nil {
-		seen = map[string]int{}
-		mb.seen[bi] = seen
-	}
-	switch seen[key] {
-	case 1:
-		return true
-	case 2:
-		return false
-	}
-	set := mb.series[bi]
-	_, ok := set.keys[key]
-	if !ok && len(set.keys) < b.limit {
-		set.keys[key] = struct{}{}
-		ok = true
-	}
-	if ok {
-		seen[key] = 1
-	} else {
-		seen[key] = 2
-		mb.folded[bi]++
-	}
-	return ok
 }
 
 func (mb *metricsBuilder) point(bi int, b *metricBinding, res, pt []attr, start, ts pcommon.Timestamp) *pointAcc {

@@ -1,25 +1,16 @@
 package ebpfreceiver
 
 import (
-	"context"
 	"flag"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
-	"google.golang.org/protobuf/encoding/protojson"
-
-	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/convert/*/expected.yaml from the current output")
@@ -73,106 +64,43 @@ func TestConvertLogsSkippedMaps(t *testing.T) {
 	assert.Equal(t, `column "time_ns" has 1 uints values but the map snapshot has 2 entries`, malformed[0].ContextMap()["error"])
 }
 
-func TestConvertLogsFullMapOnce(t *testing.T) {
-	env := newConvEnv(t, loadConfig(t, filepath.Join("testdata", "convert", "gauge", "config.yaml")), testDescribe())
-	conv, logs := env.conv, env.logs
-	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "gauge", "snapshot.json"))
-	snap.Maps[0].DroppedUpdates = 5
-	conv.convert(snap)
-	conv.convert(snap)
-	snap.Maps[0].DroppedUpdates = 9
-	conv.convert(snap)
-	assert.Equal(t, 2, logs.FilterMessageSnippet("BPF map is full").Len())
-	key := "map=" + snap.Maps[0].Map + ",program=" + snap.Maps[0].Program
-	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
-
-	// A new stream of the same attach does not count the total again.
-	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), conv.tel)
-	conv2.convert(snap)
-	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
-	// A re-attached program counts from zero.
-	snap.Maps[0].AttachTimeUnixNano++
-	snap.Maps[0].DroppedUpdates = 2
-	conv2.convert(snap)
-	assert.Equal(t, map[string]int64{key: 11}, env.counterValues(t, metricDroppedUpdates))
-}
-
 func TestConvertIgnoresUnboundMaps(t *testing.T) {
 	conv, _ := loadConverter(t, filepath.Join("testdata", "convert", "gauge", "config.yaml"))
 	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "sum_resource_grouping", "snapshot.json"))
 	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
 }
 
-func loadConverter(t *testing.T, configFile string) (*converter, *observer.ObservedLogs) {
-	t.Helper()
-	env := newConvEnv(t, loadConfig(t, configFile), testDescribe())
-	return env.conv, env.logs
-}
+func TestDeltaStartTimes(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum, Temporality: TemporalityDelta,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	assert.True(t, env.res.request.Maps[0].ClearAfterRead)
 
-func loadConfig(t *testing.T, configFile string) *Config {
-	t.Helper()
-	cm, err := confmaptest.LoadConf(configFile)
-	require.NoError(t, err)
-	cfg := createDefaultConfig().(*Config)
-	require.NoError(t, cm.Unmarshal(cfg))
-	require.NoError(t, cfg.Validate())
-	return cfg
-}
-
-// convEnv is a converter with observed logs and self-telemetry.
-type convEnv struct {
-	conv *converter
-	res  *resolution
-	logs *observer.ObservedLogs
-	tel  *componenttest.Telemetry
-}
-
-func newConvEnv(t *testing.T, cfg *Config, desc *sidecarpb.DescribeResponse) *convEnv {
-	t.Helper()
-	res, err := resolve(cfg, desc)
-	require.NoError(t, err)
-	core, logs := observer.New(zap.DebugLevel)
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	tel, err := newSelfTelemetry(tt.NewTelemetrySettings())
-	require.NoError(t, err)
-	return &convEnv{conv: newConverter(res.bindings, "1.2.3", zap.New(core), tel), res: res, logs: logs, tel: tt}
-}
-
-// counterValues returns the data points of self-metric name as their
-// attribute sets (k=v,... sorted) and values.
-func (e *convEnv) counterValues(t *testing.T, name string) map[string]int64 {
-	t.Helper()
-	got := map[string]int64{}
-	m, err := e.tel.GetMetric(name)
-	if err != nil {
-		return got
+	check := func(md pmetric.Metrics, start, ts uint64) {
+		t.Helper()
+		require.Equal(t, 1, md.DataPointCount())
+		s := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum()
+		assert.Equal(t, pmetric.AggregationTemporalityDelta, s.AggregationTemporality())
+		assert.True(t, s.IsMonotonic())
+		assert.Equal(t, start, uint64(s.DataPoints().At(0).StartTimestamp()), "start")
+		assert.Equal(t, ts, uint64(s.DataPoints().At(0).Timestamp()), "timestamp")
 	}
-	sum, ok := m.Data.(metricdata.Sum[int64])
-	require.True(t, ok, "%s is a sum of int64, got %T", name, m.Data)
-	assert.True(t, sum.IsMonotonic)
-	for _, dp := range sum.DataPoints {
-		var kv []string
-		for _, a := range dp.Attributes.ToSlice() {
-			kv = append(kv, string(a.Key)+"="+a.Value.Emit())
-		}
-		got[strings.Join(kv, ",")] = dp.Value
-	}
-	return got
-}
-
-func loadSnapshot(t *testing.T, file string) *sidecarpb.Snapshot {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	require.NoError(t, err)
-	snap := &sidecarpb.Snapshot{}
-	require.NoError(t, protojson.Unmarshal(b, snap))
-	return snap
-}
-
-func nopSelfTelemetry(t *testing.T) *selfTelemetry {
-	t.Helper()
-	tel, err := newSelfTelemetry(componenttest.NewNopTelemetrySettings())
-	require.NoError(t, err)
-	return tel
+	// First snapshot: from the attach time; then from the previous read.
+	check(env.conv.convert(containerSnapshot(1, 10, 1, "a")), 1, 10)
+	check(env.conv.convert(containerSnapshot(2, 20, 1, "a")), 10, 20)
+	// An empty read still moves the start on (the interval had nothing).
+	assert.Equal(t, 0, env.conv.convert(containerSnapshot(3, 30, 1)).DataPointCount())
+	check(env.conv.convert(containerSnapshot(4, 40, 1, "a")), 30, 40)
+	// A map the sidecar could not read keeps the previous start.
+	failed := containerSnapshot(5, 50, 1)
+	failed.Maps[0].Error = "boom"
+	env.conv.convert(failed)
+	check(env.conv.convert(containerSnapshot(6, 60, 1, "a")), 40, 60)
+	// Re-attached: from the new attach time.
+	check(env.conv.convert(containerSnapshot(7, 70, 65, "a")), 65, 70)
+	// A new stream starts from the attach time again.
+	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), env.conv.tel)
+	check(conv2.convert(containerSnapshot(1, 80, 65, "a")), 65, 80)
 }

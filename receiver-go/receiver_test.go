@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -433,15 +432,4 @@ func TestReceiverLogsSequenceGaps(t *testing.T) {
 func TestShutdownWithoutStart(t *testing.T) {
 	env := newTestReceiver(t, socketPath(t), nil)
 	assert.NoError(t, env.recv.Shutdown(context.Background()))
-}
-
-func TestFactory(t *testing.T) {
-	f := NewFactory()
-	assert.Equal(t, metadata.Type, f.Type())
-	assert.Equal(t, component.StabilityLevelDevelopment, f.MetricsStability())
-	cfg := f.CreateDefaultConfig().(*Config)
-	cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
-	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	assert.NoError(t, r.Shutdown(context.Background()))
 }

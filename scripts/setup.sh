@@ -85,6 +85,7 @@ setup_tools() {
   install_go_tool "$bin/builder" "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
   install_go_tool "$bin/protoc-gen-go" "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
   install_go_tool "$bin/protoc-gen-go-grpc" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
+  build_go_tool "$bin/mdatagen" "go.opentelemetry.io/collector/cmd/mdatagen@$MDATAGEN_VERSION"
 }
 
 install_go_tool() {
@@ -92,6 +93,30 @@ install_go_tool() {
   if [ -x "$path" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return 0; fi
   log "go install $pkg"
   GOBIN=$(dirname "$path") GOFLAGS=-buildvcs=false go install "$pkg"
+  echo "$pkg" >"$stamp"
+}
+
+# build_go_tool builds a tool that `go install pkg@version` refuses: mdatagen's
+# go.mod has replace directives (its repository's own modules), which go
+# install rejects, and the module proxy lists no versions of it, which go
+# install needs for its deprecation check. Required as a dependency of a
+# throwaway module instead, its replace directives do not apply and its
+# requirements resolve as released (minimal version selection, so the same
+# versions every time).
+build_go_tool() {
+  local path=$1 pkg=$2 stamp=$1.version mod out
+  if [ -x "$path" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return 0; fi
+  log "go build $pkg"
+  mod=$(mktemp -d)
+  if ! out=$(cd "$mod" && go mod init local/tool 2>&1 &&
+      GOFLAGS=-buildvcs=false go get "$pkg" 2>&1 &&
+      GOFLAGS=-buildvcs=false go build -o "$path" "${pkg%@*}" 2>&1); then
+    printf '%s\n' "$out" >&2
+    rm -rf "$mod"
+    log "could not build $pkg"
+    return 1
+  fi
+  rm -rf "$mod"
   echo "$pkg" >"$stamp"
 }
 

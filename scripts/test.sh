@@ -27,13 +27,21 @@ lint() {
     echo "receiver-go/testdata/catalog/describe.json is stale: run 'make generate' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi
+  stage "receiver metadata code is fresh (scripts/gen-metadata.sh)"
+  scripts/gen-metadata.sh "$tmp"
+  if ! diff -r -u receiver-go "$tmp/receiver-go" >&2; then
+    echo "receiver-go's code generated from metadata.yaml is stale: run 'make generate' and commit the result" >&2
+    rm -rf "$tmp"; return 1
+  fi
   rm -rf "$tmp"
   stage "ruff check, ruff format --check, mypy (sidecar, tests, bench)"
   (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench &&
     "$PY" -m ruff format --check src tests ../tests ../bench &&
     "$PY" -m mypy src tests && "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
   stage "gofmt, go vet (receiver-go)"
-  (cd receiver-go && test -z "$(gofmt -l . | tee /dev/stderr)" && go vet ./...)
+  # Not `tee /dev/stderr`: reopening stderr truncates it when it is a file
+  # (a CI log), losing every stage printed before.
+  (cd receiver-go && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
 }
 
 unit() {

@@ -2,5 +2,13 @@
 # Keep every collector module at one release: core v0.165.0 / v1.71.0 goes
 # with contrib v0.165.x (see collector-config/builder-config.yaml).
 OCB_VERSION=v0.165.0
+# mdatagen generates receiver-go/internal/metadata, the component tests and
+# documentation.md from receiver-go/metadata.yaml (scripts/gen-metadata.sh).
+# v0.159.0 rather than v0.165.0: the Go module proxy serves no
+# cmd/mdatagen v0.160.0 or v0.162.0..v0.165.x, and v0.161.0 needs an
+# internal/schemagen v0.161.0 it does not serve either. The generated code
+# builds against the pinned core (v1.71.0 / v0.165.0) like the rest of
+# receiver-go; move to the core release once the proxy has it.
+MDATAGEN_VERSION=v0.159.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2

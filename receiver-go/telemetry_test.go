@@ -1,0 +1,72 @@
+package ebpfreceiver
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"go.uber.org/zap"
+
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
+)
+
+// The self-metric names README.md documents ("Self-telemetry"). The
+// instruments come from metadata.yaml through mdatagen; tests read the
+// counters by these names, so a rename there fails here.
+const (
+	metricOverflowPoints = "otelcol_receiver_ebpf_overflow_metric_points"
+	metricMapErrors      = "otelcol_receiver_ebpf_map_errors"
+	metricDroppedUpdates = "otelcol_receiver_ebpf_dropped_updates"
+	metricFullMaps       = "otelcol_receiver_ebpf_full_map_snapshots"
+)
+
+func TestConvertLogsFullMapOnce(t *testing.T) {
+	env := newConvEnv(t, loadConfig(t, filepath.Join("testdata", "convert", "gauge", "config.yaml")), testDescribe())
+	conv, logs := env.conv, env.logs
+	snap := loadSnapshot(t, filepath.Join("testdata", "convert", "gauge", "snapshot.json"))
+	snap.Maps[0].DroppedUpdates = 5
+	conv.convert(snap)
+	conv.convert(snap)
+	snap.Maps[0].DroppedUpdates = 9
+	conv.convert(snap)
+	assert.Equal(t, 2, logs.FilterMessageSnippet("BPF map is full").Len())
+	key := "map=" + snap.Maps[0].Map + ",program=" + snap.Maps[0].Program
+	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
+
+	// A new stream of the same attach does not count the total again.
+	conv2 := newConverter(env.res.bindings, "1.2.3", zap.NewNop(), conv.tel)
+	conv2.convert(snap)
+	assert.Equal(t, map[string]int64{key: 9}, env.counterValues(t, metricDroppedUpdates))
+	// A re-attached program counts from zero.
+	snap.Maps[0].AttachTimeUnixNano++
+	snap.Maps[0].DroppedUpdates = 2
+	conv2.convert(snap)
+	assert.Equal(t, map[string]int64{key: 11}, env.counterValues(t, metricDroppedUpdates))
+}
+
+func TestMapAtCapacityIsCountedAndLoggedOncePerAttach(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	snap := func(seq, attach uint64, maxEntries uint32) *sidecarpb.Snapshot {
+		s := containerSnapshot(seq, seq*10, attach, "a", "b")
+		s.Maps[0].MaxEntries = maxEntries
+		return s
+	}
+	atCapacity := func() int { return env.logs.FilterMessageSnippet("BPF map is at capacity").Len() }
+
+	env.conv.convert(snap(1, 1, 3)) // room left
+	env.conv.convert(snap(2, 1, 0)) // an array: never full
+	assert.Equal(t, 0, atCapacity())
+	assert.Empty(t, env.counterValues(t, metricFullMaps))
+
+	env.conv.convert(snap(3, 1, 2))
+	env.conv.convert(snap(4, 1, 2))
+	assert.Equal(t, 1, atCapacity(), "logged once per attach")
+	assert.Equal(t, map[string]int64{"map=by_container,program=misc": 2}, env.counterValues(t, metricFullMaps))
+
+	env.conv.convert(snap(5, 7, 2)) // re-attached and full again
+	assert.Equal(t, 2, atCapacity())
+}
