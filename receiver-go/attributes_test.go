@@ -15,7 +15,7 @@ func TestResolvePerCPUAttributes(t *testing.T) {
 		MetricConfig{Name: "b", MapName: "oncpu", Type: MetricTypeSum, ValueField: "switches"},
 		MetricConfig{Name: "c", MapName: "switches", Type: MetricTypeSum, ValueField: "voluntary", PerCPU: true,
 			Attributes: []AttributeConfig{{Field: "cpu", Name: "cpu.id", Resource: true}}},
-	), testDescribe())
+	), testDescribe(), testJudge())
 	require.NoError(t, err)
 	assert.Equal(t, []attributeBinding{
 		{field: fieldRef{"pid", tUint}, name: "process.pid"},

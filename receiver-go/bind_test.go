@@ -11,7 +11,7 @@ import (
 )
 
 func TestResolveDefaultsOfNewKeys(t *testing.T) {
-	res, err := resolve(cfgWith([]ProgramConfig{{Name: "runqlat"}}), testDescribe())
+	res, err := resolve(cfgWith([]ProgramConfig{{Name: "runqlat"}}), testDescribe(), testJudge())
 	require.NoError(t, err)
 	b := res.bindings[0]
 	assert.Equal(t, defaultCardinalityLimit, b.limit)

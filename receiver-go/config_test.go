@@ -254,3 +254,10 @@ func TestValidateErrors(t *testing.T) {
 		})
 	}
 }
+
+// The receiver's floor for collection_interval, which `validate` checks
+// without a sidecar, is the one the sidecar's judge applies (the fixture is
+// generated from the sidecar's code).
+func TestMinCollectionIntervalIsTheSidecars(t *testing.T) {
+	assert.Equal(t, realDescribe(t).GetMinInterval().AsDuration(), minCollectionInterval)
+}

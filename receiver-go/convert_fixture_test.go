@@ -49,7 +49,7 @@ type convEnv struct {
 
 func newConvEnv(t *testing.T, cfg *Config, desc *sidecarpb.DescribeResponse) *convEnv {
 	t.Helper()
-	res, err := resolve(cfg, desc)
+	res, err := resolve(cfg, desc, fakeJudge(desc))
 	require.NoError(t, err)
 	core, logs := observer.New(zap.DebugLevel)
 	tt := componenttest.NewTelemetry()

@@ -78,7 +78,7 @@ func TestExamplesResolveAgainstTheCatalog(t *testing.T) {
 			if err := confmap.Validate(cfg); err != nil {
 				t.Fatalf("%s: is not valid: %v", ex, err)
 			}
-			if _, err := resolve(cfg, desc); err != nil {
+			if _, err := resolve(cfg, desc, fakeJudge(desc)); err != nil {
 				t.Fatalf("%s: does not resolve against the catalog (%s): %v", ex, catalogFixture, err)
 			}
 		})

@@ -1,6 +1,9 @@
 package ebpfreceiver
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
@@ -173,3 +176,57 @@ func histMap(name string, conv sidecarpb.SlotConvention, slots uint32, unit stri
 		Histogram:   h,
 	}
 }
+
+// fakeJudge stands in for the sidecar's Plan in tests of one layer, with
+// canned answers: it knows the described programs' names and maps, reports
+// unknown programs, treats the maps listed in compiledOut ("program/map")
+// as compiled out whatever the parameters, and accepts every parameter
+// value. The rules themselves are the sidecar's (plan.py) and tested there.
+func fakeJudge(desc *sidecarpb.DescribeResponse, compiledOut ...string) judge {
+	out := map[string]bool{}
+	for _, m := range compiledOut {
+		out[m] = true
+	}
+	return func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		programs := map[string]*sidecarpb.Program{}
+		var names []string
+		for _, p := range desc.GetPrograms() {
+			programs[p.GetName()] = p
+			names = append(names, p.GetName())
+		}
+		resp := &sidecarpb.PlanResponse{}
+		for i, pr := range req.GetPrograms() {
+			p, ok := programs[pr.GetName()]
+			if !ok {
+				resp.Errors = append(resp.Errors, &sidecarpb.FieldError{
+					Field:   fmt.Sprintf("programs[%d].name", i),
+					Message: fmt.Sprintf("unknown program %q; valid programs: %s", pr.GetName(), strings.Join(names, ", ")),
+				})
+				continue
+			}
+			planned := &sidecarpb.PlannedProgram{Name: p.GetName(), Parameters: pr.GetParameters()}
+			for _, m := range p.GetMaps() {
+				if !out[p.GetName()+"/"+m.GetName()] {
+					planned.Maps = append(planned.Maps, m)
+				}
+			}
+			resp.Programs = append(resp.Programs, planned)
+		}
+		for i, mr := range req.GetMaps() {
+			p := programs[mr.GetProgram()]
+			m := findMap(p, mr.GetMap())
+			if p != nil && m != nil && out[p.GetName()+"/"+m.GetName()] {
+				resp.Errors = append(resp.Errors, &sidecarpb.FieldError{
+					Field: fmt.Sprintf("maps[%d].map", i),
+					Message: fmt.Sprintf("map %s/%s exists only when parameter '%s' of program '%s' is true, and it is false; set that parameter to true",
+						p.GetName(), m.GetName(), m.GetEnabledBy(), p.GetName()),
+				})
+			}
+		}
+		return resp, nil
+	}
+}
+
+// testJudge is fakeJudge over the fake catalog, whose "errors" map is
+// compiled out as with the "errors" parameter's default.
+func testJudge() judge { return fakeJudge(testDescribe(), "syscalls/errors") }

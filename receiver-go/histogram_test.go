@@ -32,7 +32,7 @@ func histogramOf(t *testing.T, v uint64, unit string) pmetric.HistogramDataPoint
 		Name: "h", MapName: "runq_latency", Type: MetricTypeHistogram, Unit: unit,
 		Attributes: []AttributeConfig{{Field: "comm", Name: "process.executable.name"}},
 	})
-	res, err := resolve(cfg, desc)
+	res, err := resolve(cfg, desc, fakeJudge(desc))
 	require.NoError(t, err)
 	conv := newConverter(res.bindings, "test", zap.NewNop(), nopSelfTelemetry(t))
 	md := conv.convert(&sidecarpb.Snapshot{
@@ -148,7 +148,7 @@ func TestClampSlot(t *testing.T) {
 // misc/<mapName> (keyed by slot only) and returns the metric.
 func oneSample(t *testing.T, desc *sidecarpb.DescribeResponse, m MetricConfig, program string, keys []*sidecarpb.Column, slot, v uint64) pmetric.Metric {
 	t.Helper()
-	res, err := resolve(cfgWith(nil, m), desc)
+	res, err := resolve(cfgWith(nil, m), desc, fakeJudge(desc))
 	require.NoError(t, err)
 	conv := newConverter(res.bindings, "test", zap.NewNop(), nopSelfTelemetry(t))
 	md := conv.convert(&sidecarpb.Snapshot{

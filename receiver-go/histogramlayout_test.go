@@ -39,7 +39,7 @@ func TestResolveBrokenLayouts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			desc := testDescribe()
 			tt.mutate(desc.Programs[4].Maps[2].Histogram)
-			_, err := resolve(cfgWith(nil, MetricConfig{Name: "a", MapName: "fixed_wait", Type: MetricTypeHistogram}), desc)
+			_, err := resolve(cfgWith(nil, MetricConfig{Name: "a", MapName: "fixed_wait", Type: MetricTypeHistogram}), desc, fakeJudge(desc))
 			assert.EqualError(t, err, tt.want)
 		})
 	}

@@ -167,12 +167,37 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
 	}
 	r.logDescribe(desc)
-	res, err := resolve(r.cfg, desc)
-	if err != nil {
+	res, err := resolve(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		pctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
+		defer cancel()
+		plan, err := client.Plan(pctx, req)
+		if status.Code(err) == codes.Unimplemented {
+			// The judge came with the sidecar of this receiver's version.
+			return nil, &configError{fmt.Errorf("the eBPF sidecar at %s (version %s) cannot check a configuration (no Plan call); run the sidecar of this receiver's release: %w",
+				r.cfg.Endpoint, desc.GetSidecarVersion(), err)}
+		}
+		if err != nil {
+			return nil, &planError{fmt.Errorf("ask the eBPF sidecar at %s to check the configuration: %w", r.cfg.Endpoint, err)}
+		}
+		return plan, nil
+	})
+	var pe *planError
+	var ce *configError
+	switch {
+	case errors.As(err, &pe), errors.As(err, &ce):
+		return nil, err
+	case err != nil:
 		return nil, &configError{err}
 	}
 	return res, nil
 }
+
+// planError is a Plan call that failed: the sidecar went away or did not
+// answer in time, which says nothing about the configuration.
+type planError struct{ err error }
+
+func (e *planError) Error() string { return e.err.Error() }
+func (e *planError) Unwrap() error { return e.err }
 
 // reportStatus reports ev unless Shutdown has begun.
 func (r *ebpfReceiver) reportStatus(host component.Host, ev *componentstatus.Event) {

@@ -46,6 +46,17 @@ func (f *fakeSidecar) Describe(context.Context, *sidecarpb.DescribeRequest) (*si
 	return testDescribe(), nil
 }
 
+// Plan answers as the sidecar's judge would, for the catalog it serves.
+func (f *fakeSidecar) Plan(_ context.Context, req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+	f.mu.Lock()
+	desc := f.catalog
+	f.mu.Unlock()
+	if desc == nil {
+		desc = testDescribe()
+	}
+	return fakeJudge(desc, "syscalls/errors")(req)
+}
+
 // setCatalog changes what Describe serves, as an upgraded sidecar would.
 func (f *fakeSidecar) setCatalog(desc *sidecarpb.DescribeResponse) {
 	f.mu.Lock()

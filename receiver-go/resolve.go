@@ -3,6 +3,10 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -16,45 +20,49 @@ type resolution struct {
 	bindings []*metricBinding
 }
 
-// resolve binds cfg to the sidecar's catalog. Every error names the config
-// field, the bad value and the valid choices.
-func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error) {
+// judge asks the sidecar's judge about a request (the Plan call): the
+// sidecar alone knows the catalog's rules on parameters and maps.
+type judge func(*sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error)
+
+// resolve binds cfg to the sidecar's catalog, asking the sidecar's judge
+// about programs and maps. Every error names the config field, the bad
+// value and the valid choices.
+func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolution, error) {
 	cat := newCatalog(desc)
 	var errs []error
+	interval := durationpb.New(cfg.CollectionInterval)
 
-	// Requested programs, in config order.
-	type progReq struct {
-		name   string
-		params map[string]string
-	}
-	var programs []progReq
-	requested := map[string]bool{}
+	// The programs the config lists, in config order, once each; the judge
+	// checks their names and parameters and says which maps they compile in.
+	listed := &sidecarpb.StreamRequest{Interval: interval}
+	paths := requestPaths{}
+	programIndex := map[string]int{}
 	for i, p := range cfg.Programs {
-		if _, ok := cat.programs[p.Name]; !ok {
-			errs = append(errs, fmt.Errorf("programs[%d].name: unknown program %q; valid programs: %s", i, p.Name, cat.programNames()))
+		if _, seen := programIndex[p.Name]; seen {
 			continue
 		}
-		if requested[p.Name] {
-			continue
+		programIndex[p.Name] = i
+		listed.Programs = append(listed.Programs, &sidecarpb.ProgramRequest{Name: p.Name, Parameters: copyParams(p.Parameters)})
+		paths.programs = append(paths.programs, fmt.Sprintf("programs[%d]", i))
+	}
+	verdict, err := plan(listed)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, paths.translate(verdict.GetErrors())...)
+	compiledIn := map[string]map[string]bool{} // program -> maps its parameters compile in
+	for _, pp := range verdict.GetPrograms() {
+		compiledIn[pp.GetName()] = map[string]bool{}
+		for _, m := range pp.GetMaps() {
+			compiledIn[pp.GetName()][m.GetName()] = true
 		}
-		errs = append(errs, checkParameters(cat.programs[p.Name], i, p.Parameters)...)
-		requested[p.Name] = true
-		programs = append(programs, progReq{name: p.Name, params: p.Parameters})
 	}
 
 	// The metrics to bind: the config's, or the default metrics of every
-	// requested program.
+	// listed program the judge accepted.
 	type metricSpec struct {
 		path string // config path for errors
 		cfg  MetricConfig
-	}
-	params := map[string]map[string]string{}
-	programIndex := map[string]int{}
-	for i, p := range cfg.Programs {
-		if _, seen := programIndex[p.Name]; !seen {
-			programIndex[p.Name] = i
-			params[p.Name] = p.Parameters
-		}
 	}
 	var specs []metricSpec
 	if len(cfg.Metrics) > 0 {
@@ -62,43 +70,40 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 			specs = append(specs, metricSpec{path: fmt.Sprintf("metrics[%d]", i), cfg: m})
 		}
 	} else {
-		for _, pr := range programs {
-			p := cat.programs[pr.name]
-			if len(p.GetDefaultMetrics()) == 0 {
-				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.name))
+		for _, pr := range listed.Programs {
+			p, accepted := cat.programs[pr.Name], compiledIn[pr.Name] != nil
+			if p == nil || !accepted {
+				continue // the judge's error says why
 			}
-			pi := programIndex[pr.name]
+			if len(p.GetDefaultMetrics()) == 0 {
+				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.Name))
+			}
+			pi := programIndex[pr.Name]
 			overrides := cfg.Programs[pi].Metrics
 			var defaultNames []string
 			for _, mb := range p.GetDefaultMetrics() {
 				defaultNames = append(defaultNames, mb.GetName())
 			}
 			for _, name := range sortedKeys(overrides) {
-				found := false
-				for _, dn := range defaultNames {
-					found = found || dn == name
-				}
-				if !found {
+				if !slices.Contains(defaultNames, name) {
 					valid := strings.Join(defaultNames, ", ")
 					if valid == "" {
 						valid = "(none)"
 					}
-					errs = append(errs, fmt.Errorf("programs[%d].metrics[%s]: program %q has no default metric %q; its default metrics: %s", pi, name, pr.name, name, valid))
+					errs = append(errs, fmt.Errorf("programs[%d].metrics[%s]: program %q has no default metric %q; its default metrics: %s", pi, name, pr.Name, name, valid))
 				}
 			}
 			kept := 0
 			for j, mb := range p.GetDefaultMetrics() {
 				// A default metric on a map its parameters compile out is
 				// left out.
-				if mp := findMap(p, mb.GetMap()); mp != nil {
-					if on, _ := mapEnabled(p, mp, pr.params); !on {
-						continue
-					}
+				if !compiledIn[pr.Name][mb.GetMap()] {
+					continue
 				}
 				kept++
 				spec := metricSpec{
-					path: fmt.Sprintf("catalog program %q default_metrics[%d] (%s)", pr.name, j, mb.GetName()),
-					cfg:  metricConfigFromBinding(pr.name, mb),
+					path: fmt.Sprintf("catalog program %q default_metrics[%d] (%s)", pr.Name, j, mb.GetName()),
+					cfg:  metricConfigFromBinding(pr.Name, mb),
 				}
 				if o, ok := overrides[mb.GetName()]; ok {
 					spec.path = fmt.Sprintf("programs[%d].metrics[%s]", pi, mb.GetName())
@@ -107,7 +112,7 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 				specs = append(specs, spec)
 			}
 			if kept == 0 && len(p.GetDefaultMetrics()) > 0 {
-				errs = append(errs, fmt.Errorf("programs[%d].parameters: with these parameters program %q compiles out every map its default metrics read; change the parameters or list the metrics to emit under metrics", programIndex[pr.name], pr.name))
+				errs = append(errs, fmt.Errorf("programs[%d].parameters: with these parameters program %q compiles out every map its default metrics read; change the parameters or list the metrics to emit under metrics", pi, pr.Name))
 			}
 		}
 	}
@@ -116,9 +121,6 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 	names := map[string]string{}
 	for _, s := range specs {
 		b, err := bindMetric(cat, s.path, &s.cfg, cfg.CardinalityLimit)
-		if err == nil {
-			err = checkEnabled(cat, s.path, b, params, programIndex)
-		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -138,13 +140,14 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 	// their default parameters. One MapRequest per map: cleared on read when
 	// its metrics are delta (all or none of them), per CPU when any metric
 	// wants it (the others add the CPUs up, as any key field left out).
+	req := &sidecarpb.StreamRequest{Interval: interval, Programs: listed.Programs}
 	seenMaps := map[mapKey]*sidecarpb.MapRequest{}
 	firstReader := map[mapKey]*metricBinding{}
-	req := &sidecarpb.StreamRequest{Interval: durationpb.New(cfg.CollectionInterval)}
 	for _, b := range bindings {
-		if !requested[b.program] {
-			requested[b.program] = true
-			programs = append(programs, progReq{name: b.program})
+		if _, ok := programIndex[b.program]; !ok {
+			programIndex[b.program] = -1
+			req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: b.program})
+			paths.programs = append(paths.programs, fmt.Sprintf("%s (program %q, loaded for it)", b.path, b.program))
 		}
 		k := mapKey{b.program, b.mapName}
 		mr, seen := seenMaps[k]
@@ -153,6 +156,7 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 			seenMaps[k] = mr
 			firstReader[k] = b
 			req.Maps = append(req.Maps, mr)
+			paths.maps = append(paths.maps, b.path)
 		} else if mr.ClearAfterRead != b.delta {
 			d, c := b, firstReader[k]
 			if !d.delta {
@@ -166,17 +170,60 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse) (*resolution, error)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	for _, pr := range programs {
-		var params map[string]string
-		if len(pr.params) > 0 {
-			params = make(map[string]string, len(pr.params))
-			for k, v := range pr.params {
-				params[k] = v
-			}
-		}
-		req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: pr.name, Parameters: params})
+	// The whole request, as Stream will judge it (maps on programs the
+	// config did not list, maps compiled out, per-CPU requests).
+	verdict, err = plan(req)
+	if err != nil {
+		return nil, err
+	}
+	if errs := paths.translate(verdict.GetErrors()); len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return &resolution{request: req, bindings: bindings}, nil
+}
+
+func copyParams(params map[string]string) map[string]string {
+	if len(params) == 0 {
+		return nil
+	}
+	return maps.Clone(params)
+}
+
+// requestPaths remembers which config field each part of a StreamRequest
+// came from, to report the judge's findings against the config.
+type requestPaths struct {
+	programs []string // config path of request.programs[i]
+	maps     []string // config path of the first metric reading request.maps[i]
+}
+
+var requestField = regexp.MustCompile(`^(programs|maps)\[(\d+)\](.*)$`)
+
+// translate turns the judge's findings into errors naming config fields:
+// programs[k].parameters.x becomes the listed program's path, maps[k].map
+// the map_name of the metric that reads the map, interval the
+// collection_interval.
+func (p requestPaths) translate(found []*sidecarpb.FieldError) []error {
+	var errs []error
+	for _, fe := range found {
+		path := "the request to the sidecar: " + fe.GetField()
+		if fe.GetField() == "interval" {
+			path = "collection_interval"
+		} else if m := requestField.FindStringSubmatch(fe.GetField()); m != nil {
+			i, _ := strconv.Atoi(m[2])
+			rest := m[3]
+			switch {
+			case m[1] == "programs" && i < len(p.programs):
+				path = p.programs[i] + rest
+			case m[1] == "maps" && i < len(p.maps):
+				if rest == ".map" || rest == ".program" {
+					rest = ".map_name"
+				}
+				path = p.maps[i] + rest
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", path, fe.GetMessage()))
+	}
+	return errs
 }
 
 func temporalityWord(b *metricBinding) string {

@@ -31,7 +31,7 @@ func checkResolveErrors(t *testing.T, tests []resolveErrorCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := resolve(tt.cfg, testDescribe())
+			_, err := resolve(tt.cfg, testDescribe(), testJudge())
 			if tt.want == "" {
 				assert.NoError(t, err)
 				return

@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ func TestResolveDefaultMetrics(t *testing.T) {
 		{Name: "syscalls", Parameters: map[string]string{"per_process": "false"}},
 		{Name: "runqlat"},
 	})
-	res, err := resolve(cfg, testDescribe())
+	res, err := resolve(cfg, testDescribe(), testJudge())
 	require.NoError(t, err)
 
 	want := &sidecarpb.StreamRequest{
@@ -64,7 +65,7 @@ func TestResolveMetricsAddPrograms(t *testing.T) {
 		MetricConfig{Name: "ebpf.cpu.switches", MapName: "oncpu", Type: MetricTypeSum, ValueField: "switches", Unit: "{context_switch}"},
 		MetricConfig{Name: "ebpf.syscalls", MapName: "syscalls", Program: "syscount", Type: MetricTypeSum},
 	)
-	res, err := resolve(cfg, testDescribe())
+	res, err := resolve(cfg, testDescribe(), testJudge())
 	require.NoError(t, err)
 	// runqlat is listed (and loaded) although no metric reads it; oncpu and
 	// syscount are added because metrics read them.
@@ -94,7 +95,7 @@ func TestResolveProgramMetricOverrides(t *testing.T) {
 		}},
 	})
 	cfg.CardinalityLimit = 7
-	res, err := resolve(cfg, testDescribe())
+	res, err := resolve(cfg, testDescribe(), testJudge())
 	require.NoError(t, err)
 	require.Len(t, res.bindings, 2)
 
@@ -172,9 +173,80 @@ func TestResolveJoinsErrors(t *testing.T) {
 	cfg := cfgWith([]ProgramConfig{{Name: "nope"}},
 		MetricConfig{Name: "a", MapName: "nomap", Type: MetricTypeSum},
 		MetricConfig{Name: "b", MapName: "oncpu", Type: MetricTypeGauge, ValueField: "bad"})
-	_, err := resolve(cfg, testDescribe())
+	_, err := resolve(cfg, testDescribe(), testJudge())
 	require.Error(t, err)
 	assert.ErrorContains(t, err, `programs[0].name: unknown program "nope"`)
 	assert.ErrorContains(t, err, `metrics[0].map_name: no catalog program has a map "nomap"`)
 	assert.ErrorContains(t, err, `metrics[1].value_field: map oncpu/oncpu has no value field "bad"`)
+}
+
+// Default metrics follow the maps the judge says the parameters compile in;
+// a metric on a compiled-out map is refused with the judge's words, at the
+// metric's map_name.
+func TestResolveFollowsTheJudgesCompiledInMaps(t *testing.T) {
+	// Default: errors is off, so its default metric is left out.
+	res, err := resolve(cfgWith([]ProgramConfig{{Name: "syscalls"}}), testDescribe(), testJudge())
+	require.NoError(t, err)
+	require.Len(t, res.bindings, 1)
+	assert.Equal(t, "ebpf.syscalls", res.bindings[0].name)
+
+	// Turned on (the judge compiles the map in): both default metrics, both maps.
+	res, err = resolve(cfgWith([]ProgramConfig{{Name: "syscalls", Parameters: map[string]string{"errors": "true"}}}), testDescribe(), fakeJudge(testDescribe()))
+	require.NoError(t, err)
+	require.Len(t, res.bindings, 2)
+	assert.Equal(t, "ebpf.syscalls.errors", res.bindings[1].name)
+	assert.Len(t, res.request.Maps, 2)
+
+	// A metric on the compiled-out map fails at start, at its map_name.
+	_, err = resolve(cfgWith([]ProgramConfig{{Name: "runqlat"}, {Name: "syscalls"}},
+		MetricConfig{Name: "x", MapName: "errors", Type: MetricTypeSum}), testDescribe(), testJudge())
+	assert.EqualError(t, err, `metrics[0].map_name: map syscalls/errors exists only when parameter 'errors' of program 'syscalls' is true, and it is false; set that parameter to true`)
+}
+
+// The judge's findings name request fields; the receiver reports them at
+// the config fields the request parts came from.
+func TestResolveReportsTheJudgesFindingsAtConfigPaths(t *testing.T) {
+	findings := []*sidecarpb.FieldError{
+		{Field: "interval", Message: "too short"},
+		{Field: "programs[1].parameters.max_entries", Message: "7 is out of range; use 128..1048576"},
+		{Field: "programs[0].name", Message: "unknown"},
+	}
+	judgeOnce := func(*sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		return &sidecarpb.PlanResponse{Errors: findings}, nil
+	}
+	// programs[1] is listed twice: the request's second program is the config's programs[2].
+	cfg := cfgWith([]ProgramConfig{{Name: "runqlat"}, {Name: "runqlat"}, {Name: "syscalls"}})
+	_, err := resolve(cfg, testDescribe(), judgeOnce)
+	assert.EqualError(t, err, "collection_interval: too short\n"+
+		"programs[2].parameters.max_entries: 7 is out of range; use 128..1048576\n"+
+		"programs[0].name: unknown")
+
+	// A map request's findings land on the first metric that reads the map;
+	// a program loaded only for a metric is named through that metric.
+	var second *sidecarpb.StreamRequest
+	judgeMaps := func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		if len(req.GetMaps()) == 0 {
+			return &sidecarpb.PlanResponse{}, nil
+		}
+		second = req
+		return &sidecarpb.PlanResponse{Errors: []*sidecarpb.FieldError{
+			{Field: "maps[0].map", Message: "compiled out"},
+			{Field: "maps[0].per_cpu", Message: "not per-CPU"},
+			{Field: "programs[0].parameters.x", Message: "bad"},
+		}}, nil
+	}
+	_, err = resolve(cfgWith(nil, MetricConfig{Name: "x", MapName: "runnable", Type: MetricTypeGauge}), testDescribe(), judgeMaps)
+	require.NotNil(t, second)
+	assert.EqualError(t, err, "metrics[0].map_name: compiled out\n"+
+		"metrics[0].per_cpu: not per-CPU\n"+
+		`metrics[0] (program "oncpu", loaded for it).parameters.x: bad`)
+}
+
+// A judge that cannot be asked stops resolution with its error.
+func TestResolveStopsWhenTheJudgeCannotBeAsked(t *testing.T) {
+	broken := func(*sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		return nil, errors.New("connection refused")
+	}
+	_, err := resolve(cfgWith([]ProgramConfig{{Name: "syscalls"}}), testDescribe(), broken)
+	assert.EqualError(t, err, "connection refused")
 }

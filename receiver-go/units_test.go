@@ -78,7 +78,7 @@ func TestScaleMultipliesAfterUnitConversion(t *testing.T) {
 
 	for _, bad := range []float64{-1, math.Inf(1)} {
 		cfg.Metrics[0].Scale = bad
-		_, err := resolve(cfg, testDescribe())
+		_, err := resolve(cfg, testDescribe(), testJudge())
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "metrics[0].scale: ")
 		assert.Contains(t, err.Error(), "is not a positive factor")

@@ -91,3 +91,16 @@ def test_map_sizes_follow_parameter_values(catalog: Catalog) -> None:
     assert values == {"max_devices": 8, "max_inflight": 10240}
     assert block.maps["disk_latency"].size.entries(values) == 8 * 2 * 36
     assert str(block.maps["disk_latency"].size) == "max_devices * 2 * 36"
+
+
+def test_enum_and_bool_parameters_name_their_choices() -> None:
+    from ebpf_sidecar.catalog import ParameterSpec
+
+    mode = ParameterSpec("mode", "enum", "pid", "MODE", "", allowed=("pid", "comm"))
+    assert mode.number("comm") == 1
+    with pytest.raises(RequestError, match=r"^'tid' is not one of pid, comm$"):
+        mode.number("tid")
+    flag = ParameterSpec("per_process", "bool", "true", "PER_PROCESS", "")
+    assert flag.number(" TRUE ") == 1
+    with pytest.raises(RequestError, match=r"^'many' is not a boolean; use true or false$"):
+        flag.number("many")

@@ -1,0 +1,96 @@
+"""Every `ebpf` receiver the docs show starts against the real sidecar.
+
+The receiver's Go tests bind these examples to a Describe fixture generated
+from bpf/; here each one goes through the real collector, the real
+sidecar's Describe and its judge (Plan), so a parameter or map the catalog
+does not have stops the test as it would stop a user's collector.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import (
+    REPO,
+    free_port,
+    pipeline_config,
+    start_collector,
+    start_sidecar,
+    wait_for,
+)
+
+DOCS = [
+    REPO / "README.md",
+    REPO / "receiver-go" / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+]
+FENCE = re.compile(r"^```ya?ml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def doc_examples() -> list[tuple[str, str, dict[str, Any]]]:
+    """(where, receiver id, receiver config) of every ebpf receiver in a YAML block."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for block in FENCE.finditer(text):
+            try:
+                parsed = yaml.safe_load(block.group(1))
+            except yaml.YAMLError:
+                continue  # a fragment, not a config (the Go test says which are expected)
+            receivers = parsed.get("receivers") if isinstance(parsed, dict) else None
+            if not isinstance(receivers, dict):
+                continue
+            line = text[: block.start()].count("\n") + 1
+            for rid, rcfg in receivers.items():
+                if rid == "ebpf" or rid.startswith("ebpf/"):
+                    where = f"{doc.relative_to(REPO)}:{line}"
+                    found.append((where, rid, dict(rcfg or {})))
+    return found
+
+
+EXAMPLES = doc_examples()
+
+
+def test_the_docs_show_receiver_examples() -> None:
+    files = {where.split(":")[0] for where, _, _ in EXAMPLES}
+    assert {"README.md", "receiver-go/README.md"} <= files, files
+
+
+@pytest.fixture(scope="module")
+def docs_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One sidecar for every example, with the own-program example's folder
+    (docs/own-programs.md starts it with --programs-dir)."""
+    tmp = tmp_path_factory.mktemp("docs-sidecar")
+    sock = tmp / "sidecar.sock"
+    own = REPO / "examples" / "programs"
+    sidecar = start_sidecar(sock, tmp / "sidecar.log", "--programs-dir", str(own))
+    yield sock
+    sidecar.stop()
+
+
+@pytest.mark.parametrize(
+    ("where", "rid", "receiver"), EXAMPLES, ids=[f"{w} {r}" for w, r, _ in EXAMPLES]
+)
+def test_doc_example_starts_against_the_sidecar(
+    where: str, rid: str, receiver: dict[str, Any], docs_sidecar: Path, tmp_path: Path
+) -> None:
+    sock = docs_sidecar
+    receiver = {**receiver, "endpoint": f"unix://{sock}"}
+    cfg = pipeline_config(receiver, free_port())
+    col = start_collector(cfg, tmp_path)
+    try:
+        wait_for(
+            f"the collector to start with {where} ({rid})",
+            lambda: "Everything is ready" in col.output() or not col.alive(),
+            30,
+        )
+        assert col.alive(), f"{where} ({rid}):\n{col.output()}"
+        assert "Connected to the eBPF sidecar" in col.output()
+    finally:
+        col.stop()
