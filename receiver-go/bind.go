@@ -171,12 +171,7 @@ func bindMetric(cat *catalog, path string, m *MetricConfig, defaultLimit int) (*
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if m.Temporality == TemporalityDelta && m.Type == MetricTypeGauge {
-		errs = append(errs, fmt.Errorf("%s.temporality: delta applies to sums and histograms, not to a gauge; remove it", path))
-	}
-	if m.HistogramFormat != "" && m.Type != MetricTypeHistogram {
-		errs = append(errs, fmt.Errorf("%s.histogram_format: applies to histograms only, and the type is %s; remove it", path, m.Type))
-	}
+	errs = append(errs, knobsFitType(path, m.Type, m.Temporality, m.HistogramFormat)...)
 	errs = append(errs, b.bindAttributes(path, where, m, mp, keyFields, slotField, isHist)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

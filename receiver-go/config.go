@@ -325,32 +325,41 @@ func (m *MetricConfig) validate(i int, seen map[string]int) []error {
 
 // validateKnobs checks the keys a metric and a default-metric override
 // share. typ is empty for overrides (the catalog's type is checked at
-// start).
+// start, by bindMetric, with knobsFitType).
 func validateKnobs(path string, typ MetricType, limit *int, temp Temporality, format HistogramFormat) []error {
 	var errs []error
 	if limit != nil && *limit <= 0 {
 		errs = append(errs, fmt.Errorf("%s.cardinality_limit: %d is not a number of series; set it to 1 or more, or remove it for the receiver's cardinality_limit", path, *limit))
 	}
 	switch temp {
-	case "", TemporalityCumulative:
-	case TemporalityDelta:
-		if typ == MetricTypeGauge {
-			errs = append(errs, fmt.Errorf("%s.temporality: delta applies to sums and histograms, not to a gauge; remove it", path))
-		}
+	case "", TemporalityCumulative, TemporalityDelta:
 	default:
 		errs = append(errs, fmt.Errorf("%s.temporality: %q is not one of %s, %s", path, string(temp), TemporalityCumulative, TemporalityDelta))
 	}
 	switch format {
 	case "", HistogramFormatExplicit, HistogramFormatExponential:
-		if format != "" && typ != "" && typ != MetricTypeHistogram {
-			errs = append(errs, fmt.Errorf("%s.histogram_format: applies to histograms only, and the type is %s; remove it", path, typ))
-		}
 	default:
 		errs = append(errs, fmt.Errorf("%s.histogram_format: %q is not one of %s, %s", path, string(format), HistogramFormatExplicit, HistogramFormatExponential))
+	}
+	if typ != "" {
+		errs = append(errs, knobsFitType(path, typ, temp, format)...)
 	}
 	return errs
 }
 
+// knobsFitType checks temporality and histogram_format against the
+// metric's type: the config's own, or for a default metric with an
+// override, the catalog's.
+func knobsFitType(path string, typ MetricType, temp Temporality, format HistogramFormat) []error {
+	var errs []error
+	if temp == TemporalityDelta && typ == MetricTypeGauge {
+		errs = append(errs, fmt.Errorf("%s.temporality: delta applies to sums and histograms, not to a gauge; remove it", path))
+	}
+	if (format == HistogramFormatExplicit || format == HistogramFormatExponential) && typ != MetricTypeHistogram {
+		errs = append(errs, fmt.Errorf("%s.histogram_format: applies to histograms only, and the type is %s; remove it", path, typ))
+	}
+	return errs
+}
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
