@@ -24,6 +24,11 @@ const (
 	// catalog: long enough for a sidecar started beside the collector (same
 	// pod, same unit) to come up, short enough not to hold the collector.
 	defaultStartupTimeout = 30 * time.Second
+	// defaultMaxSnapshotSizeMiB bounds one snapshot the receiver accepts. A
+	// snapshot costs about 130 bytes an entry (process_cpu-shaped maps): 64
+	// MiB holds half a million processes, far above what a node runs, and
+	// stays small next to the collector's memory limit.
+	defaultMaxSnapshotSizeMiB = 64
 )
 
 // MetricType is how a map becomes a metric.
@@ -98,6 +103,12 @@ type Config struct {
 	// unreachable then is a recoverable status and the receiver keeps
 	// trying in the background. 0 asks once without waiting. Default 30s.
 	StartupTimeout time.Duration `mapstructure:"startup_timeout"`
+
+	// MaxSnapshotSizeMiB is the largest snapshot the receiver accepts, in
+	// MiB (gRPC's client default of 4 MiB is too small for large maps). A
+	// larger one is refused and the stream retried at the longest backoff
+	// with an error saying which limit to raise. Default 64.
+	MaxSnapshotSizeMiB int `mapstructure:"max_snapshot_size_mib"`
 
 	// CardinalityLimit is the default number of series one metric may have;
 	// data points of further series are folded into one overflow series.
@@ -221,6 +232,10 @@ func (cfg *Config) Validate() error {
 	if cfg.StartupTimeout < 0 {
 		errs = append(errs, fmt.Errorf("startup_timeout: %s is negative; set it to how long start waits for the sidecar, or 0 not to wait (default %s)",
 			cfg.StartupTimeout, defaultStartupTimeout))
+	}
+	if cfg.MaxSnapshotSizeMiB < 1 {
+		errs = append(errs, fmt.Errorf("max_snapshot_size_mib: %d is not a size; set it to 1 or more (default %d)",
+			cfg.MaxSnapshotSizeMiB, defaultMaxSnapshotSizeMiB))
 	}
 	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 {
 		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted) or map-to-metric bindings under metrics"))

@@ -33,6 +33,7 @@ func createDefaultConfig() component.Config {
 		ClientConfig:       client,
 		CollectionInterval: defaultCollectionInterval,
 		StartupTimeout:     defaultStartupTimeout,
+		MaxSnapshotSizeMiB: defaultMaxSnapshotSizeMiB,
 		CardinalityLimit:   defaultCardinalityLimit,
 	}
 }

@@ -115,7 +115,9 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 				MaxDelay:   maxRedialInterval,
 			},
 			MinConnectTimeout: minConnectTimeout,
-		})))
+		})),
+		configgrpc.WithGrpcDialOption(grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(r.cfg.MaxSnapshotSizeMiB<<20))))
 	if err != nil {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
@@ -303,17 +305,32 @@ func jitter(d time.Duration) time.Duration {
 	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 
+// oversizeError is a snapshot larger than max_snapshot_size_mib: retrying
+// soon gets the same snapshot again, and every re-opened stream re-attaches.
+type oversizeError struct {
+	limitMiB int
+	err      error
+}
+
+func (e *oversizeError) Error() string {
+	return fmt.Sprintf("a snapshot is larger than max_snapshot_size_mib (%d MiB); raise max_snapshot_size_mib, "+
+		"or make the largest map smaller (a program's max_* parameter, e.g. max_processes): %v", e.limitMiB, e.err)
+}
+func (e *oversizeError) Unwrap() error { return e.err }
+
 // isRejection tells errors that retrying soon cannot fix, only a change to
-// the sidecar or the config: the sidecar rejected the request, or the
-// config does not match its catalog. They are retried at the longest
-// backoff.
+// the sidecar or the config: the sidecar rejected the request or is out of
+// a resource (stream slots, program instances), the config does not match
+// its catalog, or a snapshot exceeds max_snapshot_size_mib. They are
+// retried at the longest backoff, never in a tight loop.
 func isRejection(err error) bool {
 	var ce *configError
-	if errors.As(err, &ce) {
+	var oe *oversizeError
+	if errors.As(err, &ce) || errors.As(err, &oe) {
 		return true
 	}
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.FailedPrecondition:
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted:
 		return true
 	}
 	return false
@@ -366,6 +383,8 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 				err = fmt.Errorf("no snapshot within %s of the last one; re-opening the stream", stallTimeout(interval))
 			} else if errors.Is(err, io.EOF) {
 				err = errors.New("the sidecar ended the stream")
+			} else if status.Code(err) == codes.ResourceExhausted {
+				err = &oversizeError{limitMiB: r.cfg.MaxSnapshotSizeMiB, err: err}
 			}
 			return delivered, fmt.Errorf("stream from eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
 		}

@@ -2,8 +2,10 @@ package ebpfreceiver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -443,4 +445,39 @@ func TestReceiverLogsSequenceGaps(t *testing.T) {
 func TestShutdownWithoutStart(t *testing.T) {
 	env := newTestReceiver(t, socketPath(t), nil)
 	assert.NoError(t, env.recv.Shutdown(context.Background()))
+}
+
+// A snapshot over max_snapshot_size_mib (gRPC's default client limit was
+// 4 MiB) is refused with an error naming the key to raise, and the stream
+// is retried at the longest backoff instead of in a tight loop; raising
+// the limit delivers it.
+func TestReceiverOversizeSnapshotIsAClearSlowRetry(t *testing.T) {
+	big := proto.Clone(testSnapshot(t)).(*sidecarpb.Snapshot)
+	big.Maps[0].Error = strings.Repeat("x", 3<<20) // a 3 MiB snapshot
+	for _, limit := range []int{1, 8} {
+		t.Run(fmt.Sprintf("limit %d MiB", limit), func(t *testing.T) {
+			sock := socketPath(t)
+			fake := &fakeSidecar{snapshot: big}
+			serve(t, sock, fake)
+			env := newTestReceiver(t, sock, func(c *Config) { c.MaxSnapshotSizeMiB = limit })
+			env.recv.backoffMax = 300 * time.Millisecond
+			env.start(t)
+			if limit > 3 {
+				require.Eventually(t, func() bool { return env.host.last() == componentstatus.StatusOK }, waitFor, tick)
+				return
+			}
+			require.Eventually(t, func() bool {
+				n, _ := env.host.count(componentstatus.StatusRecoverableError)
+				return n > 0
+			}, waitFor, tick)
+			_, ev := env.host.count(componentstatus.StatusRecoverableError)
+			assert.ErrorContains(t, ev.Err(), "a snapshot is larger than max_snapshot_size_mib (1 MiB); raise max_snapshot_size_mib")
+			time.Sleep(time.Second)
+			fake.mu.Lock()
+			streams := len(fake.requests)
+			fake.mu.Unlock()
+			// one attempt per longest backoff (300 ms), not one per 10 ms
+			assert.LessOrEqual(t, streams, 5, "the oversize stream was retried in a tight loop")
+		})
+	}
 }
