@@ -44,3 +44,19 @@ def test_accepts_bytearrays_and_keeps_column_length() -> None:
     col = [bytearray(mapped("10.1.2.3"))] * 3
     assert decoders.apply(["inet"], col) == ["10.1.2.3"] * 3
     assert decoders.get("inet").output == pb.FIELD_TYPE_STRING
+
+
+def test_an_ipv4_address_kept_in_a_u32_decodes_without_allocating_its_value() -> None:
+    import socket
+    import struct
+    import sys
+
+    from ebpf_sidecar.decoders.inet import decode_inet
+
+    # 10.0.3.7 as a u32 field reads it on this host: network-order bytes in memory
+    as_u32 = struct.unpack("=I", socket.inet_aton("10.0.3.7"))[0]
+    # bytes(n) of the value would have allocated gigabytes
+    assert decode_inet([as_u32, 2**40]) == [
+        "10.0.3.7",
+        "unknown:" + (2**40).to_bytes(8, sys.byteorder).hex(),
+    ]

@@ -30,3 +30,9 @@ def test_every_module_holds_the_decoder_it_is_named_after() -> None:
     # (or a decoder named unlike its file) fails here.
     modules = {m.name for m in pkgutil.iter_modules(decoders.__path__)}
     assert modules - {"base", "_pid_files"} == set(decoders.names())
+
+
+def test_string_on_an_integer_field_is_its_decimal_text() -> None:
+    from ebpf_sidecar.decoders.string import decode_string
+
+    assert decode_string([2**40, b"nginx\0\0"]) == ["1099511627776", "nginx"]

@@ -153,9 +153,29 @@ def apply(chain: Sequence[str | Decoder], column: Column) -> list[Any]:
         decoder = entry if isinstance(entry, Decoder) else _DECODERS[entry]
         live = [i for i, v in enumerate(out) if v is not DROP]
         if len(live) == len(out):
-            out = decoder.decode(out)
+            out = _decode(decoder, out)
             continue
-        decoded = decoder.decode([out[i] for i in live])
+        decoded = _decode(decoder, [out[i] for i in live])
         for i, v in zip(live, decoded, strict=True):
             out[i] = v
     return out
+
+
+def _decode(decoder: Decoder, column: Column) -> list[Any]:
+    """``decoder`` on a column, never raising: what it cannot decode becomes
+    its failure value, entry by entry, and the rest of the column decodes.
+
+    A value of a kind a decoder is not made for (an own program's manifest
+    that puts ``errno`` on a ``char[16]`` field) would otherwise fail the
+    whole map read. Only a column that raised pays for the retry.
+    """
+    try:
+        return decoder.decode(column)
+    except Exception:
+        out: list[Any] = []
+        for value in column:
+            try:
+                out.extend(decoder.decode([value]))
+            except Exception:
+                out.append(decoder.failure)
+        return out

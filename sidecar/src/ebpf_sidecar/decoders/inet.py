@@ -3,13 +3,17 @@
 Addresses are in network byte order, as the kernel stores them. An
 IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, how BPF programs store IPv4
 peers in a 16-byte key) is shown as plain IPv4, ``a.b.c.d``; other IPv6
-addresses in RFC 5952 form (``::1``). A value of any other length becomes
-``unknown:<hex>`` (the failure value), so it stays distinct and visible.
+addresses in RFC 5952 form (``::1``). A ``u32`` field holding an IPv4
+address (``sk->__sk_common.skc_daddr``, a common way to keep one) decodes
+too: its bytes in memory are the address in network order. A value of any
+other length becomes ``unknown:<hex>`` (the failure value), so it stays
+distinct and visible.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import sys
 from functools import lru_cache
 
 from ebpf_sidecar.decoders.base import Column, Decoder
@@ -26,8 +30,18 @@ def inet_text(raw: bytes) -> str:
     return f"unknown:{raw.hex()}"
 
 
+def _raw(value: bytes | int) -> bytes:
+    if isinstance(value, int):
+        # the integer's bytes as they were in the map (host order), never
+        # bytes(n), which would allocate n bytes
+        size = 4 if 0 <= value < 2**32 else 8
+        wrapped: int = value % (1 << (8 * size))
+        return wrapped.to_bytes(size, sys.byteorder)
+    return bytes(value)
+
+
 def decode_inet(column: Column) -> list[str]:
-    return [inet_text(bytes(v)) for v in column]
+    return [inet_text(_raw(v)) for v in column]
 
 
 INET = Decoder("inet", pb.FIELD_TYPE_STRING, decode_inet, failure="unknown:<hex>")

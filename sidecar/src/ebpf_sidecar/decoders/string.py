@@ -1,7 +1,9 @@
 """``string``: a NUL-terminated C string (e.g. a task's 16-byte comm) to text.
 
 Bytes after the first NUL are ignored; invalid UTF-8 is replaced with U+FFFD
-(the failure value), so a garbled name never drops a series.
+(the failure value), so a garbled name never drops a series. A number (a
+manifest that puts ``string`` on an integer field) is shown in decimal:
+``bytes(n)`` would allocate n bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def c_string(raw: bytes) -> str:
 
 
 def decode_string(column: Column) -> list[str]:
-    return [c_string(bytes(v)) for v in column]
+    return [str(v) if isinstance(v, int) else c_string(bytes(v)) for v in column]
 
 
 STRING = Decoder("string", pb.FIELD_TYPE_STRING, decode_string, failure="U+FFFD for invalid bytes")
