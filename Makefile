@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CONFIG ?= collector-config/default.yaml
 
-.PHONY: run test setup proto generate collector lint unit e2e bench clean
+.PHONY: run test setup proto generate collector lint unit e2e fuzz bench clean
 
 run: setup
 	CONFIG=$(CONFIG) scripts/run.sh
@@ -39,6 +39,12 @@ unit: setup
 
 e2e: setup
 	scripts/test.sh e2e
+
+# Longer fuzzing than make test's few seconds per target: Go's targets and
+# the sidecar's property tests.
+fuzz: setup
+	FUZZTIME=$${FUZZTIME:-5m} scripts/test.sh fuzz
+	cd sidecar && HYPOTHESIS_PROFILE=long ../.venv/bin/python -m pytest -q tests -k 'property or fuzz'
 
 bench: setup
 	.venv/bin/python bench/overhead.py

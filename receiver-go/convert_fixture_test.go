@@ -29,7 +29,7 @@ func loadConverter(t *testing.T, configFile string) (*converter, *observer.Obser
 	return env.conv, env.logs
 }
 
-func loadConfig(t *testing.T, configFile string) *Config {
+func loadConfig(t testing.TB, configFile string) *Config {
 	t.Helper()
 	cm, err := confmaptest.LoadConf(configFile)
 	require.NoError(t, err)
@@ -47,7 +47,7 @@ type convEnv struct {
 	tel  *componenttest.Telemetry
 }
 
-func newConvEnv(t *testing.T, cfg *Config, desc *sidecarpb.DescribeResponse) *convEnv {
+func newConvEnv(t testing.TB, cfg *Config, desc *sidecarpb.DescribeResponse) *convEnv {
 	t.Helper()
 	res, err := resolve(cfg, desc, fakeJudge(desc))
 	require.NoError(t, err)
@@ -81,7 +81,7 @@ func (e *convEnv) counterValues(t *testing.T, name string) map[string]int64 {
 	return got
 }
 
-func loadSnapshot(t *testing.T, file string) *sidecarpb.Snapshot {
+func loadSnapshot(t testing.TB, file string) *sidecarpb.Snapshot {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	require.NoError(t, err)
@@ -90,7 +90,7 @@ func loadSnapshot(t *testing.T, file string) *sidecarpb.Snapshot {
 	return snap
 }
 
-func nopSelfTelemetry(t *testing.T) *selfTelemetry {
+func nopSelfTelemetry(t testing.TB) *selfTelemetry {
 	t.Helper()
 	tel, err := newSelfTelemetry(componenttest.NewNopTelemetrySettings())
 	require.NoError(t, err)

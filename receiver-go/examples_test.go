@@ -26,7 +26,7 @@ import (
 var catalogFixture = filepath.Join("testdata", "catalog", "describe.json")
 
 // realDescribe loads what the sidecar describes for the real catalog.
-func realDescribe(t *testing.T) *sidecarpb.DescribeResponse {
+func realDescribe(t testing.TB) *sidecarpb.DescribeResponse {
 	t.Helper()
 	b, err := os.ReadFile(catalogFixture)
 	require.NoError(t, err, "run 'make generate' to write %s", catalogFixture)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite (what `make test` and CI run), or one stage of it:
 #   scripts/test.sh [lint|unit|e2e]...
+#   FUZZTIME=10m HYPOTHESIS_PROFILE=long scripts/test.sh fuzz   (what make fuzz runs)
 # Tests that need BPF load real programs as root; they fail, never skip, when
 # they cannot run.
 set -euo pipefail
@@ -47,8 +48,21 @@ lint() {
 unit() {
   stage "go test (receiver-go)"
   (cd receiver-go && go test -count=1 ./...)
+  fuzz "${FUZZTIME:-10s}"
   stage "pytest (sidecar)"
   (cd sidecar && "$PY" -m pytest -q tests)
+}
+
+# Go's fuzz targets, each for $1 (inputs that fail are written to
+# receiver-go/testdata/fuzz/<target>: commit them, every go test replays
+# them). The sidecar's property tests (hypothesis) run with pytest; their
+# example count follows HYPOTHESIS_PROFILE (sidecar/tests/conftest.py).
+fuzz() {
+  local target time=${1:-${FUZZTIME:-10s}}
+  for target in FuzzConvert FuzzResolve; do
+    stage "go fuzz $target for $time (receiver-go)"
+    (cd receiver-go && go test -run='^$' -fuzz="^$target\$" -fuzztime="$time" .)
+  done
 }
 
 e2e() {

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ebpf_sidecar.catalog import Catalog
 from ebpf_sidecar.manifest import load_catalog
@@ -13,6 +14,13 @@ from ebpf_sidecar.programs import ProgramManager
 # Fails the session when a test leaves a namespace, loop device, cgroup,
 # mount or BPF program behind.
 pytest_plugins = ["machine_state"]
+
+# Property-based fuzzing: a bounded run in make test, more in make fuzz
+# (HYPOTHESIS_PROFILE=long). No deadline: BPF loads and the first read of a
+# map take their time.
+settings.register_profile("default", max_examples=60, deadline=None)
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_DIR = REPO / "bpf"
