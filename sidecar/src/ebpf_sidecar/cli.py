@@ -10,11 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel
+from ebpf_sidecar import __version__, kernel, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
-from ebpf_sidecar.server import SidecarService, serve
+from ebpf_sidecar.server import SidecarService, serve, unix_path
 
 DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
 # In a checkout the catalog sits at the repository root; images pass --catalog.
@@ -83,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     log.info("catalog: %s", ", ".join(sorted(catalog.programs)))
 
-    programs = ProgramManager(catalog)
-    server = serve(SidecarService(catalog, programs, info), args.listen, args.socket_group)
+    path = unix_path(args.listen)
+    try:
+        prepared = None if path is None else unix_socket.prepare(path, args.socket_group)
+        programs = ProgramManager(catalog)
+        server = serve(SidecarService(catalog, programs, info), args.listen, prepared=prepared)
+    except unix_socket.SocketError as e:
+        log.error("%s", e)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -97,5 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
     server.stop(grace=2).wait()
     programs.close()  # nothing stays attached after we exit
+    if prepared is not None:
+        prepared.remove()
     log.info("stopped; all programs detached")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
@@ -132,38 +131,49 @@ class SidecarService(pb_grpc.SidecarServicer):
         return snap
 
 
-def _unix_path(listen: str) -> Path | None:
+def unix_path(listen: str) -> Path | None:
     return Path(listen[len("unix://") :]) if listen.startswith("unix://") else None
 
 
 def serve(
-    service: SidecarService, listen: str, socket_group: str | None, workers: int = 16
+    service: SidecarService,
+    listen: str,
+    socket_group: str | None = None,
+    *,
+    prepared: unix_socket.PreparedSocket | None = None,
+    workers: int = 16,
 ) -> grpc.Server:
-    """Start the server; a Unix socket gets mode 0600, or 0660 with a group."""
+    """Start the server; a Unix socket gets mode 0600, or 0660 with a group.
+
+    ``prepared``: the socket's place, made by :func:`unix_socket.prepare`
+    beforehand (the command line does so while it still has the privileges
+    to); made here otherwise. gRPC removes the socket it bound at stop, but
+    that name is gone by then: the caller removes the published one
+    (``prepared.remove()``). See :mod:`ebpf_sidecar.unix_socket`.
+    """
+    path = unix_path(listen)
+    if path is not None and prepared is None:
+        prepared = unix_socket.prepare(path, socket_group)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     # grpcio-tools emits no annotations for the registration helper.
     pb_grpc.add_SidecarServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    path = _unix_path(listen)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() or path.is_symlink():
-            path.unlink()  # a stale socket from a previous run
-        # Bind with a restrictive umask so the socket is never world-writable,
-        # not even between bind and chmod.
-        old = os.umask(0o177 if socket_group is None else 0o117)
-        try:
-            server.add_insecure_port(listen)
-            server.start()
-        finally:
-            os.umask(old)
-        if socket_group is not None:
-            gid = int(socket_group) if socket_group.isdigit() else grp.getgrnam(socket_group).gr_gid
-            os.chown(path, -1, gid)
-            os.chmod(path, 0o660)
-        else:
-            os.chmod(path, 0o600)
-    else:
+    if prepared is None:
         server.add_insecure_port(listen)
         server.start()
+    else:
+        try:
+            # The mode comes from the umask at bind time (and the group from
+            # the private folder's setgid bit): nothing is changed afterwards.
+            old = os.umask(0o777 & ~prepared.mode)
+            try:
+                server.add_insecure_port(prepared.bind_address)
+            finally:
+                os.umask(old)
+            server.start()
+            prepared.publish()
+        except BaseException:
+            server.stop(grace=None)
+            prepared.discard()
+            raise
     log.info("listening on %s", listen)
     return server
