@@ -10,8 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel, unix_socket
+from ebpf_sidecar import __version__, kernel, privileges, unix_socket
 from ebpf_sidecar.catalog import CatalogError
+from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpf_sidecar.server import SidecarService, serve, unix_path
@@ -51,6 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="an extra directory of your own programs (repeatable)",
     )
+    p.add_argument(
+        "--keep-capabilities",
+        default="",
+        metavar="CAP[,CAP...]",
+        help="capabilities to keep besides CAP_BPF and CAP_PERFMON once started, e.g. "
+        "CAP_SYS_PTRACE where /proc is mounted with hidepid (default: none)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
@@ -63,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    keep = [n for n in args.keep_capabilities.split(",") if n.strip()]
     try:
+        for name in keep:
+            privileges.capability_number(name)  # unknown names stop here, before anything
         catalog = load_catalog([args.catalog, *args.programs_dir])
-    except CatalogError as e:
+    except (CatalogError, privileges.CapabilityError) as e:
         log.error("%s", e)
         return 2
     try:
@@ -83,9 +94,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     log.info("catalog: %s", ", ".join(sorted(catalog.programs)))
 
+    # What needs more than CAP_BPF + CAP_PERFMON happens before the drop:
+    # tracefs (above), the memlock limit, kallsyms, the socket's folder.
+    privileges.lift_memlock_limit()
+    ksym.KSYMS.keep_open()
     path = unix_path(args.listen)
     try:
         prepared = None if path is None else unix_socket.prepare(path, args.socket_group)
+    except unix_socket.SocketError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        privileges.drop(keep)
+    except privileges.CapabilityError as e:
+        log.error("%s", e)
+        if prepared is not None:
+            prepared.discard()
+        return 2
+    try:
         programs = ProgramManager(catalog)
         server = serve(SidecarService(catalog, programs, info), args.listen, prepared=prepared)
     except unix_socket.SocketError as e:
