@@ -14,14 +14,21 @@ from ebpf_sidecar import __version__, kernel, privileges, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
-from ebpf_sidecar.programs import ProgramManager
-from ebpf_sidecar.server import SidecarService, serve, unix_path
+from ebpf_sidecar.programs import DEFAULT_MAX_INSTANCES, ProgramManager
+from ebpf_sidecar.server import DEFAULT_MAX_STREAMS, SidecarService, serve, unix_path
 
 DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
 # In a checkout the catalog sits at the repository root; images pass --catalog.
 _REPO_CATALOG = Path(__file__).resolve().parents[3] / "bpf"
 
 log = logging.getLogger("ebpf_sidecar")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +65,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="CAP[,CAP...]",
         help="capabilities to keep besides CAP_BPF and CAP_PERFMON once started, e.g. "
         "CAP_SYS_PTRACE where /proc is mounted with hidepid (default: none)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=DEFAULT_MAX_STREAMS,
+        help="streams served at once; more are refused with RESOURCE_EXHAUSTED "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-instances-per-program",
+        type=_positive,
+        default=DEFAULT_MAX_INSTANCES,
+        help="loaded instances of one program (distinct parameter sets, plus one per "
+        "stream that clears maps on read); more are refused (default %(default)s)",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -112,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             prepared.discard()
         return 2
     try:
-        programs = ProgramManager(catalog)
-        server = serve(SidecarService(catalog, programs, info), args.listen, prepared=prepared)
+        programs = ProgramManager(catalog, args.max_instances_per_program)
+        service = SidecarService(catalog, programs, info, args.max_streams)
+        server = serve(service, args.listen, prepared=prepared)
     except unix_socket.SocketError as e:
         log.error("%s", e)
         return 2

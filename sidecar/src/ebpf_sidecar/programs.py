@@ -39,6 +39,16 @@ class LoadError(RuntimeError):
     """The program does not compile or the verifier rejects it."""
 
 
+class InstanceLimit(RuntimeError):
+    """A program has as many loaded instances as the sidecar allows."""
+
+
+# Instances of one program loaded at once: one per distinct parameter set,
+# plus one per stream that clears maps on read. Each holds its own maps in
+# kernel memory (docs/reliability.md has the sizes).
+DEFAULT_MAX_INSTANCES = 4
+
+
 @dataclass
 class LoadedProgram:
     program: Program
@@ -100,8 +110,9 @@ def _compile(
 
 
 class ProgramManager:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, max_instances: int = DEFAULT_MAX_INSTANCES) -> None:
         self.catalog = catalog
+        self.max_instances = max_instances
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, tuple[tuple[str, str], ...], int], LoadedProgram] = {}
         self._exclusive = itertools.count(1)
@@ -117,6 +128,7 @@ class ProgramManager:
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
+                self._check_room(name)
                 bpf, seconds = _compile(program, cflags, self.catalog.include_dirs)
                 loaded = LoadedProgram(
                     program=program,
@@ -153,6 +165,23 @@ class ProgramManager:
                 )
             loaded.users += 1
             return loaded
+
+    def _check_room(self, name: str) -> None:
+        instances = [k for k in self._loaded if k[0] == name]
+        if len(instances) < self.max_instances:
+            return
+        in_use = "; ".join(
+            ", ".join(f"{k}={v}" for k, v in params) or "defaults"
+            for _, params, exclusive in instances
+            if not exclusive
+        )
+        raise InstanceLimit(
+            f"program {name!r} has {len(instances)} loaded instances, the most the sidecar "
+            f"allows (--max-instances-per-program {self.max_instances}): one per distinct "
+            "parameter set and one per stream that clears maps on read. Use parameters a "
+            f"loaded instance has ({in_use or 'none shared'}), or raise "
+            "--max-instances-per-program"
+        )
 
     def release(self, loaded: LoadedProgram) -> None:
         with self._lock:

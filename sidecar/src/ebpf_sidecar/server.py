@@ -16,11 +16,17 @@ from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
-from ebpf_sidecar.programs import LoadedProgram, LoadError, ProgramManager
+from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_STREAMS = 8
+# Worker threads beyond the stream slots: each open stream holds a thread for
+# its whole life, so without these a full set of streams would leave none for
+# Describe, Plan, or the call that is told there is no slot left.
+UNARY_WORKERS = 4
 
 
 def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
@@ -47,10 +53,18 @@ def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
 
 
 class SidecarService(pb_grpc.SidecarServicer):
-    def __init__(self, catalog: Catalog, programs: ProgramManager, kernel: KernelInfo) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        programs: ProgramManager,
+        kernel: KernelInfo,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ) -> None:
         self.catalog = catalog
         self.programs = programs
         self.kernel = kernel
+        self.max_streams = max_streams
+        self._stream_slots = threading.BoundedSemaphore(max_streams)
 
     def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
@@ -66,6 +80,13 @@ class SidecarService(pb_grpc.SidecarServicer):
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         wanted, interval = judged.maps, judged.interval
+        if not self._stream_slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.max_streams} streams are open, the most this sidecar serves "
+                f"(--max-streams {self.max_streams}); close one, or start the sidecar "
+                "with a higher --max-streams",
+            )
 
         acquired: list[LoadedProgram] = []
         closed = threading.Event()
@@ -101,11 +122,14 @@ class SidecarService(pb_grpc.SidecarServicer):
                 closed.wait(max(0.0, next_tick - time.monotonic()))
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except InstanceLimit as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except LoadError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
             for loaded in acquired:
                 self.programs.release(loaded)
+            self._stream_slots.release()
 
     def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
         return plan(self.catalog, request).to_proto()
@@ -141,7 +165,6 @@ def serve(
     socket_group: str | None = None,
     *,
     prepared: unix_socket.PreparedSocket | None = None,
-    workers: int = 16,
 ) -> grpc.Server:
     """Start the server; a Unix socket gets mode 0600, or 0660 with a group.
 
@@ -154,6 +177,7 @@ def serve(
     path = unix_path(listen)
     if path is not None and prepared is None:
         prepared = unix_socket.prepare(path, socket_group)
+    workers = service.max_streams + UNARY_WORKERS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     # grpcio-tools emits no annotations for the registration helper.
     pb_grpc.add_SidecarServicer_to_server(service, server)  # type: ignore[no-untyped-call]
