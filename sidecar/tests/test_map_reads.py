@@ -255,3 +255,74 @@ def test_a_histograms_slots_are_the_compiled_arrays_size(tmp_path: Path) -> None
                 MapReader(b[b"a"], spec, "a", 4)
     finally:
         b.cleanup()
+
+
+LARGE_SOURCE = 'BPF_F_TABLE("hash", u32, u64, large, 1048576, BPF_F_NO_PREALLOC);\n'
+LARGE_MANIFEST = """
+name: large
+hooks: []
+maps:
+  - name: large
+    max_entries: 1048576
+    key: [{name: id, type: u32}]
+    value: [{name: n, type: u64}]
+"""
+
+
+def test_a_large_map_holding_few_entries_is_read_into_buffers_of_its_entries(
+    tmp_path: Path,
+) -> None:
+    import tracemalloc
+
+    from bcc import BPF
+
+    d = tmp_path / "large"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
+    (d / "large.c").write_text(LARGE_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    b = BPF(text=LARGE_SOURCE.encode())
+    try:
+        table = b[b"large"]
+        for i in range(89):
+            table[table.Key(i)] = table.Leaf(i * 10)
+        reader = MapReader(table, spec, "large", 1048576)
+        _read(reader)  # a first read may allocate what every later one reuses
+        tracemalloc.start()
+        try:
+            n, cols = _read(reader)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert n == 89 and sorted(cols["n"]) == [i * 10 for i in range(89)]
+        # capacity * (key + value) would be 12 MiB; 89 entries are about 1 KiB
+        assert peak < 256 * 1024, f"a read allocated {peak} bytes"
+    finally:
+        b.cleanup()
+
+
+def test_a_map_larger_than_one_batch_is_read_whole(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    from ebpf_sidecar import maps
+
+    d = tmp_path / "large"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
+    (d / "large.c").write_text(LARGE_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    b = BPF(text=LARGE_SOURCE.encode())
+    try:
+        table = b[b"large"]
+        entries = 3 * maps.BATCH_BYTES // (4 + 8) + 17  # three batches and a bit
+        keys = (table.Key * entries)(*range(entries))
+        leaves = (table.Leaf * entries)(*range(entries))
+        table.items_update_batch(keys, leaves)
+        reader = MapReader(table, spec, "large", 1048576)
+        n, cols = _read(reader)
+        assert n == entries and sorted(cols["id"]) == list(range(entries))
+        n, cols = _read(reader, clear=True)
+        assert n == entries and sum(cols["n"]) == entries * (entries - 1) // 2
+        assert _read(reader)[0] == 0
+    finally:
+        b.cleanup()
