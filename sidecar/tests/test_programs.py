@@ -262,3 +262,52 @@ def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) 
     ):
         mgr.acquire("unchecked", {})
     assert mgr.loaded() == []
+
+
+LOG_WHILE_COMPILING = """
+import logging, sys, threading, time
+from pathlib import Path
+from ebpf_sidecar import cli
+from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.programs import ProgramManager
+
+cli.configure_logging("INFO")  # as the sidecar does
+log = logging.getLogger("ticker")
+stop, ticks, compiling = threading.Event(), [0], []
+
+def tick():
+    while not stop.is_set():
+        ticks[0] += 1
+        log.info("tick %d", ticks[0])
+        time.sleep(0.001)
+
+ticker = threading.Thread(target=tick)
+ticker.start()
+manager = ProgramManager(load_catalog([Path(sys.argv[1])]))
+before = ticks[0]
+manager.release(manager.acquire("oom", {}))
+compiling.append(ticks[0] - before)
+stop.set()
+ticker.join()
+manager.close()
+print(ticks[0], compiling[0])
+"""
+
+
+def test_lines_other_threads_log_while_a_program_compiles_are_kept() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_WHILE_COMPILING, str(CATALOG_DIR)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    total, during_compile = map(int, done.stdout.split())
+    assert during_compile > 10, "the ticker must log while the program compiles"
+    logged = [
+        int(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "ticker: tick" in line
+    ]
+    assert logged == list(range(1, total + 1)), f"{total - len(logged)} lines lost"

@@ -14,7 +14,7 @@ from ebpf_sidecar import __version__, kernel, privileges, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
-from ebpf_sidecar.programs import DEFAULT_MAX_INSTANCES, ProgramManager
+from ebpf_sidecar.programs import DEFAULT_MAX_INSTANCES, ProgramManager, log_stream
 from ebpf_sidecar.server import DEFAULT_MAX_STREAMS, SidecarService, serve, unix_path
 
 DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
@@ -85,13 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def configure_logging(level: str) -> None:
+    """Log, and print tracebacks, to a duplicate of fd 2 that compiles never capture."""
+    stream = log_stream()
+    sys.stderr = stream  # threads' uncaught exceptions, warnings
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=stream
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     keep = [n for n in args.keep_capabilities.split(",") if n.strip()]
     try:
         for name in keep:

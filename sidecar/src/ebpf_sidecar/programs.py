@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ebpf_sidecar import kernel
 from ebpf_sidecar.catalog import Catalog, Program
@@ -28,8 +28,10 @@ from ebpf_sidecar.maps import LayoutError, MapReader
 
 log = logging.getLogger(__name__)
 
-# BCC prints compiler diagnostics and verifier logs on fd 2 from C++; one
-# compile at a time keeps captured output from interleaving.
+# BCC prints compiler diagnostics and verifier logs on fd 2 from C++, so a
+# compile points fd 2, process-wide, at a file to capture them; one compile
+# at a time keeps captured output from interleaving. Log lines must never go
+# to fd 2 (see log_stream), or other threads' lines would land in that file.
 _COMPILE_LOCK = threading.Lock()
 # The tail of compiler or verifier output returned to the receiver.
 _ERROR_LINES = 25
@@ -59,6 +61,16 @@ class LoadedProgram:
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
     exclusive: int = 0
+
+
+def log_stream() -> TextIO:
+    """A stream to fd 2 as it is now, for log lines that a compile never captures.
+
+    ``_captured_stderr`` points fd 2 elsewhere while a program compiles;
+    a duplicate made before keeps pointing where fd 2 did, so lines other
+    threads log meanwhile still arrive.
+    """
+    return os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace")
 
 
 @contextlib.contextmanager
