@@ -7,6 +7,7 @@ expected number is exact.
 from __future__ import annotations
 
 import ctypes as ct
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,5 +325,58 @@ def test_a_map_larger_than_one_batch_is_read_whole(tmp_path: Path) -> None:
         n, cols = _read(reader, clear=True)
         assert n == entries and sum(cols["n"]) == entries * (entries - 1) // 2
         assert _read(reader)[0] == 0
+    finally:
+        b.cleanup()
+
+
+CGROUP_SOURCE = "BPF_HASH(by_cgroup, u64, u64, 16);\n"
+CGROUP_MANIFEST = """
+name: by_cgroup
+hooks: []
+maps:
+  - name: by_cgroup
+    max_entries: 16
+    key: [{name: cgroup_id, type: u64, decoders: [cgroup]}]
+    value: [{name: n, type: u64}]
+"""
+
+
+@pytest.fixture
+def invalid_utf8_cgroup() -> Iterator[int]:
+    """A cgroup whose name has bytes that are no UTF-8, under the cgroup2 mount; its id."""
+    from ebpf_sidecar.decoders.cgroup import PATHS
+
+    mount = PATHS.mount()
+    assert mount is not None, "no cgroup2 mount"
+    path = os.fsencode(mount.mountpoint) + b"/ebpf-test-\xff\xfe-" + os.urandom(4).hex().encode()
+    os.mkdir(path)
+    try:
+        yield os.stat(path).st_ino
+    finally:
+        os.rmdir(path)
+
+
+def test_a_cgroup_name_that_is_not_utf8_does_not_break_the_map(
+    tmp_path: Path, invalid_utf8_cgroup: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bcc import BPF
+
+    from ebpf_sidecar.decoders.cgroup import PATHS
+
+    monkeypatch.setattr(PATHS, "_walked_at", None)  # walk now, whenever the last walk was
+    d = tmp_path / "by_cgroup"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(CGROUP_MANIFEST)
+    (d / "by_cgroup.c").write_text(CGROUP_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["by_cgroup"]
+    b = BPF(text=CGROUP_SOURCE.encode())
+    try:
+        table = b[b"by_cgroup"]
+        table[table.Key(invalid_utf8_cgroup)] = table.Leaf(3)
+        snap = pb.MapSnapshot()
+        MapReader(table, spec, "by_cgroup", 16).read(snap)
+        [name] = snap.key_columns[0].strings
+        assert name.startswith("/ebpf-test-\ufffd\ufffd-"), name
+        assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
     finally:
         b.cleanup()

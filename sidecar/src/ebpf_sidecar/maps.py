@@ -358,12 +358,25 @@ def _sum_counter(table: Any) -> int:
         return int(value.value)
 
 
+def _valid_text(text: str) -> str:
+    """``text`` with undecodable bytes (and any other lone surrogate) as U+FFFD or ?."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "replace").decode()
+
+
 def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> None:
     column.field = name
     if t == pb.FIELD_TYPE_STRING:
-        column.strings.extend(
-            v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values
-        )
+        texts = [v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values]
+        try:
+            column.strings.extend(texts)
+        except (UnicodeError, ValueError):
+            # A decoder passed on text that is not valid UTF-8 (surrogates of
+            # undecodable bytes): replace those characters, keep the column.
+            del column.strings[:]
+            column.strings.extend(_valid_text(t) for t in texts)
     elif t == pb.FIELD_TYPE_INT:
         column.ints.extend(values)
     else:
