@@ -122,3 +122,14 @@ def test_the_plan_rpc_answers_without_loading_anything(
             assert described.ToNanoseconds() == round(MIN_INTERVAL_S * 1e9)
     finally:
         server.stop(grace=None).wait()
+
+
+@pytest.mark.parametrize("seconds", [10**10, 315_576_000_000])  # the last: Duration's maximum
+def test_an_interval_above_a_day_is_refused_not_overflowed(catalog: Catalog, seconds: int) -> None:
+    req = pb.StreamRequest()
+    req.interval.seconds = seconds
+    assert plan(catalog, req).errors == [
+        ("interval", f"{seconds:g}s is above the maximum 86400s (a day); use at most 86400s")
+    ]
+    req.interval.FromSeconds(86400)
+    assert plan(catalog, req).errors == []
