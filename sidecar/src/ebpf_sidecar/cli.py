@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel, privileges, unix_socket
+from ebpf_sidecar import __version__, kernel, privileges, trust, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
@@ -85,6 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _check_catalog_folders(catalog: Path, programs_dirs: list[Path]) -> None:
+    """Refuse catalog folders others could write to: their C runs in the kernel."""
+    for flag, folder in [("--catalog", catalog), *(("--programs-dir", d) for d in programs_dirs)]:
+        if not folder.exists():
+            continue  # load_catalog says so, with the flag's context
+        trust.check_tree(
+            folder,
+            f"{flag} {folder}: the sidecar compiles what is there into the kernel as root, "
+            "so only root may be able to change it, and",
+        )
+
+
 def configure_logging(level: str) -> None:
     """Log, and print tracebacks, to a duplicate of fd 2 that compiles never capture."""
     stream = log_stream()
@@ -101,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in keep:
             privileges.capability_number(name)  # unknown names stop here, before anything
+        _check_catalog_folders(args.catalog, args.programs_dir)
         catalog = load_catalog([args.catalog, *args.programs_dir])
-    except (CatalogError, privileges.CapabilityError) as e:
+    except (CatalogError, privileges.CapabilityError, trust.UntrustedPath) as e:
         log.error("%s", e)
         return 2
     try:
