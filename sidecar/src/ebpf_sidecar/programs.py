@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ebpf_sidecar import kernel
+from ebpf_sidecar import includes, kernel
 from ebpf_sidecar.catalog import Catalog, Program
 from ebpf_sidecar.maps import LayoutError, MapReader
 
@@ -94,6 +94,12 @@ def _compile(
 ) -> tuple[Any, float]:
     from bcc import BPF
 
+    # The compiler echoes lines of files it fails on: it must read no file
+    # outside the program's folder and the catalog's headers.
+    try:
+        includes.check(program.source, include_dirs)
+    except includes.IncludeError as e:
+        raise LoadError(f"program {program.name!r} was not compiled: {e}") from None
     # What this kernel has: tracepoint fields and BTF offsets, read only
     # when a program is actually compiled (shared instances skip this).
     try:
