@@ -380,3 +380,22 @@ def test_a_cgroup_name_that_is_not_utf8_does_not_break_the_map(
         assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
     finally:
         b.cleanup()
+
+
+def test_per_cpu_values_summed_past_u64_saturate(
+    bpf: tuple[Any, dict[str, MapReader]], caplog: pytest.LogCaptureFixture
+) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    assert cpus > 1, "summing needs two CPUs"
+    _put(h, h.Key(1), [(1 << 64) - 1] * cpus, m=1)
+    _put(h, h.Key(2), [5] * cpus)
+    snap = pb.MapSnapshot()
+    readers["h"].read(snap)
+    values = {c.field: list(c.uints) for c in snap.value_columns}
+    keys = list(snap.key_columns[0].strings)
+    assert dict(zip(keys, values["n"], strict=True)) == {"one": (1 << 64) - 1, "two": 5 * cpus}
+    assert sorted(values["m"]) == [0, cpus]
+    assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
+    assert "map h: 1 values out of their 64-bit range" in caplog.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import logging
 import os
 import struct
 import threading
@@ -23,6 +24,8 @@ from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import FieldSpec, MapSpec
 from ebpf_sidecar.decoders import DROP
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 _INT_CODES = {
     (1, False): "B",
@@ -282,8 +285,16 @@ class MapReader:
         snap.max_entries = 0 if self.is_array else self.capacity
         for name, t in self._key_types(per_cpu):
             _fill(snap.key_columns.add(), name, t, key_cols[name])
+        clamped = 0
         for f in self.spec.value:
-            _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
+            clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
+        if clamped:
+            log.warning(
+                "map %s: %d values out of their 64-bit range (per-CPU values summed past "
+                "2^64, or a counter below its previous read) were clamped to the range",
+                self.spec.name,
+                clamped,
+            )
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
@@ -366,7 +377,25 @@ def _valid_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode()
 
 
-def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> None:
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
+    """``values`` saturated to [low, high], and how many were outside."""
+    if not values or (low <= min(values) and max(values) <= high):  # the usual case, in C
+        return values, 0
+    out = [min(max(v, low), high) for v in values]
+    return out, sum(1 for v in values if not low <= v <= high)
+
+
+def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> int:
+    """Fill ``column``; the number of integers clamped to the wire type's range.
+
+    The sum of a u64 over CPUs can pass 2^64 (each CPU's counter is a u64);
+    protobuf would refuse the whole map for one such value, so it saturates
+    at 2^64 - 1 (and the reader logs it).
+    """
     column.field = name
     if t == pb.FIELD_TYPE_STRING:
         texts = [v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values]
@@ -377,7 +406,11 @@ def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> N
             # undecodable bytes): replace those characters, keep the column.
             del column.strings[:]
             column.strings.extend(_valid_text(t) for t in texts)
-    elif t == pb.FIELD_TYPE_INT:
+        return 0
+    if t == pb.FIELD_TYPE_INT:
+        values, clamped = _clamped(values, I64_MIN, I64_MAX)
         column.ints.extend(values)
     else:
+        values, clamped = _clamped(values, 0, U64_MAX)
         column.uints.extend(values)
+    return clamped
