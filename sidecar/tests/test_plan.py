@@ -60,7 +60,7 @@ def test_every_problem_is_reported_with_its_path(catalog: Catalog) -> None:
     req.interval.FromMilliseconds(10)
     errors = dict(plan(catalog, req).errors)
     assert errors.pop("interval") == "0.01s is below the minimum 0.1s; use at least 0.1s"
-    assert errors.pop("programs[0].parameters.max_entries") == "7 is out of range; use 128..1048576"
+    assert errors.pop("programs[0].parameters.max_entries") == "7 is out of range; use 128..65536"
     assert errors.pop("programs[0].parameters.bogus").startswith("unknown parameter 'bogus'")
     assert errors.pop("programs[1].name").startswith("unknown program 'nope'; valid programs:")
     assert errors.pop("programs[2].name") == (
