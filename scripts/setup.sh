@@ -16,6 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- system packages -------------------------------------------------------
 DEB_PACKAGES=(
   python3-bpfcc   # BCC and its Python binding (PyPI has no real one)
+  python3-cap-ng  # libcap-ng's binding: the sidecar drops capabilities once started
   python3-venv    # virtualenv over the system Python, so `import bcc` works
   bpftool         # tests check that no program is left loaded
   linux-headers-amd64  # BCC compiles against them when the kernel ships none
@@ -74,7 +75,7 @@ setup_python() {
   "$venv/bin/pip" install -q --disable-pip-version-check -r sidecar/requirements.txt
   # The sidecar is used in place: a .pth file puts sidecar/src on the path.
   "$venv/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/ebpf_sidecar.pth', 'w').write(sys.argv[1] + '\\n')" "$ROOT/sidecar/src"
-  "$venv/bin/python" -c 'import bcc, grpc, yaml' || { log "Python environment is incomplete"; return 1; }
+  "$venv/bin/python" -c 'import bcc, capng, grpc, yaml' || { log "Python environment is incomplete"; return 1; }
   echo "$want" >"$stamp"
 }
 

@@ -139,7 +139,7 @@ def test_catalog_errors_stop_the_collector_at_start(
     assert 'metrics[0].map_name: no catalog program has a map "no_such_map"; valid maps' in out
     assert "cpu/cpu_usage" in out  # the valid names are listed
     assert 'metrics[1].type: cpu/cpu_usage is a histogram map, so "sum" is not possible' in out
-    assert "programs[0].parameters.max_entries: 7 is out of range; use 128..1048576" in out
+    assert "programs[0].parameters.max_entries: 7 is out of range; use 128..65536" in out
 
 
 def test_full_example_runs_against_the_sidecar(

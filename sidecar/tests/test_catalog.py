@@ -35,7 +35,7 @@ def test_unknown_map_lists_the_programs_maps(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("values", "error"),
     [
-        ({"max_entries": "12"}, r"max_entries: 12 is out of range; use 128\.\.1048576"),
+        ({"max_entries": "12"}, r"max_entries: 12 is out of range; use 128\.\.65536"),
         ({"max_entries": "many"}, r"max_entries: 'many' is not an integer"),
         ({"count_errors": "yes"}, r"count_errors: 'yes' is not a boolean; use true or false"),
         ({"cflags": "-include /etc/shadow"}, r"unknown parameter 'cflags'; valid parameters"),

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from ebpf_sidecar import decoders
@@ -55,3 +58,32 @@ def test_real_kallsyms_names_a_known_function() -> None:
     assert int(addr, 16) != 0, "kallsyms hides addresses: run as root"
     assert decoders.apply(["ksym"], [int(addr, 16) + 4]) == ["schedule"]
     assert decoders.apply(["ksym"], ["junk"]) == ["junk"]
+
+
+DROP_THEN_RESOLVE = """
+import sys
+from ebpf_sidecar import privileges
+from ebpf_sidecar.decoders import ksym
+ksym.KSYMS.keep_open()  # what the command line does before dropping
+privileges.drop()
+print(ksym.decode_ksym([int(sys.argv[1], 16)])[0])
+"""
+
+
+def test_addresses_resolve_after_the_sidecar_dropped_cap_syslog() -> None:
+    # The kernel shows kallsyms addresses to CAP_SYSLOG only, judged at open.
+    assert os.geteuid() == 0, "this test drops capabilities: run it as root"
+    names: dict[int, set[str]] = {}
+    with open("/proc/kallsyms") as f:
+        for a, t, n, *_ in (line.split() for line in f):
+            if t in "tT":
+                names.setdefault(int(a, 16), set()).add(n)
+    addr = sorted(names)[len(names) // 2]
+    assert addr, "the test itself must see addresses"
+    out = subprocess.run(
+        [sys.executable, "-c", DROP_THEN_RESOLVE, hex(addr)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() in names[addr]

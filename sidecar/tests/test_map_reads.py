@@ -7,6 +7,7 @@ expected number is exact.
 from __future__ import annotations
 
 import ctypes as ct
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +256,146 @@ def test_a_histograms_slots_are_the_compiled_arrays_size(tmp_path: Path) -> None
                 MapReader(b[b"a"], spec, "a", 4)
     finally:
         b.cleanup()
+
+
+LARGE_SOURCE = 'BPF_F_TABLE("hash", u32, u64, large, 1048576, BPF_F_NO_PREALLOC);\n'
+LARGE_MANIFEST = """
+name: large
+hooks: []
+maps:
+  - name: large
+    max_entries: 1048576
+    key: [{name: id, type: u32}]
+    value: [{name: n, type: u64}]
+"""
+
+
+def test_a_large_map_holding_few_entries_is_read_into_buffers_of_its_entries(
+    tmp_path: Path,
+) -> None:
+    import tracemalloc
+
+    from bcc import BPF
+
+    d = tmp_path / "large"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
+    (d / "large.c").write_text(LARGE_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    b = BPF(text=LARGE_SOURCE.encode())
+    try:
+        table = b[b"large"]
+        for i in range(89):
+            table[table.Key(i)] = table.Leaf(i * 10)
+        reader = MapReader(table, spec, "large", 1048576)
+        _read(reader)  # a first read may allocate what every later one reuses
+        tracemalloc.start()
+        try:
+            n, cols = _read(reader)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert n == 89 and sorted(cols["n"]) == [i * 10 for i in range(89)]
+        # capacity * (key + value) would be 12 MiB; 89 entries are about 1 KiB
+        assert peak < 256 * 1024, f"a read allocated {peak} bytes"
+    finally:
+        b.cleanup()
+
+
+def test_a_map_larger_than_one_batch_is_read_whole(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    from ebpf_sidecar import maps
+
+    d = tmp_path / "large"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
+    (d / "large.c").write_text(LARGE_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    b = BPF(text=LARGE_SOURCE.encode())
+    try:
+        table = b[b"large"]
+        entries = 3 * maps.BATCH_BYTES // (4 + 8) + 17  # three batches and a bit
+        keys = (table.Key * entries)(*range(entries))
+        leaves = (table.Leaf * entries)(*range(entries))
+        table.items_update_batch(keys, leaves)
+        reader = MapReader(table, spec, "large", 1048576)
+        n, cols = _read(reader)
+        assert n == entries and sorted(cols["id"]) == list(range(entries))
+        n, cols = _read(reader, clear=True)
+        assert n == entries and sum(cols["n"]) == entries * (entries - 1) // 2
+        assert _read(reader)[0] == 0
+    finally:
+        b.cleanup()
+
+
+CGROUP_SOURCE = "BPF_HASH(by_cgroup, u64, u64, 16);\n"
+CGROUP_MANIFEST = """
+name: by_cgroup
+hooks: []
+maps:
+  - name: by_cgroup
+    max_entries: 16
+    key: [{name: cgroup_id, type: u64, decoders: [cgroup]}]
+    value: [{name: n, type: u64}]
+"""
+
+
+@pytest.fixture
+def invalid_utf8_cgroup() -> Iterator[int]:
+    """A cgroup whose name has bytes that are no UTF-8, under the cgroup2 mount; its id."""
+    from ebpf_sidecar.decoders.cgroup import PATHS
+
+    mount = PATHS.mount()
+    assert mount is not None, "no cgroup2 mount"
+    path = os.fsencode(mount.mountpoint) + b"/ebpf-test-\xff\xfe-" + os.urandom(4).hex().encode()
+    os.mkdir(path)
+    try:
+        yield os.stat(path).st_ino
+    finally:
+        os.rmdir(path)
+
+
+def test_a_cgroup_name_that_is_not_utf8_does_not_break_the_map(
+    tmp_path: Path, invalid_utf8_cgroup: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bcc import BPF
+
+    from ebpf_sidecar.decoders.cgroup import PATHS
+
+    monkeypatch.setattr(PATHS, "_walked_at", None)  # walk now, whenever the last walk was
+    d = tmp_path / "by_cgroup"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(CGROUP_MANIFEST)
+    (d / "by_cgroup.c").write_text(CGROUP_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["by_cgroup"]
+    b = BPF(text=CGROUP_SOURCE.encode())
+    try:
+        table = b[b"by_cgroup"]
+        table[table.Key(invalid_utf8_cgroup)] = table.Leaf(3)
+        snap = pb.MapSnapshot()
+        MapReader(table, spec, "by_cgroup", 16).read(snap)
+        [name] = snap.key_columns[0].strings
+        assert name.startswith("/ebpf-test-\ufffd\ufffd-"), name
+        assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
+    finally:
+        b.cleanup()
+
+
+def test_per_cpu_values_summed_past_u64_saturate(
+    bpf: tuple[Any, dict[str, MapReader]], caplog: pytest.LogCaptureFixture
+) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    assert cpus > 1, "summing needs two CPUs"
+    _put(h, h.Key(1), [(1 << 64) - 1] * cpus, m=1)
+    _put(h, h.Key(2), [5] * cpus)
+    snap = pb.MapSnapshot()
+    readers["h"].read(snap)
+    values = {c.field: list(c.uints) for c in snap.value_columns}
+    keys = list(snap.key_columns[0].strings)
+    assert dict(zip(keys, values["n"], strict=True)) == {"one": (1 << 64) - 1, "two": 5 * cpus}
+    assert sorted(values["m"]) == [0, cpus]
+    assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
+    assert "map h: 1 values out of their 64-bit range" in caplog.text

@@ -60,7 +60,7 @@ def test_every_problem_is_reported_with_its_path(catalog: Catalog) -> None:
     req.interval.FromMilliseconds(10)
     errors = dict(plan(catalog, req).errors)
     assert errors.pop("interval") == "0.01s is below the minimum 0.1s; use at least 0.1s"
-    assert errors.pop("programs[0].parameters.max_entries") == "7 is out of range; use 128..1048576"
+    assert errors.pop("programs[0].parameters.max_entries") == "7 is out of range; use 128..65536"
     assert errors.pop("programs[0].parameters.bogus").startswith("unknown parameter 'bogus'")
     assert errors.pop("programs[1].name").startswith("unknown program 'nope'; valid programs:")
     assert errors.pop("programs[2].name") == (
@@ -122,3 +122,14 @@ def test_the_plan_rpc_answers_without_loading_anything(
             assert described.ToNanoseconds() == round(MIN_INTERVAL_S * 1e9)
     finally:
         server.stop(grace=None).wait()
+
+
+@pytest.mark.parametrize("seconds", [10**10, 315_576_000_000])  # the last: Duration's maximum
+def test_an_interval_above_a_day_is_refused_not_overflowed(catalog: Catalog, seconds: int) -> None:
+    req = pb.StreamRequest()
+    req.interval.seconds = seconds
+    assert plan(catalog, req).errors == [
+        ("interval", f"{seconds:g}s is above the maximum 86400s (a day); use at most 86400s")
+    ]
+    req.interval.FromSeconds(86400)
+    assert plan(catalog, req).errors == []

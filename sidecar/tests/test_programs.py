@@ -262,3 +262,126 @@ def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) 
     ):
         mgr.acquire("unchecked", {})
     assert mgr.loaded() == []
+
+
+LOG_WHILE_COMPILING = """
+import logging, sys, threading, time
+from pathlib import Path
+from ebpf_sidecar import cli
+from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.programs import ProgramManager
+
+cli.configure_logging("INFO")  # as the sidecar does
+log = logging.getLogger("ticker")
+stop, ticks, compiling = threading.Event(), [0], []
+
+def tick():
+    while not stop.is_set():
+        ticks[0] += 1
+        log.info("tick %d", ticks[0])
+        time.sleep(0.001)
+
+ticker = threading.Thread(target=tick)
+ticker.start()
+manager = ProgramManager(load_catalog([Path(sys.argv[1])]))
+before = ticks[0]
+manager.release(manager.acquire("oom", {}))
+compiling.append(ticks[0] - before)
+stop.set()
+ticker.join()
+manager.close()
+print(ticks[0], compiling[0])
+"""
+
+
+def test_lines_other_threads_log_while_a_program_compiles_are_kept() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_WHILE_COMPILING, str(CATALOG_DIR)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    total, during_compile = map(int, done.stdout.split())
+    assert during_compile > 10, "the ticker must log while the program compiles"
+    logged = [
+        int(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "ticker: tick" in line
+    ]
+    assert logged == list(range(1, total + 1)), f"{total - len(logged)} lines lost"
+
+
+SECRET = "TOP_SECRET_LINE"
+PEEK_MANIFEST = """
+name: peek
+hooks: []
+maps: []
+"""
+
+
+@pytest.mark.parametrize(
+    "source, refusal",
+    [
+        ('#include "../secret.h"\n', "includes a file outside the program's folder"),
+        ('#include "{secret}"\n', "includes a file outside the program's folder"),
+        ("#include <{secret}>\n", "includes a file outside the program's folder"),
+        ("#include <../../secret.h>\n", "includes a file outside the program's folder"),
+        ('%:include "../secret.h"\n', "includes a file outside the program's folder"),
+        ('#inc\\\nlude "../secret.h"\n', "includes a file outside the program's folder"),
+        ('char *s = "/*";\n#include "../secret.h" // */\n', "outside the program's folder"),
+        ('#include "{program}/inner.h"\n', "inner.h:1: #include "),
+        ('#define F "../secret.h"\n#include F\n', "the file name comes from a macro"),
+    ],
+    ids=[
+        "relative",
+        "absolute",
+        "absolute-angle",
+        "angle-dotdot",
+        "digraph",
+        "spliced",
+        "comment-in-string",
+        "through-own-header",
+        "macro",
+    ],
+)
+def test_an_include_outside_the_programs_folder_is_refused_and_never_shown(
+    tmp_path: Path, source: str, refusal: str
+) -> None:
+    from ebpf_sidecar.programs import LoadError
+
+    secret = tmp_path / "secret.h"
+    secret.write_text(f"{SECRET}_1 x;\n{SECRET}_2 y;\n")
+    d = tmp_path / "peek"
+    d.mkdir()
+    (d / "inner.h").write_text(f'#include "{secret}"\n')
+    (d / "peek.c").write_text(source.format(secret=secret, program=d))
+    (d / "manifest.yaml").write_text(PEEK_MANIFEST)
+    mgr = ProgramManager(load_catalog([CATALOG_DIR, tmp_path]))
+    try:
+        with pytest.raises(LoadError) as refused:
+            mgr.acquire("peek", {})
+    finally:
+        mgr.close()
+    assert refused.value.args[0].startswith("program 'peek' was not compiled: ")
+    assert refusal in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+def test_own_headers_and_the_catalogs_are_included(tmp_path: Path) -> None:
+    d = tmp_path / "peek"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "local.h").write_text("#define LOCAL 1\n")
+    # BCC compiles the source as /virtual/main.c: a header of its own
+    # folder is named by its absolute path
+    (d / "peek.c").write_text(
+        f'#include <ebpfreceiver.h>\n#include "{d}/sub/local.h"\n#include <linux/sched.h>\n'
+        "BPF_ARRAY(a, u64, LOCAL);\n"
+    )
+    (d / "manifest.yaml").write_text(PEEK_MANIFEST)
+    mgr = ProgramManager(load_catalog([CATALOG_DIR, tmp_path]))
+    try:
+        mgr.release(mgr.acquire("peek", {}))
+    finally:
+        mgr.close()

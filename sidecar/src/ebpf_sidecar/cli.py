@@ -10,17 +10,25 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel
+from ebpf_sidecar import __version__, kernel, privileges, trust, unix_socket
 from ebpf_sidecar.catalog import CatalogError
+from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
-from ebpf_sidecar.programs import ProgramManager
-from ebpf_sidecar.server import SidecarService, serve
+from ebpf_sidecar.programs import DEFAULT_MAX_INSTANCES, ProgramManager, log_stream
+from ebpf_sidecar.server import DEFAULT_MAX_STREAMS, SidecarService, serve, unix_path
 
 DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
 # In a checkout the catalog sits at the repository root; images pass --catalog.
 _REPO_CATALOG = Path(__file__).resolve().parents[3] / "bpf"
 
 log = logging.getLogger("ebpf_sidecar")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,21 +59,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="an extra directory of your own programs (repeatable)",
     )
+    p.add_argument(
+        "--keep-capabilities",
+        default="",
+        metavar="CAP[,CAP...]",
+        help="capabilities to keep besides CAP_BPF and CAP_PERFMON once started, e.g. "
+        "CAP_SYS_PTRACE where /proc is mounted with hidepid (default: none)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=DEFAULT_MAX_STREAMS,
+        help="streams served at once; more are refused with RESOURCE_EXHAUSTED "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-instances-per-program",
+        type=_positive,
+        default=DEFAULT_MAX_INSTANCES,
+        help="loaded instances of one program (distinct parameter sets, plus one per "
+        "stream that clears maps on read); more are refused (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
 
 
+def _check_catalog_folders(catalog: Path, programs_dirs: list[Path]) -> None:
+    """Refuse catalog folders others could write to: their C runs in the kernel."""
+    for flag, folder in [("--catalog", catalog), *(("--programs-dir", d) for d in programs_dirs)]:
+        if not folder.exists():
+            continue  # load_catalog says so, with the flag's context
+        trust.check_tree(
+            folder,
+            f"{flag} {folder}: the sidecar compiles what is there into the kernel as root, "
+            "so only root may be able to change it, and",
+        )
+
+
+def configure_logging(level: str) -> None:
+    """Log, and print tracebacks, to a duplicate of fd 2 that compiles never capture."""
+    stream = log_stream()
+    sys.stderr = stream  # threads' uncaught exceptions, warnings
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=stream
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
+    keep = [n for n in args.keep_capabilities.split(",") if n.strip()]
     try:
+        for name in keep:
+            privileges.capability_number(name)  # unknown names stop here, before anything
+        _check_catalog_folders(args.catalog, args.programs_dir)
         catalog = load_catalog([args.catalog, *args.programs_dir])
-    except CatalogError as e:
+    except (CatalogError, privileges.CapabilityError, trust.UntrustedPath) as e:
         log.error("%s", e)
         return 2
     try:
@@ -83,8 +133,30 @@ def main(argv: list[str] | None = None) -> int:
         )
     log.info("catalog: %s", ", ".join(sorted(catalog.programs)))
 
-    programs = ProgramManager(catalog)
-    server = serve(SidecarService(catalog, programs, info), args.listen, args.socket_group)
+    # What needs more than CAP_BPF + CAP_PERFMON happens before the drop:
+    # tracefs (above), the memlock limit, kallsyms, the socket's folder.
+    privileges.lift_memlock_limit()
+    ksym.KSYMS.keep_open()
+    path = unix_path(args.listen)
+    try:
+        prepared = None if path is None else unix_socket.prepare(path, args.socket_group)
+    except unix_socket.SocketError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        privileges.drop(keep)
+    except privileges.CapabilityError as e:
+        log.error("%s", e)
+        if prepared is not None:
+            prepared.discard()
+        return 2
+    try:
+        programs = ProgramManager(catalog, args.max_instances_per_program)
+        service = SidecarService(catalog, programs, info, args.max_streams)
+        server = serve(service, args.listen, prepared=prepared)
+    except unix_socket.SocketError as e:
+        log.error("%s", e)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -97,5 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
     server.stop(grace=2).wait()
     programs.close()  # nothing stays attached after we exit
+    if prepared is not None:
+        prepared.remove()
     log.info("stopped; all programs detached")
     return 0

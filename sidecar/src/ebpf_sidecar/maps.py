@@ -1,7 +1,7 @@
 """Batch reads of BPF maps into columns.
 
-One BPF_MAP_LOOKUP_BATCH syscall (repeated only if the kernel stops early)
-copies every key and value into two flat buffers; ``struct.iter_unpack`` then
+BPF_MAP_LOOKUP_BATCH syscalls copy the keys and values, a bounded batch at a
+time, into two flat buffers sized to what the map holds; ``struct.iter_unpack`` then
 splits them into columns in C, so the per-entry cost stays far below the
 5 µs of BCC's ``Table.items()``. The manifest's fields are checked against the
 struct layout BCC derived from the compiled program, so a manifest that
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import logging
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,8 @@ from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import FieldSpec, MapSpec
 from ebpf_sidecar.decoders import DROP
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 _INT_CODES = {
     (1, False): "B",
@@ -90,38 +94,72 @@ class Layout:
         return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
 
 
+# One batch syscall copies at most this many bytes of keys and values: the
+# buffers a reader keeps, whatever the map's capacity. A map of a million
+# entries holding a hundred is read into a few KiB, not into capacity * CPUs
+# (that was 70-140 ms and +110 MB of RSS a read at max_processes=1048576).
+BATCH_BYTES = 256 * 1024
+# ...but never fewer entries than this (per-CPU values on a many-CPU host)
+MIN_BATCH = 64
+
+
+class BatchBuffers:
+    """Key and value buffers for one batch syscall, reused by every read of a map."""
+
+    def __init__(self, key_size: int, value_size: int, capacity: int) -> None:
+        self.key_size, self.value_size = key_size, value_size
+        fit = max(MIN_BATCH, BATCH_BYTES // (key_size + value_size))
+        self._allocate(max(1, min(capacity, fit)))
+
+    def _allocate(self, entries: int) -> None:
+        self.entries = entries
+        self.keys = ct.create_string_buffer(self.key_size * entries)
+        self.values = ct.create_string_buffer(self.value_size * entries)
+
+    def grow(self) -> None:
+        """Room for a hash bucket larger than a batch (the kernel returns whole buckets)."""
+        self._allocate(self.entries * 2)
+
+
 def _lookup_batch(
-    map_fd: int, key_size: int, value_size: int, capacity: int, delete: bool = False
+    map_fd: int, buffers: BatchBuffers, capacity: int, delete: bool = False
 ) -> tuple[bytes, bytes, int]:
     """Every entry of a map; with ``delete``, removed as it is read (one syscall a batch)."""
     from bcc.libbcc import lib
 
     call = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
     what = "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete else "BPF_MAP_LOOKUP_BATCH"
-    keys = ct.create_string_buffer(key_size * capacity)
-    values = ct.create_string_buffer(value_size * capacity)
+    keys, values = bytearray(), bytearray()
     in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
     total = 0
+    started = False
     while total < capacity:
-        count.value = capacity - total
+        count.value = buffers.entries
         res = call(
             map_fd,
-            ct.byref(in_batch) if total else None,
+            ct.byref(in_batch) if started else None,
             ct.byref(out_batch),
-            ct.byref(keys, key_size * total),
-            ct.byref(values, value_size * total),
+            buffers.keys,
+            buffers.values,
             ct.byref(count),
         )
         err = ct.get_errno()
-        total += count.value
+        got = count.value
+        keys += memoryview(buffers.keys)[: got * buffers.key_size]
+        values += memoryview(buffers.values)[: got * buffers.value_size]
+        total += got
         if res != 0:
             if err == errno.ENOENT:  # the normal end of the map
                 break
+            if err == errno.ENOSPC and got == 0:  # a bucket larger than a batch
+                buffers.grow()
+                continue
             raise OSError(err, f"{what} failed: {os.strerror(err)}")
-        if count.value == 0:  # no progress: a bucket larger than the buffer
+        if got == 0:
             break
         in_batch.value = out_batch.value
-    return keys.raw, values.raw, total
+        started = True
+    return bytes(keys), bytes(values), total
 
 
 def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
@@ -191,6 +229,10 @@ class MapReader:
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
+        self.buffers = BatchBuffers(self.key_size, self.value_size, self.capacity)
+        # Streams sharing an instance read its maps from their own threads:
+        # one read at a time per map (the buffers and the reaper's state).
+        self._lock = threading.Lock()
         _check_size(spec, where, max_entries, self.capacity, self.is_array)
         single_leaf = table.sLeaf if self.per_cpu else table.Leaf
         self.key_layout = Layout.of(table.Key, spec.key, self.key_size, f"{where}.key")
@@ -204,9 +246,13 @@ class MapReader:
     def read(self, snap: pb.MapSnapshot, clear: bool = False, per_cpu: bool = False) -> None:
         if per_cpu and not self.per_cpu:
             raise ValueError(f"map {self.spec.name!r} is not a per-CPU map")
+        with self._lock:
+            self._read(snap, clear, per_cpu)
+
+    def _read(self, snap: pb.MapSnapshot, clear: bool, per_cpu: bool) -> None:
         delete = clear and not self.is_array
         keys_raw, values_raw, n = _lookup_batch(
-            self.table.map_fd, self.key_size, self.value_size, self.capacity, delete=delete
+            self.table.map_fd, self.buffers, self.capacity, delete=delete
         )
         keys = self.key_layout.columns(keys_raw, n)
         c = self.cpus if self.per_cpu else 1
@@ -239,8 +285,16 @@ class MapReader:
         snap.max_entries = 0 if self.is_array else self.capacity
         for name, t in self._key_types(per_cpu):
             _fill(snap.key_columns.add(), name, t, key_cols[name])
+        clamped = 0
         for f in self.spec.value:
-            _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
+            clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
+        if clamped:
+            log.warning(
+                "map %s: %d values out of their 64-bit range (per-CPU values summed past "
+                "2^64, or a counter below its previous read) were clamped to the range",
+                self.spec.name,
+                clamped,
+            )
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
@@ -315,13 +369,48 @@ def _sum_counter(table: Any) -> int:
         return int(value.value)
 
 
-def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> None:
+def _valid_text(text: str) -> str:
+    """``text`` with undecodable bytes (and any other lone surrogate) as U+FFFD or ?."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "replace").decode()
+
+
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
+    """``values`` saturated to [low, high], and how many were outside."""
+    if not values or (low <= min(values) and max(values) <= high):  # the usual case, in C
+        return values, 0
+    out = [min(max(v, low), high) for v in values]
+    return out, sum(1 for v in values if not low <= v <= high)
+
+
+def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> int:
+    """Fill ``column``; the number of integers clamped to the wire type's range.
+
+    The sum of a u64 over CPUs can pass 2^64 (each CPU's counter is a u64);
+    protobuf would refuse the whole map for one such value, so it saturates
+    at 2^64 - 1 (and the reader logs it).
+    """
     column.field = name
     if t == pb.FIELD_TYPE_STRING:
-        column.strings.extend(
-            v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values
-        )
-    elif t == pb.FIELD_TYPE_INT:
+        texts = [v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values]
+        try:
+            column.strings.extend(texts)
+        except (UnicodeError, ValueError):
+            # A decoder passed on text that is not valid UTF-8 (surrogates of
+            # undecodable bytes): replace those characters, keep the column.
+            del column.strings[:]
+            column.strings.extend(_valid_text(t) for t in texts)
+        return 0
+    if t == pb.FIELD_TYPE_INT:
+        values, clamped = _clamped(values, I64_MIN, I64_MAX)
         column.ints.extend(values)
     else:
+        values, clamped = _clamped(values, 0, U64_MAX)
         column.uints.extend(values)
+    return clamped

@@ -16,6 +16,10 @@ from ebpf_sidecar.catalog import Catalog, Program, RequestError
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MIN_INTERVAL_S = 0.1
+# A day: longer says nothing a collector can use, and a wait that long
+# overflows the thread timeout (threading.TIMEOUT_MAX, about 292 years, is
+# below what a Duration can hold).
+MAX_INTERVAL_S = 86400.0
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -83,8 +87,17 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
     """Judge ``request`` against ``catalog`` without loading anything."""
     result = Plan(interval=DEFAULT_INTERVAL_S)
     if request.HasField("interval"):
-        result.interval = request.interval.ToTimedelta().total_seconds()
-    if result.interval < MIN_INTERVAL_S:
+        # not ToTimedelta(): a timedelta overflows long before a Duration does
+        result.interval = request.interval.seconds + request.interval.nanos / 1e9
+    if result.interval > MAX_INTERVAL_S:
+        result.errors.append(
+            (
+                "interval",
+                f"{result.interval:g}s is above the maximum {MAX_INTERVAL_S:g}s (a day); "
+                f"use at most {MAX_INTERVAL_S:g}s",
+            )
+        )
+    elif result.interval < MIN_INTERVAL_S:
         result.errors.append(
             (
                 "interval",

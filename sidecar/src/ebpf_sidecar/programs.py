@@ -20,16 +20,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from ebpf_sidecar import kernel
+from ebpf_sidecar import includes, kernel
 from ebpf_sidecar.catalog import Catalog, Program
 from ebpf_sidecar.maps import LayoutError, MapReader
 
 log = logging.getLogger(__name__)
 
-# BCC prints compiler diagnostics and verifier logs on fd 2 from C++; one
-# compile at a time keeps captured output from interleaving.
+# BCC prints compiler diagnostics and verifier logs on fd 2 from C++, so a
+# compile points fd 2, process-wide, at a file to capture them; one compile
+# at a time keeps captured output from interleaving. Log lines must never go
+# to fd 2 (see log_stream), or other threads' lines would land in that file.
 _COMPILE_LOCK = threading.Lock()
 # The tail of compiler or verifier output returned to the receiver.
 _ERROR_LINES = 25
@@ -37,6 +39,16 @@ _ERROR_LINES = 25
 
 class LoadError(RuntimeError):
     """The program does not compile or the verifier rejects it."""
+
+
+class InstanceLimit(RuntimeError):
+    """A program has as many loaded instances as the sidecar allows."""
+
+
+# Instances of one program loaded at once: one per distinct parameter set,
+# plus one per stream that clears maps on read. Each holds its own maps in
+# kernel memory (docs/reliability.md has the sizes).
+DEFAULT_MAX_INSTANCES = 4
 
 
 @dataclass
@@ -49,6 +61,16 @@ class LoadedProgram:
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
     exclusive: int = 0
+
+
+def log_stream() -> TextIO:
+    """A stream to fd 2 as it is now, for log lines that a compile never captures.
+
+    ``_captured_stderr`` points fd 2 elsewhere while a program compiles;
+    a duplicate made before keeps pointing where fd 2 did, so lines other
+    threads log meanwhile still arrive.
+    """
+    return os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace")
 
 
 @contextlib.contextmanager
@@ -72,6 +94,12 @@ def _compile(
 ) -> tuple[Any, float]:
     from bcc import BPF
 
+    # The compiler echoes lines of files it fails on: it must read no file
+    # outside the program's folder and the catalog's headers.
+    try:
+        includes.check(program.source, include_dirs)
+    except includes.IncludeError as e:
+        raise LoadError(f"program {program.name!r} was not compiled: {e}") from None
     # What this kernel has: tracepoint fields and BTF offsets, read only
     # when a program is actually compiled (shared instances skip this).
     try:
@@ -100,8 +128,9 @@ def _compile(
 
 
 class ProgramManager:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, max_instances: int = DEFAULT_MAX_INSTANCES) -> None:
         self.catalog = catalog
+        self.max_instances = max_instances
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, tuple[tuple[str, str], ...], int], LoadedProgram] = {}
         self._exclusive = itertools.count(1)
@@ -117,6 +146,7 @@ class ProgramManager:
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
+                self._check_room(name)
                 bpf, seconds = _compile(program, cflags, self.catalog.include_dirs)
                 loaded = LoadedProgram(
                     program=program,
@@ -153,6 +183,23 @@ class ProgramManager:
                 )
             loaded.users += 1
             return loaded
+
+    def _check_room(self, name: str) -> None:
+        instances = [k for k in self._loaded if k[0] == name]
+        if len(instances) < self.max_instances:
+            return
+        in_use = "; ".join(
+            ", ".join(f"{k}={v}" for k, v in params) or "defaults"
+            for _, params, exclusive in instances
+            if not exclusive
+        )
+        raise InstanceLimit(
+            f"program {name!r} has {len(instances)} loaded instances, the most the sidecar "
+            f"allows (--max-instances-per-program {self.max_instances}): one per distinct "
+            "parameter set and one per stream that clears maps on read. Use parameters a "
+            f"loaded instance has ({in_use or 'none shared'}), or raise "
+            "--max-instances-per-program"
+        )
 
     def release(self, loaded: LoadedProgram) -> None:
         with self._lock:

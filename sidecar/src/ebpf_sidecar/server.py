@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import threading
@@ -13,15 +12,21 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
-from ebpf_sidecar.programs import LoadedProgram, LoadError, ProgramManager
+from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_STREAMS = 8
+# Worker threads beyond the stream slots: each open stream holds a thread for
+# its whole life, so without these a full set of streams would leave none for
+# Describe, Plan, or the call that is told there is no slot left.
+UNARY_WORKERS = 4
 
 
 def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
@@ -48,10 +53,18 @@ def describe(catalog: Catalog, k: KernelInfo) -> pb.DescribeResponse:
 
 
 class SidecarService(pb_grpc.SidecarServicer):
-    def __init__(self, catalog: Catalog, programs: ProgramManager, kernel: KernelInfo) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        programs: ProgramManager,
+        kernel: KernelInfo,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ) -> None:
         self.catalog = catalog
         self.programs = programs
         self.kernel = kernel
+        self.max_streams = max_streams
+        self._stream_slots = threading.BoundedSemaphore(max_streams)
 
     def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
@@ -67,6 +80,13 @@ class SidecarService(pb_grpc.SidecarServicer):
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         wanted, interval = judged.maps, judged.interval
+        if not self._stream_slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.max_streams} streams are open, the most this sidecar serves "
+                f"(--max-streams {self.max_streams}); close one, or start the sidecar "
+                "with a higher --max-streams",
+            )
 
         acquired: list[LoadedProgram] = []
         closed = threading.Event()
@@ -102,11 +122,14 @@ class SidecarService(pb_grpc.SidecarServicer):
                 closed.wait(max(0.0, next_tick - time.monotonic()))
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except InstanceLimit as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except LoadError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
             for loaded in acquired:
                 self.programs.release(loaded)
+            self._stream_slots.release()
 
     def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
         return plan(self.catalog, request).to_proto()
@@ -132,38 +155,49 @@ class SidecarService(pb_grpc.SidecarServicer):
         return snap
 
 
-def _unix_path(listen: str) -> Path | None:
+def unix_path(listen: str) -> Path | None:
     return Path(listen[len("unix://") :]) if listen.startswith("unix://") else None
 
 
 def serve(
-    service: SidecarService, listen: str, socket_group: str | None, workers: int = 16
+    service: SidecarService,
+    listen: str,
+    socket_group: str | None = None,
+    *,
+    prepared: unix_socket.PreparedSocket | None = None,
 ) -> grpc.Server:
-    """Start the server; a Unix socket gets mode 0600, or 0660 with a group."""
+    """Start the server; a Unix socket gets mode 0600, or 0660 with a group.
+
+    ``prepared``: the socket's place, made by :func:`unix_socket.prepare`
+    beforehand (the command line does so while it still has the privileges
+    to); made here otherwise. gRPC removes the socket it bound at stop, but
+    that name is gone by then: the caller removes the published one
+    (``prepared.remove()``). See :mod:`ebpf_sidecar.unix_socket`.
+    """
+    path = unix_path(listen)
+    if path is not None and prepared is None:
+        prepared = unix_socket.prepare(path, socket_group)
+    workers = service.max_streams + UNARY_WORKERS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     # grpcio-tools emits no annotations for the registration helper.
     pb_grpc.add_SidecarServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    path = _unix_path(listen)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() or path.is_symlink():
-            path.unlink()  # a stale socket from a previous run
-        # Bind with a restrictive umask so the socket is never world-writable,
-        # not even between bind and chmod.
-        old = os.umask(0o177 if socket_group is None else 0o117)
-        try:
-            server.add_insecure_port(listen)
-            server.start()
-        finally:
-            os.umask(old)
-        if socket_group is not None:
-            gid = int(socket_group) if socket_group.isdigit() else grp.getgrnam(socket_group).gr_gid
-            os.chown(path, -1, gid)
-            os.chmod(path, 0o660)
-        else:
-            os.chmod(path, 0o600)
-    else:
+    if prepared is None:
         server.add_insecure_port(listen)
         server.start()
+    else:
+        try:
+            # The mode comes from the umask at bind time (and the group from
+            # the private folder's setgid bit): nothing is changed afterwards.
+            old = os.umask(0o777 & ~prepared.mode)
+            try:
+                server.add_insecure_port(prepared.bind_address)
+            finally:
+                os.umask(old)
+            server.start()
+            prepared.publish()
+        except BaseException:
+            server.stop(grace=None)
+            prepared.discard()
+            raise
     log.info("listening on %s", listen)
     return server

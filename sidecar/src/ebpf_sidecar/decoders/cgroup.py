@@ -14,7 +14,10 @@ An id the cache lacks triggers a new walk, at most once every
 (their ids are never reused), so counts of a deleted container keep their
 identity. At most ``MAX_ENTRIES`` paths are kept (a walk stops there). An id
 that is still unknown, or any id when there is no cgroup2 mount, becomes the
-empty string (the failure value).
+empty string (the failure value). A cgroup name that is not UTF-8 (anyone
+allowed to make a cgroup can choose its bytes) shows its invalid bytes as
+U+FFFD: the path is text on the wire, and one such name must not make the
+whole map unencodable.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ MAX_ENTRIES = 100_000
 class Mount:
     mountpoint: str  # where cgroup2 is mounted, e.g. /sys/fs/cgroup/unified
     root: str  # which cgroup the mount shows, "/" for the whole hierarchy
+
+
+def _printable(name: str) -> str:
+    """A name as os.scandir returns it (invalid bytes as surrogates) as valid text."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _unescape(field: str) -> str:
@@ -87,7 +95,9 @@ class CgroupPaths:
 
     def mount(self) -> Mount | None:
         try:
-            with open(self.mountinfo) as f:
+            # surrogateescape: a mount point's bytes, whatever they are, stay
+            # usable as a path
+            with open(self.mountinfo, errors="surrogateescape") as f:
                 return find_mount(f.read())
         except OSError:
             return None
@@ -97,7 +107,7 @@ class CgroupPaths:
         mount = self.mount()
         if mount is None:
             return
-        prefix = "" if mount.root == "/" else mount.root.rstrip("/")
+        prefix = "" if mount.root == "/" else _printable(mount.root.rstrip("/"))
         fresh: dict[int, str] = {}
         try:
             fresh[os.stat(mount.mountpoint).st_ino] = prefix or "/"
@@ -111,7 +121,7 @@ class CgroupPaths:
                     for entry in it:
                         if not entry.is_dir(follow_symlinks=False):
                             continue
-                        path = f"{rel}/{entry.name}"
+                        path = f"{rel}/{_printable(entry.name)}"
                         fresh[entry.inode()] = path
                         stack.append((entry.path, path))
                         if len(fresh) >= self.max_entries:

@@ -6,12 +6,18 @@ resolves to the nearest symbol at or below it. An address below the first
 symbol, or more than ``MAX_OFFSET`` past its nearest symbol (likely a module
 loaded since), is a miss: it becomes ``0x<hex address>`` (the failure value)
 and reloads the table, at most once every ``RELOAD_INTERVAL`` seconds.
-Reading real addresses needs root (kptr_restrict shows zeros otherwise).
+Reading real addresses needs CAP_SYSLOG (kptr_restrict shows zeros
+otherwise), but only when the file is opened: the kernel decides with the
+opener's credentials. The sidecar opens it at start (:meth:`Kallsyms.keep_open`)
+and rereads that open file, so the decoder keeps working after it dropped
+CAP_SYSLOG.
 """
 
 from __future__ import annotations
 
 import bisect
+import io
+import os
 import threading
 import time
 from pathlib import Path
@@ -32,11 +38,26 @@ class Kallsyms:
         self._names: list[str] = []
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
+        self._kept_fd: int | None = None
+
+    def keep_open(self) -> None:
+        """Open the file now, while the process may see addresses, for every reload."""
+        if self._kept_fd is None:
+            self._kept_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _text(self) -> str:
+        if self._kept_fd is None:
+            return self.path.read_text()
+        os.lseek(self._kept_fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._kept_fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
 
     def _load(self) -> None:
         pairs: list[tuple[int, str]] = []
         try:
-            with self.path.open() as f:
+            with io.StringIO(self._text()) as f:
                 for line in f:
                     parts = line.split()
                     if len(parts) < 3 or parts[1] not in _TEXT_TYPES:
