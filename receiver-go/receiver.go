@@ -55,6 +55,7 @@ type ebpfReceiver struct {
 	backoffMin      time.Duration
 	backoffMax      time.Duration
 	describeTimeout time.Duration
+	minStall        time.Duration
 
 	mu     sync.Mutex // guards conn, cancel, done, stopping against Start/Shutdown races
 	conn   *grpc.ClientConn
@@ -89,6 +90,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*eb
 		backoffMin:      defaultBackoffMin,
 		backoffMax:      defaultBackoffMax,
 		describeTimeout: defaultDescribeTimeout,
+		minStall:        defaultMinStallTimeout,
 	}, nil
 }
 
@@ -340,10 +342,14 @@ func isRejection(err error) bool {
 // of one interval: the sidecar compiles and attaches programs first.
 const firstSnapshotTimeout = 60 * time.Second
 
+// defaultMinStallTimeout is the shortest wait for the next snapshot before
+// the stream is given up, whatever the interval.
+const defaultMinStallTimeout = 5 * time.Second
+
 // stallTimeout is how long the receiver waits for the next snapshot before
-// it gives the stream up: three intervals, and never less than 5 s.
-func stallTimeout(interval time.Duration) time.Duration {
-	return max(3*interval, 5*time.Second)
+// it gives the stream up: three intervals, and never less than minStall.
+func (r *ebpfReceiver) stallTimeout(interval time.Duration) time.Duration {
+	return max(3*interval, r.minStall)
 }
 
 // session runs one Describe+Stream. It returns whether at least one snapshot
@@ -380,7 +386,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		snap, err := stream.Recv()
 		if err != nil {
 			if stalled.Load() {
-				err = fmt.Errorf("no snapshot within %s of the last one; re-opening the stream", stallTimeout(interval))
+				err = fmt.Errorf("no snapshot within %s of the last one; re-opening the stream", r.stallTimeout(interval))
 			} else if errors.Is(err, io.EOF) {
 				err = errors.New("the sidecar ended the stream")
 			} else if status.Code(err) == codes.ResourceExhausted {
@@ -388,7 +394,10 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 			}
 			return delivered, fmt.Errorf("stream from eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
 		}
-		watchdog.Reset(stallTimeout(interval))
+		// The sidecar's silence is measured while the receiver waits for it,
+		// not while a slow next consumer holds a snapshot: that is
+		// backpressure, and the stream must not be torn down for it.
+		watchdog.Stop()
 		if last != 0 && snap.GetSequence() != last+1 {
 			r.settings.Logger.Warn("Snapshot sequence gap: snapshots were lost between the sidecar and the receiver",
 				zap.Uint64("expected", last+1), zap.Uint64("got", snap.GetSequence()))
@@ -409,5 +418,6 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 			delivered = true
 			r.reportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
 		}
+		watchdog.Reset(r.stallTimeout(interval))
 	}
 }

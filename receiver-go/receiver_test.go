@@ -7,13 +7,16 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -481,3 +484,33 @@ func TestReceiverOversizeSnapshotIsAClearSlowRetry(t *testing.T) {
 		})
 	}
 }
+
+// A next consumer slower than the stall timeout is backpressure, not a
+// silent sidecar: the stream stays open and nothing is re-attached.
+func TestReceiverSlowConsumerIsNotAStalledSidecar(t *testing.T) {
+	sock := socketPath(t)
+	fake := &fakeSidecar{snapshot: testSnapshot(t)}
+	serve(t, sock, fake)
+	env := newTestReceiver(t, sock, func(c *Config) { c.CollectionInterval = 100 * time.Millisecond })
+	env.recv.minStall = 200 * time.Millisecond
+	var calls atomic.Int32
+	env.recv.next = consumerFunc(func(ctx context.Context, md pmetric.Metrics) error {
+		if calls.Add(1) == 1 {
+			time.Sleep(time.Second) // five stall timeouts in one ConsumeMetrics
+		}
+		return env.sink.ConsumeMetrics(ctx, md)
+	})
+	env.start(t)
+	require.Eventually(t, func() bool { return calls.Load() >= 3 }, waitFor, tick)
+	assert.Zero(t, env.logs.FilterMessageSnippet("Lost the eBPF sidecar stream").Len(), "the stream was given up during a slow ConsumeMetrics")
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	assert.Len(t, fake.requests, 1, "the stream was re-opened")
+}
+
+type consumerFunc func(context.Context, pmetric.Metrics) error
+
+func (f consumerFunc) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	return f(ctx, md)
+}
+func (consumerFunc) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }

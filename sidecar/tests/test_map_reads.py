@@ -399,3 +399,42 @@ def test_per_cpu_values_summed_past_u64_saturate(
     assert sorted(values["m"]) == [0, cpus]
     assert pb.MapSnapshot.FromString(snap.SerializeToString()) == snap
     assert "map h: 1 values out of their 64-bit range" in caplog.text
+
+
+def test_a_faster_stream_does_not_delete_what_a_slower_one_has_not_exported(
+    bpf: tuple[Any, dict[str, MapReader]], tmp_path: Path
+) -> None:
+    b, _ = bpf
+    plain = b[b"plain"]
+    plain[plain.Key(2)] = plain.Leaf(5, 0)
+    proc = tmp_path / "proc"
+    proc.mkdir()  # pid 2 has exited
+    reaper = ExitedProcessReaper(str(proc))
+    fast, slow = object(), object()
+    reaper.subscribe(fast)
+    reaper.subscribe(slow)
+    keys_raw = struct.pack("<I", 2)
+    for _ in range(3):  # the fast stream reads three times
+        assert reaper.reap(plain.map_fd, keys_raw, 4, [2], fast) == 0
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [2], slow) == 0  # slow: exported once
+    assert [k.id for k in plain] == [2], "deleted before the slow stream's second export"
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [2], slow) == 1  # both twice: deleted
+    assert [k.id for k in plain] == []
+
+
+def test_a_closed_stream_no_longer_holds_deletions_back(
+    bpf: tuple[Any, dict[str, MapReader]], tmp_path: Path
+) -> None:
+    b, _ = bpf
+    plain = b[b"plain"]
+    plain[plain.Key(2)] = plain.Leaf(5, 0)
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    reaper = ExitedProcessReaper(str(proc))
+    live, gone = object(), object()
+    reaper.subscribe(live)
+    reaper.subscribe(gone)
+    keys_raw = struct.pack("<I", 2)
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [2], live) == 0
+    reaper.unsubscribe(gone)
+    assert reaper.reap(plain.map_fd, keys_raw, 4, [2], live) == 1

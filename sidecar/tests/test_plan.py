@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import grpc
@@ -133,3 +135,54 @@ def test_an_interval_above_a_day_is_refused_not_overflowed(catalog: Catalog, sec
     ]
     req.interval.FromSeconds(86400)
     assert plan(catalog, req).errors == []
+
+
+def test_missed_reads_are_skipped_not_caught_up() -> None:
+    from ebpf_sidecar.server import next_read
+
+    assert next_read(10.0, 1.0, 10.2) == 11.0  # on schedule
+    # a client held the stream for 5 intervals: the next read is one
+    # interval from now, not five reads back to back
+    assert next_read(10.0, 1.0, 15.5) == 16.5
+
+
+class _Context:
+    """The part of grpc.ServicerContext that Stream uses, for a direct call."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def peer(self) -> str:
+        return "test"
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"{code}: {details}")
+
+
+def test_a_stream_held_back_by_a_slow_client_does_not_burst(programs: ProgramManager) -> None:
+    import time
+
+    service = SidecarService(programs.catalog, programs, describe_fixture.FIXTURE_KERNEL)
+    req = pb.StreamRequest(
+        programs=[pb.ProgramRequest(name="oom")],
+        maps=[pb.MapRequest(program="oom", map="oom_kills")],
+    )
+    req.interval.FromMilliseconds(200)
+    context = _Context()
+    stream = service.Stream(req, context)  # type: ignore[arg-type]
+    assert isinstance(stream, Generator)
+    try:
+        next(stream)
+        time.sleep(1.0)  # a client that did not read for five intervals
+        times = [next(stream).time_unix_nano for _ in range(4)]
+    finally:
+        for callback in context.callbacks:
+            callback()
+        stream.close()
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(times)]
+    # the first read after the pause comes at once; none after it is early
+    assert all(gap >= 0.15 for gap in gaps), gaps

@@ -177,17 +177,33 @@ def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
 class ExitedProcessReaper:
     """Deletes entries of exited processes once their last values went out.
 
-    An entry whose pid has no /proc entry is exported in two consecutive
-    snapshots (the second catches a final update racing the exit, such as the
-    dying task's last context switch), then deleted, so short-lived pids do
-    not pile up as series. /proc must be the host's (hostPID in Kubernetes).
+    An entry whose pid has no /proc entry is exported in two snapshots of
+    every stream that reads the map (the second catches a final update
+    racing the exit, such as the dying task's last context switch), then
+    deleted, so short-lived pids do not pile up as series, and a stream that
+    reads faster never deletes what a slower one has not exported yet.
+    /proc must be the host's (hostPID in Kubernetes).
     """
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
-        self._dead_before: set[bytes] = set()
+        self._streams: set[object] = set()
+        # key bytes of a dead process's entry -> snapshots of each stream it was in
+        self._exports: dict[bytes, dict[object, int]] = {}
 
-    def reap(self, map_fd: int, keys_raw: bytes, key_size: int, pids: list[int]) -> int:
+    def subscribe(self, stream: object) -> None:
+        """``stream`` reads the map from now on: deletions wait for it too."""
+        self._streams.add(stream)
+
+    def unsubscribe(self, stream: object) -> None:
+        self._streams.discard(stream)
+        for exports in self._exports.values():
+            exports.pop(stream, None)
+
+    def reap(
+        self, map_fd: int, keys_raw: bytes, key_size: int, pids: list[int], stream: object = None
+    ) -> int:
+        """After ``stream`` exported a read: delete what every stream has exported twice."""
         # One listing of /proc per snapshot, not one stat per entry.
         alive = {int(name) for name in os.listdir(self.proc) if name.isdigit()}
         dead = {
@@ -195,8 +211,14 @@ class ExitedProcessReaper:
             for i, pid in enumerate(pids)
             if pid not in alive
         }
-        expired = dead & self._dead_before
-        self._dead_before = dead - expired
+        self._exports = {k: e for k, e in self._exports.items() if k in dead}
+        for key in dead:
+            exports = self._exports.setdefault(key, {})
+            exports[stream] = exports.get(stream, 0) + 1
+        readers = self._streams | {stream}
+        expired = [k for k, e in self._exports.items() if all(e.get(r, 0) >= 2 for r in readers)]
+        for key in expired:
+            del self._exports[key]
         if expired:
             _delete_batch(map_fd, b"".join(expired), key_size)
         return len(expired)
@@ -243,13 +265,31 @@ class MapReader:
         # array maps read with clear: the previous raw values, by key bytes
         self._previous: dict[bytes, tuple[Any, ...]] = {}
 
-    def read(self, snap: pb.MapSnapshot, clear: bool = False, per_cpu: bool = False) -> None:
+    def read(
+        self,
+        snap: pb.MapSnapshot,
+        clear: bool = False,
+        per_cpu: bool = False,
+        stream: object = None,
+    ) -> None:
+        """``stream``: who reads, for the exited-process reaper (subscribe it first)."""
         if per_cpu and not self.per_cpu:
             raise ValueError(f"map {self.spec.name!r} is not a per-CPU map")
         with self._lock:
-            self._read(snap, clear, per_cpu)
+            self._read(snap, clear, per_cpu, stream)
 
-    def _read(self, snap: pb.MapSnapshot, clear: bool, per_cpu: bool) -> None:
+    def subscribe(self, stream: object) -> None:
+        """``stream`` reads this map from now on (the reaper waits for its exports)."""
+        if self.reaper is not None:
+            with self._lock:
+                self.reaper.subscribe(stream)
+
+    def unsubscribe(self, stream: object) -> None:
+        if self.reaper is not None:
+            with self._lock:
+                self.reaper.unsubscribe(stream)
+
+    def _read(self, snap: pb.MapSnapshot, clear: bool, per_cpu: bool, stream: object) -> None:
         delete = clear and not self.is_array
         keys_raw, values_raw, n = _lookup_batch(
             self.table.map_fd, self.buffers, self.capacity, delete=delete
@@ -298,7 +338,9 @@ class MapReader:
         if self.dropped_table is not None:
             snap.dropped_updates = _sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
-            self.reaper.reap(self.table.map_fd, keys_raw, self.key_size, keys[self.spec.pid_field])
+            self.reaper.reap(
+                self.table.map_fd, keys_raw, self.key_size, keys[self.spec.pid_field], stream
+            )
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]

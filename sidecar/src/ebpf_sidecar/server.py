@@ -15,6 +15,7 @@ import grpc
 from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
+from ebpf_sidecar.maps import MapReader
 from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
 from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -89,6 +90,10 @@ class SidecarService(pb_grpc.SidecarServicer):
             )
 
         acquired: list[LoadedProgram] = []
+        # Who reads: the exited-process reaper keeps an exited process's
+        # entry until every stream reading the map has exported it.
+        token = object()
+        subscribed: list[MapReader] = []
         closed = threading.Event()
         context.add_callback(closed.set)
         try:
@@ -106,6 +111,9 @@ class SidecarService(pb_grpc.SidecarServicer):
                         f"maps[{i}].per_cpu: map {w.program}/{w.map} is not a per-CPU "
                         "map; there is one value per key, not one per CPU"
                     )
+            for w in wanted:
+                by_name[w.program].readers[w.map].subscribe(token)
+                subscribed.append(by_name[w.program].readers[w.map])
             log.info(
                 "stream %s: programs %s, %d maps every %.1fs",
                 context.peer(),
@@ -117,8 +125,8 @@ class SidecarService(pb_grpc.SidecarServicer):
             next_tick = time.monotonic()
             while not closed.is_set():
                 sequence += 1
-                yield self._snapshot(sequence, wanted, by_name)
-                next_tick += interval
+                yield self._snapshot(sequence, wanted, by_name, token)
+                next_tick = next_read(next_tick, interval, time.monotonic())
                 closed.wait(max(0.0, next_tick - time.monotonic()))
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -127,6 +135,8 @@ class SidecarService(pb_grpc.SidecarServicer):
         except LoadError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
+            for reader in subscribed:
+                reader.unsubscribe(token)
             for loaded in acquired:
                 self.programs.release(loaded)
             self._stream_slots.release()
@@ -135,7 +145,11 @@ class SidecarService(pb_grpc.SidecarServicer):
         return plan(self.catalog, request).to_proto()
 
     def _snapshot(
-        self, sequence: int, wanted: list[WantedMap], loaded: dict[str, LoadedProgram]
+        self,
+        sequence: int,
+        wanted: list[WantedMap],
+        loaded: dict[str, LoadedProgram],
+        stream: object = None,
     ) -> pb.Snapshot:
         started = time.monotonic()
         snap = pb.Snapshot(sequence=sequence, time_unix_nano=time.time_ns())
@@ -144,7 +158,7 @@ class SidecarService(pb_grpc.SidecarServicer):
             prog = loaded[program]
             ms = snap.maps.add(program=program, map=name, attach_time_unix_nano=prog.attach_time_ns)
             try:
-                prog.readers[name].read(ms, clear=w.clear, per_cpu=w.per_cpu)
+                prog.readers[name].read(ms, clear=w.clear, per_cpu=w.per_cpu, stream=stream)
             except Exception as e:  # one broken map must not stop the others
                 log.exception("reading map %s/%s failed", program, name)
                 del ms.key_columns[:]
@@ -153,6 +167,15 @@ class SidecarService(pb_grpc.SidecarServicer):
                 ms.error = f"reading {program}/{name} failed: {e}"
         snap.read_duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
         return snap
+
+
+def next_read(scheduled: float, interval: float, now: float) -> float:
+    """When to read after the read ``scheduled`` for then: one interval on,
+    or, when a slow client held the stream past that, one interval from
+    now. Missed ticks are skipped, never caught up in a burst of snapshots
+    a moment apart."""
+    following = scheduled + interval
+    return following if following >= now else now + interval
 
 
 def unix_path(listen: str) -> Path | None:
