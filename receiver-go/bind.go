@@ -7,6 +7,12 @@ import (
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
+// maxHistogramSlots bounds the buckets of one histogram: the receiver keeps
+// that many counters per series, so a catalog declaring 2^32 slots would
+// allocate without limit. 64-bit log2 needs 65 slots; finer log-linear
+// layouts of a 64-bit range (scale 3: 8 buckets per power of two) 520.
+const maxHistogramSlots = 4096
+
 // fieldRef is one column the converter reads: its name and wire type.
 type fieldRef struct {
 	name string
@@ -109,8 +115,8 @@ func bindMetric(cat *catalog, path string, m *MetricConfig, defaultLimit int) (*
 		if h == nil {
 			return nil, fmt.Errorf("%s.map_name: histogram map %s has no histogram layout in the sidecar's catalog; the sidecar's manifest is incomplete", path, where)
 		}
-		if h.GetSlots() < 1 {
-			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s declares %d slots; the sidecar's manifest is broken", path, where, h.GetSlots()))
+		if h.GetSlots() < 1 || h.GetSlots() > maxHistogramSlots {
+			errs = append(errs, fmt.Errorf("%s.map_name: histogram map %s declares %d slots, and a histogram has 1 to %d; the sidecar's manifest is broken", path, where, h.GetSlots(), maxHistogramSlots))
 		} else if err := b.layoutBuckets(path, where, h); err != nil {
 			errs = append(errs, err)
 		}

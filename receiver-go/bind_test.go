@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -61,4 +62,17 @@ func TestBindMetricErrors(t *testing.T) {
 			want: `metrics[0].histogram_format: applies to histograms only, and the type is sum; remove it`,
 		},
 	})
+}
+
+// The receiver keeps one counter per slot and series: a catalog declaring
+// more slots than any histogram needs is refused, not allocated.
+func TestResolveRefusesUnboundedHistogramSlots(t *testing.T) {
+	for _, slots := range []uint32{0, maxHistogramSlots + 1, 1 << 31} {
+		desc := testDescribe()
+		h := desc.Programs[4].Maps[2].Histogram
+		h.Slots, h.Bounds = slots, nil
+		h.Convention = sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC
+		_, err := resolve(cfgWith(nil, MetricConfig{Name: "a", MapName: "fixed_wait", Type: MetricTypeHistogram}), desc, fakeJudge(desc))
+		assert.ErrorContains(t, err, fmt.Sprintf("histogram map misc/fixed_wait declares %d slots, and a histogram has 1 to %d; the sidecar's manifest is broken", slots, maxHistogramSlots))
+	}
 }
