@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -214,3 +215,73 @@ def sidecar(tmp_path: Path) -> Iterator[tuple[Process, Path]]:
     p = start_sidecar(sock, tmp_path / "sidecar.log")
     yield p, sock
     p.stop()
+
+
+def cgroup2_mount() -> Path:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup/unified on a hybrid host)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2" and left.split()[3] == "/":
+            return Path(left.split()[4])
+    raise AssertionError("no cgroup2 mount in /proc/self/mountinfo")
+
+
+class KubeletContainer:
+    """A cgroup v2 directory laid out as kubelet (systemd driver) and containerd
+    make it: kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/
+    cri-containerd-<64 hex>.scope. Processes started with ``run`` live in it
+    from their first instruction; ``remove`` kills them and removes the tree."""
+
+    def __init__(self) -> None:
+        import uuid
+
+        self.pod_uid = str(uuid.uuid4())
+        self.container_id = os.urandom(32).hex()
+        root = cgroup2_mount()
+        pod = f"kubepods-burstable-pod{self.pod_uid.replace('-', '_')}.slice"
+        self.dirs = [root / "kubepods.slice", root / "kubepods.slice" / "kubepods-burstable.slice"]
+        self.dirs.append(self.dirs[-1] / pod)
+        self.dirs.append(self.dirs[-1] / f"cri-containerd-{self.container_id}.scope")
+        self.created: list[Path] = []
+        for d in self.dirs:
+            if not d.exists():
+                d.mkdir()
+                self.created.append(d)
+        self.path = self.dirs[-1]
+
+    def run(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+        """``argv`` started inside the container's cgroup (the shell moves in, then execs)."""
+        script = f'echo $$ > "{self.path}/cgroup.procs" && exec "$0" "$@"'
+        return subprocess.Popen(["sh", "-c", script, *argv], text=True, **kw)
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            procs = d / "cgroup.procs"
+            if procs.exists():
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        for d in reversed(self.created):
+            # a killed task leaves its cgroup a moment after it is reaped
+            deadline = time.monotonic() + 10
+            while d.exists():
+                try:
+                    d.rmdir()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+
+@pytest.fixture
+def kubelet_containers() -> Iterator[Callable[[], KubeletContainer]]:
+    """Makes kubelet-shaped container cgroups; all are removed at teardown."""
+    made: list[KubeletContainer] = []
+
+    def make() -> KubeletContainer:
+        made.append(KubeletContainer())
+        return made[-1]
+
+    yield make
+    for c in reversed(made):
+        c.remove()

@@ -13,11 +13,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import free_port, pipeline_config, scrape, start_collector, start_sidecar, wait_for
+from conftest import (
+    KubeletContainer,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    start_sidecar,
+    wait_for,
+)
 
 METRIC = "ebpf_process_cpu_time_seconds_total"
 BUSY = r"""
@@ -28,55 +35,19 @@ while True:
 """
 
 
-def cgroup2_mount() -> Path:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        if right.split(" ", 1)[0] == "cgroup2" and left.split()[3] == "/":
-            return Path(left.split()[4])
-    raise AssertionError("no cgroup2 mount in /proc/self/mountinfo")
-
-
-def _rmdir(d: Path) -> None:
-    # a killed task leaves its cgroup a moment after it is reaped
-    deadline = time.monotonic() + 10
-    while d.exists():
-        try:
-            d.rmdir()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def test_container_and_pod_identity_on_cpu_metrics(tmp_path: Path) -> None:
-    pod_uid = str(uuid.uuid4())
-    container_id = os.urandom(32).hex()
-    root = cgroup2_mount()
-    pod = f"kubepods-burstable-pod{pod_uid.replace('-', '_')}.slice"
-    dirs = [root / "kubepods.slice", root / "kubepods.slice" / "kubepods-burstable.slice"]
-    dirs.append(dirs[-1] / pod)
-    dirs.append(dirs[-1] / f"cri-containerd-{container_id}.scope")
-    created = []
-    busy: subprocess.Popen[bytes] | None = None
+def test_container_and_pod_identity_on_cpu_metrics(
+    tmp_path: Path, kubelet_containers: Callable[[], KubeletContainer]
+) -> None:
+    container = kubelet_containers()
+    pod_uid, container_id = container.pod_uid, container.container_id
+    busy: subprocess.Popen[str] | None = None
     sock = tmp_path / "sidecar.sock"
     sidecar = collector = None
     comm = f"cg{os.getpid() % 100000}"
     try:
-        for d in dirs:
-            if not d.exists():
-                d.mkdir()
-                created.append(d)
         # The shell moves itself into the container's cgroup before it execs
         # the busy loop, so the process never runs anywhere else.
-        busy = subprocess.Popen(
-            [
-                "sh",
-                "-c",
-                f'echo $$ > "{dirs[-1]}/cgroup.procs" && exec "{sys.executable}" -c "$0" "$1"',
-                BUSY,
-                comm,
-            ]
-        )
+        busy = container.run([sys.executable, "-c", BUSY, comm])
         wait_for(
             "busy process in the cgroup",
             lambda: (
@@ -133,5 +104,3 @@ def test_container_and_pod_identity_on_cpu_metrics(tmp_path: Path) -> None:
         if busy is not None:
             busy.kill()
             busy.wait()
-        for d in reversed(created):
-            _rmdir(d)

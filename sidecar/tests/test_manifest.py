@@ -199,7 +199,8 @@ METRIC = DERIVED.replace(
         ),
         (
             GOOD.replace("max_entries: 8", "max_entries: 8\n    enabled_by: verbose"),
-            r"\.maps\[0\] \(m\)\.enabled_by: 'verbose' is not a bool parameter of the program; "
+            r"\.maps\[0\] \(m\)\.enabled_by: 'verbose' is not a bool parameter of the program, "
+            r"or one after '!'; "
             r"its bool parameters: none$",
         ),
         ("- a list, not a mapping\n", r"/prog/manifest\.yaml: Expected `object`, got `array`$"),

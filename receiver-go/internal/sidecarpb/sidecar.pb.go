@@ -867,9 +867,11 @@ type Map struct {
 	// Set for MAP_KIND_HISTOGRAM.
 	Histogram   *HistogramLayout `protobuf:"bytes,6,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	Description string           `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
-	// The name of a bool parameter that compiles this map in or out; empty
-	// when the map is always there. A default metric on a compiled-out map is
-	// left out; requesting such a map is INVALID_ARGUMENT.
+	// The name of a bool parameter that compiles this map in when true, or
+	// "!" and the name when the map is there when the parameter is false (a
+	// map that another one replaces); empty when the map is always there. A
+	// default metric on a compiled-out map is left out; requesting such a map
+	// is INVALID_ARGUMENT (Plan says which maps the parameters compile in).
 	EnabledBy     string `protobuf:"bytes,8,opt,name=enabled_by,json=enabledBy,proto3" json:"enabled_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -159,6 +159,12 @@ class MapSize:
         return " * ".join(str(f) for f in self.factors)
 
 
+def enabling_parameter(enabled_by: str) -> tuple[str, bool]:
+    """A map's ``enabled_by`` as (bool parameter, the value that compiles the
+    map in): ``count_errors`` is there when true, ``!per_cgroup`` when false."""
+    return (enabled_by[1:], False) if enabled_by.startswith("!") else (enabled_by, True)
+
+
 @dataclass(frozen=True)
 class MapSpec:
     name: str
@@ -168,7 +174,8 @@ class MapSpec:
     description: str
     histogram: HistogramSpec | None = None
     dropped_counter: str = ""
-    # A bool parameter that compiles this map (and its hook) in or out.
+    # A bool parameter that compiles this map (and its hook) in when true, or
+    # with a leading "!" in when false (enabling_parameter).
     enabled_by: str = ""
     # A key field holding a process id (tgid): entries of processes that have
     # exited are deleted once their final values have been exported.
@@ -308,7 +315,10 @@ class Program:
 
     def map_enabled(self, spec: MapSpec, numbers: Mapping[str, int]) -> bool:
         """Whether validated parameter values (parameter_values) compile the map in."""
-        return not spec.enabled_by or numbers[spec.enabled_by] == 1
+        if not spec.enabled_by:
+            return True
+        name, wanted = enabling_parameter(spec.enabled_by)
+        return (numbers[name] == 1) == wanted
 
     def cflags(self, values: Mapping[str, str]) -> list[str]:
         """Compile-time defines for validated parameter values (defaults filled in)."""

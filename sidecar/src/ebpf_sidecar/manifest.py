@@ -36,6 +36,7 @@ from ebpf_sidecar.catalog import (
     ParameterSpec,
     Program,
     RequestError,
+    enabling_parameter,
 )
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -257,13 +258,12 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
         spec = _map(m, params, f"{where}.maps[{i}] ({m.name})")
         maps[spec.name] = spec
     for i, spec in enumerate(maps.values()):
-        if spec.enabled_by and (
-            spec.enabled_by not in params or params[spec.enabled_by].type != "bool"
-        ):
+        enabling = enabling_parameter(spec.enabled_by)[0]
+        if spec.enabled_by and (enabling not in params or params[enabling].type != "bool"):
             bools = ", ".join(n for n, p in params.items() if p.type == "bool") or "none"
             raise CatalogError(
                 f"{where}.maps[{i}] ({spec.name}).enabled_by: {spec.enabled_by!r} is not "
-                f"a bool parameter of the program; its bool parameters: {bools}"
+                f"a bool parameter of the program, or one after '!'; its bool parameters: {bools}"
             )
     metrics = tuple(
         _metric(m, doc.name, maps, f"{where}.default_metrics[{i}] ({m.name})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ebpf_sidecar.catalog import Catalog, Program, RequestError
+from ebpf_sidecar.catalog import Catalog, Program, RequestError, enabling_parameter
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MIN_INTERVAL_S = 0.1
@@ -159,12 +159,14 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
             continue
         loaded = planned.get(m.program)
         if loaded is not None and not loaded.program.map_enabled(spec, loaded.numbers):
+            name, wanted = enabling_parameter(spec.enabled_by)
+            value = "true" if wanted else "false"
+            other = "false" if wanted else "true"
             result.errors.append(
                 (
                     f"{where}.map",
-                    f"map {m.program}/{m.map} exists only when parameter "
-                    f"{spec.enabled_by!r} of program {m.program!r} is true, and "
-                    "it is false; set that parameter to true",
+                    f"map {m.program}/{m.map} exists only when parameter {name!r} of program "
+                    f"{m.program!r} is {value}, and it is {other}; set that parameter to {value}",
                 )
             )
             continue
