@@ -19,13 +19,15 @@ import mmap
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import (
+    KubeletContainer,
     Process,
     Samples,
     free_port,
@@ -200,3 +202,162 @@ def test_disk_metrics_match_diskstats_exactly(
             ebpf,
             kernel,
         )
+
+
+# --- by container and pod -------------------------------------------------------
+
+IN_CONTAINER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_accuracy_block import direct_io
+fd, total = direct_io(sys.argv[2])
+print(total)
+"""
+
+
+def container_counts(samples: Samples, name: str, container_id: str) -> dict[str, int]:
+    counts = {}
+    for direction in ("read", "write"):
+        for key, metric in (("ops", OPS), ("bytes", BYTES), ("latency_count", LATENCY_COUNT)):
+            v = value(
+                samples,
+                metric,
+                system_device=name,
+                disk_io_direction=direction,
+                container_id=container_id,
+            )
+            counts[f"{direction}_{key}"] = int(v or 0)
+    return counts
+
+
+def test_container_disk_metrics_match_diskstats_exactly(
+    sidecar: tuple[Process, Path],
+    loop_device: str,
+    kubelet_containers: Callable[[], KubeletContainer],
+    tmp_path: Path,
+) -> None:
+    """The O_DIRECT workload runs in a kubelet-shaped container, the only user
+    of the device: its container's series equal the diskstats delta."""
+    _, sock = sidecar
+    name = os.path.basename(loop_device)
+    container = kubelet_containers()
+    port = free_port()
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "block"}],
+    }
+    col = start_collector(pipeline_config(receiver, port), tmp_path)
+    try:
+        wait_for(
+            f"block metrics for {name}",
+            lambda: (
+                warm_up_read(loop_device) and value(scrape(port), LATENCY_COUNT, system_device=name)
+            ),
+            60,
+            every=1,
+        )
+        kernel0 = idle_diskstats(name)
+        ours0 = container_counts(scrape(port), name, container.container_id)
+        worker = container.run(
+            [sys.executable, "-c", IN_CONTAINER, str(Path(__file__).parent), loop_device],
+            stdout=subprocess.PIPE,
+        )
+        out, _ = worker.communicate(timeout=60)
+        assert worker.returncode == 0
+        total = int(out)
+        kernel1 = diskstats(name)
+        assert kernel1["in_flight"] == 0, kernel1
+        ours1 = wait_for(
+            "the container's block metrics to settle",
+            lambda: settled_with(port, name, container.container_id, "read_ops", "write_ops"),
+            60,
+        )
+        pods = {
+            lab.get("k8s_pod_uid")
+            for n, lab, _ in scrape(port)
+            if n == OPS and lab.get("container_id") == container.container_id
+        }
+    finally:
+        col.stop()
+    kernel = {k: kernel1[k] - kernel0[k] for k in kernel0 if k != "in_flight"}
+    ours = {k: ours1[k] - ours0[k] for k in ours0}
+    print(f"{name}: diskstats delta {kernel}, container {container.container_id[:12]} {ours}")
+    assert kernel["read_bytes"] == kernel["write_bytes"] == total, kernel
+    for direction in ("read", "write"):
+        for what in ("ops", "bytes"):
+            key = f"{direction}_{what}"
+            assert ours[key] == kernel[key], (key, ours, kernel)
+        assert ours[f"{direction}_latency_count"] == kernel[f"{direction}_ops"], (ours, kernel)
+    assert pods == {container.pod_uid}
+
+
+def settled_with(port: int, name: str, container_id: str, *nonzero: str) -> dict[str, int] | None:
+    """The container's counts once two scrapes agree and one of ``nonzero`` is not 0."""
+    first = container_counts(scrape(port), name, container_id)
+    time.sleep(2.5)  # collection_interval is 1s: at least two fresh snapshots
+    second = container_counts(scrape(port), name, container_id)
+    return second if first == second and any(second[k] for k in nonzero) else None
+
+
+BUFFERED = r"""
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    for _ in range(16):
+        f.write(os.urandom(1 << 20))
+    f.flush()
+    os.fsync(f.fileno())
+"""
+
+
+def test_fsynced_buffered_writes_land_on_the_writers_container(
+    sidecar: tuple[Process, Path],
+    loop_device: str,
+    kubelet_containers: Callable[[], KubeletContainer],
+    tmp_path: Path,
+) -> None:
+    """Buffered writes followed by fsync: the pages are written back by the
+    writer itself (fsync), so their bytes are its container's; the journal
+    commit ext4's jbd2 thread writes is the host's."""
+    _, sock = sidecar
+    name = os.path.basename(loop_device)
+    subprocess.run(["mkfs.ext4", "-q", "-F", loop_device], check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", loop_device, str(mnt)], check=True)
+    container = kubelet_containers()
+    port = free_port()
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "block"}],
+    }
+    col = start_collector(pipeline_config(receiver, port), tmp_path)
+    try:
+        wait_for(
+            f"block metrics for {name}",
+            lambda: warm_up_read(loop_device) and value(scrape(port), OPS, system_device=name),
+            60,
+            every=1,
+        )
+        subprocess.run(["sync"], check=True)
+        kernel0 = idle_diskstats(name)
+        ours0 = container_counts(scrape(port), name, container.container_id)
+        writer = container.run([sys.executable, "-c", BUFFERED, str(mnt / "data")])
+        assert writer.wait(60) == 0
+        kernel1 = idle_diskstats(name)
+        ours1 = wait_for(
+            "the container's block metrics to settle",
+            lambda: settled_with(port, name, container.container_id, "write_ops"),
+            60,
+        )
+    finally:
+        col.stop()
+        subprocess.run(["umount", str(mnt)], check=False)
+    written = kernel1["write_bytes"] - kernel0["write_bytes"]
+    ours = ours1["write_bytes"] - ours0["write_bytes"]
+    share = ours / written
+    print(f"{name}: {written} bytes written to the device, {ours} on the container ({share:.1%})")
+    assert ours >= 16 << 20, "the fsynced data itself is not on the writer's container"
+    # the rest is ext4's journal and metadata, written by jbd2 and the flusher
+    assert share >= 0.8, share

@@ -1,6 +1,7 @@
-// block: block-device I/O per device and direction (read/write): completed
-// requests, bytes, and a log2 histogram of issue-to-completion latency, from
-// the tracepoints block:block_rq_issue and block:block_rq_complete.
+// block: block-device I/O per device, direction (read/write) and issuing
+// cgroup: completed requests, bytes, and a log2 histogram of
+// issue-to-completion latency, from the tracepoints block:block_bio_queue,
+// block:block_rq_issue and block:block_rq_complete.
 //
 // What counts, so the numbers match /proc/diskstats (block/blk-mq.c,
 // blk_account_io_completion/_done):
@@ -32,11 +33,28 @@
 // when the map is full, so nothing leaks; an evicted or never-seen issue
 // only means that request has no latency sample (its op and bytes are
 // still counted).
+//
+// Who issued it: the cgroup of the task that submitted the I/O, counted
+// under that cgroup's container and pod. Completions run in interrupt
+// context, and the request may be dispatched by a kworker, so the cgroup is
+// taken where the bio is queued (block:block_bio_queue, and block:block_split
+// for the remainder of a split bio, run in the submitter's context), kept
+// per (dev, sector) in an LRU hash and looked up at completion with the
+// request's start sector. A request that merged
+// bios of several cgroups is counted under the cgroup of its first bio.
+// Direct I/O and reads are submitted by the task that does them; buffered
+// writes by whoever writes the pages back: the task itself when it calls
+// fsync()/fdatasync() or sync_file_range() (so those land on its
+// container), the flusher kworker otherwise (the host, container.id
+// empty). The kernel can charge writeback to the dirtying cgroup (cgroup v2
+// io controller), but reading that would need struct offsets into the bio;
+// on a cgroup v1/v2 hybrid host, where blkio is a v1 controller, there is
+// no v2 owner to charge at all.
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
-#ifndef MAX_DEVICES
-#define MAX_DEVICES 64
+#ifndef MAX_SERIES
+#define MAX_SERIES 1024
 #endif
 #ifndef MAX_INFLIGHT
 #define MAX_INFLIGHT 10240
@@ -55,6 +73,7 @@ struct start_key {
 };
 
 struct io_key {
+    u64 cgroup_id; // cgroup v2 of the submitter; 0 when the submission was not seen
     u32 dev;
     u32 direction; // DIR_READ or DIR_WRITE
 };
@@ -65,6 +84,7 @@ struct io_value {
 };
 
 struct latency_key {
+    u64 cgroup_id;
     u32 dev;
     u32 direction;
     u32 slot;
@@ -76,10 +96,13 @@ struct latency_value {
 };
 
 BPF_TABLE("lru_hash", struct start_key, u64, start, MAX_INFLIGHT);
-BPF_PERCPU_HASH(disk_io, struct io_key, struct io_value, MAX_DEVICES * DIRECTIONS);
+// The submitter's cgroup of each queued bio, by (dev, sector).
+BPF_TABLE("lru_hash", struct start_key, u64, submitter, MAX_INFLIGHT);
+BPF_PERCPU_HASH(disk_io, struct io_key, struct io_value, MAX_SERIES);
 BPF_PERCPU_ARRAY(disk_io_dropped, u64, 1);
-BPF_PERCPU_HASH(disk_latency, struct latency_key, struct latency_value,
-                MAX_DEVICES * DIRECTIONS * SLOTS);
+// Shared by all CPUs (a per-CPU hash would take its 36 slots per series once
+// per CPU), so the counts are added atomically.
+BPF_HASH(disk_latency, struct latency_key, struct latency_value, MAX_SERIES * SLOTS);
 BPF_PERCPU_ARRAY(disk_latency_dropped, u64, 1);
 
 // rwbs as blk_fill_rwbs() writes it: [F]<op letter>[F][A][S][M]...
@@ -92,6 +115,34 @@ static __always_inline u32 direction_of(const char *rwbs) {
     if (op == 'W')
         return DIR_WRITE;
     return DIR_SKIP;
+}
+
+TRACEPOINT_PROBE(block, block_bio_queue) {
+    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
+    if (direction_of(rwbs) == DIR_SKIP)
+        return 0;
+    struct start_key key = {};
+    key.dev = args->dev;
+    key.sector = args->sector;
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    submitter.update(&key, &cgroup_id);
+    return 0;
+}
+
+// A bio larger than the device takes is split: the part that fits goes on,
+// the remainder (from new_sector) is queued again without a second
+// block_bio_queue event, so its submitter is recorded here, still in the
+// submitter's context.
+TRACEPOINT_PROBE(block, block_split) {
+    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
+    if (direction_of(rwbs) == DIR_SKIP)
+        return 0;
+    struct start_key key = {};
+    key.dev = args->dev;
+    key.sector = args->new_sector;
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    submitter.update(&key, &cgroup_id);
+    return 0;
 }
 
 TRACEPOINT_PROBE(block, block_rq_issue) {
@@ -120,8 +171,13 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
     u32 nr_sector = args->nr_sector;
     if (direction == DIR_SKIP || nr_sector == 0)
         return 0;
+    u64 *queued_by = submitter.lookup(&skey);
+    u64 cgroup_id = queued_by ? *queued_by : 0;
+    if (queued_by)
+        submitter.delete(&skey);
 
     struct io_key key = {};
+    key.cgroup_id = cgroup_id;
     key.dev = skey.dev;
     key.direction = direction;
     struct io_value empty = {};
@@ -137,14 +193,15 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
         return 0;
     u64 delta = now - ts;
     struct latency_key lkey = {};
+    lkey.cgroup_id = cgroup_id;
     lkey.dev = key.dev;
     lkey.direction = direction;
     lkey.slot = log2_slot(delta, SLOTS);
     struct latency_value lempty = {};
     struct latency_value *lat = disk_latency.lookup_or_try_init(&lkey, &lempty);
     if (lat) {
-        lat->count++;
-        lat->sum_ns += delta;
+        __sync_fetch_and_add(&lat->count, 1);
+        __sync_fetch_and_add(&lat->sum_ns, delta);
     } else {
         count_dropped(disk_latency_dropped.lookup(DROPPED_KEY));
     }

@@ -80,17 +80,17 @@ def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> Non
 
 def test_describe_sizes_maps_for_the_parameters_defaults(catalog: Catalog) -> None:
     block = {m.name: m.max_entries for m in catalog.program("block").to_proto().maps}
-    assert block == {"disk_io": 64 * 2, "disk_latency": 64 * 2 * 36}
+    assert block == {"disk_io": 1024, "disk_latency": 1024 * 36}
     cpu = {m.name: m.max_entries for m in catalog.program("cpu").to_proto().maps}
     assert cpu == {"process_cpu": 10240, "cpu_usage": 40}
 
 
 def test_map_sizes_follow_parameter_values(catalog: Catalog) -> None:
     block = catalog.program("block")
-    values = block.parameter_values({"max_devices": "8"})
-    assert values == {"max_devices": 8, "max_inflight": 10240}
-    assert block.maps["disk_latency"].size.entries(values) == 8 * 2 * 36
-    assert str(block.maps["disk_latency"].size) == "max_devices * 2 * 36"
+    values = block.parameter_values({"max_series": "64"})
+    assert values == {"max_inflight": 10240, "max_series": 64}
+    assert block.maps["disk_latency"].size.entries(values) == 64 * 36
+    assert str(block.maps["disk_latency"].size) == "max_series * 36"
 
 
 def test_enum_and_bool_parameters_name_their_choices() -> None:

@@ -52,7 +52,7 @@ def test_every_problem_is_reported_with_its_path(catalog: Catalog) -> None:
             pb.ProgramRequest(name="syscalls", parameters={"max_entries": "7", "bogus": "1"}),
             pb.ProgramRequest(name="nope"),
             pb.ProgramRequest(name="syscalls"),
-            pb.ProgramRequest(name="block", parameters={"max_devices": "many"}),
+            pb.ProgramRequest(name="block", parameters={"max_series": "many"}),
         ],
         maps=[
             pb.MapRequest(program="cpu", map="cpu_usage"),
@@ -68,7 +68,7 @@ def test_every_problem_is_reported_with_its_path(catalog: Catalog) -> None:
     assert errors.pop("programs[2].name") == (
         "program 'syscalls' is also requested as programs[0]; request each program once"
     )
-    assert errors.pop("programs[3].parameters.max_devices").startswith(
+    assert errors.pop("programs[3].parameters.max_series").startswith(
         "'many' is not an integer; use a whole number in"
     )
     assert errors.pop("maps[0].program").startswith("'cpu' is not among the requested programs")
