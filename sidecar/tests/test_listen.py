@@ -50,6 +50,7 @@ def test_tcp_with_all_three_tls_flags_is_served_with_tls(address: str) -> None:
         ("127.0.0.1:7700", ["--tls-cert", "--tls-key"], "without --tls-client-ca"),
         ("unix:///run/x/sidecar.sock", ["--tls-cert"], "guarded by its file mode"),
         ("unix:relative.sock", [], "only unix:///absolute/path"),
+        ("unix://relative.sock", [], "must be absolute"),
         ("unix-abstract:sidecar", [], "only unix:///absolute/path"),
         ("127.0.0.1", [], "not an address the sidecar serves"),
         ("127.0.0.1:http", [], "is not a port"),

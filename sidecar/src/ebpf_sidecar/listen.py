@@ -105,6 +105,12 @@ def check(listen: str, given: list[str]) -> bool:
     ``given``: the TLS flags given (:meth:`TlsFiles.given`).
     """
     if listen.startswith("unix://"):
+        if not listen.startswith("unix:///"):
+            raise ListenError(
+                f"--listen {listen}: the socket's path must be absolute (its folders are "
+                "checked from the root); use unix:///absolute/path, e.g. "
+                "unix:///run/ebpf-sidecar/sidecar.sock"
+            )
         if given:
             raise ListenError(
                 f"{', '.join(given)} with --listen {listen}: a Unix socket is guarded by its "
