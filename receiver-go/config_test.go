@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -297,6 +298,38 @@ func TestValidateAcceptsTheSidecarsTLSSetups(t *testing.T) {
 			cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
 			mutate(cfg)
 			require.NoError(t, cfg.Validate())
+		})
+	}
+}
+
+// TestClosedHintSaysWhichTLSSettingIsMissing: a sidecar serving mutual TLS
+// refuses a client by closing the connection, which gRPC reports only as
+// "error reading server preface"; the hint names the settings to set.
+func TestClosedHintSaysWhichTLSSettingIsMissing(t *testing.T) {
+	closed := errors.New(`rpc error: code = Unavailable desc = connection error: desc = "error reading server preface: EOF"`)
+	for name, tc := range map[string]struct {
+		mutate func(*Config)
+		err    error
+		want   string
+	}{
+		"unix socket":    {func(*Config) {}, closed, ""},
+		"another error":  {func(c *Config) { c.Endpoint = "127.0.0.1:7700" }, errors.New("connection refused"), ""},
+		"plaintext":      {func(c *Config) { c.Endpoint = "127.0.0.1:7700" }, closed, "set tls.ca_file, tls.cert_file and tls.key_file"},
+		"no client cert": {func(c *Config) { c.Endpoint, c.TLS.CAFile = "127.0.0.1:7700", "ca.pem" }, closed, "set tls.cert_file and tls.key_file"},
+		"untrusted client cert": {func(c *Config) {
+			c.Endpoint = "127.0.0.1:7700"
+			c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile = "ca.pem", "client.pem", "client.key"
+		}, closed, "a client certificate it does not trust"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig().(*Config)
+			tc.mutate(cfg)
+			hint := (&ebpfReceiver{cfg: cfg}).closedHint(tc.err)
+			if tc.want == "" {
+				assert.Empty(t, hint)
+			} else {
+				assert.Contains(t, hint, tc.want)
+			}
 		})
 	}
 }

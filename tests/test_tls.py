@@ -181,3 +181,28 @@ def test_exposed_or_half_configured_listeners_stop_the_sidecar(
     os.chmod(key, 0o644)
     out = _refused(tmp_path, *argv)
     assert says in out, out
+
+
+def test_a_collector_without_a_client_certificate_is_refused_and_says_why(
+    tls_sidecar: tuple[Process, str], pki: Pki, tmp_path: Path
+) -> None:
+    sidecar, address = tls_sidecar
+    receiver = {
+        "endpoint": address,
+        "tls": {"ca_file": str(pki.ca_file)},  # verifies the sidecar, presents nothing
+        "startup_timeout": "0s",
+        "programs": [{"name": "syscalls"}],
+    }
+    col = start_collector(pipeline_config(receiver, free_port()), tmp_path)
+    try:
+        wait_for(
+            f"the collector to report the refusal\n{tmp_path / 'collector.log'}",
+            # gRPC says only "error reading server preface"; the receiver
+            # adds which settings are missing
+            lambda: "set tls.cert_file and tls.key_file" in col.output() or not col.alive(),
+            30,
+        )
+        assert col.alive(), col.output()  # a recoverable status, not a dead collector
+    finally:
+        col.stop()
+    assert prog_ids_held_by(sidecar.proc.pid) == set(), "a refused collector loaded a program"
