@@ -218,6 +218,26 @@ type AttributeConfig struct {
 	Resource bool `mapstructure:"resource"`
 }
 
+// validateTLS catches the two TLS settings that can never work with the
+// sidecar, which serves a unix socket without TLS (its file mode guards it)
+// and TCP with mutual TLS or, on loopback, plaintext.
+func (cfg *Config) validateTLS() []error {
+	var errs []error
+	tls := cfg.TLS
+	hasCA := tls.CAFile != "" || tls.CAPem != ""
+	usesTLS := !tls.Insecure || hasCA // configtls: insecure with a CA still dials TLS
+	if strings.HasPrefix(cfg.Endpoint, "unix:") && usesTLS {
+		errs = append(errs, fmt.Errorf("tls: the sidecar serves its unix socket %s without TLS (the socket's mode guards it); remove tls, or set endpoint to the sidecar's host:port where it serves mutual TLS", cfg.Endpoint))
+	}
+	// This receiver defaults tls.insecure to true (for the unix socket), and
+	// configtls then dials plaintext unless a CA is set: a client
+	// certificate alone would silently never be sent.
+	if tls.Insecure && !hasCA && (tls.CertFile != "" || tls.CertPem != "") {
+		errs = append(errs, errors.New("tls.cert_file: a client certificate is set but tls.insecure is true (this receiver's default) and no tls.ca_file, so the connection would be plaintext and the certificate never sent; set tls.ca_file to the CA of the sidecar's certificate, or tls.insecure: false"))
+	}
+	return errs
+}
+
 // Validate checks the configuration's structure. Whether programs, maps and
 // fields exist is checked against the sidecar's catalog at start.
 func (cfg *Config) Validate() error {
@@ -225,6 +245,7 @@ func (cfg *Config) Validate() error {
 	if strings.TrimSpace(cfg.Endpoint) == "" {
 		errs = append(errs, fmt.Errorf("endpoint: must not be empty; set it to the sidecar's address, e.g. %s", defaultEndpoint))
 	}
+	errs = append(errs, cfg.validateTLS()...)
 	if cfg.CollectionInterval < minCollectionInterval {
 		errs = append(errs, fmt.Errorf("collection_interval: %s is below the minimum of %s; set it to %s or more (default %s)",
 			cfg.CollectionInterval, minCollectionInterval, minCollectionInterval, defaultCollectionInterval))

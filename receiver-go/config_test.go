@@ -1,6 +1,7 @@
 package ebpfreceiver
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -101,6 +102,19 @@ func TestValidateErrors(t *testing.T) {
 			name:   "empty endpoint",
 			mutate: func(c *Config) { c.Endpoint = "" },
 			want:   []string{"endpoint: must not be empty; set it to the sidecar's address, e.g. unix:///run/ebpf-sidecar/sidecar.sock"},
+		},
+		{
+			name:   "tls on the unix socket",
+			mutate: func(c *Config) { c.TLS.Insecure = false },
+			want:   []string{"tls: the sidecar serves its unix socket unix:///run/ebpf-sidecar/sidecar.sock without TLS (the socket's mode guards it); remove tls, or set endpoint to the sidecar's host:port"},
+		},
+		{
+			name: "a client certificate that would never be sent",
+			mutate: func(c *Config) {
+				c.Endpoint = "127.0.0.1:7700"
+				c.TLS.CertFile, c.TLS.KeyFile = "client.pem", "client.key"
+			},
+			want: []string{"tls.cert_file: a client certificate is set but tls.insecure is true (this receiver's default) and no tls.ca_file, so the connection would be plaintext"},
 		},
 		{
 			name:   "interval too short",
@@ -260,4 +274,62 @@ func TestValidateErrors(t *testing.T) {
 // generated from the sidecar's code).
 func TestMinCollectionIntervalIsTheSidecars(t *testing.T) {
 	assert.Equal(t, realDescribe(t).GetMinInterval().AsDuration(), minCollectionInterval)
+}
+
+// TestValidateAcceptsTheSidecarsTLSSetups: the unix socket without TLS (the
+// default), loopback plaintext, and mutual TLS on TCP with the CA set (tls
+// is used then although this receiver defaults tls.insecure to true).
+func TestValidateAcceptsTheSidecarsTLSSetups(t *testing.T) {
+	for name, mutate := range map[string]func(*Config){
+		"unix socket":  func(*Config) {},
+		"loopback tcp": func(c *Config) { c.Endpoint = "127.0.0.1:7700" },
+		"mutual tls": func(c *Config) {
+			c.Endpoint = "sidecar.example:7700"
+			c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile = "ca.pem", "client.pem", "client.key"
+		},
+		"mutual tls, insecure false": func(c *Config) {
+			c.Endpoint = "sidecar.example:7700"
+			c.TLS.Insecure = false
+			c.TLS.CertFile, c.TLS.KeyFile = "client.pem", "client.key"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.Programs = []ProgramConfig{{Name: "syscalls"}}
+			mutate(cfg)
+			require.NoError(t, cfg.Validate())
+		})
+	}
+}
+
+// TestClosedHintSaysWhichTLSSettingIsMissing: a sidecar serving mutual TLS
+// refuses a client by closing the connection, which gRPC reports only as
+// "error reading server preface"; the hint names the settings to set.
+func TestClosedHintSaysWhichTLSSettingIsMissing(t *testing.T) {
+	closed := errors.New(`rpc error: code = Unavailable desc = connection error: desc = "error reading server preface: EOF"`)
+	for name, tc := range map[string]struct {
+		mutate func(*Config)
+		err    error
+		want   string
+	}{
+		"unix socket":    {func(*Config) {}, closed, ""},
+		"another error":  {func(c *Config) { c.Endpoint = "127.0.0.1:7700" }, errors.New("connection refused"), ""},
+		"plaintext":      {func(c *Config) { c.Endpoint = "127.0.0.1:7700" }, closed, "set tls.ca_file, tls.cert_file and tls.key_file"},
+		"no client cert": {func(c *Config) { c.Endpoint, c.TLS.CAFile = "127.0.0.1:7700", "ca.pem" }, closed, "set tls.cert_file and tls.key_file"},
+		"untrusted client cert": {func(c *Config) {
+			c.Endpoint = "127.0.0.1:7700"
+			c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile = "ca.pem", "client.pem", "client.key"
+		}, closed, "a client certificate it does not trust"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig().(*Config)
+			tc.mutate(cfg)
+			hint := (&ebpfReceiver{cfg: cfg}).closedHint(tc.err)
+			if tc.want == "" {
+				assert.Empty(t, hint)
+			} else {
+				assert.Contains(t, hint, tc.want)
+			}
+		})
+	}
 }

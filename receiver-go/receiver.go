@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,6 +162,26 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 	return nil
 }
 
+// closedHint explains a connection the sidecar closed before its first
+// word. gRPC reports only "error reading server preface", but on TCP that
+// is how a sidecar serving mutual TLS refuses a client: with TLS 1.3 the
+// server checks the client certificate after the client's handshake is
+// done, and a plaintext client never gets a handshake at all.
+func (r *ebpfReceiver) closedHint(err error) string {
+	if !strings.Contains(err.Error(), "server preface") || strings.HasPrefix(r.cfg.Endpoint, "unix:") {
+		return ""
+	}
+	tls := r.cfg.TLS
+	switch {
+	case tls.Insecure && tls.CAFile == "" && tls.CAPem == "":
+		return "; the sidecar closed the connection, as one serving mutual TLS closes a plaintext one: set tls.ca_file, tls.cert_file and tls.key_file (a client certificate of its --tls-client-ca)"
+	case tls.CertFile == "" && tls.CertPem == "":
+		return "; the sidecar closed the connection after the TLS handshake, as it does without a client certificate: set tls.cert_file and tls.key_file to one of its --tls-client-ca"
+	default:
+		return "; the sidecar closed the connection after the TLS handshake, as it does with a client certificate it does not trust: use one issued by its --tls-client-ca"
+	}
+}
+
 // describe asks the sidecar for its catalog, within timeout, and resolves
 // the config against it. A config that does not match is a *configError.
 func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarClient, timeout time.Duration, opts ...grpc.CallOption) (*resolution, error) {
@@ -168,7 +189,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 	defer cancel()
 	desc, err := client.Describe(dctx, &sidecarpb.DescribeRequest{}, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w", r.cfg.Endpoint, err)
+		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w%s", r.cfg.Endpoint, err, r.closedHint(err))
 	}
 	r.logDescribe(desc)
 	res, err := resolve(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,6 +118,61 @@ def start_sidecar(socket_path: Path, log: Path, *extra: str) -> Process:
         ),
         30,
     )
+    return p
+
+
+class Pki:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, written as the PEM files the sidecar's and the receiver's
+    TLS settings name (the keys 0600: the sidecar refuses any other)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        self.ca_file = folder / "ca.pem"
+        self.server_cert, self.server_key = folder / "server.pem", folder / "server.key"
+        self.client_cert, self.client_key = folder / "client.pem", folder / "client.key"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        for name, cert, key in [
+            ("127.0.0.1", self.server_cert, self.server_key),
+            ("otel-collector", self.client_cert, self.client_key),
+        ]:
+            issued = self.ca.issue_cert(name)
+            issued.cert_chain_pems[0].write_to_path(str(cert))
+            key.touch(mode=0o600)
+            issued.private_key_pem.write_to_path(str(key))
+
+    def sidecar_flags(self) -> list[str]:
+        return [
+            *("--tls-cert", str(self.server_cert)),
+            *("--tls-key", str(self.server_key)),
+            *("--tls-client-ca", str(self.ca_file)),
+        ]
+
+    def receiver_tls(self) -> dict[str, str]:
+        """The receiver's ``tls`` settings (configgrpc) with this client certificate."""
+        return {
+            "ca_file": str(self.ca_file),
+            "cert_file": str(self.client_cert),
+            "key_file": str(self.client_key),
+        }
+
+
+def start_tcp_sidecar(listen: str, log: Path, *extra: str) -> Process:
+    """The sidecar on TCP (``--listen host:port``, TLS flags in ``extra``)."""
+    p = Process("sidecar", [str(PYTHON), "-m", "ebpf_sidecar", "--listen", listen, *extra], log)
+    try:
+        wait_for(
+            f"the sidecar to listen on {listen}\n{log}",
+            lambda: (
+                f"listening on {listen}" in p.output()
+                or (not p.alive() and _raise(f"sidecar exited:\n{p.output()}"))
+            ),
+            30,
+        )
+    except BaseException:
+        p.stop()
+        raise
     return p
 
 

@@ -4,6 +4,13 @@ The receiver's Go tests bind these examples to a Describe fixture generated
 from bpf/; here each one goes through the real collector, the real
 sidecar's Describe and its judge (Plan), so a parameter or map the catalog
 does not have stops the test as it would stop a user's collector.
+
+Examples run against a sidecar of the test's own, so their endpoints are
+rewritten: a plain one to that sidecar's unix socket, one with TLS (a CA
+set, or `insecure: false`) to a sidecar serving mutual TLS on 127.0.0.1,
+with the example's certificate paths (which exist only on a user's
+machine) replaced by certificates made here. The example's other TLS
+settings stay as written.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import yaml
 
 from conftest import (
     REPO,
+    Pki,
     free_port,
     pipeline_config,
     start_collector,
     start_sidecar,
+    start_tcp_sidecar,
     wait_for,
 )
 
@@ -74,14 +83,44 @@ def docs_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sidecar.stop()
 
 
+@pytest.fixture(scope="module")
+def docs_tls_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pki]]:
+    """A sidecar serving mutual TLS on loopback, for the examples with TLS."""
+    tmp = tmp_path_factory.mktemp("docs-tls-sidecar")
+    pki = Pki(tmp / "pki")
+    address = f"127.0.0.1:{free_port()}"
+    sidecar = start_tcp_sidecar(address, tmp / "sidecar.log", *pki.sidecar_flags())
+    yield address, pki
+    sidecar.stop()
+
+
+def uses_tls(receiver: dict[str, Any]) -> bool:
+    """Whether configgrpc dials TLS: insecure off, or a CA set (insecure defaults to true)."""
+    tls = receiver.get("tls") or {}
+    return tls.get("insecure") is False or bool(tls.get("ca_file") or tls.get("ca_pem"))
+
+
+def test_the_docs_show_a_mutual_tls_example() -> None:
+    assert any(uses_tls(r) for _, _, r in EXAMPLES), "no example shows the receiver's tls"
+
+
 @pytest.mark.parametrize(
     ("where", "rid", "receiver"), EXAMPLES, ids=[f"{w} {r}" for w, r, _ in EXAMPLES]
 )
 def test_doc_example_starts_against_the_sidecar(
-    where: str, rid: str, receiver: dict[str, Any], docs_sidecar: Path, tmp_path: Path
+    where: str,
+    rid: str,
+    receiver: dict[str, Any],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
-    sock = docs_sidecar
-    receiver = {**receiver, "endpoint": f"unix://{sock}"}
+    if uses_tls(receiver):
+        address, pki = request.getfixturevalue("docs_tls_sidecar")
+        tls = {**receiver["tls"], **pki.receiver_tls()}
+        receiver = {**receiver, "endpoint": address, "tls": tls}
+    else:
+        sock = request.getfixturevalue("docs_sidecar")
+        receiver = {**receiver, "endpoint": f"unix://{sock}"}
     cfg = pipeline_config(receiver, free_port())
     col = start_collector(cfg, tmp_path)
     try:

@@ -1,4 +1,9 @@
-"""Command line: ``python -m ebpf_sidecar [--listen unix:///run/ebpf-sidecar/sidecar.sock]``."""
+"""Command line: ``python -m ebpf_sidecar [--listen unix:///run/ebpf-sidecar/sidecar.sock]``.
+
+TCP: ``--listen 127.0.0.1:PORT`` (plaintext, this host only), or any
+``HOST:PORT`` with ``--tls-cert``, ``--tls-key`` and ``--tls-client-ca``
+(mutual TLS); see :mod:`ebpf_sidecar.listen`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel, privileges, trust, unix_socket
+from ebpf_sidecar import __version__, kernel, listen, privileges, trust, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
@@ -38,7 +43,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "OpenTelemetry ebpf receiver over gRPC. Needs root or CAP_BPF + CAP_PERFMON.",
     )
     p.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help="unix:///path (default %(default)s) or host:port"
+        "--listen",
+        default=DEFAULT_LISTEN,
+        help="unix:///path (default %(default)s); 127.0.0.1:PORT or [::1]:PORT (plaintext, "
+        "this host only); or HOST:PORT (0.0.0.0:PORT for every address) with the three "
+        "--tls-* flags",
+    )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="the server's certificate (chain) for TCP with mutual TLS",
+    )
+    p.add_argument(
+        "--tls-key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="the key of --tls-cert, unencrypted, readable by the sidecar's user only (0600)",
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="the CA(s) whose certificates clients must present: only they are served",
     )
     p.add_argument(
         "--socket-group",
@@ -110,12 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
     keep = [n for n in args.keep_capabilities.split(",") if n.strip()]
+    tls_files = listen.TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
     try:
         for name in keep:
             privileges.capability_number(name)  # unknown names stop here, before anything
+        # Before anything else too: an exposed listener is refused outright,
+        # and the TLS files are read now, while no capability is dropped yet.
+        tls = listen.load(tls_files) if listen.check(args.listen, tls_files.given()) else None
+        if args.socket_group is not None and unix_path(args.listen) is None:
+            raise listen.ListenError(
+                f"--socket-group {args.socket_group} with --listen {args.listen}: the group "
+                "sets who may use a Unix socket and means nothing on TCP; drop it"
+            )
         _check_catalog_folders(args.catalog, args.programs_dir)
         catalog = load_catalog([args.catalog, *args.programs_dir])
-    except (CatalogError, privileges.CapabilityError, trust.UntrustedPath) as e:
+    except (
+        CatalogError,
+        privileges.CapabilityError,
+        trust.UntrustedPath,
+        listen.ListenError,
+    ) as e:
         log.error("%s", e)
         return 2
     try:
@@ -153,10 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         programs = ProgramManager(catalog, args.max_instances_per_program)
         service = SidecarService(catalog, programs, info, args.max_streams)
-        server = serve(service, args.listen, prepared=prepared)
+        server = serve(service, args.listen, prepared=prepared, tls=tls)
     except unix_socket.SocketError as e:
         log.error("%s", e)
         return 2
+    except listen.BindError as e:
+        log.error("%s", e)
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

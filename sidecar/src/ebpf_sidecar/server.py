@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
+from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.maps import MapReader
@@ -188,6 +189,7 @@ def serve(
     socket_group: str | None = None,
     *,
     prepared: unix_socket.PreparedSocket | None = None,
+    tls: listening.ServerTls | None = None,
 ) -> grpc.Server:
     """Start the server; a Unix socket gets mode 0600, or 0660 with a group.
 
@@ -196,7 +198,13 @@ def serve(
     to); made here otherwise. gRPC removes the socket it bound at stop, but
     that name is gone by then: the caller removes the published one
     (``prepared.remove()``). See :mod:`ebpf_sidecar.unix_socket`.
+
+    ``tls``: TCP is served with mutual TLS (clients must present a
+    certificate of ``tls.client_ca``), or in plaintext on a loopback
+    address only; see :mod:`ebpf_sidecar.listen`, whose check runs here too
+    so that no caller can open the sidecar to the network by mistake.
     """
+    listening.check(listen, list(listening.TLS_FLAGS) if tls is not None else [])
     path = unix_path(listen)
     if path is not None and prepared is None:
         prepared = unix_socket.prepare(path, socket_group)
@@ -205,7 +213,21 @@ def serve(
     # grpcio-tools emits no annotations for the registration helper.
     pb_grpc.add_SidecarServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     if prepared is None:
-        server.add_insecure_port(listen)
+        try:
+            if tls is not None:
+                creds = grpc.ssl_server_credentials(
+                    [(tls.key, tls.cert_chain)],
+                    root_certificates=tls.client_ca,
+                    require_client_auth=True,
+                )
+                server.add_secure_port(listen, creds)
+            else:
+                server.add_insecure_port(listen)
+        except RuntimeError as e:  # gRPC's "Failed to bind to address ..."
+            raise listening.BindError(
+                f"--listen {listen}: cannot listen there ({e}); is the port taken by "
+                "another process, or the address not one of this host's?"
+            ) from e
         server.start()
     else:
         try:
