@@ -3,9 +3,11 @@ package ebpfreceiver
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,7 +80,7 @@ func TestExamplesResolveAgainstTheCatalog(t *testing.T) {
 			if err := confmap.Validate(cfg); err != nil {
 				t.Fatalf("%s: is not valid: %v", ex, err)
 			}
-			if _, err := resolve(cfg, desc, fakeJudge(desc)); err != nil {
+			if _, err := resolve(cfg, desc, recordedJudge(t, desc)); err != nil {
 				t.Fatalf("%s: does not resolve against the catalog (%s): %v", ex, catalogFixture, err)
 			}
 		})
@@ -226,6 +228,79 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == key {
 			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// verdictsFixture holds what the sidecar's judge answered for each catalog
+// program under every combination of its bool parameters (scripts/gen-describe.sh).
+const verdictsFixture = "testdata/catalog/verdicts.json"
+
+type recordedVerdict struct {
+	Program    string            `json:"program"`
+	Parameters map[string]string `json:"parameters"`
+	Maps       []string          `json:"maps"`
+}
+
+// recordedJudge replays the sidecar judge's recorded verdicts: the maps a
+// request's bool parameters compile in, as the sidecar itself decided them
+// when the fixture was generated. Other parameters keep their defaults in
+// the recording; their values are the sidecar's to check (the end-to-end
+// examples test starts every example against the live sidecar).
+func recordedJudge(t testing.TB, desc *sidecarpb.DescribeResponse) judge {
+	t.Helper()
+	b, err := os.ReadFile(verdictsFixture)
+	require.NoError(t, err, "run 'make generate' to write %s", verdictsFixture)
+	var verdicts []recordedVerdict
+	require.NoError(t, json.Unmarshal(b, &verdicts))
+	return func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		var compiledOut []string
+		for _, pr := range req.GetPrograms() {
+			p := findProgram(desc, pr.GetName())
+			if p == nil {
+				continue // fakeJudge reports it
+			}
+			v := matchVerdict(verdicts, p, pr.GetParameters())
+			if v == nil {
+				return nil, fmt.Errorf("no recorded verdict for program %q with parameters %v: run 'make generate'", pr.GetName(), pr.GetParameters())
+			}
+			for _, m := range p.GetMaps() {
+				if !slices.Contains(v.Maps, m.GetName()) {
+					compiledOut = append(compiledOut, p.GetName()+"/"+m.GetName())
+				}
+			}
+		}
+		return fakeJudge(desc, compiledOut...)(req)
+	}
+}
+
+func findProgram(desc *sidecarpb.DescribeResponse, name string) *sidecarpb.Program {
+	for _, p := range desc.GetPrograms() {
+		if p.GetName() == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// matchVerdict finds the recording whose bool parameters are the request's
+// (spelled as the recording spells them), or their defaults.
+func matchVerdict(verdicts []recordedVerdict, p *sidecarpb.Program, params map[string]string) *recordedVerdict {
+	want := map[string]string{}
+	for _, par := range p.GetParameters() {
+		if par.GetType() != "bool" {
+			continue
+		}
+		value, set := params[par.GetName()]
+		if !set {
+			value = par.GetDefault()
+		}
+		want[par.GetName()] = strings.ToLower(strings.TrimSpace(value))
+	}
+	for i := range verdicts {
+		if verdicts[i].Program == p.GetName() && maps.Equal(verdicts[i].Parameters, want) {
+			return &verdicts[i]
 		}
 	}
 	return nil

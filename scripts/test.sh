@@ -24,10 +24,13 @@ lint() {
   fi
   stage "catalog fixture is fresh (scripts/gen-describe.sh)"
   scripts/gen-describe.sh "$tmp"
-  if ! diff -u receiver-go/testdata/catalog/describe.json "$tmp/receiver-go/testdata/catalog/describe.json" >&2; then
-    echo "receiver-go/testdata/catalog/describe.json is stale: run 'make generate' and commit the result" >&2
-    rm -rf "$tmp"; return 1
-  fi
+  local fixture
+  for fixture in describe.json verdicts.json; do
+    if ! diff -u "receiver-go/testdata/catalog/$fixture" "$tmp/receiver-go/testdata/catalog/$fixture" >&2; then
+      echo "receiver-go/testdata/catalog/$fixture is stale: run 'make generate' and commit the result" >&2
+      rm -rf "$tmp"; return 1
+    fi
+  done
   stage "receiver metadata code is fresh (scripts/gen-metadata.sh)"
   scripts/gen-metadata.sh "$tmp"
   if ! diff -r -u receiver-go "$tmp/receiver-go" >&2; then

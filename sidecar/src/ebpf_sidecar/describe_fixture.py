@@ -1,6 +1,12 @@
 """Writes what Describe answers for the repository's catalog, for the receiver's tests.
 
-``python -m ebpf_sidecar.describe_fixture OUT --catalog bpf --programs-dir examples/programs``
+``python -m ebpf_sidecar.describe_fixture OUT --catalog bpf --programs-dir examples/programs
+[--verdicts VERDICTS]``
+
+With ``--verdicts``, also what the sidecar's judge (Plan) answers for each
+program under every combination of its bool parameters: which maps they
+compile in is the sidecar's rule alone, and the receiver's examples test
+replays these verdicts instead of re-implementing it.
 
 The receiver resolves every shipped YAML example against this file, so an
 example naming a map or parameter the catalog lacks fails ``go test`` instead
@@ -12,13 +18,16 @@ repository only (``scripts/test.sh lint`` regenerates it and compares).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.plan import plan
 from ebpf_sidecar.server import describe
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 # Not the build machine's kernel: the fixture must not change from one
 # machine to the next. These are the facts of the kernels the catalog is
@@ -41,6 +50,22 @@ def render(directories: list[Path]) -> str:
     return json_format.MessageToJson(response, indent=2, sort_keys=True) + "\n"
 
 
+def render_verdicts(directories: list[Path]) -> str:
+    """Plan's answer for every program under every combination of its bool
+    parameters (the others at their defaults), as stable JSON lines."""
+    catalog = load_catalog(directories)
+    lines = []
+    for name, program in sorted(catalog.programs.items()):
+        bools = sorted(n for n, p in program.parameters.items() if p.type == "bool")
+        for mask in range(1 << len(bools)):
+            params = {b: "true" if mask >> i & 1 else "false" for i, b in enumerate(bools)}
+            request = pb.StreamRequest(programs=[pb.ProgramRequest(name=name, parameters=params)])
+            [planned] = plan(catalog, request).to_proto().programs
+            compiled_in = [m.name for m in planned.maps]
+            lines.append({"program": name, "parameters": params, "maps": compiled_in})
+    return json.dumps(lines, indent=1, sort_keys=True) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ebpf_sidecar.describe_fixture",
@@ -55,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="an extra directory of programs, as the sidecar's --programs-dir",
     )
+    p.add_argument("--verdicts", type=Path, help="also write the judge's verdicts here")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render([args.catalog, *args.programs_dir]))
+    if args.verdicts:
+        args.verdicts.write_text(render_verdicts([args.catalog, *args.programs_dir]))
     return 0
 
 
