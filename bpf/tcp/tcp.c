@@ -1,6 +1,14 @@
 // tcp: retransmitted segments per peer, a log2 histogram of smoothed RTT
-// samples, and resets sent and received. Tracepoints only (tcp:*): their
-// fields come from tracefs at run time, no kernel struct is dereferenced.
+// samples, and resets sent and received, each by the container and pod of
+// the socket's owner. Tracepoints only (tcp:*): their fields come from
+// tracefs at run time.
+//
+// Whose socket: retransmits fire from timers and softirqs, where the current
+// task is unrelated, so the cgroup is the socket's own: the cgroup v2 the
+// kernel stored in the socket when its owner created it (for an accepted
+// socket, the listener's), read through sk->sk_cgrp_data.cgroup->kn->id at
+// offsets from the running kernel's BTF. A reset sent for no socket (a
+// connection refused) has no owner: cgroup 0, the host.
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -9,6 +17,12 @@
 #endif
 #ifndef RTT
 #define RTT 0
+#endif
+#ifndef PER_PEER
+#define PER_PEER 1
+#endif
+#ifndef MAX_CGROUPS
+#define MAX_CGROUPS 256
 #endif
 #define RTT_SLOTS 32 // 2^31 us ≈ 36 min; longer srtt lands in the last slot
 
@@ -25,8 +39,16 @@ enum sk_rst_reason { SK_RST_REASON_PLACEHOLDER_FOR_BCC };
 // IPv4-mapped, ::ffff:a.b.c.d, so one key serves both families) and its port
 // in host byte order (the tracepoint already converted it).
 struct peer_key {
+    u64 cgroup_id;
+#if PER_PEER
     u8 addr[16];
     u16 port;
+#endif
+};
+
+struct rtt_key {
+    u64 cgroup_id;
+    u32 slot;
 };
 
 struct rtt_value {
@@ -34,13 +56,48 @@ struct rtt_value {
     u64 sum_us;
 };
 
+struct reset_key {
+    u64 cgroup_id;
+    u32 direction; // 0: sent (transmit), 1: received (receive)
+};
+
+#if PER_PEER
 BPF_PERCPU_HASH(retransmits, struct peer_key, u64, MAX_PEERS);
+#else
+BPF_PERCPU_HASH(retransmits_by_cgroup, struct peer_key, u64, MAX_CGROUPS);
+#endif
 BPF_PERCPU_ARRAY(retransmits_dropped, u64, 1);
 #if RTT
-BPF_PERCPU_ARRAY(rtt, struct rtt_value, RTT_SLOTS);
+// Shared by all CPUs (per CPU it would take 32 slots per cgroup per CPU),
+// so the counts are added atomically.
+BPF_HASH(rtt, struct rtt_key, struct rtt_value, MAX_CGROUPS * RTT_SLOTS);
+BPF_PERCPU_ARRAY(rtt_dropped, u64, 1);
 #endif
-// index 0: resets sent (transmit), 1: resets received (receive)
-BPF_PERCPU_ARRAY(resets, u64, 2);
+BPF_PERCPU_HASH(resets, struct reset_key, u64, MAX_CGROUPS * 2);
+BPF_PERCPU_ARRAY(resets_dropped, u64, 1);
+
+// The cgroup v2 id stored in a socket (0 for none, or a kernel without the
+// offsets in its BTF).
+static __always_inline u64 sock_cgroup_id(const void *sk) {
+#if defined(BTF_OFFSET_SOCK_SK_CGRP_DATA) && defined(BTF_OFFSET_SOCK_CGROUP_DATA_CGROUP) && \
+    defined(BTF_OFFSET_CGROUP_KN) && defined(BTF_OFFSET_KERNFS_NODE_ID)
+    void *cgrp = 0, *kn = 0;
+    u64 id = 0;
+    if (!sk)
+        return 0;
+    bpf_probe_read_kernel(&cgrp, sizeof(cgrp),
+                          sk + BTF_OFFSET_SOCK_SK_CGRP_DATA + BTF_OFFSET_SOCK_CGROUP_DATA_CGROUP);
+    if (!cgrp)
+        return 0;
+    bpf_probe_read_kernel(&kn, sizeof(kn), cgrp + BTF_OFFSET_CGROUP_KN);
+    if (!kn)
+        return 0;
+    bpf_probe_read_kernel(&id, sizeof(id), kn + BTF_OFFSET_KERNFS_NODE_ID);
+    return id;
+#else
+    return 0;
+#endif
+}
 
 // Fires once per retransmitted skb. Since Linux 6.x it fires for failed
 // attempts too (err != 0), e.g. -EBUSY while the original copy is still in a
@@ -52,6 +109,8 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
         return 0;
 #endif
     struct peer_key key = {};
+    key.cgroup_id = sock_cgroup_id(args->skaddr);
+#if PER_PEER
     if (args->family == FAMILY_INET) {
         key.addr[10] = 0xff;
         key.addr[11] = 0xff;
@@ -64,6 +123,12 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
     key.port = args->dport;
     u64 zero = 0;
     u64 *count = retransmits.lookup_or_try_init(&key, &zero);
+#else
+    if (args->family != FAMILY_INET && args->family != FAMILY_INET6)
+        return 0;
+    u64 zero = 0;
+    u64 *count = retransmits_by_cgroup.lookup_or_try_init(&key, &zero);
+#endif
     if (count)
         (*count)++;
     else
@@ -80,28 +145,41 @@ TRACEPOINT_PROBE(tcp, tcp_probe) {
     u64 srtt = args->srtt;
     if (srtt == 0)
         return 0;
-    u32 slot = log2_slot(srtt, RTT_SLOTS);
-    struct rtt_value *v = rtt.lookup(&slot);
+    struct rtt_key key = {};
+#ifdef TP_TCP_PROBE_HAS_SKADDR // the socket came with the tracepoint in Linux 6.x
+    key.cgroup_id = sock_cgroup_id(args->skaddr);
+#endif
+    key.slot = log2_slot(srtt, RTT_SLOTS);
+    struct rtt_value zero = {};
+    struct rtt_value *v = rtt.lookup_or_try_init(&key, &zero);
     if (v) {
-        v->count++;
-        v->sum_us += srtt;
+        __sync_fetch_and_add(&v->count, 1);
+        __sync_fetch_and_add(&v->sum_us, srtt);
+    } else {
+        count_dropped(rtt_dropped.lookup(DROPPED_KEY));
     }
     return 0;
 }
 #endif
 
-TRACEPOINT_PROBE(tcp, tcp_send_reset) {
-    int idx = 0;
-    u64 *count = resets.lookup(&idx);
+static __always_inline void count_reset(const void *sk, u32 direction) {
+    struct reset_key key = {};
+    key.cgroup_id = sock_cgroup_id(sk);
+    key.direction = direction;
+    u64 zero = 0;
+    u64 *count = resets.lookup_or_try_init(&key, &zero);
     if (count)
         (*count)++;
+    else
+        count_dropped(resets_dropped.lookup(DROPPED_KEY));
+}
+
+TRACEPOINT_PROBE(tcp, tcp_send_reset) {
+    count_reset(args->skaddr, 0);
     return 0;
 }
 
 TRACEPOINT_PROBE(tcp, tcp_receive_reset) {
-    int idx = 1;
-    u64 *count = resets.lookup(&idx);
-    if (count)
-        (*count)++;
+    count_reset(args->skaddr, 1);
     return 0;
 }
