@@ -502,6 +502,9 @@ class ProgramManager:
             for loaded in self._loaded.values():
                 loaded.close()
             self._loaded.clear()
+        if self.pin_root is not None:
+            with contextlib.suppress(OSError):  # not empty: another sidecar's pins
+                self.pin_root.rmdir()
 
 
 class _NotPinnable(Exception):
