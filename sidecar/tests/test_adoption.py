@@ -213,3 +213,27 @@ def test_a_changed_program_gets_another_instance_key(tmp_path: Path) -> None:
     source = tmp_path / "bpf/syscalls/syscalls.c"
     source.write_text(source.read_text() + "\n// changed\n")
     assert key() != before
+
+
+def test_hooks_detach_and_attach_again_without_reloading(programs: ProgramManager) -> None:
+    """What the overhead benchmark's off/on does with the links."""
+    loaded = programs.acquire("syscalls", {})
+    comm = Path("/proc/self/comm").read_text().strip()
+
+    def count() -> int:
+        snap = pb.MapSnapshot()
+        loaded.readers["syscalls"].read(snap)
+        return _count(snap, "getppid", comm)
+
+    try:
+        loaded.detach_hooks()
+        before = count()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before, "counted with its hooks detached"
+        loaded.attach_hooks()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before + 100
+    finally:
+        programs.release(loaded)

@@ -15,6 +15,7 @@ attach time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import itertools
@@ -76,6 +77,20 @@ class LoadedProgram:
     map_fds: list[int] = field(default_factory=list)
     adopted: bool = False
 
+    def detach_hooks(self) -> None:
+        """Detach the hooks, keeping programs and maps (the overhead benchmark's "off")."""
+        if self.pins is not None or self.links is None:
+            raise ValueError("only an unpinned instance attached with links can detach its hooks")
+        for fd in self.links:
+            os.close(fd)
+        self.links = []
+
+    def attach_hooks(self) -> None:
+        """Attach the hooks :meth:`detach_hooks` detached."""
+        if self.links:
+            return
+        self.links = _attach(self.bpf)
+
     def close(self) -> None:
         """Detach: unpin (if pinned), then close what this process holds."""
         if self.pins is not None:
@@ -119,6 +134,10 @@ def _captured_stderr() -> Iterator[list[str]]:
 _UNLINKED_PREFIXES = (b"kprobe__", b"kretprobe__", b"kfunc__", b"kretfunc__", b"lsm__")
 
 
+# The kernel's internal "not supported", which bpf() can return as it is.
+_ENOTSUPP = 524
+
+
 @functools.cache
 def _linked_bpf() -> type:
     """BCC's BPF class, minus its attaching of tracepoints: they become links."""
@@ -153,7 +172,11 @@ def _linked_bpf() -> type:
 
 
 def _attach(bpf: Any) -> list[int] | None:
-    """Attach ``bpf``'s hooks as BPF links; their fds (None: BCC attached them)."""
+    """Attach ``bpf``'s hooks as BPF links; their fds (None: BCC attached them).
+
+    A kernel without BPF links for perf events (before 5.15) gets BCC's own
+    attachments, which work as before but die with the process.
+    """
     if bpf.hooks is None:
         return None
     links: list[int] = []
@@ -164,6 +187,26 @@ def _attach(bpf: Any) -> list[int] | None:
                 links.append(pins.link_tracepoint(prog_fd, category, event, kernel.tracefs()))
             else:
                 links.append(pins.link_raw_tracepoint(prog_fd, target))
+    except pins.PinError as e:
+        for fd in links:
+            os.close(fd)
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
+            raise
+        log.warning(
+            "this kernel cannot attach tracepoints as BPF links (%s): BCC attaches them, "
+            "and they will not survive a crash of the sidecar",
+            e,
+        )
+        for kind, target, _ in bpf.hooks:
+            if kind == "tracepoint":
+                fn = b"tracepoint__" + target.replace(":", "__").encode()
+                bpf.attach_tracepoint(tp=target.encode(), fn_name=fn)
+            else:
+                bpf.attach_raw_tracepoint(
+                    tp=target.encode(), fn_name=b"raw_tracepoint__" + target.encode()
+                )
+        bpf.hooks = None
+        return None
     except BaseException:
         for fd in links:
             os.close(fd)
