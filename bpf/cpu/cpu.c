@@ -16,7 +16,6 @@
 // read from a struct: task_struct.pid, at the offset of the running kernel's
 // BTF that the sidecar passes in (never from the headers BCC compiles with).
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES

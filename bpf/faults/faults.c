@@ -11,7 +11,6 @@
 // here but not there, and faults taken by get_user_pages() on behalf of
 // the task are counted there but fire no exception here.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES

@@ -10,7 +10,6 @@
 // only pid); where it is missing (the sidecar defines TP_MARK_VICTIM_HAS_COMM
 // from tracefs) kills are still counted, under an empty name.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES

@@ -14,7 +14,6 @@
 // (thread id == process id, from bpf_get_current_pid_tgid()) is counted, so
 // each process counts once however many threads it had.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES

@@ -8,7 +8,6 @@
 // per thread id in a bounded hash; the entry is deleted when the thread runs,
 // so the map only holds threads that are waiting right now.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_WAITING

@@ -2,7 +2,6 @@
 // syscall and errno. Counted in the kernel in per-CPU maps (no atomics, no
 // per-event data to user space).
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
