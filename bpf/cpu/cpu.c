@@ -29,7 +29,7 @@
 
 struct process_key {
     u32 pid;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
     u64 cgroup_id;
 };
 

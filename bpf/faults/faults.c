@@ -19,7 +19,7 @@
 
 struct process_key {
     u32 pid;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
     u64 cgroup_id; // cgroup v2 id: the sidecar derives container.id and k8s.pod.uid
 };
 

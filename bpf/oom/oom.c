@@ -17,7 +17,7 @@
 #endif
 
 struct victim_key {
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 BPF_HASH(oom_kills, struct victim_key, u64, MAX_ENTRIES);

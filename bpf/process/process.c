@@ -22,7 +22,7 @@
 #define THREAD_FLAG 0x00010000 // CLONE_THREAD from uapi/linux/sched.h
 
 struct name_key {
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 BPF_PERCPU_HASH(processes_created, struct name_key, u64, MAX_ENTRIES);

@@ -13,7 +13,7 @@
 
 struct syscall_key {
     u32 syscall_id;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 struct error_key {
