@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import loaded_prog_ids, wait_unloaded
+from bpf_helpers import loaded_prog_ids, prog_ids_held_by, wait_unloaded
 from conftest import CATALOG_DIR
 from ebpf_sidecar import pins
 from ebpf_sidecar.catalog import Catalog
@@ -141,6 +141,7 @@ def test_a_killed_sidecars_programs_keep_counting_and_are_adopted(
         assert loaded.adopted, "loaded again instead of adopting the pins"
         assert loaded.attach_time_ns == crash.attach_time_ns, "a new start time"
         assert _linked_prog_ids(pin_root) == ids, "a second copy was attached"
+        assert ids <= prog_ids_held_by(os.getpid()), "the successor does not hold its links"
         snap = pb.MapSnapshot()
         loaded.readers["syscalls"].read(snap)
         assert _count(snap, "getppid", comm) == 4321

@@ -445,6 +445,12 @@ class ProgramManager:
                 fds.append(fd)
                 tables[m] = PinnedTable.from_desc(fd, desc)
             readers = _readers(program, values, lambda m: tables[m])
+            # Held like a fresh instance's links (the programs show as ours
+            # in fdinfo and bpftool); the pins keep them attached either way.
+            links = []
+            for link in sorted(pin_dir.path.glob("link_*")):
+                links.append(pin_dir.get(link.name))
+                fds.append(links[-1])
             pin_dir.write_owner()
         except _NotPinnable:
             raise
@@ -472,8 +478,9 @@ class ProgramManager:
             bpf=None,
             attach_time_ns=meta.attach_time_ns,
             readers=readers,
+            links=links,
             pins=pin_dir,
-            map_fds=fds,
+            map_fds=[fd for fd in fds if fd not in links],
             adopted=True,
         )
 
