@@ -188,6 +188,8 @@ class Attachment:
         self.reload = any(probe_header(h) is None for h in program.hooks)
         self.loaded: LoadedProgram | None = manager.acquire(name, parameters)
         bpf = self.loaded.bpf
+        # hooks the sidecar attached as BPF links (all of the catalog's), or BCC's own
+        self.linked = self.loaded.links is not None
         self.tracepoints: list[bytes] = list(bpf.tracepoint_fds)
         self.raw_tracepoints: list[bytes] = list(bpf.raw_tracepoint_fds)
         self.attached = True
@@ -204,6 +206,9 @@ class Attachment:
             assert self.loaded is not None
             self.manager.release(self.loaded)
             self.loaded = None
+        elif self.linked:
+            assert self.loaded is not None
+            self.loaded.detach_hooks()
         else:
             for tp in self.tracepoints:
                 self.bpf.detach_tracepoint(tp=tp)
@@ -216,6 +221,9 @@ class Attachment:
             return
         if self.reload:
             self.loaded = self.manager.acquire(self.name, self.parameters)
+        elif self.linked:
+            assert self.loaded is not None
+            self.loaded.attach_hooks()
         else:
             for tp in self.tracepoints:
                 category, event = tp.split(b":")

@@ -16,7 +16,6 @@
 // read from a struct: task_struct.pid, at the offset of the running kernel's
 // BTF that the sidecar passes in (never from the headers BCC compiles with).
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES
@@ -30,7 +29,7 @@
 
 struct process_key {
     u32 pid;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
     u64 cgroup_id;
 };
 

@@ -11,7 +11,6 @@
 // here but not there, and faults taken by get_user_pages() on behalf of
 // the task are counted there but fire no exception here.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_PROCESSES
@@ -20,7 +19,7 @@
 
 struct process_key {
     u32 pid;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
     u64 cgroup_id; // cgroup v2 id: the sidecar derives container.id and k8s.pod.uid
 };
 

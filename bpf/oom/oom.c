@@ -10,7 +10,6 @@
 // only pid); where it is missing (the sidecar defines TP_MARK_VICTIM_HAS_COMM
 // from tracefs) kills are still counted, under an empty name.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
@@ -18,7 +17,7 @@
 #endif
 
 struct victim_key {
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 BPF_HASH(oom_kills, struct victim_key, u64, MAX_ENTRIES);

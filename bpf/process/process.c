@@ -14,7 +14,6 @@
 // (thread id == process id, from bpf_get_current_pid_tgid()) is counted, so
 // each process counts once however many threads it had.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
@@ -23,7 +22,7 @@
 #define THREAD_FLAG 0x00010000 // CLONE_THREAD from uapi/linux/sched.h
 
 struct name_key {
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 BPF_PERCPU_HASH(processes_created, struct name_key, u64, MAX_ENTRIES);

@@ -15,7 +15,6 @@
 // task->cgroups->dfl_cgrp->kn->id at a wakeup, where the current task is the
 // waker; the offsets come from the running kernel's BTF, like task_struct.pid.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_WAITING

@@ -2,7 +2,6 @@
 // syscall and errno. Counted in the kernel in per-CPU maps (no atomics, no
 // per-event data to user space).
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <ebpfreceiver.h>
 
 #ifndef MAX_ENTRIES
@@ -14,7 +13,7 @@
 
 struct syscall_key {
     u32 syscall_id;
-    char comm[TASK_COMM_LEN];
+    char comm[EBPF_COMM_LEN];
 };
 
 struct error_key {

@@ -13,11 +13,12 @@ Attribution: a BPF program counts only when this session's process or one
 of its children still holds it, or no process does (pinned or held by a
 link); programs of other processes on the machine are theirs.
 
-Two mounts are made on purpose by what the tests run: the sidecar mounts
-tracefs when it is missing, as it must on a new machine, and `ip netns add`
-mounts /run/netns. The check unmounts them again if the session started
-without them, so the next session (and the next CI run) exercises those
-paths too.
+Three mounts are made on purpose by what the tests run: the sidecar mounts
+tracefs when it is missing, as it must on a new machine, and bpffs at
+/sys/fs/bpf to pin its programs, and `ip netns add` mounts /run/netns. The
+check unmounts them again if the session started without them, so the next
+session (and the next CI run) exercises those paths too. Whatever a session
+leaves pinned in bpffs is a leftover like a loaded program.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import pytest
 
 TRACEFS = "/sys/kernel/tracing"
+BPFFS = "/sys/fs/bpf"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Deep enough for kubelet-shaped trees (kubepods.slice/<qos>/<pod>/<container>).
 CGROUP_DEPTH = 6
@@ -49,6 +51,7 @@ class MachineState:
     cgroups: frozenset[str]
     mounts: frozenset[tuple[str, str]]  # (mount point, file system type)
     processes: dict[int, int]  # pid -> parent pid
+    pins: frozenset[str] = frozenset()  # paths under bpffs
 
 
 def _run_json(argv: list[str]) -> object:
@@ -153,7 +156,19 @@ def snapshot() -> MachineState:
         cgroups=_cgroups(),
         mounts=_mounts(),
         processes=_processes(),
+        pins=_pins(),
     )
+
+
+def _pins() -> frozenset[str]:
+    """What is pinned in bpffs (the sidecar pins its programs there)."""
+    if not any(m == BPFFS and fs == "bpf" for m, fs in _mounts()):
+        return frozenset()
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(BPFFS):
+        found.update(os.path.join(folder, n) for n in [*dirs, *files])
+    # the kernel's own iterators (bpf_preload), there on every mount
+    return frozenset(found - {f"{BPFFS}/maps.debug", f"{BPFFS}/progs.debug"})
 
 
 def _descendants(root: int, parents: dict[int, int]) -> set[int]:
@@ -212,20 +227,25 @@ def leftovers(
     found += [f"nftables table {t}" for t in sorted(after.nft_tables - before.nft_tables)]
     found += [f"cgroup {c}" for c in sorted(after.cgroups - before.cgroups)]
     found += [f"mount {m} ({fs})" for m, fs in sorted(after.mounts - before.mounts)]
+    found += [f"pinned BPF object {p}" for p in sorted(after.pins - before.pins)]
     return found
 
 
 # Mounts that tools make as a side effect and leave for good: the sidecar
-# mounts tracefs when missing (as it must on a new machine), `ip netns add`
-# bind-mounts /run/netns on first use. A session that started without them
-# unmounts them again, so that the next session starts as a new machine does.
-RESTORED_MOUNTS = (TRACEFS, "/run/netns")
+# mounts tracefs when missing (as it must on a new machine) and bpffs (to pin
+# its programs), `ip netns add` bind-mounts /run/netns on first use. A session
+# that started without them unmounts them again, so that the next session
+# starts as a new machine does. bpffs that still holds pins stays mounted, so
+# that the check reports them instead of the unmount silently freeing them.
+RESTORED_MOUNTS = (TRACEFS, BPFFS, "/run/netns")
 
 
 def _restore_mounts(before: MachineState) -> None:
     had = {m for m, _ in before.mounts}
     for path in RESTORED_MOUNTS:
         if path in had or (path == "/run/netns" and _netns()):
+            continue
+        if path == BPFFS and _pins():
             continue
         while any(m == path for m, _ in _mounts()):
             subprocess.run(["umount", path], check=True)

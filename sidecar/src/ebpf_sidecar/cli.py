@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel, listen, privileges, trust, unix_socket
+from ebpf_sidecar import __version__, kernel, listen, pins, privileges, trust, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
@@ -110,6 +110,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="loaded instances of one program (distinct parameter sets, plus one per "
         "stream that clears maps on read); more are refused (default %(default)s)",
     )
+    p.add_argument(
+        "--pin-dir",
+        default=str(pins.DEFAULT_ROOT),
+        help="bpffs folder where loaded programs are pinned so that they keep counting "
+        "through a crash of the sidecar and its successor adopts them (default "
+        "%(default)s); '' turns pinning off",
+    )
+    p.add_argument(
+        "--pin-lease",
+        type=float,
+        default=pins.DEFAULT_LEASE_S,
+        metavar="SECONDS",
+        help="pins a dead sidecar left are adopted for this long after its last heartbeat, "
+        "then removed (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
@@ -134,6 +149,18 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=stream
     )
+
+
+def _prepare_pins(root: Path) -> Path | None:
+    """bpffs mounted and the pin folder made, while mounting is still allowed."""
+    if not pins.ensure_bpffs(root):
+        return None
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+    except OSError as e:
+        log.warning("cannot create %s (%s): programs will not survive a crash", root, e)
+        return None
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     # tracefs (above), the memlock limit, kallsyms, the socket's folder.
     privileges.lift_memlock_limit()
     ksym.KSYMS.keep_open()
+    pin_root = _prepare_pins(Path(args.pin_dir)) if args.pin_dir else None
     path = unix_path(args.listen)
     try:
         prepared = None if path is None else unix_socket.prepare(path, args.socket_group)
@@ -195,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             prepared.discard()
         return 2
     try:
-        programs = ProgramManager(catalog, args.max_instances_per_program)
+        programs = ProgramManager(
+            catalog, args.max_instances_per_program, pin_root=pin_root, lease_s=args.pin_lease
+        )
+        programs.start()  # removes expired pins before anything loads
         service = SidecarService(catalog, programs, info, args.max_streams)
         server = serve(service, args.listen, prepared=prepared, tls=tls)
     except unix_socket.SocketError as e:

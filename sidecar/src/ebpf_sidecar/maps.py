@@ -237,17 +237,27 @@ class MapReader:
     """
 
     def __init__(
-        self, table: Any, spec: MapSpec, where: str, max_entries: int, dropped_table: Any = None
+        self,
+        table: Any,
+        spec: MapSpec,
+        where: str,
+        max_entries: int,
+        dropped_table: Any = None,
+        dropped_name: str | None = None,
     ) -> None:
-        """``max_entries``: the size the manifest gives the map for the parameters used."""
+        """``table``: BCC's table, or a :class:`PinnedTable` of an adopted instance.
+
+        ``max_entries``: the size the manifest gives the map for the parameters used.
+        """
         from bcc import table as bcc_table
 
         self.table = table
         self.spec = spec
         self.dropped_table = dropped_table
+        self.dropped_name = dropped_name
         self.cpus = int(getattr(table, "total_cpu", 1))
         self.per_cpu = hasattr(table, "sLeaf")
-        self.is_array = isinstance(table, bcc_table.ArrayBase)
+        self.is_array = isinstance(table, (bcc_table.ArrayBase, PinnedArray))
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
@@ -366,6 +376,65 @@ class MapReader:
                         values[name][i * c + j] -= before[k * c + j]
         self._previous = current
         return values
+
+
+class PinnedTable:
+    """A pinned map of an adopted instance, with what MapReader uses of BCC's tables.
+
+    The key and value types are BCC's own descriptions, stored when the
+    instance was compiled (``ebpf_sidecar.pins``), decoded by BCC's decoder:
+    the layouts are exactly those of the compiled program.
+    """
+
+    Key: Any
+    Leaf: Any
+
+    def __init__(self, fd: int, key: Any, leaf: Any, max_entries: int) -> None:
+        self.map_fd = fd
+        self.Key, self.Leaf = key, leaf
+        self.max_entries = max_entries
+
+    @staticmethod
+    def from_desc(fd: int, desc: dict[str, Any]) -> PinnedTable:
+        import json
+
+        from bcc import BPF
+        from bcc.utils import get_possible_cpus
+
+        key = BPF._decode_table_type(json.loads(desc["key"]))
+        leaf = BPF._decode_table_type(json.loads(desc["leaf"]))
+        kind: type[PinnedTable] = PinnedArray if desc["array"] else PinnedTable
+        table = kind(fd, key, leaf, int(desc["max_entries"]))
+        if desc["per_cpu"]:
+            # as BCC's PerCpuHash/PerCpuArray: values padded to 8 bytes per CPU
+            table.sLeaf = leaf
+            table.total_cpu = len(get_possible_cpus())
+            if ct.sizeof(leaf) % 8 == 0:
+                table.Leaf = leaf * table.total_cpu
+            elif leaf == ct.c_uint:
+                table.Leaf = ct.c_uint64 * table.total_cpu
+            elif leaf == ct.c_int:
+                table.Leaf = ct.c_int64 * table.total_cpu
+            else:
+                raise LayoutError(f"per-CPU values of {ct.sizeof(leaf)} bytes are not supported")
+        return table
+
+    sLeaf: Any  # only per-CPU maps have it (MapReader tests hasattr)
+    total_cpu: int
+
+    def __getitem__(self, key: Any) -> Any:
+        from bcc.libbcc import lib
+
+        k = self.Key(key.value) if hasattr(key, "value") else key
+        leaf = self.Leaf()
+        if lib.bpf_lookup_elem(self.map_fd, ct.byref(k), ct.byref(leaf)) != 0:
+            err = ct.get_errno()
+            raise KeyError(f"lookup failed: {os.strerror(err)}")
+        return leaf
+
+
+class PinnedArray(PinnedTable):
+    """A pinned array map (reads with clear subtract, never delete)."""
 
 
 def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: bool) -> None:

@@ -4,27 +4,35 @@ Streams that ask for the same program with the same parameters share one
 loaded instance; it is detached when the last of them closes. A stream that
 clears a map on read (delta temporality) gets an instance of its own, so its
 deletes never take counts away from another stream. BCC attaches
-TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE functions itself when it loads the
-program, so loading is attaching.
+TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE functions with perf-event and
+raw-tracepoint fds that die with the process; here they are attached as BPF
+links instead, which a manager with a pin root pins in bpffs with the maps
+(see :mod:`ebpf_sidecar.pins`), so that a crashed sidecar's programs keep
+counting and its successor adopts them: same programs, same maps, same
+attach time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import hashlib
 import itertools
+import json
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ebpf_sidecar import includes, kernel
+from ebpf_sidecar import includes, kernel, pins
 from ebpf_sidecar.catalog import Catalog, Program
-from ebpf_sidecar.maps import LayoutError, MapReader
+from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,38 @@ class LoadedProgram:
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
     exclusive: int = 0
+    # the BPF links attaching the programs (None: BCC attached them itself)
+    links: list[int] | None = None
+    # where the instance is pinned; None when it is not (it dies with us)
+    pins: pins.PinDir | None = None
+    # map fds of an adopted instance (a fresh one's belong to BCC)
+    map_fds: list[int] = field(default_factory=list)
+    adopted: bool = False
+
+    def detach_hooks(self) -> None:
+        """Detach the hooks, keeping programs and maps (the overhead benchmark's "off")."""
+        if self.pins is not None or self.links is None:
+            raise ValueError("only an unpinned instance attached with links can detach its hooks")
+        for fd in self.links:
+            os.close(fd)
+        self.links = []
+
+    def attach_hooks(self) -> None:
+        """Attach the hooks :meth:`detach_hooks` detached."""
+        if self.links:
+            return
+        self.links = _attach(self.bpf)
+
+    def close(self) -> None:
+        """Detach: unpin (if pinned), then close what this process holds."""
+        if self.pins is not None:
+            self.pins.remove()
+            self.pins = None
+        for fd in [*(self.links or []), *self.map_fds]:
+            os.close(fd)
+        self.links, self.map_fds = [], []
+        if self.bpf is not None:
+            self.bpf.cleanup()
 
 
 def log_stream() -> TextIO:
@@ -89,11 +129,92 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
-def _compile(
-    program: Program, cflags: list[str], include_dirs: Sequence[Path]
-) -> tuple[Any, float]:
-    from bcc import BPF
+# Autoloaded function prefixes BCC attaches in ways that cannot be pinned
+# (kprobes, trampolines): a program with any of them is attached by BCC.
+_UNLINKED_PREFIXES = (b"kprobe__", b"kretprobe__", b"kfunc__", b"kretfunc__", b"lsm__")
 
+
+# The kernel's internal "not supported", which bpf() can return as it is.
+_ENOTSUPP = 524
+
+
+@functools.cache
+def _linked_bpf() -> type:
+    """BCC's BPF class, minus its attaching of tracepoints: they become links."""
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    class LinkedBPF(BPF):  # type: ignore[misc]
+        # (kind, tracepoint, program fd) for each hook; None if BCC attached them
+        hooks: list[tuple[str, str, int]] | None
+
+        def _trace_autoload(self) -> None:
+            names = [
+                lib.bpf_function_name(self.module, i)
+                for i in range(lib.bpf_num_functions(self.module))
+            ]
+            if any(n.startswith(_UNLINKED_PREFIXES) for n in names):
+                self.hooks = None
+                super()._trace_autoload()
+                return
+            self.hooks = []
+            for n in names:
+                if n.startswith(b"tracepoint__"):
+                    fn = self.load_func(n, BPF.TRACEPOINT)
+                    tp = n[len(b"tracepoint__") :].replace(b"__", b":").decode()
+                    self.hooks.append(("tracepoint", tp, fn.fd))
+                elif n.startswith(b"raw_tracepoint__"):
+                    fn = self.load_func(n, BPF.RAW_TRACEPOINT)
+                    tp = n[len(b"raw_tracepoint__") :].decode()
+                    self.hooks.append(("raw_tracepoint", tp, fn.fd))
+
+    return LinkedBPF
+
+
+def _attach(bpf: Any) -> list[int] | None:
+    """Attach ``bpf``'s hooks as BPF links; their fds (None: BCC attached them).
+
+    A kernel without BPF links for perf events (before 5.15) gets BCC's own
+    attachments, which work as before but die with the process.
+    """
+    if bpf.hooks is None:
+        return None
+    links: list[int] = []
+    try:
+        for kind, target, prog_fd in bpf.hooks:
+            if kind == "tracepoint":
+                category, event = target.split(":")
+                links.append(pins.link_tracepoint(prog_fd, category, event, kernel.tracefs()))
+            else:
+                links.append(pins.link_raw_tracepoint(prog_fd, target))
+    except pins.PinError as e:
+        for fd in links:
+            os.close(fd)
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
+            raise
+        log.warning(
+            "this kernel cannot attach tracepoints as BPF links (%s): BCC attaches them, "
+            "and they will not survive a crash of the sidecar",
+            e,
+        )
+        for kind, target, _ in bpf.hooks:
+            if kind == "tracepoint":
+                fn = b"tracepoint__" + target.replace(":", "__").encode()
+                bpf.attach_tracepoint(tp=target.encode(), fn_name=fn)
+            else:
+                bpf.attach_raw_tracepoint(
+                    tp=target.encode(), fn_name=b"raw_tracepoint__" + target.encode()
+                )
+        bpf.hooks = None
+        return None
+    except BaseException:
+        for fd in links:
+            os.close(fd)
+        raise
+    return links
+
+
+def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Path]) -> list[str]:
     # The compiler echoes lines of files it fails on: it must read no file
     # outside the program's folder and the catalog's headers.
     try:
@@ -106,16 +227,37 @@ def _compile(
         tracepoint_flags = kernel.tracepoint_defines(list(program.hooks))
     except kernel.TracefsUnavailable as e:
         raise LoadError(f"program {program.name!r} needs tracepoint formats: {e}") from e
-    cflags = [
+    return [
         *cflags,
         *(f"-I{d}" for d in include_dirs),
         *tracepoint_flags,
         *kernel.btf_defines(list(program.btf_offsets)),
     ]
+
+
+def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[str]) -> str:
+    """A name for one compiled instance: a changed program never gets an old one's name.
+
+    It covers the parameter values, the compiler flags (which carry this
+    kernel's tracepoint fields and BTF offsets), the source and every header
+    it may include, and the BCC version.
+    """
+    import bcc
+
+    h = hashlib.sha256()
+    h.update(json.dumps([program.name, sorted(values.items()), list(cflags)]).encode())
+    h.update(str(getattr(bcc, "__version__", "")).encode())
+    for d in [program.source.parent, *(Path(f[2:]) for f in cflags if f.startswith("-I"))]:
+        for f in sorted(d.glob("*.[ch]")) if d.is_dir() else []:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{program.name}-{h.hexdigest()[:24]}"
+
+
+def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     start = time.monotonic()
     with _COMPILE_LOCK, _captured_stderr() as output:
         try:
-            bpf = BPF(src_file=str(program.source).encode(), cflags=cflags)
+            bpf = _linked_bpf()(src_file=str(program.source).encode(), cflags=cflags)
         except Exception as e:
             error: Exception | None = e
         else:
@@ -128,12 +270,31 @@ def _compile(
 
 
 class ProgramManager:
-    def __init__(self, catalog: Catalog, max_instances: int = DEFAULT_MAX_INSTANCES) -> None:
+    """Loaded instances, shared between streams; pinned under ``pin_root`` if given.
+
+    With a pin root, each shared instance is pinned under
+    ``<pin_root>/<instance key>/`` and an instance a dead sidecar pinned
+    there is adopted instead of loaded again, while its lease runs
+    (``lease_s`` after its owner's last heartbeat). :meth:`start` removes
+    expired pins and keeps refreshing the heartbeat of what this manager owns.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        pin_root: Path | None = None,
+        lease_s: float = pins.DEFAULT_LEASE_S,
+    ) -> None:
         self.catalog = catalog
         self.max_instances = max_instances
+        self.pin_root = pin_root
+        self.lease_s = lease_s
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, tuple[tuple[str, str], ...], int], LoadedProgram] = {}
         self._exclusive = itertools.count(1)
+        self._stop = threading.Event()
+        self._upkeep: threading.Thread | None = None
 
     def acquire(
         self, name: str, parameters: Mapping[str, str], exclusive: bool = False
@@ -147,42 +308,181 @@ class ProgramManager:
             loaded = self._loaded.get(key)
             if loaded is None:
                 self._check_room(name)
-                bpf, seconds = _compile(program, cflags, self.catalog.include_dirs)
-                loaded = LoadedProgram(
-                    program=program,
-                    parameters=key[1],
-                    bpf=bpf,
-                    attach_time_ns=time.time_ns(),
-                    exclusive=key[2],
-                )
-                try:
-                    for spec in program.maps.values():
-                        if not program.map_enabled(spec, values):
-                            continue
-                        dropped = spec.dropped_counter
-                        loaded.readers[spec.name] = MapReader(
-                            bpf[spec.name.encode()],
-                            spec,
-                            f"{program.source.parent}/manifest.yaml maps ({spec.name})",
-                            spec.size.entries(values),
-                            bpf[dropped.encode()] if dropped else None,
-                        )
-                except LayoutError as e:
-                    bpf.cleanup()
-                    raise LoadError(f"program {name!r} does not match its manifest: {e}") from None
-                except Exception:
-                    bpf.cleanup()
-                    raise
+                loaded = self._load(program, key, cflags, values)
                 self._loaded[key] = loaded
-                log.info(
-                    "loaded program %s %s in %.2fs (hooks: %s)",
-                    name,
-                    dict(key[1]) or "",
-                    seconds,
-                    ", ".join(program.hooks),
-                )
             loaded.users += 1
             return loaded
+
+    def _load(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        cflags: list[str],
+        values: Mapping[str, int],
+    ) -> LoadedProgram:
+        name = program.name
+        full = _full_cflags(program, cflags, self.catalog.include_dirs)
+        # Delta streams (exclusive) start from zero anyway: never pinned.
+        pin_dir = None
+        if self.pin_root is not None and not key[2]:
+            pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
+            try:
+                adopted = self._adopt(program, key, values, pin_dir)
+            except _NotPinnable:
+                pin_dir = None
+            else:
+                if adopted is not None:
+                    return adopted
+        bpf, seconds = _compile(program, full)
+        try:
+            links = _attach(bpf)
+        except OSError as e:
+            bpf.cleanup()
+            raise LoadError(f"program {name!r} was compiled but not attached: {e}") from None
+        loaded = LoadedProgram(
+            program=program,
+            parameters=key[1],
+            bpf=bpf,
+            attach_time_ns=time.time_ns(),
+            exclusive=key[2],
+            links=links,
+        )
+        try:
+            loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
+        except BaseException:
+            loaded.close()
+            raise
+        if pin_dir is not None and links is not None:
+            self._pin(loaded, pin_dir)
+        log.info(
+            "loaded program %s %s in %.2fs (hooks: %s)%s",
+            name,
+            dict(key[1]) or "",
+            seconds,
+            ", ".join(program.hooks),
+            f"; pinned at {loaded.pins.path}" if loaded.pins else "",
+        )
+        return loaded
+
+    def _pin(self, loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
+        """Pin a fresh instance; a failure leaves it loaded, only unpinned."""
+        from bcc import table as bcc_table
+        from bcc.libbcc import lib
+
+        bpf = loaded.bpf
+        names = [
+            *loaded.readers,
+            *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
+        ]
+        layout: dict[str, Any] = {"program": loaded.program.name, "maps": {}}
+        for m in names:
+            t = bpf[m.encode()]
+            layout["maps"][m] = {
+                "key": lib.bpf_table_key_desc(bpf.module, m.encode()).decode(),
+                "leaf": lib.bpf_table_leaf_desc(bpf.module, m.encode()).decode(),
+                "per_cpu": hasattr(t, "sLeaf"),
+                "array": isinstance(t, bcc_table.ArrayBase),
+                "max_entries": int(t.max_entries),
+            }
+        try:
+            if pin_dir.path.exists():
+                pin_dir.remove()  # expired or unusable: _adopt said so
+            pin_dir.create(loaded.attach_time_ns, layout)
+            for m in names:
+                pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
+            for i, fd in enumerate(loaded.links or []):
+                pin_dir.pin(fd, f"link_{i}")
+        except OSError as e:
+            pin_dir.remove()
+            log.warning(
+                "program %s is loaded but not pinned (%s): it will not survive a crash "
+                "of the sidecar",
+                loaded.program.name,
+                e,
+            )
+            return
+        loaded.pins = pin_dir
+
+    def _adopt(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        values: Mapping[str, int],
+        pin_dir: pins.PinDir,
+    ) -> LoadedProgram | None:
+        """The instance a dead sidecar pinned at ``pin_dir``, if it may be adopted."""
+        if not pin_dir.path.is_dir():
+            return None
+        fds: list[int] = []
+        try:
+            meta = pin_dir.read_meta()
+            if meta.owner_alive():
+                log.warning(
+                    "program %s is pinned at %s by a running process (pid %d), another "
+                    "sidecar: loading a copy of our own that is not pinned",
+                    program.name,
+                    pin_dir.path,
+                    meta.pid,
+                )
+                pin_dir.close()
+                raise _NotPinnable
+            age = (time.time_ns() - meta.heartbeat_ns) / 1e9
+            if age > self.lease_s:
+                log.info(
+                    "pins of %s at %s expired (%.0fs without heartbeat, lease %.0fs): "
+                    "loading it fresh",
+                    program.name,
+                    pin_dir.path,
+                    age,
+                    self.lease_s,
+                )
+                pin_dir.remove()
+                return None
+            layout = pin_dir.layout()
+            tables: dict[str, PinnedTable] = {}
+            for m, desc in layout["maps"].items():
+                fd = pin_dir.get(f"map_{m}")
+                fds.append(fd)
+                tables[m] = PinnedTable.from_desc(fd, desc)
+            readers = _readers(program, values, lambda m: tables[m])
+            # Held like a fresh instance's links (the programs show as ours
+            # in fdinfo and bpftool); the pins keep them attached either way.
+            links = []
+            for link in sorted(pin_dir.path.glob("link_*")):
+                links.append(pin_dir.get(link.name))
+                fds.append(links[-1])
+            pin_dir.write_owner()
+        except _NotPinnable:
+            raise
+        except (OSError, KeyError, ValueError, LoadError) as e:
+            for fd in fds:
+                os.close(fd)
+            log.warning(
+                "cannot adopt the pinned instance of %s at %s (%s): loading it fresh",
+                program.name,
+                pin_dir.path,
+                e,
+            )
+            pin_dir.remove()
+            return None
+        log.info(
+            "adopted program %s %s pinned at %s (attached %.1fs ago)",
+            program.name,
+            dict(key[1]) or "",
+            pin_dir.path,
+            (time.time_ns() - meta.attach_time_ns) / 1e9,
+        )
+        return LoadedProgram(
+            program=program,
+            parameters=key[1],
+            bpf=None,
+            attach_time_ns=meta.attach_time_ns,
+            readers=readers,
+            links=links,
+            pins=pin_dir,
+            map_fds=[fd for fd in fds if fd not in links],
+            adopted=True,
+        )
 
     def _check_room(self, name: str) -> None:
         instances = [k for k in self._loaded if k[0] == name]
@@ -208,15 +508,77 @@ class ProgramManager:
                 return
             key = (loaded.program.name, loaded.parameters, loaded.exclusive)
             self._loaded.pop(key, None)
-            loaded.bpf.cleanup()
+            loaded.close()
             log.info("detached program %s (no stream uses it)", loaded.program.name)
 
     def loaded(self) -> list[LoadedProgram]:
         with self._lock:
             return list(self._loaded.values())
 
+    def start(self) -> None:
+        """Remove expired pins now, then keep heartbeats fresh and sweep in the background."""
+        if self.pin_root is None:
+            return
+        self._sweep()
+        self._upkeep = threading.Thread(target=self._keep_up, name="pins", daemon=True)
+        self._upkeep.start()
+
+    def _sweep(self) -> None:
+        assert self.pin_root is not None
+        with self._lock:
+            owned = {lp.pins.path.name for lp in self._loaded.values() if lp.pins}
+            try:
+                pins.sweep(self.pin_root, self.lease_s, owned)
+            except OSError as e:
+                log.warning("sweeping expired pins under %s failed: %s", self.pin_root, e)
+
+    def _keep_up(self) -> None:
+        while not self._stop.wait(pins.HEARTBEAT_S):
+            with self._lock:
+                for lp in self._loaded.values():
+                    if lp.pins is not None:
+                        try:
+                            lp.pins.heartbeat()
+                        except OSError as e:
+                            log.warning("heartbeat of %s failed: %s", lp.pins.path, e)
+            self._sweep()
+
     def close(self) -> None:
+        """Detach everything and remove its pins: a clean stop leaves nothing behind."""
+        self._stop.set()
+        if self._upkeep is not None:
+            self._upkeep.join()
         with self._lock:
             for loaded in self._loaded.values():
-                loaded.bpf.cleanup()
+                loaded.close()
             self._loaded.clear()
+        if self.pin_root is not None:
+            with contextlib.suppress(OSError):  # not empty: another sidecar's pins
+                self.pin_root.rmdir()
+
+
+class _NotPinnable(Exception):
+    """The instance is pinned by a living process: load an unpinned copy."""
+
+
+def _readers(
+    program: Program, values: Mapping[str, int], table: Callable[[str], Any]
+) -> dict[str, MapReader]:
+    """A reader per map the parameters compile in, checked against the manifest."""
+    readers: dict[str, MapReader] = {}
+    try:
+        for spec in program.maps.values():
+            if not program.map_enabled(spec, values):
+                continue
+            dropped = spec.dropped_counter
+            readers[spec.name] = MapReader(
+                table(spec.name),
+                spec,
+                f"{program.source.parent}/manifest.yaml maps ({spec.name})",
+                spec.size.entries(values),
+                table(dropped) if dropped else None,
+                dropped_name=dropped,
+            )
+    except LayoutError as e:
+        raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
+    return readers

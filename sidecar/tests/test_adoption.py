@@ -1,0 +1,240 @@
+"""Restart without loss: a crashed sidecar's programs keep counting and are adopted.
+
+A "sidecar" here is a ProgramManager with a pin root in a process of its
+own, killed with SIGKILL as a crash would; the end-to-end test
+(tests/test_restart.py) does the same to the real sidecar and collector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bpf_helpers import loaded_prog_ids, prog_ids_held_by, wait_unloaded
+from conftest import CATALOG_DIR
+from ebpf_sidecar import pins
+from ebpf_sidecar.catalog import Catalog
+from ebpf_sidecar.programs import ProgramManager
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+pytestmark = pytest.mark.usefixtures("needs_root")
+
+# A sidecar that loads one program, says when it is attached, and waits to be killed.
+SIDECAR = r"""
+import sys
+from pathlib import Path
+from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.programs import ProgramManager
+m = ProgramManager(load_catalog([Path(sys.argv[1])]), pin_root=Path(sys.argv[2]))
+m.start()
+loaded = m.acquire(sys.argv[3], {})
+print(loaded.attach_time_ns, flush=True)
+sys.stdin.read()
+"""
+
+# Exactly n getppid() calls under a comm of its own (PR_SET_NAME).
+GETPPID_LOOP = r"""
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+getppid = os.getppid
+for _ in range(int(sys.argv[2])):
+    getppid()
+"""
+
+
+@pytest.fixture
+def pin_root() -> Iterator[Path]:
+    """A pin folder of this test's own; removing it detaches whatever it pinned."""
+    assert pins.ensure_bpffs(pins.DEFAULT_ROOT), "bpffs cannot be mounted at /sys/fs/bpf"
+    root = pins.BPFFS / f"ebpfreceiver-test-{uuid.uuid4().hex[:8]}"
+    root.mkdir(mode=0o700)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class CrashingSidecar:
+    def __init__(self, root: Path, program: str = "syscalls") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SIDECAR, str(CATALOG_DIR), str(root), program],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip(), "the sidecar subprocess died before loading its program"
+        self.attach_time_ns = int(line)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def crash(pin_root: Path) -> Iterator[CrashingSidecar]:
+    sidecar = CrashingSidecar(pin_root)
+    yield sidecar
+    if sidecar.proc.poll() is None:
+        sidecar.kill()
+
+
+def _linked_prog_ids(root: Path) -> set[int]:
+    """Ids of the programs the pinned links under ``root`` attach."""
+    ids = set()
+    for link in root.glob("*/link_*"):
+        out = subprocess.run(
+            ["bpftool", "-j", "link", "show", "pinned", str(link)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        ids.add(int(json.loads(out)["prog_id"]))
+    return ids
+
+
+def _left(root: Path) -> list[Path]:
+    """What is pinned under ``root`` (a clean stop removes the folder too)."""
+    return list(root.iterdir()) if root.exists() else []
+
+
+def _getppid_loop(comm: str, n: int) -> None:
+    subprocess.run([sys.executable, "-c", GETPPID_LOOP, comm, str(n)], check=True)
+
+
+def _count(snap: pb.MapSnapshot, syscall: str, comm: str) -> int:
+    keys = {c.field: c for c in snap.key_columns}
+    values = {c.field: c for c in snap.value_columns}
+    return sum(
+        n
+        for s, c, n in zip(
+            keys["syscall_id"].strings, keys["comm"].strings, values["count"].uints, strict=True
+        )
+        if s == syscall and c == comm
+    )
+
+
+def test_a_killed_sidecars_programs_keep_counting_and_are_adopted(
+    catalog: Catalog, pin_root: Path, crash: CrashingSidecar
+) -> None:
+    ids = _linked_prog_ids(pin_root)
+    assert len(ids) == 2, "syscalls has two hooks, each pinned as a link"
+    crash.kill()
+    assert ids <= loaded_prog_ids(), "the programs went with the sidecar"
+    # Counted while no sidecar is alive: nobody holds the maps but the programs.
+    comm = f"gap{uuid.uuid4().hex[:8]}"
+    _getppid_loop(comm, 4321)
+
+    successor = ProgramManager(catalog, pin_root=pin_root)
+    try:
+        successor.start()
+        loaded = successor.acquire("syscalls", {})
+        assert loaded.adopted, "loaded again instead of adopting the pins"
+        assert loaded.attach_time_ns == crash.attach_time_ns, "a new start time"
+        assert _linked_prog_ids(pin_root) == ids, "a second copy was attached"
+        assert ids <= prog_ids_held_by(os.getpid()), "the successor does not hold its links"
+        snap = pb.MapSnapshot()
+        loaded.readers["syscalls"].read(snap)
+        assert _count(snap, "getppid", comm) == 4321
+        successor.release(loaded)
+        assert not _left(pin_root), "pins left after the last stream closed"
+        assert not wait_unloaded(ids), "still attached after a clean release"
+    finally:
+        successor.close()
+
+
+def test_a_clean_stop_leaves_nothing_pinned_or_loaded(catalog: Catalog, pin_root: Path) -> None:
+    manager = ProgramManager(catalog, pin_root=pin_root)
+    try:
+        manager.acquire("syscalls", {})
+        ids = _linked_prog_ids(pin_root)
+        assert len(ids) == 2
+    finally:
+        manager.close()
+    assert not _left(pin_root)
+    assert not wait_unloaded(ids)
+
+
+def test_pins_past_their_lease_are_removed_and_the_program_loads_fresh(
+    catalog: Catalog, pin_root: Path, crash: CrashingSidecar
+) -> None:
+    ids = _linked_prog_ids(pin_root)
+    crash.kill()
+    lease = 0.5
+    time.sleep(lease + 0.5)
+    successor = ProgramManager(catalog, pin_root=pin_root, lease_s=lease)
+    try:
+        successor.start()  # sweeps before anything loads
+        assert not _left(pin_root), "expired pins were kept"
+        assert not wait_unloaded(ids), "expired programs are still attached"
+        loaded = successor.acquire("syscalls", {})
+        assert not loaded.adopted
+        assert loaded.attach_time_ns > crash.attach_time_ns
+    finally:
+        successor.close()
+
+
+def test_pins_of_a_living_sidecar_are_not_taken_over(catalog: Catalog, pin_root: Path) -> None:
+    first = ProgramManager(catalog, pin_root=pin_root)
+    second = ProgramManager(catalog, pin_root=pin_root)
+    try:
+        a = first.acquire("syscalls", {})
+        b = second.acquire("syscalls", {})
+        assert a.pins is not None and not b.adopted and b.pins is None
+        os.getppid()
+    finally:
+        second.close()
+        first.close()
+    assert not _left(pin_root)
+
+
+def test_a_changed_program_gets_another_instance_key(tmp_path: Path) -> None:
+    from ebpf_sidecar.manifest import load_catalog
+    from ebpf_sidecar.programs import _full_cflags, instance_key
+
+    shutil.copytree(CATALOG_DIR, tmp_path / "bpf")
+
+    def key() -> str:
+        cat = load_catalog([tmp_path / "bpf"])
+        p = cat.program("syscalls")
+        values = p.parameter_values({})
+        return instance_key(p, values, _full_cflags(p, p.cflags({}), cat.include_dirs))
+
+    before = key()
+    assert key() == before
+    source = tmp_path / "bpf/syscalls/syscalls.c"
+    source.write_text(source.read_text() + "\n// changed\n")
+    assert key() != before
+
+
+def test_hooks_detach_and_attach_again_without_reloading(programs: ProgramManager) -> None:
+    """What the overhead benchmark's off/on does with the links."""
+    loaded = programs.acquire("syscalls", {})
+    comm = Path("/proc/self/comm").read_text().strip()
+
+    def count() -> int:
+        snap = pb.MapSnapshot()
+        loaded.readers["syscalls"].read(snap)
+        return _count(snap, "getppid", comm)
+
+    try:
+        loaded.detach_hooks()
+        before = count()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before, "counted with its hooks detached"
+        loaded.attach_hooks()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before + 100
+    finally:
+        programs.release(loaded)
