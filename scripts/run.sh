@@ -30,7 +30,10 @@ mkdir -p "$LOGDIR"
 # within a second; the receiver reconnects by itself.
 supervise_sidecar() {
   local child=
-  trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
+  # Ctrl-C reaches this shell and run.sh's stop() sends TERM: the second
+  # signal must not cut the wait short, or run.sh would exit while the
+  # sidecar is still detaching and unpinning its programs.
+  trap 'trap "" TERM INT; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
   while true; do
     "$PYTHON" -m ebpf_sidecar --listen "unix://$SOCKET" &
     child=$!
