@@ -46,12 +46,13 @@ sys.stdin.readline()
 
 
 def _config(sock: Path, port: int, otlp_port: int, tmp: Path) -> Path:
-    """default.yaml plus syscalls, on our socket and ports, and an OTLP/JSON copy."""
+    """default.yaml plus the opt-in programs (the whole catalog), on our socket
+    and ports, and an OTLP/JSON copy."""
     config = yaml.safe_load((REPO / "collector-config" / "default.yaml").read_text())
     ebpf = config["receivers"]["ebpf"]
     ebpf["endpoint"] = f"unix://{sock}"
     ebpf["collection_interval"] = "1s"
-    ebpf["programs"].append({"name": "syscalls"})
+    ebpf["programs"] += [{"name": "syscalls"}, {"name": "runqlat"}]
     config["exporters"]["prometheus"]["endpoint"] = f"127.0.0.1:{port}"
     # The start times: the Prometheus exporter shows none (no _created
     # samples, even in OpenMetrics), OTLP has each point's start time.
