@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,13 @@ LATENCY_COUNT = "ebpf_disk_io_latency_seconds_count"
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
     """A 64 MiB file-backed loop device doing direct I/O; always detached."""
-    image = tmp_path / "disk.img"
+    with attached_loop_device(tmp_path / "disk.img") as dev:
+        yield dev
+
+
+@contextmanager
+def attached_loop_device(image: Path) -> Iterator[str]:
+    """A 64 MiB loop device doing direct I/O to a new file ``image``; detached on exit."""
     with image.open("wb") as f:
         f.truncate(IMAGE_SIZE)
     dev = subprocess.run(
