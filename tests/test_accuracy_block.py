@@ -328,7 +328,12 @@ def test_fsynced_buffered_writes_land_on_the_writers_container(
     commit ext4's jbd2 thread writes is the host's."""
     _, sock = sidecar
     name = os.path.basename(loop_device)
-    subprocess.run(["mkfs.ext4", "-q", "-F", loop_device], check=True)
+    # No lazy init: ext4lazyinit would zero inode tables in the background,
+    # megabytes of writes by a kernel thread (the host) during the window.
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", loop_device],
+        check=True,
+    )
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", loop_device, str(mnt)], check=True)
@@ -366,5 +371,5 @@ def test_fsynced_buffered_writes_land_on_the_writers_container(
     share = ours / written
     print(f"{name}: {written} bytes written to the device, {ours} on the container ({share:.1%})")
     assert ours >= 16 << 20, "the fsynced data itself is not on the writer's container"
-    # the rest is ext4's journal and metadata, written by jbd2 and the flusher
-    assert share >= 0.8, share
+    # the rest is ext4's journal commit (a few KiB, written by jbd2: the host)
+    assert share >= 0.99, share
