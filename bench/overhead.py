@@ -396,9 +396,13 @@ class Bench:
         finally:
             manager.release(loaded)
 
-    def measure(self, program: Program, workload: Workload) -> Row:
+    def measure(
+        self, program: Program, workload: Workload, parameters: dict[str, str] | None = None
+    ) -> Row:
         hooks = program.hooks
-        row = Row(program.name, workload.name, hooks)
+        parameters = parameters or {}
+        label = program.name + "".join(f" {k}={v}" for k, v in sorted(parameters.items()))
+        row = Row(label, workload.name, hooks)
         unsupported = [h for h in hooks if probe_header(h) is None]
         if unsupported:
             row.note = f"cannot generate an empty program for {', '.join(unsupported)}"
@@ -415,7 +419,7 @@ class Bench:
             floor = Attachment(empty_manager, empty.name, {})
             states["empty"] = floor
             floor.off()
-            real = Attachment(self.manager, program.name, {})
+            real = Attachment(self.manager, program.name, parameters)
             states["program"] = real
             real.off()
             ops = self.ops_for(workload)
@@ -934,6 +938,13 @@ def machine() -> str:
     )
 
 
+def parse_program(spec: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name:key=value;key=value`` of --programs."""
+    name, _, rest = spec.partition(":")
+    pairs = (item.partition("=") for item in rest.split(";") if item)
+    return name, {k: v for k, _, v in pairs}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
@@ -947,7 +958,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--programs",
         default="",
-        help="comma-separated programs for the per-event table (default: all)",
+        help="comma-separated programs for the per-event table (default: all), each "
+        "optionally with parameters: runqlat:per_cgroup=true or tcp:per_peer=false;rtt=true",
     )
     p.add_argument("--no-throughput", action="store_true", help="skip the nginx/wrk part")
     p.add_argument(
@@ -972,8 +984,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog, problems = load_catalog()
     for problem in problems:
         print(f"skipping a manifest that does not load: {problem}", file=sys.stderr)
-    wanted = [n for n in args.programs.split(",") if n] or sorted(catalog.programs)
-    unknown = [n for n in wanted if n not in catalog.programs]
+    wanted = [parse_program(p) for p in args.programs.split(",") if p] or [
+        (n, {}) for n in sorted(catalog.programs)
+    ]
+    unknown = [n for n, _ in wanted if n not in catalog.programs]
     if unknown:
         print(
             f"unknown programs: {', '.join(unknown)}; catalog: "
@@ -1007,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"~{settings.run_seconds} s runs per state (nothing, empty program, program)"
             )
             print()
-            for name in wanted:
+            for name, parameters in wanted:
                 program = catalog.program(name)
                 target = workload_of(program)
                 if isinstance(target, str):
@@ -1016,7 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 w = configured.get(target.name, target)
                 print(f"  measuring {program.name} on {w.name} ...", file=sys.stderr)
                 try:
-                    rows.append(bench.measure(program, w))
+                    rows.append(bench.measure(program, w, parameters))
                 except Exception as e:  # a program being written may not compile yet
                     text = str(e).strip()
                     print(f"  {program.name}: {text}", file=sys.stderr)
