@@ -117,15 +117,20 @@ static __always_inline u32 direction_of(const char *rwbs) {
     return DIR_SKIP;
 }
 
-TRACEPOINT_PROBE(block, block_bio_queue) {
-    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
+// The current task submits the I/O that starts at (dev, sector).
+static __always_inline void record_submitter(u32 dev, u64 sector, const char *rwbs_field) {
+    char rwbs[2] = {rwbs_field[0], rwbs_field[1]};
     if (direction_of(rwbs) == DIR_SKIP)
-        return 0;
+        return;
     struct start_key key = {};
-    key.dev = args->dev;
-    key.sector = args->sector;
+    key.dev = dev;
+    key.sector = sector;
     u64 cgroup_id = bpf_get_current_cgroup_id();
     submitter.update(&key, &cgroup_id);
+}
+
+TRACEPOINT_PROBE(block, block_bio_queue) {
+    record_submitter(args->dev, args->sector, args->rwbs);
     return 0;
 }
 
@@ -134,14 +139,7 @@ TRACEPOINT_PROBE(block, block_bio_queue) {
 // block_bio_queue event, so its submitter is recorded here, still in the
 // submitter's context.
 TRACEPOINT_PROBE(block, block_split) {
-    char rwbs[2] = {args->rwbs[0], args->rwbs[1]};
-    if (direction_of(rwbs) == DIR_SKIP)
-        return 0;
-    struct start_key key = {};
-    key.dev = args->dev;
-    key.sector = args->new_sector;
-    u64 cgroup_id = bpf_get_current_cgroup_id();
-    submitter.update(&key, &cgroup_id);
+    record_submitter(args->dev, args->new_sector, args->rwbs);
     return 0;
 }
 

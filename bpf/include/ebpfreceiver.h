@@ -54,4 +54,24 @@ static __always_inline u32 log2_slot(u64 value, u32 slots) {
     return slot < slots ? slot : slots - 1;
 }
 
+// The id of a cgroup v2 (struct cgroup *), as bpf_get_current_cgroup_id()
+// gives it for the current task: cgrp->kn->id, at offsets the sidecar reads
+// from the running kernel's BTF when a manifest lists cgroup.kn and
+// kernfs_node.id in btf_offsets. 0 for no cgroup, or without those offsets.
+static __always_inline u64 cgroup_kn_id(const void *cgrp) {
+#if defined(BTF_OFFSET_CGROUP_KN) && defined(BTF_OFFSET_KERNFS_NODE_ID)
+    void *kn = 0;
+    u64 id = 0;
+    if (!cgrp)
+        return 0;
+    bpf_probe_read_kernel(&kn, sizeof(kn), cgrp + BTF_OFFSET_CGROUP_KN);
+    if (!kn)
+        return 0;
+    bpf_probe_read_kernel(&id, sizeof(id), kn + BTF_OFFSET_KERNFS_NODE_ID);
+    return id;
+#else
+    return 0;
+#endif
+}
+
 #endif

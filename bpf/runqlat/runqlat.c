@@ -61,19 +61,12 @@ BPF_HASH(runqueue_latency_by_cgroup, struct cgroup_slot, struct slot_value, MAX_
 // The cgroup v2 id of a task that is not the current one, as
 // bpf_get_current_cgroup_id() would give it for the current one.
 static __always_inline u64 task_cgroup_id(void *task) {
-    void *cgroups = 0, *cgrp = 0, *kn = 0;
-    u64 id = 0;
+    void *cgroups = 0, *cgrp = 0;
     bpf_probe_read_kernel(&cgroups, sizeof(cgroups), task + BTF_OFFSET_TASK_STRUCT_CGROUPS);
     if (!cgroups)
         return 0;
     bpf_probe_read_kernel(&cgrp, sizeof(cgrp), cgroups + BTF_OFFSET_CSS_SET_DFL_CGRP);
-    if (!cgrp)
-        return 0;
-    bpf_probe_read_kernel(&kn, sizeof(kn), cgrp + BTF_OFFSET_CGROUP_KN);
-    if (!kn)
-        return 0;
-    bpf_probe_read_kernel(&id, sizeof(id), kn + BTF_OFFSET_KERNFS_NODE_ID);
-    return id;
+    return cgroup_kn_id(cgrp);
 }
 #else
 BPF_HASH(enqueued_at, u32, u64, MAX_WAITING);

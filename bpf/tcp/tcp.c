@@ -79,21 +79,13 @@ BPF_PERCPU_ARRAY(resets_dropped, u64, 1);
 // The cgroup v2 id stored in a socket (0 for none, or a kernel without the
 // offsets in its BTF).
 static __always_inline u64 sock_cgroup_id(const void *sk) {
-#if defined(BTF_OFFSET_SOCK_SK_CGRP_DATA) && defined(BTF_OFFSET_SOCK_CGROUP_DATA_CGROUP) && \
-    defined(BTF_OFFSET_CGROUP_KN) && defined(BTF_OFFSET_KERNFS_NODE_ID)
-    void *cgrp = 0, *kn = 0;
-    u64 id = 0;
+#if defined(BTF_OFFSET_SOCK_SK_CGRP_DATA) && defined(BTF_OFFSET_SOCK_CGROUP_DATA_CGROUP)
+    void *cgrp = 0;
     if (!sk)
         return 0;
     bpf_probe_read_kernel(&cgrp, sizeof(cgrp),
                           sk + BTF_OFFSET_SOCK_SK_CGRP_DATA + BTF_OFFSET_SOCK_CGROUP_DATA_CGROUP);
-    if (!cgrp)
-        return 0;
-    bpf_probe_read_kernel(&kn, sizeof(kn), cgrp + BTF_OFFSET_CGROUP_KN);
-    if (!kn)
-        return 0;
-    bpf_probe_read_kernel(&id, sizeof(id), kn + BTF_OFFSET_KERNFS_NODE_ID);
-    return id;
+    return cgroup_kn_id(cgrp);
 #else
     return 0;
 #endif
