@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     try:
-        kernel.ensure_tracefs()
-    except RuntimeError as e:
+        kernel.tracefs()  # mounted now, while the sidecar still has CAP_SYS_ADMIN
+    except kernel.TracefsUnavailable as e:
         log.error("%s", e)
         return 1
     info = kernel.detect()

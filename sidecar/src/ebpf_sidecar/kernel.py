@@ -70,11 +70,6 @@ def tracefs() -> Path:
     return TRACEFS
 
 
-def ensure_tracefs() -> None:
-    """Mount tracefs at start, while the sidecar still has CAP_SYS_ADMIN."""
-    tracefs()
-
-
 def tracepoint_fields(category: str, event: str) -> list[str]:
     """Field names of a tracepoint's format on the running kernel.
 
