@@ -140,12 +140,11 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolu
 	// their default parameters. One MapRequest per map: cleared on read when
 	// its metrics are delta (all or none of them), per CPU when any metric
 	// wants it (the others add the CPUs up, as any key field left out).
-	req := &sidecarpb.StreamRequest{Interval: interval, Programs: listed.Programs}
+	req := &sidecarpb.StreamRequest{Interval: interval, Programs: slices.Clone(listed.Programs)}
 	seenMaps := map[mapKey]*sidecarpb.MapRequest{}
 	firstReader := map[mapKey]*metricBinding{}
 	for _, b := range bindings {
-		if _, ok := programIndex[b.program]; !ok {
-			programIndex[b.program] = -1
+		if !slices.ContainsFunc(req.Programs, func(p *sidecarpb.ProgramRequest) bool { return p.GetName() == b.program }) {
 			req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: b.program})
 			paths.programs = append(paths.programs, fmt.Sprintf("%s (program %q, loaded for it)", b.path, b.program))
 		}
