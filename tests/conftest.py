@@ -176,6 +176,20 @@ def start_tcp_sidecar(listen: str, log: Path, *extra: str) -> Process:
     return p
 
 
+def sidecar_pids(socket_path: Path) -> list[int]:
+    """Pids of the sidecars listening on ``socket_path`` (by their command line)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # exited meanwhile
+            if b"ebpf_sidecar" in cmd and f"unix://{socket_path}".encode() in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
 def _raise(msg: str) -> bool:
     raise AssertionError(msg)
 
@@ -187,6 +201,17 @@ def start_collector(config: dict[str, Any] | Path, tmp: Path, name: str = "colle
     else:
         path = config
     return Process(name, [str(COLLECTOR), "--config", str(path)], tmp / f"{name}.log")
+
+
+def wait_started(col: Process, what: str) -> None:
+    """Wait until the collector is running its pipelines; fail with its log if it stopped
+    (a config the sidecar's catalog refuses stops it at start)."""
+    wait_for(
+        f"the collector to start with {what}",
+        lambda: "Everything is ready" in col.output() or not col.alive(),
+        30,
+    )
+    assert col.alive(), f"{what}:\n{col.output()}"
 
 
 def pipeline_config(receiver: dict[str, Any], prom_port: int) -> dict[str, Any]:
@@ -224,6 +249,20 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
     return sum(found) if found else None
+
+
+# A process that spins on a CPU for argv[1] seconds once told "go" (stdin),
+# says "done", and exits when stdin closes: run queue contention on demand.
+BUSY_WORKER = r"""
+import sys, time
+sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdin.readline()
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+sys.stdout.write("done\n"); sys.stdout.flush()
+sys.stdin.readline()
+"""
 
 
 SYSCALL_CHILD = r"""

@@ -157,10 +157,14 @@ def direct_io(dev: str) -> tuple[int, int]:
     return fd, total
 
 
-def test_disk_metrics_match_diskstats_exactly(
-    sidecar: tuple[Process, Path], loop_device: str, tmp_path: Path
-) -> None:
-    _, sock = sidecar
+@contextmanager
+def block_pipeline(sock: Path, loop_device: str, tmp_path: Path) -> Iterator[tuple[int, Process]]:
+    """The collector streaming the block program's metrics to a Prometheus port.
+
+    Warm-up reads on the device until its series shows up: the program is
+    attached and its hooks work before a test takes its baselines. Yields
+    the port and the collector (stopped on the way out).
+    """
     name = os.path.basename(loop_device)
     port = free_port()
     receiver = {
@@ -169,10 +173,7 @@ def test_disk_metrics_match_diskstats_exactly(
         "programs": [{"name": "block"}],
     }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
-    fd = -1
     try:
-        # Warm-up reads on the device until its series shows up: the program
-        # is attached and both hooks work before the baselines are taken.
         wait_for(
             f"block metrics for {name}",
             lambda: (
@@ -181,17 +182,29 @@ def test_disk_metrics_match_diskstats_exactly(
             60,
             every=1,
         )
-        kernel0 = idle_diskstats(name)
-        ebpf0 = settled_counts(port, name)
-
-        fd, total = direct_io(loop_device)
-        kernel1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
-        assert kernel1["in_flight"] == 0, kernel1
-        ebpf1 = settled_counts(port, name)
+        yield port, col
     finally:
-        if fd >= 0:
-            os.close(fd)
         col.stop()
+
+
+def test_disk_metrics_match_diskstats_exactly(
+    sidecar: tuple[Process, Path], loop_device: str, tmp_path: Path
+) -> None:
+    _, sock = sidecar
+    name = os.path.basename(loop_device)
+    fd = -1
+    with block_pipeline(sock, loop_device, tmp_path) as (port, col):
+        try:
+            kernel0 = idle_diskstats(name)
+            ebpf0 = settled_counts(port, name)
+
+            fd, total = direct_io(loop_device)
+            kernel1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
+            assert kernel1["in_flight"] == 0, kernel1
+            ebpf1 = settled_counts(port, name)
+        finally:
+            if fd >= 0:
+                os.close(fd)
     assert col.proc.returncode == 0, col.output()
 
     kernel = {k: kernel1[k] - kernel0[k] for k in kernel0 if k != "in_flight"}
@@ -248,22 +261,7 @@ def test_container_disk_metrics_match_diskstats_exactly(
     _, sock = sidecar
     name = os.path.basename(loop_device)
     container = kubelet_containers()
-    port = free_port()
-    receiver = {
-        "endpoint": f"unix://{sock}",
-        "collection_interval": "1s",
-        "programs": [{"name": "block"}],
-    }
-    col = start_collector(pipeline_config(receiver, port), tmp_path)
-    try:
-        wait_for(
-            f"block metrics for {name}",
-            lambda: (
-                warm_up_read(loop_device) and value(scrape(port), LATENCY_COUNT, system_device=name)
-            ),
-            60,
-            every=1,
-        )
+    with block_pipeline(sock, loop_device, tmp_path) as (port, _):
         kernel0 = idle_diskstats(name)
         ours0 = container_counts(scrape(port), name, container.container_id)
         worker = container.run(
@@ -285,8 +283,6 @@ def test_container_disk_metrics_match_diskstats_exactly(
             for n, lab, _ in scrape(port)
             if n == OPS and lab.get("container_id") == container.container_id
         }
-    finally:
-        col.stop()
     kernel = {k: kernel1[k] - kernel0[k] for k in kernel0 if k != "in_flight"}
     ours = {k: ours1[k] - ours0[k] for k in ours0}
     print(f"{name}: diskstats delta {kernel}, container {container.container_id[:12]} {ours}")
@@ -338,33 +334,20 @@ def test_fsynced_buffered_writes_land_on_the_writers_container(
     mnt.mkdir()
     subprocess.run(["mount", loop_device, str(mnt)], check=True)
     container = kubelet_containers()
-    port = free_port()
-    receiver = {
-        "endpoint": f"unix://{sock}",
-        "collection_interval": "1s",
-        "programs": [{"name": "block"}],
-    }
-    col = start_collector(pipeline_config(receiver, port), tmp_path)
     try:
-        wait_for(
-            f"block metrics for {name}",
-            lambda: warm_up_read(loop_device) and value(scrape(port), OPS, system_device=name),
-            60,
-            every=1,
-        )
-        subprocess.run(["sync"], check=True)
-        kernel0 = idle_diskstats(name)
-        ours0 = container_counts(scrape(port), name, container.container_id)
-        writer = container.run([sys.executable, "-c", BUFFERED, str(mnt / "data")])
-        assert writer.wait(60) == 0
-        kernel1 = idle_diskstats(name)
-        ours1 = wait_for(
-            "the container's block metrics to settle",
-            lambda: settled_with(port, name, container.container_id, "write_ops"),
-            60,
-        )
+        with block_pipeline(sock, loop_device, tmp_path) as (port, _):
+            subprocess.run(["sync"], check=True)
+            kernel0 = idle_diskstats(name)
+            ours0 = container_counts(scrape(port), name, container.container_id)
+            writer = container.run([sys.executable, "-c", BUFFERED, str(mnt / "data")])
+            assert writer.wait(60) == 0
+            kernel1 = idle_diskstats(name)
+            ours1 = wait_for(
+                "the container's block metrics to settle",
+                lambda: settled_with(port, name, container.container_id, "write_ops"),
+                60,
+            )
     finally:
-        col.stop()
         subprocess.run(["umount", str(mnt)], check=False)
     written = kernel1["write_bytes"] - kernel0["write_bytes"]
     ours = ours1["write_bytes"] - ours0["write_bytes"]

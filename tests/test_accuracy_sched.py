@@ -15,7 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Process, Samples, free_port, pipeline_config, scrape, start_collector, wait_for
+from conftest import (
+    BUSY_WORKER,
+    Process,
+    Samples,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    wait_for,
+)
 
 # More busy processes than CPUs: each CPU has several runnable tasks, and the
 # scheduler's slices (a few ms) make them wait for each other well past 1 ms.
@@ -23,16 +32,6 @@ WORKERS = 3 * (os.cpu_count() or 2)
 BUSY_SECONDS = 3.0
 ONE_MS_BOUND = "0.001048576"  # 2^20 ns, the first bucket bound at or above 1 ms
 
-BUSY = r"""
-import sys, time
-sys.stdout.write("ready\n"); sys.stdout.flush()
-sys.stdin.readline()
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    pass
-sys.stdout.write("done\n"); sys.stdout.flush()
-sys.stdin.readline()
-"""
 
 NAME = "ebpf_sched_runqueue_latency_seconds"
 
@@ -72,7 +71,7 @@ def test_runqueue_latency_matches_run_delay(sidecar: tuple[Process, Path], tmp_p
         wait_for(f"first {NAME} scrape", lambda: histogram(scrape(port))[0], 30)
         workers = [
             subprocess.Popen(
-                [sys.executable, "-c", BUSY, str(BUSY_SECONDS)],
+                [sys.executable, "-c", BUSY_WORKER, str(BUSY_SECONDS)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,

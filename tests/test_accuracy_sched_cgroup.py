@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import (
+    BUSY_WORKER,
     KubeletContainer,
     Process,
     Samples,
@@ -31,17 +32,6 @@ from conftest import (
 PER_CONTAINER = int(1.5 * (os.cpu_count() or 2))  # 3 each on 2 CPUs: 6 busy tasks
 BUSY_SECONDS = 3.0
 NAME = "ebpf_sched_runqueue_latency_seconds"
-
-BUSY = r"""
-import sys, time
-sys.stdout.write("ready\n"); sys.stdout.flush()
-sys.stdin.readline()
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    pass
-sys.stdout.write("done\n"); sys.stdout.flush()
-sys.stdin.readline()
-"""
 
 
 def wait_sum(samples: Samples, container_id: str) -> float:
@@ -76,7 +66,7 @@ def test_per_container_waits_match_their_tasks_run_delay(
         for c in containers:
             workers[c.container_id] = [
                 c.run(
-                    [sys.executable, "-c", BUSY, str(BUSY_SECONDS)],
+                    [sys.executable, "-c", BUSY_WORKER, str(BUSY_SECONDS)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )

@@ -20,6 +20,7 @@ from conftest import (
     scrape,
     start_collector,
     wait_for,
+    wait_started,
 )
 
 SHIPPED = sorted((REPO / "collector-config").rglob("*.yaml"))
@@ -88,12 +89,7 @@ def test_shipped_configs_start_against_the_sidecar(
     cfg["service"]["telemetry"] = {"metrics": {"level": "none"}}
     col = start_collector(cfg, tmp_path)
     try:
-        wait_for(
-            f"the collector to start with {path}",
-            lambda: "Everything is ready" in col.output() or not col.alive(),
-            30,
-        )
-        assert col.alive(), col.output()
+        wait_started(col, str(path))
         assert col.output().count("Connected to the eBPF sidecar") >= len(ebpf), col.output()
     finally:
         col.stop()

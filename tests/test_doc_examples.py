@@ -31,7 +31,7 @@ from conftest import (
     start_collector,
     start_sidecar,
     start_tcp_sidecar,
-    wait_for,
+    wait_started,
 )
 
 DOCS = [
@@ -124,12 +124,7 @@ def test_doc_example_starts_against_the_sidecar(
     cfg = pipeline_config(receiver, free_port())
     col = start_collector(cfg, tmp_path)
     try:
-        wait_for(
-            f"the collector to start with {where} ({rid})",
-            lambda: "Everything is ready" in col.output() or not col.alive(),
-            30,
-        )
-        assert col.alive(), f"{where} ({rid}):\n{col.output()}"
+        wait_started(col, f"{where} ({rid})")
         assert "Connected to the eBPF sidecar" in col.output()
     finally:
         col.stop()

@@ -18,6 +18,7 @@ from conftest import (
     free_port,
     pipeline_config,
     scrape,
+    sidecar_pids,
     start_collector,
     start_sidecar,
     value,
@@ -148,22 +149,9 @@ def _socket_in_use(path: Path) -> bool:
         return True
 
 
-def _sidecar_pids(socket: Path) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"ebpf_sidecar" in cmd and f"unix://{socket}".encode() in cmd:
-                pids.append(int(d.name))
-    return pids
-
-
 def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path) -> None:
     """scripts/run.sh (what `make run` runs) with the default config."""
-    assert not _sidecar_pids(DEFAULT_SOCKET), "a sidecar is already running on the default socket"
+    assert not sidecar_pids(DEFAULT_SOCKET), "a sidecar is already running on the default socket"
     run = Process(
         "make run",
         [str(REPO / "scripts" / "run.sh")],
@@ -177,7 +165,7 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
             lambda: any(n.startswith("ebpf_") for n, _, _ in scrape(8889)),
             60,
         )
-        [pid] = wait_for("one sidecar", lambda: _sidecar_pids(DEFAULT_SOCKET), 10)
+        [pid] = wait_for("one sidecar", lambda: sidecar_pids(DEFAULT_SOCKET), 10)
         os.kill(pid, signal.SIGKILL)
         time.sleep(1)
         assert run.alive(), run.output()
@@ -187,7 +175,7 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         # reconnected.
         wait_for(
             "a restarted sidecar",
-            lambda: (p := _sidecar_pids(DEFAULT_SOCKET)) and p != [pid] and p,
+            lambda: (p := sidecar_pids(DEFAULT_SOCKET)) and p != [pid] and p,
             15,
         )
         ticker = subprocess.Popen([sys.executable, "-c", TICKER, "e2e-after-kill"])
@@ -204,14 +192,14 @@ def test_make_run_survives_sidecar_kill_and_leaves_nothing_loaded(tmp_path: Path
         finally:
             ticker.kill()
             ticker.wait()
-        ours = set().union(*(prog_ids_held_by(p) for p in _sidecar_pids(DEFAULT_SOCKET)))
+        ours = set().union(*(prog_ids_held_by(p) for p in sidecar_pids(DEFAULT_SOCKET)))
         assert ours, "the sidecar holds no BPF programs while running"
     finally:
         # Ctrl-C: SIGINT to the whole foreground process group
         os.killpg(run.proc.pid, signal.SIGINT)
         run.proc.wait(30)
         run.stop()
-    assert not _sidecar_pids(DEFAULT_SOCKET)
+    assert not sidecar_pids(DEFAULT_SOCKET)
     deadline = time.monotonic() + 5
     while (left := ours & loaded_prog_ids()) and time.monotonic() < deadline:
         time.sleep(0.1)

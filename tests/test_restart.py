@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO, Process, free_port, scrape, value, wait_for
+from conftest import REPO, Process, free_port, scrape, sidecar_pids, value, wait_for
 
 PIN_ROOT = Path("/sys/fs/bpf/ebpfreceiver")
 N = 300_000
@@ -117,19 +117,6 @@ def start_times() -> Iterator[StartTimes]:
     st.server.server_close()
 
 
-def _sidecar_pids(sock: Path) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"ebpf_sidecar" in cmd and f"unix://{sock}".encode() in cmd:
-                pids.append(int(d.name))
-    return pids
-
-
 def _count(port: int, comm: str) -> float:
     got = value(
         scrape(port), "ebpf_syscalls_total", syscall_name="getppid", process_executable_name=comm
@@ -168,7 +155,7 @@ def test_kill_9_of_the_sidecar_loses_no_syscall_and_keeps_start_times(
         wait_for("start times over OTLP", lambda: all(start_times.of(m) for m in metrics), 20)
         before = {m: start_times.of(m) for m in metrics}
         assert all(len(v) == 1 for v in before.values()), before  # one attach time each
-        [pid] = _sidecar_pids(sock)
+        [pid] = sidecar_pids(sock)
         loop.stdin.write("go\n")
         loop.stdin.flush()
         wait_for("the loop to be counted", lambda: _count(port, comm), 10, every=0.1)
@@ -177,7 +164,7 @@ def test_kill_9_of_the_sidecar_loses_no_syscall_and_keeps_start_times(
         assert loop.stdout.readline().strip() == "done"
         ended = time.monotonic()
         assert ended - killed > 0.5, "the loop ended before the kill: nothing crossed it"
-        wait_for("a restarted sidecar", lambda: (p := _sidecar_pids(sock)) and p != [pid] and p, 20)
+        wait_for("a restarted sidecar", lambda: (p := sidecar_pids(sock)) and p != [pid] and p, 20)
         got = wait_for(f"{N} getppid calls", lambda: (c := _count(port, comm)) >= N and c, 60)
         fresh = time.monotonic() - killed
         assert N <= got <= N + SLACK, f"{got} of {N} counted\n{run.output()}"
@@ -193,6 +180,6 @@ def test_kill_9_of_the_sidecar_loses_no_syscall_and_keeps_start_times(
         os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C: a clean stop
         run.proc.wait(30)
         run.stop()
-    assert not _sidecar_pids(sock)
+    assert not sidecar_pids(sock)
     left = list(PIN_ROOT.iterdir()) if PIN_ROOT.is_dir() else []
     assert not left, f"pins left after a clean stop: {left}"
