@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ebpf_sidecar.catalog import MapSpec
 from ebpf_sidecar.manifest import load_manifest
 from ebpf_sidecar.maps import ExitedProcessReaper, LayoutError, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -270,63 +271,58 @@ maps:
 """
 
 
+@pytest.fixture
+def large_map(tmp_path: Path) -> Iterator[tuple[Any, MapSpec]]:
+    """An empty 1M-entry hash map (not preallocated) and its manifest spec."""
+    from bcc import BPF
+
+    d = tmp_path / "large"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
+    (d / "large.c").write_text(LARGE_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    b = BPF(text=LARGE_SOURCE.encode())
+    try:
+        yield b[b"large"], spec
+    finally:
+        b.cleanup()
+
+
 def test_a_large_map_holding_few_entries_is_read_into_buffers_of_its_entries(
-    tmp_path: Path,
+    large_map: tuple[Any, MapSpec],
 ) -> None:
     import tracemalloc
 
-    from bcc import BPF
-
-    d = tmp_path / "large"
-    d.mkdir()
-    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
-    (d / "large.c").write_text(LARGE_SOURCE)
-    spec = load_manifest(d / "manifest.yaml").maps["large"]
-    b = BPF(text=LARGE_SOURCE.encode())
+    table, spec = large_map
+    for i in range(89):
+        table[table.Key(i)] = table.Leaf(i * 10)
+    reader = MapReader(table, spec, "large", 1048576)
+    _read(reader)  # a first read may allocate what every later one reuses
+    tracemalloc.start()
     try:
-        table = b[b"large"]
-        for i in range(89):
-            table[table.Key(i)] = table.Leaf(i * 10)
-        reader = MapReader(table, spec, "large", 1048576)
-        _read(reader)  # a first read may allocate what every later one reuses
-        tracemalloc.start()
-        try:
-            n, cols = _read(reader)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert n == 89 and sorted(cols["n"]) == [i * 10 for i in range(89)]
-        # capacity * (key + value) would be 12 MiB; 89 entries are about 1 KiB
-        assert peak < 256 * 1024, f"a read allocated {peak} bytes"
+        n, cols = _read(reader)
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
-        b.cleanup()
+        tracemalloc.stop()
+    assert n == 89 and sorted(cols["n"]) == [i * 10 for i in range(89)]
+    # capacity * (key + value) would be 12 MiB; 89 entries are about 1 KiB
+    assert peak < 256 * 1024, f"a read allocated {peak} bytes"
 
 
-def test_a_map_larger_than_one_batch_is_read_whole(tmp_path: Path) -> None:
-    from bcc import BPF
-
+def test_a_map_larger_than_one_batch_is_read_whole(large_map: tuple[Any, MapSpec]) -> None:
     from ebpf_sidecar import maps
 
-    d = tmp_path / "large"
-    d.mkdir()
-    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
-    (d / "large.c").write_text(LARGE_SOURCE)
-    spec = load_manifest(d / "manifest.yaml").maps["large"]
-    b = BPF(text=LARGE_SOURCE.encode())
-    try:
-        table = b[b"large"]
-        entries = 3 * maps.BATCH_BYTES // (4 + 8) + 17  # three batches and a bit
-        keys = (table.Key * entries)(*range(entries))
-        leaves = (table.Leaf * entries)(*range(entries))
-        table.items_update_batch(keys, leaves)
-        reader = MapReader(table, spec, "large", 1048576)
-        n, cols = _read(reader)
-        assert n == entries and sorted(cols["id"]) == list(range(entries))
-        n, cols = _read(reader, clear=True)
-        assert n == entries and sum(cols["n"]) == entries * (entries - 1) // 2
-        assert _read(reader)[0] == 0
-    finally:
-        b.cleanup()
+    table, spec = large_map
+    entries = 3 * maps.BATCH_BYTES // (4 + 8) + 17  # three batches and a bit
+    keys = (table.Key * entries)(*range(entries))
+    leaves = (table.Leaf * entries)(*range(entries))
+    table.items_update_batch(keys, leaves)
+    reader = MapReader(table, spec, "large", 1048576)
+    n, cols = _read(reader)
+    assert n == entries and sorted(cols["id"]) == list(range(entries))
+    n, cols = _read(reader, clear=True)
+    assert n == entries and sum(cols["n"]) == entries * (entries - 1) // 2
+    assert _read(reader)[0] == 0
 
 
 CGROUP_SOURCE = "BPF_HASH(by_cgroup, u64, u64, 16);\n"
