@@ -22,7 +22,8 @@ DEB_PACKAGES=(
   linux-headers-amd64  # BCC compiles against them when the kernel ships none
   nftables        # packet loss for TCP retransmit tests
   iproute2        # network namespaces for tests
-  util-linux      # losetup for disk tests
+  util-linux      # losetup, unshare, setpriv for disk and privilege tests
+  e2fsprogs       # mkfs.ext4: the buffered-write attribution test formats a loop device
   ca-certificates
 )
 
