@@ -28,19 +28,31 @@ mkdir -p "$LOGDIR"
 
 # Keeps the sidecar running: a crash or a SIGKILL is followed by a restart
 # within a second; the receiver reconnects by itself.
+# This run's sidecar pid, for stop() (several run.sh may run with their own sockets).
+SIDECAR_PIDFILE=$(mktemp "${TMPDIR:-/tmp}/ebpf-sidecar-pid.XXXXXX")
+
+# Keeps the sidecar running: a crash or a SIGKILL is followed by a restart
+# within a second; the receiver reconnects by itself. This shell runs in the
+# background, where bash ignores SIGINT (and ignores a trap on it): Ctrl-C
+# reaches the sidecar directly, and stop() ends this loop with TERM.
 supervise_sidecar() {
   local child=
-  # Ctrl-C reaches this shell and run.sh's stop() sends TERM: the second
-  # signal must not cut the wait short, or run.sh would exit while the
-  # sidecar is still detaching and unpinning its programs.
-  trap 'trap "" TERM INT; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
+  trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; exit 0' TERM
   while true; do
     "$PYTHON" -m ebpf_sidecar --listen "unix://$SOCKET" &
     child=$!
+    echo "$child" >"$SIDECAR_PIDFILE"
     wait "$child" && status=0 || status=$?
     say "sidecar exited with status $status; restarting in 1s"
     sleep 1
   done
+}
+
+# Whether the sidecar process is still there (a zombie has stopped).
+sidecar_running() {
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
 }
 
 SUPERVISOR=
@@ -52,6 +64,15 @@ stop() {
   [ -z "$SUPERVISOR" ] || kill -TERM "$SUPERVISOR" 2>/dev/null || true
   [ -z "$COLLECTOR_PID" ] || wait "$COLLECTOR_PID" 2>/dev/null || true
   [ -z "$SUPERVISOR" ] || wait "$SUPERVISOR" 2>/dev/null || true
+  # The sidecar detaches and unpins its programs on TERM (about a second);
+  # the job ends when it has, not when its supervisor has.
+  local sidecar waited=0
+  sidecar=$(cat "$SIDECAR_PIDFILE" 2>/dev/null || true)
+  while [ -n "$sidecar" ] && sidecar_running "$sidecar" && [ "$waited" -lt 300 ]; do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  rm -f "$SIDECAR_PIDFILE"
   say "stopped; no BPF programs are left loaded by the sidecar"
 }
 trap 'stop; exit 0' INT TERM
