@@ -88,11 +88,16 @@ def test_container_and_pod_identity_on_cpu_metrics(
         ]
         # the same metric of a process outside any container has neither
         # (an empty value, not some other container's id)
-        own = [
-            lab
-            for n, lab, _ in scrape(port)
-            if n == METRIC and lab.get("process_pid") == str(os.getpid())
-        ]
+        # (its series appears once it has switched out after the program attached)
+        own = wait_for(
+            f"{METRIC} of the test's own pid {os.getpid()}",
+            lambda: [
+                lab
+                for n, lab, _ in scrape(port)
+                if n == METRIC and lab.get("process_pid") == str(os.getpid())
+            ],
+            30,
+        )
         assert own and all(
             lab.get("container_id", "") == "" and lab.get("k8s_pod_uid", "") == "" for lab in own
         )
