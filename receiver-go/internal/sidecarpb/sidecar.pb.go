@@ -469,8 +469,11 @@ type Program struct {
 	Parameters []*Parameter `protobuf:"bytes,5,rep,name=parameters,proto3" json:"parameters,omitempty"`
 	// Metrics the receiver emits when its config names no metrics.
 	DefaultMetrics []*MetricBinding `protobuf:"bytes,6,rep,name=default_metrics,json=defaultMetrics,proto3" json:"default_metrics,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The program samples stacks: in a profiles pipeline its samples become
+	// OTLP profiles (StreamRequest.profiles).
+	Profiles      bool `protobuf:"varint,8,opt,name=profiles,proto3" json:"profiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Program) Reset() {
@@ -543,6 +546,13 @@ func (x *Program) GetDefaultMetrics() []*MetricBinding {
 		return x.DefaultMetrics
 	}
 	return nil
+}
+
+func (x *Program) GetProfiles() bool {
+	if x != nil {
+		return x.Profiles
+	}
+	return false
 }
 
 type Parameter struct {
@@ -1331,10 +1341,13 @@ func (x *MapRequest) GetPerCpu() bool {
 }
 
 type StreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Programs      []*ProgramRequest      `protobuf:"bytes,1,rep,name=programs,proto3" json:"programs,omitempty"`
-	Maps          []*MapRequest          `protobuf:"bytes,2,rep,name=maps,proto3" json:"maps,omitempty"`
-	Interval      *durationpb.Duration   `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Programs []*ProgramRequest      `protobuf:"bytes,1,rep,name=programs,proto3" json:"programs,omitempty"`
+	Maps     []*MapRequest          `protobuf:"bytes,2,rep,name=maps,proto3" json:"maps,omitempty"`
+	Interval *durationpb.Duration   `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Set when the receiver is in a profiles pipeline: every snapshot then
+	// carries the samples of the interval as OTLP profiles.
+	Profiles      *ProfilesRequest `protobuf:"bytes,5,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1390,6 +1403,68 @@ func (x *StreamRequest) GetInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *StreamRequest) GetProfiles() *ProfilesRequest {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+type ProfilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The requested program whose samples become profiles (one with
+	// Program.profiles set, e.g. "profile").
+	Program string `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// One profile per container (pod) instead of one per process.
+	PerContainer  bool `protobuf:"varint,2,opt,name=per_container,json=perContainer,proto3" json:"per_container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfilesRequest) Reset() {
+	*x = ProfilesRequest{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfilesRequest) ProtoMessage() {}
+
+func (x *ProfilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfilesRequest.ProtoReflect.Descriptor instead.
+func (*ProfilesRequest) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ProfilesRequest) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *ProfilesRequest) GetPerContainer() bool {
+	if x != nil {
+		return x.PerContainer
+	}
+	return false
+}
+
 // One column of a map read: one entry per map entry, in the same order in
 // every column of a MapSnapshot. Exactly one of the repeated fields is used,
 // by the field's FieldType.
@@ -1405,7 +1480,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1492,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1505,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Column) GetField() string {
@@ -1488,7 +1563,7 @@ type MapSnapshot struct {
 
 func (x *MapSnapshot) Reset() {
 	*x = MapSnapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1575,7 @@ func (x *MapSnapshot) String() string {
 func (*MapSnapshot) ProtoMessage() {}
 
 func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1588,7 @@ func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapSnapshot.ProtoReflect.Descriptor instead.
 func (*MapSnapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MapSnapshot) GetProgram() string {
@@ -1594,7 +1669,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1681,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1694,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{16}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Snapshot) GetSequence() uint64 {
@@ -1667,7 +1742,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1754,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1767,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{17}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FieldError) GetField() string {
@@ -1724,7 +1799,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1811,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1824,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -1785,7 +1860,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1872,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1885,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -1847,7 +1922,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vperf_events\x18\x04 \x01(\bR\n" +
 	"perfEvents\x12\x18\n" +
 	"\akprobes\x18\x05 \x01(\bR\akprobes\x12\x18\n" +
-	"\aheaders\x18\x06 \x01(\tR\aheaders\"\x9c\x02\n" +
+	"\aheaders\x18\x06 \x01(\tR\aheaders\"\xb8\x02\n" +
 	"\aProgram\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x14\n" +
@@ -1856,7 +1931,8 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
 	"parameters\x18\x05 \x03(\v2\".ebpfreceiver.sidecar.v1.ParameterR\n" +
 	"parameters\x12O\n" +
-	"\x0fdefault_metrics\x18\x06 \x03(\v2&.ebpfreceiver.sidecar.v1.MetricBindingR\x0edefaultMetrics\"\xad\x01\n" +
+	"\x0fdefault_metrics\x18\x06 \x03(\v2&.ebpfreceiver.sidecar.v1.MetricBindingR\x0edefaultMetrics\x12\x1a\n" +
+	"\bprofiles\x18\b \x01(\bR\bprofiles\"\xad\x01\n" +
 	"\tParameter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -1934,11 +2010,15 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
 	"\x03map\x18\x02 \x01(\tR\x03map\x12(\n" +
 	"\x10clear_after_read\x18\x03 \x01(\bR\x0eclearAfterRead\x12\x17\n" +
-	"\aper_cpu\x18\x04 \x01(\bR\x06perCpu\"\xc4\x01\n" +
+	"\aper_cpu\x18\x04 \x01(\bR\x06perCpu\"\x8a\x02\n" +
 	"\rStreamRequest\x12C\n" +
 	"\bprograms\x18\x01 \x03(\v2'.ebpfreceiver.sidecar.v1.ProgramRequestR\bprograms\x127\n" +
 	"\x04maps\x18\x02 \x03(\v2#.ebpfreceiver.sidecar.v1.MapRequestR\x04maps\x125\n" +
-	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\"b\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12D\n" +
+	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\"P\n" +
+	"\x0fProfilesRequest\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12#\n" +
+	"\rper_container\x18\x02 \x01(\bR\fperContainer\"b\n" +
 	"\x06Column\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05uints\x18\x02 \x03(\x04R\x05uints\x12\x12\n" +
@@ -2016,7 +2096,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2036,20 +2116,21 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*ProgramRequest)(nil),      // 15: ebpfreceiver.sidecar.v1.ProgramRequest
 	(*MapRequest)(nil),          // 16: ebpfreceiver.sidecar.v1.MapRequest
 	(*StreamRequest)(nil),       // 17: ebpfreceiver.sidecar.v1.StreamRequest
-	(*Column)(nil),              // 18: ebpfreceiver.sidecar.v1.Column
-	(*MapSnapshot)(nil),         // 19: ebpfreceiver.sidecar.v1.MapSnapshot
-	(*Snapshot)(nil),            // 20: ebpfreceiver.sidecar.v1.Snapshot
-	(*FieldError)(nil),          // 21: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 22: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 23: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 24: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 25: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
+	(*ProfilesRequest)(nil),     // 18: ebpfreceiver.sidecar.v1.ProfilesRequest
+	(*Column)(nil),              // 19: ebpfreceiver.sidecar.v1.Column
+	(*MapSnapshot)(nil),         // 20: ebpfreceiver.sidecar.v1.MapSnapshot
+	(*Snapshot)(nil),            // 21: ebpfreceiver.sidecar.v1.Snapshot
+	(*FieldError)(nil),          // 22: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 23: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 24: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 25: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 26: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 27: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	26, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	27, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
 	11, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	8,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
 	14, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
@@ -2062,29 +2143,30 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	3,  // 12: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	12, // 13: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
 	13, // 14: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	24, // 15: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	25, // 15: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
 	15, // 16: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
 	16, // 17: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	26, // 18: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
-	18, // 19: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	18, // 20: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	19, // 21: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	26, // 22: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	25, // 23: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	11, // 24: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	21, // 25: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	22, // 26: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 27: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	17, // 28: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	17, // 29: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 30: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	20, // 31: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	23, // 32: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	30, // [30:33] is the sub-list for method output_type
-	27, // [27:30] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	27, // 18: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	18, // 19: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
+	19, // 20: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	19, // 21: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	20, // 22: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
+	27, // 23: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	26, // 24: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	11, // 25: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	22, // 26: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	23, // 27: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 28: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	17, // 29: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	17, // 30: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 31: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	21, // 32: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	24, // 33: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	31, // [31:34] is the sub-list for method output_type
+	28, // [28:31] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2098,7 +2180,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

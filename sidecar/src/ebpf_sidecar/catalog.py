@@ -254,6 +254,24 @@ class ParameterSpec:
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """Where a stack-sampling program keeps its samples (the manifest's ``profile``).
+
+    ``counts_map`` counts samples per key (one of its key fields names the
+    user stack, one the kernel stack, as ids into the BPF_STACK_TRACE map
+    ``stack_map``); ``frequency_parameter`` is the int parameter its
+    perf event's sample frequency comes from.
+    """
+
+    counts_map: str
+    count_field: str
+    stack_map: str
+    user_stack_field: str
+    kernel_stack_field: str
+    frequency_parameter: str
+
+
+@dataclass(frozen=True)
 class Program:
     name: str
     description: str
@@ -265,6 +283,7 @@ class Program:
     # "struct.member" offsets the program needs, read from the running
     # kernel's BTF and passed as -DBTF_OFFSET_<STRUCT>_<MEMBER>=<bytes>.
     btf_offsets: tuple[str, ...] = ()
+    profile: ProfileSpec | None = None
 
     def to_proto(self) -> pb.Program:
         """The program as Describe shows it: map sizes are those of the defaults."""
@@ -276,6 +295,7 @@ class Program:
             maps=[m.to_proto(defaults) for m in self.maps.values()],
             parameters=[p.to_proto() for p in self.parameters.values()],
             default_metrics=list(self.default_metrics),
+            profiles=self.profile is not None,
         )
 
     def check_parameters(

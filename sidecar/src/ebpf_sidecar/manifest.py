@@ -34,6 +34,7 @@ from ebpf_sidecar.catalog import (
     MapSize,
     MapSpec,
     ParameterSpec,
+    ProfileSpec,
     Program,
     RequestError,
     enabling_parameter,
@@ -137,6 +138,15 @@ class MetricDoc(_Schema):
     value_attribute: ValueAttributeDoc | None = None
 
 
+class ProfileDoc(_Schema):
+    counts_map: str
+    count_field: str
+    stack_map: str
+    user_stack_field: str
+    kernel_stack_field: str
+    frequency_parameter: str
+
+
 class ManifestDoc(_Schema):
     name: str
     hooks: list[str]
@@ -147,6 +157,7 @@ class ManifestDoc(_Schema):
     default_metrics: list[MetricDoc] = []
     # "struct.member" offsets the program needs from the running kernel's BTF
     btf_offsets: list[str] = []
+    profile: ProfileDoc | None = None
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -272,6 +283,15 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
     for i, offset in enumerate(doc.btf_offsets):
         if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", offset):
             raise CatalogError(f"{where}.btf_offsets[{i}]: {offset!r} is not struct.member")
+    profile = _profile(doc.profile, maps, params, f"{where}.profile") if doc.profile else None
+    for i, hook in enumerate(doc.hooks):
+        kind, _, event = hook.partition(":")
+        if kind == "perf_event" and (event not in PERF_EVENTS or profile is None):
+            raise CatalogError(
+                f"{where}.hooks[{i}]: {hook!r}: perf_event hooks are "
+                f"{', '.join('perf_event:' + e for e in PERF_EVENTS)}, and need a profile "
+                "section naming the frequency parameter"
+            )
     return Program(
         name=doc.name,
         description=doc.description.strip(),
@@ -281,6 +301,50 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
         maps=maps,
         parameters=params,
         default_metrics=metrics,
+        profile=profile,
+    )
+
+
+# perf_event hooks: the software events the sidecar attaches on every CPU.
+PERF_EVENTS = ("cpu-clock",)
+
+
+def _profile(
+    doc: ProfileDoc,
+    maps: Mapping[str, MapSpec],
+    params: Mapping[str, ParameterSpec],
+    where: str,
+) -> ProfileSpec:
+    if doc.counts_map not in maps:
+        raise CatalogError(f"{where}.counts_map: {doc.counts_map!r} is no map; maps: {', '.join(maps)}")
+    spec = maps[doc.counts_map]
+    keys = {f.name: f for f in spec.key}
+    for name, given in (
+        ("user_stack_field", doc.user_stack_field),
+        ("kernel_stack_field", doc.kernel_stack_field),
+    ):
+        if given not in keys or keys[given].c_type != "s32":
+            raise CatalogError(
+                f"{where}.{name}: {given!r} is no s32 key field of {doc.counts_map} "
+                "(a stack id, below 0 for none)"
+            )
+    if doc.count_field not in [f.name for f in spec.value]:
+        raise CatalogError(f"{where}.count_field: {doc.count_field!r} is no value field")
+    if not spec.pid_field:
+        raise CatalogError(f"{where}.counts_map: {doc.counts_map} needs a pid_field")
+    freq = params.get(doc.frequency_parameter)
+    if freq is None or freq.type != "int" or freq.min < 1:
+        raise CatalogError(
+            f"{where}.frequency_parameter: {doc.frequency_parameter!r} is no int "
+            "parameter with a min of at least 1"
+        )
+    return ProfileSpec(
+        counts_map=doc.counts_map,
+        count_field=doc.count_field,
+        stack_map=doc.stack_map,
+        user_stack_field=doc.user_stack_field,
+        kernel_stack_field=doc.kernel_stack_field,
+        frequency_parameter=doc.frequency_parameter,
     )
 
 

@@ -131,7 +131,16 @@ def _captured_stderr() -> Iterator[list[str]]:
 
 # Autoloaded function prefixes BCC attaches in ways that cannot be pinned
 # (kprobes, trampolines): a program with any of them is attached by BCC.
-_UNLINKED_PREFIXES = (b"kprobe__", b"kretprobe__", b"kfunc__", b"kretfunc__", b"lsm__")
+# Perf event functions (perf_event__<event>) are attached by attach_perf_events,
+# with BCC's perf event fds: they are not pinned either.
+_UNLINKED_PREFIXES = (
+    b"kprobe__",
+    b"kretprobe__",
+    b"kfunc__",
+    b"kretfunc__",
+    b"lsm__",
+    b"perf_event__",
+)
 
 
 # The kernel's internal "not supported", which bpf() can return as it is.
@@ -212,6 +221,30 @@ def _attach(bpf: Any) -> list[int] | None:
             os.close(fd)
         raise
     return links
+
+
+def attach_perf_events(bpf: Any, program: Program, values: Mapping[str, int]) -> None:
+    """Attach the program's ``perf_event:<event>`` hooks on every online CPU.
+
+    The function ``perf_event__<event>`` (dashes as underscores) runs at the
+    sample frequency of the program's profile frequency parameter; BCC opens
+    one software perf event per CPU, closed with the BPF object.
+    """
+    from bcc import PerfSWConfig, PerfType
+
+    events = {"cpu-clock": PerfSWConfig.CPU_CLOCK}
+    for hook in program.hooks:
+        kind, _, event = hook.partition(":")
+        if kind != "perf_event":
+            continue
+        assert program.profile is not None  # the manifest checks it
+        bpf.attach_perf_event(
+            ev_type=PerfType.SOFTWARE,
+            ev_config=events[event],
+            fn_name=b"perf_event__" + event.replace("-", "_").encode(),
+            sample_freq=values[program.profile.frequency_parameter],
+            cpu=-1,
+        )
 
 
 def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Path]) -> list[str]:
@@ -336,7 +369,8 @@ class ProgramManager:
         bpf, seconds = _compile(program, full)
         try:
             links = _attach(bpf)
-        except OSError as e:
+            attach_perf_events(bpf, program, values)
+        except Exception as e:  # OSError, or the plain Exception of a BCC attach
             bpf.cleanup()
             raise LoadError(f"program {name!r} was compiled but not attached: {e}") from None
         loaded = LoadedProgram(

@@ -89,20 +89,22 @@ class KernelInfo(_message.Message):
     def __init__(self, release: _Optional[str] = ..., btf: _Optional[bool] = ..., raw_tracepoints: _Optional[bool] = ..., perf_events: _Optional[bool] = ..., kprobes: _Optional[bool] = ..., headers: _Optional[str] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("name", "description", "hooks", "maps", "parameters", "default_metrics")
+    __slots__ = ("name", "description", "hooks", "maps", "parameters", "default_metrics", "profiles")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HOOKS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METRICS_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     hooks: _containers.RepeatedScalarFieldContainer[str]
     maps: _containers.RepeatedCompositeFieldContainer[Map]
     parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
     default_metrics: _containers.RepeatedCompositeFieldContainer[MetricBinding]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., hooks: _Optional[_Iterable[str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., default_metrics: _Optional[_Iterable[_Union[MetricBinding, _Mapping]]] = ...) -> None: ...
+    profiles: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., hooks: _Optional[_Iterable[str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., default_metrics: _Optional[_Iterable[_Union[MetricBinding, _Mapping]]] = ..., profiles: _Optional[bool] = ...) -> None: ...
 
 class Parameter(_message.Message):
     __slots__ = ("name", "type", "default", "allowed", "min", "max", "description")
@@ -252,14 +254,24 @@ class MapRequest(_message.Message):
     def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., clear_after_read: _Optional[bool] = ..., per_cpu: _Optional[bool] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("programs", "maps", "interval")
+    __slots__ = ("programs", "maps", "interval", "profiles")
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     programs: _containers.RepeatedCompositeFieldContainer[ProgramRequest]
     maps: _containers.RepeatedCompositeFieldContainer[MapRequest]
     interval: _duration_pb2.Duration
-    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    profiles: ProfilesRequest
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., profiles: _Optional[_Union[ProfilesRequest, _Mapping]] = ...) -> None: ...
+
+class ProfilesRequest(_message.Message):
+    __slots__ = ("program", "per_container")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    PER_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    per_container: bool
+    def __init__(self, program: _Optional[str] = ..., per_container: _Optional[bool] = ...) -> None: ...
 
 class Column(_message.Message):
     __slots__ = ("field", "uints", "ints", "strings")
