@@ -115,6 +115,11 @@ type Config struct {
 	// Metrics override it with their own cardinality_limit. Default 2000.
 	CardinalityLimit int `mapstructure:"cardinality_limit"`
 
+	// ProfilesPerContainer makes the profiles pipeline get one profile per
+	// container (pod) and interval instead of one per process. Only for a
+	// receiver in a profiles pipeline.
+	ProfilesPerContainer bool `mapstructure:"profiles_per_container"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }

@@ -198,7 +198,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w%s", r.cfg.Endpoint, err, r.closedHint(err))
 	}
 	r.logDescribe(desc)
-	res, err := resolve(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+	judge := func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
 		pctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
 		defer cancel()
 		plan, err := client.Plan(pctx, req)
@@ -211,7 +211,11 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 			return nil, &planError{fmt.Errorf("ask the eBPF sidecar at %s to check the configuration: %w", r.cfg.Endpoint, err)}
 		}
 		return plan, nil
-	})
+	}
+	res, err := resolve(r.cfg, desc, judge)
+	if err == nil {
+		err = requestProfiles(r.cfg, desc, res.request, r.nextProfiles != nil, r.settings.Logger, judge)
+	}
 	var pe *planError
 	var ce *configError
 	switch {

@@ -51,7 +51,10 @@ func TestOneReceiverServesMetricsLogsAndProfiles(t *testing.T) {
 	next := proto.Clone(withMaps).(*sidecarpb.Snapshot)
 	next.Sequence = 2
 	next.Profiles = nil
-	fake := &fakeSidecar{script: []*sidecarpb.Snapshot{
+	// In a profiles pipeline the receiver needs a program that samples stacks.
+	catalog := testDescribe()
+	catalog.Programs[0].Profiles = true
+	fake := &fakeSidecar{catalog: catalog, script: []*sidecarpb.Snapshot{
 		withMaps,
 		{Logs: otlpLogs(t, "first event", "second event")}, // an event batch between snapshots
 		next,
@@ -83,6 +86,7 @@ func TestOneReceiverServesMetricsLogsAndProfiles(t *testing.T) {
 	}, waitFor, tick)
 	assert.Equal(t, "first event", logs.AllLogs()[0].ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Body().Str())
 	assert.Len(t, fake.streamRequests(), 1, "one stream for the three pipelines")
+	assert.Equal(t, "syscalls", fake.streamRequests()[0].GetProfiles().GetProgram())
 
 	require.NoError(t, mr.Shutdown(context.Background()))
 	require.NoError(t, lr.Shutdown(context.Background()))

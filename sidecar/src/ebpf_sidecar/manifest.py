@@ -316,7 +316,9 @@ def _profile(
     where: str,
 ) -> ProfileSpec:
     if doc.counts_map not in maps:
-        raise CatalogError(f"{where}.counts_map: {doc.counts_map!r} is no map; maps: {', '.join(maps)}")
+        raise CatalogError(
+            f"{where}.counts_map: {doc.counts_map!r} is no map; maps: {', '.join(maps)}"
+        )
     spec = maps[doc.counts_map]
     keys = {f.name: f for f in spec.key}
     for name, given in (

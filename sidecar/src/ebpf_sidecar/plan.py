@@ -34,6 +34,14 @@ class WantedMap:
 
 
 @dataclass(frozen=True)
+class WantedProfiles:
+    """The stream's ProfilesRequest, validated: whose samples become OTLP profiles."""
+
+    program: str
+    per_container: bool
+
+
+@dataclass(frozen=True)
 class PlannedProgram:
     program: Program
     # the request's parameter values, as text (what ProgramManager.acquire takes)
@@ -68,6 +76,7 @@ class Plan:
     interval: float
     programs: list[PlannedProgram] = field(default_factory=list)
     maps: list[WantedMap] = field(default_factory=list)
+    profiles: WantedProfiles | None = None
     # (path into the StreamRequest, message), every problem found
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -171,4 +180,49 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
             )
             continue
         result.maps.append(WantedMap(m.program, m.map, m.clear_after_read, m.per_cpu))
+    if request.HasField("profiles"):
+        _plan_profiles(catalog, request.profiles, planned, requested_at, result)
     return result
+
+
+def _plan_profiles(
+    catalog: Catalog,
+    wanted: pb.ProfilesRequest,
+    planned: dict[str, PlannedProgram],
+    requested_at: dict[str, int],
+    result: Plan,
+) -> None:
+    samplers = sorted(n for n, p in catalog.programs.items() if p.profile is not None)
+    if wanted.program not in requested_at:
+        result.errors.append(
+            (
+                "profiles.program",
+                f"{wanted.program!r} is not among the requested programs "
+                f"({', '.join(sorted(requested_at)) or 'none'}); request a program that "
+                f"samples stacks ({', '.join(samplers) or 'none in this catalog'})",
+            )
+        )
+        return
+    program = catalog.programs.get(wanted.program)
+    if program is None or program.profile is None:
+        result.errors.append(
+            (
+                "profiles.program",
+                f"program {wanted.program!r} samples no stacks; programs that do: "
+                f"{', '.join(samplers) or 'none in this catalog'}",
+            )
+        )
+        return
+    if any(
+        w.program == wanted.program and w.map == program.profile.counts_map for w in result.maps
+    ):
+        result.errors.append(
+            (
+                "profiles.program",
+                f"map {wanted.program}/{program.profile.counts_map} is read for profiles, "
+                "which clears it every interval; bind no metric to it",
+            )
+        )
+        return
+    if wanted.program in planned:
+        result.profiles = WantedProfiles(wanted.program, wanted.per_container)

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, otlp_profiles, unix_socket
 from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.maps import MapReader
-from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
+from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, WantedProfiles, plan
+from ebpf_sidecar.profiles import StackReader
 from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
+from ebpf_sidecar.symbols import Symbolizer
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 
@@ -67,6 +69,8 @@ class SidecarService(pb_grpc.SidecarServicer):
         self.kernel = kernel
         self.max_streams = max_streams
         self._stream_slots = threading.BoundedSemaphore(max_streams)
+        # one symbol cache for every stream's profiles
+        self.symbolizer = Symbolizer()
 
     def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
@@ -100,6 +104,9 @@ class SidecarService(pb_grpc.SidecarServicer):
         try:
             by_name: dict[str, LoadedProgram] = {}
             clearing = {w.program for w in wanted if w.clear}
+            # profiles clear the sample counts every read: an instance of their own
+            if judged.profiles is not None:
+                clearing.add(judged.profiles.program)
             for p in judged.programs:
                 name = p.program.name
                 loaded = self.programs.acquire(name, p.requested, exclusive=name in clearing)
@@ -115,6 +122,11 @@ class SidecarService(pb_grpc.SidecarServicer):
             for w in wanted:
                 by_name[w.program].readers[w.map].subscribe(token)
                 subscribed.append(by_name[w.program].readers[w.map])
+            profiles = (
+                _Profiles(judged.profiles, by_name[judged.profiles.program], self.symbolizer)
+                if judged.profiles is not None
+                else None
+            )
             log.info(
                 "stream %s: programs %s, %d maps every %.1fs",
                 context.peer(),
@@ -126,7 +138,10 @@ class SidecarService(pb_grpc.SidecarServicer):
             next_tick = time.monotonic()
             while not closed.is_set():
                 sequence += 1
-                yield self._snapshot(sequence, wanted, by_name, token)
+                snap = self._snapshot(sequence, wanted, by_name, token)
+                if profiles is not None:
+                    profiles.add_to(snap)
+                yield snap
                 next_tick = next_read(next_tick, interval, time.monotonic())
                 closed.wait(max(0.0, next_tick - time.monotonic()))
         except RequestError as e:
@@ -168,6 +183,44 @@ class SidecarService(pb_grpc.SidecarServicer):
                 ms.error = f"reading {program}/{name} failed: {e}"
         snap.read_duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
         return snap
+
+
+class _Profiles:
+    """A stream's profiles: the samples of each interval as serialized OTLP ProfilesData."""
+
+    def __init__(self, wanted: WantedProfiles, loaded: LoadedProgram, symbolizer: Symbolizer):
+        program = loaded.program
+        assert program.profile is not None  # the judge checked
+        self.per_container = wanted.per_container
+        self.frequency = program.parameter_values(dict(loaded.parameters))[
+            program.profile.frequency_parameter
+        ]
+        self.reader = StackReader(
+            program, loaded.bpf, loaded.readers[program.profile.counts_map], symbolizer
+        )
+        self.since = loaded.attach_time_ns
+        self.dropped = 0
+
+    def add_to(self, snap: pb.Snapshot) -> None:
+        now = time.time_ns()
+        try:
+            read = self.reader.read()
+        except Exception:  # a failed read must not end the stream's metrics
+            log.exception("reading stack samples failed")
+            return
+        if read.dropped_total > self.dropped:
+            log.warning(
+                "profiles: %d samples not counted since the last read (map full); raise the "
+                "profile program's max_samples",
+                read.dropped_total - self.dropped,
+            )
+        self.dropped = read.dropped_total
+        if read.samples:
+            data = otlp_profiles.build(
+                read.samples, self.since, now, self.frequency, self.per_container
+            )
+            snap.profiles = data.SerializeToString()
+        self.since = now
 
 
 def next_read(scheduled: float, interval: float, now: float) -> float:
