@@ -15,6 +15,7 @@ from conftest import (
     COLLECTOR,
     REPO,
     Process,
+    collector_flags,
     free_port,
     pipeline_config,
     scrape,
@@ -38,7 +39,9 @@ def daemonset_config(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_configs_validate(config: Path) -> None:
     r = subprocess.run(
-        [str(COLLECTOR), "validate", "--config", str(config)], capture_output=True, text=True
+        [str(COLLECTOR), "validate", "--config", str(config), *collector_flags(config)],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
 
