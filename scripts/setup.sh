@@ -88,6 +88,8 @@ setup_tools() {
   install_go_tool "$bin/protoc-gen-go" "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
   install_go_tool "$bin/protoc-gen-go-grpc" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
   build_go_tool "$bin/mdatagen" "go.opentelemetry.io/collector/cmd/mdatagen@$MDATAGEN_VERSION"
+  # profile.proto, for scripts/gen-proto.sh (into the module cache; cached)
+  go mod download "github.com/google/pprof@$PPROF_VERSION"
 }
 
 install_go_tool() {

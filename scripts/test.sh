@@ -18,7 +18,8 @@ lint() {
   tmp=$(mktemp -d)
   scripts/gen-proto.sh "$tmp"
   if ! diff -r "$tmp/receiver-go/internal/sidecarpb" receiver-go/internal/sidecarpb >/dev/null ||
-     ! diff -r -x __pycache__ "$tmp/sidecar/src/ebpfreceiver" sidecar/src/ebpfreceiver >/dev/null; then
+     ! diff -r -x __pycache__ "$tmp/sidecar/src/ebpfreceiver" sidecar/src/ebpfreceiver >/dev/null ||
+     ! diff -r -x __pycache__ "$tmp/sidecar/src/perftools" sidecar/src/perftools >/dev/null; then
     echo "generated code is stale: run 'make proto' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi

@@ -12,3 +12,7 @@ OCB_VERSION=v0.165.0
 MDATAGEN_VERSION=v0.159.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+# pprof's profile.proto (github.com/google/pprof, a Go module without releases):
+# the sidecar's flame graph command writes pprof files with the Python code
+# scripts/gen-proto.sh generates from it, for `go tool pprof -http`.
+PPROF_VERSION=v0.0.0-20260906184651-6331bc6350fe

@@ -22,7 +22,7 @@
 #define MAX_SAMPLES 10240
 #endif
 #ifndef MAX_STACKS
-#define MAX_STACKS 8192
+#define MAX_STACKS 16384
 #endif
 #define EFAULT_ 14 // <uapi/asm-generic/errno-base.h> EFAULT, without the header
 

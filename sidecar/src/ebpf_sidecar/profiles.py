@@ -68,7 +68,13 @@ def profile_spec(program: Program) -> ProfileSpec:
 
 
 class StackReader:
-    """Reads and clears one loaded instance's samples; one reader per instance."""
+    """Reads and clears one loaded instance's samples; one reader per instance.
+
+    :meth:`prefetch`, called more often than :meth:`read` (every second by
+    the server), symbolizes the user stacks counted so far while their
+    processes still run: a process that lives a second or more gets names
+    even when it exits before the interval's read.
+    """
 
     def __init__(self, program: Program, bpf: Any, counts: MapReader, symbolizer: Symbolizer):
         self.spec = profile_spec(program)
@@ -76,10 +82,23 @@ class StackReader:
         self.stacks = bpf[self.spec.stack_map.encode()]
         self.symbolizer = symbolizer
         self._lock = threading.Lock()
+        # (pid, user stack id) -> frames, symbolized ahead of the read
+        self._early: dict[tuple[int, int], tuple[Frame, ...]] = {}
 
     def read(self) -> Read:
         with self._lock:
-            return self._read()
+            try:
+                return self._read()
+            finally:
+                self._early.clear()  # stack ids are deleted and reused after a read
+
+    def prefetch(self) -> None:
+        with self._lock:
+            for key in self.counts.table:
+                pid = int(getattr(key, self.counts.spec.pid_field))
+                uid = int(getattr(key, self.spec.user_stack_field))
+                if uid >= 0 and (pid, uid) not in self._early:
+                    self._early[(pid, uid)] = self._user(pid, uid)
 
     def _read(self) -> Read:
         spec = self.spec
@@ -102,7 +121,8 @@ class StackReader:
             if kid not in kernel_frames:
                 kernel_frames[kid] = self._kernel(kid)
             if (pid, uid) not in user_frames:
-                user_frames[(pid, uid)] = self._user(int(pid), uid)
+                early = self._early.get((int(pid), uid))
+                user_frames[(pid, uid)] = early or self._user(int(pid), uid)
             out.samples.append(
                 Sample(
                     pid=int(pid),

@@ -134,6 +134,8 @@ class SidecarService(pb_grpc.SidecarServicer):
                 len(wanted),
                 interval,
             )
+            if profiles is not None:
+                profiles.start_prefetching(closed)
             sequence = 0
             next_tick = time.monotonic()
             while not closed.is_set():
@@ -185,6 +187,10 @@ class SidecarService(pb_grpc.SidecarServicer):
         return snap
 
 
+# How often a profiles stream symbolizes the samples counted so far, between reads.
+PREFETCH_S = 1.0
+
+
 class _Profiles:
     """A stream's profiles: the samples of each interval as serialized OTLP ProfilesData."""
 
@@ -200,6 +206,19 @@ class _Profiles:
         )
         self.since = loaded.attach_time_ns
         self.dropped = 0
+
+    def start_prefetching(self, closed: threading.Event) -> None:
+        """Symbolize what is counted every PREFETCH_S until ``closed``: short-lived
+        processes get names before their mappings are gone."""
+
+        def loop() -> None:
+            while not closed.wait(PREFETCH_S):
+                try:
+                    self.reader.prefetch()
+                except Exception:
+                    log.exception("symbolizing stack samples ahead of the read failed")
+
+        threading.Thread(target=loop, name="profiles-prefetch", daemon=True).start()
 
     def add_to(self, snap: pb.Snapshot) -> None:
         now = time.time_ns()
