@@ -256,3 +256,25 @@ def test_the_cache_of_symbols_is_bounded() -> None:
         assert len(symbols._caches) == 1
     finally:
         symbols.close()
+
+
+def test_the_flame_graph_command_turns_otlp_profiles_into_pprof() -> None:
+    import gzip
+
+    from ebpf_sidecar import flamegraph
+    from perftools.profiles import profile_pb2 as pprof
+
+    data = otlp_profiles.build(SAMPLES, 1_000, 2_000, frequency_hz=99)
+    stacks = flamegraph.stacks(pp.ProfilesData.FromString(data.SerializeToString()))
+    assert sorted((s.pid, s.count) for s in stacks) == [(1, 2), (1, 5), (2, 1), (3, 4)]
+    [app] = [s for s in stacks if s.pid == 1 and s.count == 5]
+    assert [f for f, _, _ in app.frames] == ["leaf", "main"]
+    assert app.container_id == "c" * 64
+    prof = pprof.Profile.FromString(gzip.decompress(flamegraph.to_pprof(stacks, 10, 1, 0)))
+    names = {f.id: prof.string_table[f.name] for f in prof.function}
+    location = {loc.id: names[loc.line[0].function_id] for loc in prof.location}
+    by_stack = {tuple(location[i] for i in s.location_id): list(s.value) for s in prof.sample}
+    # leaf first, the process as the root
+    assert by_stack[("leaf", "main", "app")] == [5, 50]
+    assert [prof.string_table[t.type] for t in prof.sample_type] == ["samples", "cpu"]
+    assert flamegraph.folded(stacks).splitlines()[0] == "app;main;leaf 5"

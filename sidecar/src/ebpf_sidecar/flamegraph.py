@@ -31,6 +31,7 @@ import grpc
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pp
 
 from ebpf_sidecar.cli import DEFAULT_LISTEN
+from ebpf_sidecar.symbols import KERNEL_MODULE
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 from perftools.profiles import profile_pb2 as pprof
@@ -228,6 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_bytes(to_pprof(samples, period, time.time_ns() - start, start))
     if args.folded:
         args.folded.write_text(folded(samples))
+    user = [f for s in samples for f in s.frames if f[1] != KERNEL_MODULE and f[1]]
+    named = [f for f in user if not f[0].startswith("0x") and "+0x" not in f[0]]
+    if user and len(named) < len(user) / 2:
+        print(
+            f"{len(user) - len(named)} of {len(user)} user frames have no name: code without "
+            "frame pointers or symbols, processes gone before their read, or a sidecar "
+            "without CAP_SYS_PTRACE (docs/profiles.md)",
+            file=sys.stderr,
+        )
     print(
         f"{total} samples ({total * period / 1e9:.2f} CPU-seconds) in {args.output}; "
         f"view: go tool pprof -http=127.0.0.1:8080 {args.output}  (VIEW > Flame graph)"
