@@ -120,6 +120,12 @@ type Config struct {
 	// receiver in a profiles pipeline.
 	ProfilesPerContainer bool `mapstructure:"profiles_per_container"`
 
+	// ProfilesFilter limits the profiles to these containers (id, or its
+	// first 12 or more hex digits), pods (uid) or cgroup v2 paths (starting
+	// with "/"); empty profiles the whole node. The sidecar checks the
+	// entries. Only for a receiver in a profiles pipeline.
+	ProfilesFilter []string `mapstructure:"profiles_filter"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }

@@ -32,11 +32,13 @@ func requestProfiles(cfg *Config, desc *sidecarpb.DescribeResponse, req *sidecar
 	switch {
 	case !inProfiles && cfg.ProfilesPerContainer:
 		return fmt.Errorf("profiles_per_container: the receiver is in no profiles pipeline; remove the setting or add the receiver to a profiles pipeline")
+	case !inProfiles && len(cfg.ProfilesFilter) > 0:
+		return fmt.Errorf("profiles_filter: the receiver is in no profiles pipeline; remove the setting or add the receiver to a profiles pipeline")
 	case inProfiles && len(samplers) == 0:
 		return fmt.Errorf("programs: the receiver is in a profiles pipeline, but none of its programs samples stacks; add one of: %s (e.g. `- name: profile`)",
 			strings.Join(catalogSamplers, ", "))
 	case inProfiles:
-		req.Profiles = &sidecarpb.ProfilesRequest{Program: samplers[0], PerContainer: cfg.ProfilesPerContainer}
+		req.Profiles = &sidecarpb.ProfilesRequest{Program: samplers[0], PerContainer: cfg.ProfilesPerContainer, Cgroups: cfg.ProfilesFilter}
 		// The sidecar judges the profiles request too (e.g. a metric bound
 		// to the sample map, which profiles clear every interval).
 		verdict, err := plan(req)
@@ -45,7 +47,9 @@ func requestProfiles(cfg *Config, desc *sidecarpb.DescribeResponse, req *sidecar
 		}
 		var errs []error
 		for _, fe := range verdict.GetErrors() {
-			errs = append(errs, fmt.Errorf("%s: %s", strings.Replace(fe.GetField(), "profiles.program", "programs ("+samplers[0]+")", 1), fe.GetMessage()))
+			field := strings.Replace(fe.GetField(), "profiles.program", "programs ("+samplers[0]+")", 1)
+			field = strings.Replace(field, "profiles.cgroups", "profiles_filter", 1)
+			errs = append(errs, fmt.Errorf("%s: %s", field, fe.GetMessage()))
 		}
 		return errors.Join(errs...)
 	case len(samplers) > 0:

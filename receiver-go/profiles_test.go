@@ -32,6 +32,17 @@ func TestRequestProfiles(t *testing.T) {
 
 	err = requestProfiles(&Config{ProfilesPerContainer: true}, desc, request("profile"), false, zap.NewNop(), accept)
 	require.ErrorContains(t, err, "profiles_per_container: the receiver is in no profiles pipeline")
+	err = requestProfiles(&Config{ProfilesFilter: []string{"/kubepods.slice"}}, desc, request("profile"), false, zap.NewNop(), accept)
+	require.ErrorContains(t, err, "profiles_filter: the receiver is in no profiles pipeline")
+
+	req = request("profile")
+	require.NoError(t, requestProfiles(&Config{ProfilesFilter: []string{"/kubepods.slice"}}, desc, req, true, zap.NewNop(), accept))
+	assert.Equal(t, []string{"/kubepods.slice"}, req.GetProfiles().GetCgroups())
+	badFilter := func(*sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+		return &sidecarpb.PlanResponse{Errors: []*sidecarpb.FieldError{{Field: "profiles.cgroups[0]", Message: "'x' is neither"}}}, nil
+	}
+	err = requestProfiles(&Config{ProfilesFilter: []string{"x"}}, desc, request("profile"), true, zap.NewNop(), badFilter)
+	require.ErrorContains(t, err, "profiles_filter[0]: 'x' is neither")
 
 	core, logs := observer.New(zap.WarnLevel)
 	req = request("profile")

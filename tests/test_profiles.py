@@ -23,7 +23,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.profiles.v1development import (
 )
 
 from conftest import (
+    REPO,
     KubeletContainer,
     Process,
     collector_flags,
@@ -320,3 +321,60 @@ def test_syscall_samples_have_the_kernel_frames_of_its_path(run: Run) -> None:
     # leaf first: the read path above the syscall entry, then the user frames
     assert path.index("vfs_read") < path.index("ksys_read"), path
     assert any(n.startswith(("do_syscall_64", "entry_SYSCALL")) for n in path), path
+
+
+def test_a_filter_samples_only_the_named_container(
+    kubelet_containers: Callable[[], KubeletContainer], tmp_path: Path
+) -> None:
+    """The program's cgroup filter, filled by the sidecar's profiles stream from a
+    container id prefix: a spinner in that container is sampled, one outside is not."""
+    from opentelemetry.proto.profiles.v1development import profiles_pb2 as pp
+
+    from ebpf_sidecar.manifest import load_catalog
+    from ebpf_sidecar.plan import WantedProfiles
+    from ebpf_sidecar.profile_stream import ProfileStream
+    from ebpf_sidecar.programs import ProgramManager
+    from ebpf_sidecar.symbols import Symbolizer
+    from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+
+    inside = kubelet_containers()
+    spinner = build(SPINNER, "spinner", tmp_path)
+    manager = ProgramManager(load_catalog([REPO / "bpf"]))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        loaded = manager.acquire("profile", {"frequency_hz": str(FREQUENCY_HZ)}, exclusive=True)
+        wanted = WantedProfiles("profile", False, (inside.container_id[:12],))
+        stream = ProfileStream(wanted, loaded, Symbolizer())
+        procs.append(inside.run([str(spinner), "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                [str(spinner), "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "done"
+        snap = pb.Snapshot()
+        stream.add_to(snap)
+        data = pp.ProfilesData.FromString(snap.profiles)
+        pids = {
+            kv.value.int_value
+            for rp in data.resource_profiles
+            for kv in rp.resource.attributes
+            if kv.key == "process.pid"
+        }
+        containers = {
+            kv.value.string_value
+            for rp in data.resource_profiles
+            for kv in rp.resource.attributes
+            if kv.key == "container.id"
+        }
+        assert procs[0].pid in pids
+        assert procs[1].pid not in pids
+        assert containers == {inside.container_id}
+    finally:
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+            p.wait(10)
+        manager.close()

@@ -24,6 +24,9 @@
 #ifndef MAX_STACKS
 #define MAX_STACKS 16384
 #endif
+#ifndef MAX_FILTER_CGROUPS
+#define MAX_FILTER_CGROUPS 4096
+#endif
 #define EFAULT_ 14 // <uapi/asm-generic/errno-base.h> EFAULT, without the header
 
 struct sample_key {
@@ -39,8 +42,13 @@ BPF_PERCPU_ARRAY(stack_counts_dropped, u64, 1);
 BPF_STACK_TRACE(stacks, MAX_STACKS);
 // [0]: user stacks lost, [1]: kernel stacks lost
 BPF_PERCPU_ARRAY(lost_stacks, u64, 2);
-// [0]: every sample taken (idle CPUs excluded)
+// [0]: every sample taken (idle CPUs and, with a filter, other cgroups excluded)
 BPF_PERCPU_ARRAY(samples, u64, 1);
+// The optional filter (a profiles request's cgroups): when filter_on[0] is
+// set, only tasks whose cgroup v2 id is in profiled_cgroups are sampled. The
+// sidecar fills both; an instance with a filter belongs to one stream.
+BPF_ARRAY(filter_on, u32, 1);
+BPF_HASH(profiled_cgroups, u64, u8, MAX_FILTER_CGROUPS);
 
 static __always_inline int stack_lost(int id) {
     return id < 0 && id != -EFAULT_;
@@ -51,12 +59,16 @@ int perf_event__cpu_clock(struct bpf_perf_event_data *ctx) {
     if ((u32)id == 0)
         return 0; // the idle task: a CPU with nothing to run
     int zero = 0;
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    u32 *filtered = filter_on.lookup(&zero);
+    if (filtered && *filtered && !profiled_cgroups.lookup(&cgroup_id))
+        return 0;
     u64 *taken = samples.lookup(&zero);
     if (taken)
         (*taken)++;
     struct sample_key key = {};
     key.pid = id >> 32;
-    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.cgroup_id = cgroup_id;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.user_stack_id = stacks.get_stackid(&ctx->regs, BPF_F_USER_STACK);
     key.kernel_stack_id = stacks.get_stackid(&ctx->regs, 0);

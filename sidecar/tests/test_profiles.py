@@ -278,3 +278,45 @@ def test_the_flame_graph_command_turns_otlp_profiles_into_pprof() -> None:
     assert by_stack[("leaf", "main", "app")] == [5, 50]
     assert [prof.string_table[t.type] for t in prof.sample_type] == ["samples", "cpu"]
     assert flamegraph.folded(stacks).splitlines()[0] == "app;main;leaf 5"
+
+
+CONTAINER = "a" * 64
+POD = "0c5e7f2a-1b2c-4d5e-8f90-123456789abc"
+SCOPE = (
+    "/kubepods.slice/kubepods-burstable.slice/"
+    f"kubepods-burstable-pod{POD.replace('-', '_')}.slice/cri-containerd-{CONTAINER}.scope"
+)
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "match"),
+    [
+        (CONTAINER, SCOPE, True),
+        (CONTAINER[:12], SCOPE, True),
+        (CONTAINER[:12], SCOPE + "/init", True),  # below the container
+        ("b" * 12, SCOPE, False),
+        (POD, SCOPE, True),
+        (POD, SCOPE.rsplit("/", 1)[0], True),  # the pod's own cgroup
+        (POD, "/system.slice/cron.service", False),
+        ("/kubepods.slice", SCOPE, True),
+        ("/kubepods.slice/", "/kubepods.slice", True),
+        ("/kubepods", "/kubepods.slice", False),  # whole components only
+    ],
+)
+def test_filter_entries_name_cgroups_and_what_is_below(entry: str, path: str, match: bool) -> None:
+    from ebpf_sidecar import cgroup_filter
+
+    assert cgroup_filter.check(entry) is None
+    assert cgroup_filter.matches(entry, path) is match
+    assert cgroup_filter.resolve([entry], {7: path}) == ({7} if match else set())
+
+
+def test_the_judge_refuses_filter_entries_it_cannot_match(catalog: Catalog) -> None:
+    req = pb.StreamRequest(
+        programs=[pb.ProgramRequest(name="profile")],
+        profiles=pb.ProfilesRequest(program="profile", cgroups=["/ok", "nginx"]),
+    )
+    judged = plan(catalog, req)
+    assert [f for f, _ in judged.errors] == ["profiles.cgroups[1]"]
+    assert "'nginx' is neither a container id" in judged.errors[0][1]
+    assert judged.profiles is None

@@ -1416,7 +1416,12 @@ type ProfilesRequest struct {
 	// Program.profiles set, e.g. "profile").
 	Program string `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
 	// One profile per container (pod) instead of one per process.
-	PerContainer  bool `protobuf:"varint,2,opt,name=per_container,json=perContainer,proto3" json:"per_container,omitempty"`
+	PerContainer bool `protobuf:"varint,2,opt,name=per_container,json=perContainer,proto3" json:"per_container,omitempty"`
+	// Sample only tasks in these cgroups (and the cgroups below them), each a
+	// container id (or its first 12 or more hex digits), a pod uid, or a
+	// cgroup v2 path ("/kubepods.slice/..."); empty: the whole node. Matched
+	// again every interval, so containers started later are included.
+	Cgroups       []string `protobuf:"bytes,3,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1463,6 +1468,13 @@ func (x *ProfilesRequest) GetPerContainer() bool {
 		return x.PerContainer
 	}
 	return false
+}
+
+func (x *ProfilesRequest) GetCgroups() []string {
+	if x != nil {
+		return x.Cgroups
+	}
+	return nil
 }
 
 // One column of a map read: one entry per map entry, in the same order in
@@ -2039,10 +2051,11 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\bprograms\x18\x01 \x03(\v2'.ebpfreceiver.sidecar.v1.ProgramRequestR\bprograms\x127\n" +
 	"\x04maps\x18\x02 \x03(\v2#.ebpfreceiver.sidecar.v1.MapRequestR\x04maps\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12D\n" +
-	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\"P\n" +
+	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\"j\n" +
 	"\x0fProfilesRequest\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12#\n" +
-	"\rper_container\x18\x02 \x01(\bR\fperContainer\"b\n" +
+	"\rper_container\x18\x02 \x01(\bR\fperContainer\x12\x18\n" +
+	"\acgroups\x18\x03 \x03(\tR\acgroups\"b\n" +
 	"\x06Column\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05uints\x18\x02 \x03(\x04R\x05uints\x12\x12\n" +

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ebpf_sidecar import cgroup_filter
 from ebpf_sidecar.catalog import Catalog, Program, RequestError, enabling_parameter
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
@@ -39,6 +40,7 @@ class WantedProfiles:
 
     program: str
     per_container: bool
+    cgroups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,5 +226,9 @@ def _plan_profiles(
             )
         )
         return
-    if wanted.program in planned:
-        result.profiles = WantedProfiles(wanted.program, wanted.per_container)
+    bad = [(i, cgroup_filter.check(e)) for i, e in enumerate(wanted.cgroups)]
+    result.errors += [(f"profiles.cgroups[{i}]", m) for i, m in bad if m]
+    if wanted.program in planned and not any(m for _, m in bad):
+        result.profiles = WantedProfiles(
+            wanted.program, wanted.per_container, tuple(wanted.cgroups)
+        )

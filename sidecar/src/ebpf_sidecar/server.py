@@ -12,13 +12,13 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__, otlp_profiles, unix_socket
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
 from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.maps import MapReader
-from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, WantedProfiles, plan
-from ebpf_sidecar.profiles import StackReader
+from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
+from ebpf_sidecar.profile_stream import ProfileStream
 from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
 from ebpf_sidecar.symbols import Symbolizer
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -123,7 +123,7 @@ class SidecarService(pb_grpc.SidecarServicer):
                 by_name[w.program].readers[w.map].subscribe(token)
                 subscribed.append(by_name[w.program].readers[w.map])
             profiles = (
-                _Profiles(judged.profiles, by_name[judged.profiles.program], self.symbolizer)
+                ProfileStream(judged.profiles, by_name[judged.profiles.program], self.symbolizer)
                 if judged.profiles is not None
                 else None
             )
@@ -185,61 +185,6 @@ class SidecarService(pb_grpc.SidecarServicer):
                 ms.error = f"reading {program}/{name} failed: {e}"
         snap.read_duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
         return snap
-
-
-# How often a profiles stream symbolizes the samples counted so far, between reads.
-PREFETCH_S = 1.0
-
-
-class _Profiles:
-    """A stream's profiles: the samples of each interval as serialized OTLP ProfilesData."""
-
-    def __init__(self, wanted: WantedProfiles, loaded: LoadedProgram, symbolizer: Symbolizer):
-        program = loaded.program
-        assert program.profile is not None  # the judge checked
-        self.per_container = wanted.per_container
-        self.frequency = program.parameter_values(dict(loaded.parameters))[
-            program.profile.frequency_parameter
-        ]
-        self.reader = StackReader(
-            program, loaded.bpf, loaded.readers[program.profile.counts_map], symbolizer
-        )
-        self.since = loaded.attach_time_ns
-        self.dropped = 0
-
-    def start_prefetching(self, closed: threading.Event) -> None:
-        """Symbolize what is counted every PREFETCH_S until ``closed``: short-lived
-        processes get names before their mappings are gone."""
-
-        def loop() -> None:
-            while not closed.wait(PREFETCH_S):
-                try:
-                    self.reader.prefetch()
-                except Exception:
-                    log.exception("symbolizing stack samples ahead of the read failed")
-
-        threading.Thread(target=loop, name="profiles-prefetch", daemon=True).start()
-
-    def add_to(self, snap: pb.Snapshot) -> None:
-        now = time.time_ns()
-        try:
-            read = self.reader.read()
-        except Exception:  # a failed read must not end the stream's metrics
-            log.exception("reading stack samples failed")
-            return
-        if read.dropped_total > self.dropped:
-            log.warning(
-                "profiles: %d samples not counted since the last read (map full); raise the "
-                "profile program's max_samples",
-                read.dropped_total - self.dropped,
-            )
-        self.dropped = read.dropped_total
-        if read.samples:
-            data = otlp_profiles.build(
-                read.samples, self.since, now, self.frequency, self.per_container
-            )
-            snap.profiles = data.SerializeToString()
-        self.since = now
 
 
 def next_read(scheduled: float, interval: float, now: float) -> float:

@@ -146,6 +146,13 @@ class CgroupPaths:
                 found = self._paths.get(cgroup_id)
         return found if found is not None else ""
 
+    def all(self) -> dict[int, str]:
+        """Every cgroup now (id -> path), walking the mount afresh."""
+        with self._lock:
+            self._walk()
+            self._walked_at = time.monotonic()
+            return dict(self._paths)
+
     def decode(self, column: Column) -> list[str]:
         now = time.monotonic()
         out = []

@@ -266,12 +266,14 @@ class StreamRequest(_message.Message):
     def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., profiles: _Optional[_Union[ProfilesRequest, _Mapping]] = ...) -> None: ...
 
 class ProfilesRequest(_message.Message):
-    __slots__ = ("program", "per_container")
+    __slots__ = ("program", "per_container", "cgroups")
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     PER_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CGROUPS_FIELD_NUMBER: _ClassVar[int]
     program: str
     per_container: bool
-    def __init__(self, program: _Optional[str] = ..., per_container: _Optional[bool] = ...) -> None: ...
+    cgroups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, program: _Optional[str] = ..., per_container: _Optional[bool] = ..., cgroups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Column(_message.Message):
     __slots__ = ("field", "uints", "ints", "strings")
