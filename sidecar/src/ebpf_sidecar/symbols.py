@@ -17,7 +17,8 @@ table (:data:`ebpf_sidecar.decoders.ksym.KSYMS`, opened while the sidecar
 could still read real addresses).
 
 An unresolved frame keeps its module (the mapped file) and its address, as
-``<module>+0x<offset>`` or ``0x<address>`` when not even the module is known.
+``<module>+0x<offset>`` or ``0x<address>`` when not even the module is known;
+a user address in no mapping ends its stack (see :meth:`Symbolizer.user`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ebpf_sidecar import pins
 from ebpf_sidecar.decoders import ksym
 
 DEFAULT_MAX_PROCESSES = 512
+DEFAULT_MAX_FRAMES = 65536  # named frames kept across reads, about 200 bytes each
 KERNEL_MODULE = "[kernel.kallsyms]"
 
 
@@ -88,18 +90,38 @@ class _Caches(LRUCache[tuple[int, int], _ProcessSymbols]):
 class Symbolizer:
     """Names for the frames of stacks; one instance per reader, thread-safe."""
 
-    def __init__(self, max_processes: int = DEFAULT_MAX_PROCESSES) -> None:
+    def __init__(
+        self, max_processes: int = DEFAULT_MAX_PROCESSES, max_frames: int = DEFAULT_MAX_FRAMES
+    ) -> None:
         self._caches = _Caches(maxsize=max_processes)
         self._lock = threading.Lock()
         self._read = 0
+        self._starts: dict[int, int | None] = {}  # pid -> start time, in this read
+        # (pid, start time, address) -> a named frame
+        self._frames: LRUCache[tuple[int, int | None, int], Frame] = LRUCache(maxsize=max_frames)
         self.unresolved = 0  # frames that kept only a module and address, ever
 
     def next_read(self) -> None:
         """A new read of samples: a cache may refresh its mappings once in it."""
-        self._read += 1
+        with self._lock:
+            self._read += 1
+            self._starts.clear()
+
+    def _named(self, pid: int, proc: _ProcessSymbols | None, addr: int) -> Frame:
+        """A user frame, from the frames named before when it was (hot stacks recur)."""
+        key = (pid, self._starts.get(pid), addr)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._user_frame(proc, addr)
+            if frame.resolved:
+                self._frames[key] = frame
+        return frame
 
     def _process(self, pid: int) -> _ProcessSymbols | None:
-        start = pins.process_start(pid)
+        # one look at /proc/<pid>/stat per process and read
+        if pid not in self._starts:
+            self._starts[pid] = pins.process_start(pid)
+        start = self._starts[pid]
         key = (pid, start if start is not None else -1)
         found = self._caches.get(key)
         if found is None:
@@ -111,11 +133,18 @@ class Symbolizer:
         return found
 
     def user(self, pid: int, addresses: Iterable[int]) -> list[Frame]:
+        """Leaf first. An address in no mapping of the process ends the stack:
+        a return address is always in mapped code, so the frame pointer chain
+        broke there (code built without frame pointers) and what follows is
+        garbage; the frame is kept (as its address), the rest dropped."""
         with self._lock:
             proc = self._process(pid)
             frames = []
             for addr in addresses:
-                frames.append(self._user_frame(proc, addr))
+                frame = self._named(pid, proc, addr)
+                frames.append(frame)
+                if not frame.resolved and not frame.module:
+                    break
             return frames
 
     def _user_frame(self, proc: _ProcessSymbols | None, addr: int) -> Frame:
@@ -143,12 +172,6 @@ class Symbolizer:
                 self.unresolved += 1
             frames.append(Frame(name, KERNEL_MODULE, addr, resolved, True))
         return frames
-
-    def forget(self, pid: int) -> None:
-        """Drop a process's cache (it exited)."""
-        with self._lock:
-            for key in [k for k in self._caches if k[0] == pid]:
-                self._caches.pop(key).free()
 
     def close(self) -> None:
         with self._lock:
