@@ -24,6 +24,7 @@ DEB_PACKAGES=(
   iproute2        # network namespaces for tests
   util-linux      # losetup, unshare, setpriv for disk and privilege tests
   e2fsprogs       # mkfs.ext4: the buffered-write attribution test formats a loop device
+  gcc libc6-dev   # the profile tests build C programs with frame pointers
   ca-certificates
 )
 
