@@ -213,9 +213,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ],
             }
         },
-        "exporters": {"otlp": {"endpoint": f"127.0.0.1:{port}", "tls": {"insecure": True}}},
+        "exporters": {"otlp_grpc": {"endpoint": f"127.0.0.1:{port}", "tls": {"insecure": True}}},
         "service": {
-            "pipelines": {"profiles": {"receivers": ["ebpf"], "exporters": ["otlp"]}},
+            "pipelines": {"profiles": {"receivers": ["ebpf"], "exporters": ["otlp_grpc"]}},
             "telemetry": {"metrics": {"level": "none"}},
         },
     }
