@@ -3,7 +3,7 @@
 # when nothing is. The Makefile, the Dockerfile and CI all call this script, so
 # every install step is exercised by every path.
 #
-#   scripts/setup.sh [system|python|tools|collector|all]...
+#   scripts/setup.sh [system|python|tools|collector|ops|headers|all]...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,12 +44,31 @@ setup_system() {
 # BCC looks for headers under /lib/modules/$(uname -r)/{build,source}. Kernels
 # without a headers package (ours, many cloud kernels) get Debian's generic
 # ones; the running kernel's BTF stays the authority for struct layouts.
+# HOST_ROOT (the sidecar image's start, scripts/sidecar-entrypoint.sh) is where
+# the node's / is mounted read-only: the node's own headers for its kernel are
+# linked when it has them, the image's generic ones otherwise; the image's own
+# /usr/src is never hidden by a mount.
 link_kernel_headers() {
-  local rel dir hdr common
+  local rel dir hdr common host=${HOST_ROOT:-} target
   rel=$(uname -r)
-  dir=/lib/modules/$rel
+  dir=${MODULES_DIR:-/lib/modules}/$rel
   if [ -e "$dir/build/include" ] || [ -e /sys/kernel/kheaders.tar.xz ]; then
     return 0
+  fi
+  if [ -n "$host" ]; then
+    local sub
+    for sub in build source; do
+      # The node's link is absolute (/usr/src/linux-headers-...): resolve it
+      # under the node's root, not the image's.
+      target=$(readlink "$host/lib/modules/$rel/$sub" 2>/dev/null || true)
+      case $target in /*) target=$host$target ;; ?*) target=$host/lib/modules/$rel/$target ;; esac
+      if [ -n "$target" ] && [ -e "$target/include" -o -e "$target/Makefile" ]; then
+        log "linking $dir/$sub -> $target (the node's headers)"
+        mkdir -p "$dir"
+        ln -sfn "$target" "$dir/$sub"
+      fi
+    done
+    [ -e "$dir/build/include" ] && return 0
   fi
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
   common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1 || true)
@@ -61,6 +80,27 @@ link_kernel_headers() {
   mkdir -p "$dir"
   ln -sfn "$hdr" "$dir/build"
   ln -sfn "$common" "$dir/source"
+}
+
+# --- operators' tools: Prometheus, promtool and Helm --------------------------
+# Debian's prometheus brings promtool (`promtool test rules` on deploy/prometheus)
+# and the server tests/test_dashboards.py runs against the real collector. Its
+# service is not started here (policy-rc.d / no init); the test starts its own.
+OPS_DEB_PACKAGES=(prometheus)
+
+setup_ops() {
+  local missing=()
+  for p in "${OPS_DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  mkdir -p "$ROOT/.tools"
+  install_go_tool "$ROOT/.tools/helm" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
 # --- Python environment ------------------------------------------------------
@@ -148,7 +188,10 @@ main() {
       python) setup_python ;;
       tools) setup_tools ;;
       collector) setup_collector ;;
-      all) setup_system; setup_python; setup_tools; setup_collector ;;
+      ops) setup_ops ;;
+      # the sidecar image's start: link the node's kernel headers, install nothing
+      headers) link_kernel_headers ;;
+      all) setup_system; setup_python; setup_tools; setup_collector; setup_ops ;;
       *) log "unknown step $step"; exit 2 ;;
     esac
   done

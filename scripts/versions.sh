@@ -12,3 +12,8 @@ OCB_VERSION=v0.165.0
 MDATAGEN_VERSION=v0.159.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+# Helm, for the chart under deploy/helm (helm lint / helm template in make test).
+HELM_VERSION=v3.22.0
+# The dashboards are generated with Grafana's Foundation SDK (deploy/grafana,
+# pinned in sidecar/requirements.txt); promtool and prometheus come from
+# Debian's `prometheus` package (scripts/setup.sh ops).
