@@ -55,6 +55,10 @@ lint() {
   # Not `tee /dev/stderr`: reopening stderr truncates it when it is a file
   # (a CI log), losing every stage printed before.
   (cd receiver-go && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
+  stage "gofmt, go vet (deploy/helm/charttest)"
+  (cd deploy/helm/charttest && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
+  stage "promtool check rules (deploy/prometheus)"
+  promtool check rules deploy/prometheus/ebpf-rules.yaml
 }
 
 unit() {
@@ -63,6 +67,10 @@ unit() {
   fuzz "${FUZZTIME:-10s}"
   stage "pytest (sidecar)"
   (cd sidecar && "$PY" -m pytest -q tests)
+  stage "promtool test rules (deploy/prometheus: every alert rule's unit tests)"
+  (cd deploy/prometheus && promtool test rules ebpf-rules.test.yaml)
+  stage "go test (deploy/helm/charttest: helm lint, helm template, strict decoding, security)"
+  (cd deploy/helm/charttest && go test -count=1 ./...)
 }
 
 # Go's fuzz targets, each for $1 (inputs that fail are written to
