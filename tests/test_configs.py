@@ -32,9 +32,7 @@ def daemonset_config(tmp_path: Path) -> Path:
     pod the node's root is / (not /hostfs) and there is no API server for
     k8sattributesprocessor to watch (passthrough: it only passes the pod IP)."""
     docs = yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "daemonset.yaml").read_text())
-    [cm] = [
-        d for d in docs if d and d.get("kind") == "ConfigMap" and "config.yaml" in d["data"]
-    ]
+    [cm] = [d for d in docs if d and d.get("kind") == "ConfigMap" and "config.yaml" in d["data"]]
     config = yaml.safe_load(cm["data"]["config.yaml"])
     assert config["receivers"]["host_metrics"]["root_path"] == "/hostfs"
     config["receivers"]["host_metrics"]["root_path"] = "/"

@@ -387,7 +387,7 @@ def exercised(
         # (over 300 in the window): more lossy rounds until Prometheus has it
         # pending (bounded).
         for _ in range(6):
-            if {"pending", "firing"} & seen.get("EbpfTcpRetransmitsHigh", set()):
+            if reached(seen, "EbpfTcpRetransmitsHigh"):
                 break
             with contextlib.suppress(AssertionError):
                 wait_for(
@@ -400,7 +400,7 @@ def exercised(
         try:
             wait_for(
                 f"{sorted(MUST_FIRE)} pending or firing",
-                lambda: record() and all({"pending", "firing"} & seen.get(a, set()) for a in MUST_FIRE),
+                lambda: record() and all(reached(seen, a) for a in MUST_FIRE),
                 60,
             )
         except AssertionError as e:
@@ -410,6 +410,10 @@ def exercised(
     finally:
         for c in reversed(made):
             c.remove()
+
+
+def reached(seen: dict[str, set[str]], alert: str) -> bool:
+    return bool({"pending", "firing"} & seen.get(alert, set()))
 
 
 def diagnose(stack: Stack) -> str:
@@ -475,7 +479,7 @@ def test_alert_expressions_and_states(exercised: tuple[Stack, dict[str, set[str]
         n = len(stack.prometheus.query(expr))
         print(f"  {name:26} {n:3}  {','.join(sorted(seen.get(name, {'inactive'})))}")
     for name in MUST_FIRE:
-        assert {"pending", "firing"} & seen.get(name, set()), (name, seen.get(name))
+        assert reached(seen, name), (name, seen.get(name))
     # Healthy pipeline: the down and no-snapshot alerts stay quiet.
     for name in ("EbpfCollectorDown", "EbpfNoSnapshots"):
         assert seen.get(name, {"inactive"}) == {"inactive"}, (name, seen[name])

@@ -59,7 +59,7 @@ def test_the_entrypoint_only_links_headers_then_starts_the_sidecar() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert commands[-2:] == [
-        'HOST_ROOT=${HOST_ROOT:-/host} scripts/setup.sh headers',
+        "HOST_ROOT=${HOST_ROOT:-/host} scripts/setup.sh headers",
         'exec .venv/bin/python -m ebpf_sidecar --catalog bpf "$@"',
     ]
     dockerfile = (REPO / "Dockerfile").read_text()
