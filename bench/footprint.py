@@ -114,7 +114,8 @@ def main() -> None:
                     rss[name].append(status(pid, "VmRSS"))
             elapsed = time.monotonic() - t0
             print(f"chart default config, {args.seconds} s after the first snapshot")
-            print(f"{'process':10} {'RSS median':>11} {'RSS max':>8} {'VmHWM':>7} {'CPU % core':>10}")
+            header = ("process", "RSS median", "RSS max", "VmHWM", "CPU % core")
+            print("{:10} {:>11} {:>8} {:>7} {:>10}".format(*header))
             for name, pid in procs.items():
                 cpu = (cpu_seconds(pid) - cpu0[name]) / elapsed * 100
                 print(

@@ -520,7 +520,14 @@ def build_panel(p: Panel) -> gd.Panel:
             heatmap.Panel()
             .calculate(False)
             .y_axis(heatmap.YAxisConfig().unit(p.unit))
-            .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME).scheme("Oranges"))
+            .color(
+                heatmap.HeatmapColorOptions()
+                .mode(hm.HeatmapColorMode.SCHEME)
+                .scheme("Oranges")
+                .scale(hm.HeatmapColorScale.EXPONENTIAL)
+                .exponent(0.5)
+                .steps(64)
+            )
         )
     else:
         b = timeseries.Panel().unit(p.unit)
