@@ -27,17 +27,22 @@ DEB_PACKAGES=(
   ca-certificates
 )
 
-setup_system() {
+# install_debs installs those of its Debian packages that are missing; it
+# returns 1 (and installs nothing) when none is.
+install_debs() {
   local missing=()
-  for p in "${DEB_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  [ ${#missing[@]} -gt 0 ] || return 1
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_system() {
+  install_debs "${DEB_PACKAGES[@]}" || true
   link_kernel_headers
 }
 
@@ -84,20 +89,16 @@ link_kernel_headers() {
 
 # --- operators' tools: Prometheus, promtool and Helm --------------------------
 # Debian's prometheus brings promtool (`promtool test rules` on deploy/prometheus)
-# and the server tests/test_dashboards.py runs against the real collector. Its
-# service is not started here (policy-rc.d / no init); the test starts its own.
+# and the server tests/test_dashboards.py runs against the real collector, on a
+# port and storage of its own. Where installing it started Debian's service
+# (a machine running systemd), that service is stopped and disabled again.
 OPS_DEB_PACKAGES=(prometheus)
 
 setup_ops() {
-  local missing=()
-  for p in "${OPS_DEB_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if install_debs "${OPS_DEB_PACKAGES[@]}" && [ -d /run/systemd/system ] &&
+     systemctl is-active --quiet prometheus 2>/dev/null; then
+    log "stopping and disabling the prometheus service the package started (only its binaries are needed)"
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
   mkdir -p "$ROOT/.tools"
   install_go_tool "$ROOT/.tools/helm" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from test_accuracy_block import attached_loop_device, direct_io
-from test_accuracy_oom import VICTIM_CODE, MemoryCgroup
+from test_accuracy_oom import oom_victim
 from test_accuracy_tcp import ADDR, LOSSY_TRANSFER, REFUSED, netns
 
 from conftest import (
@@ -246,26 +246,8 @@ def lossy_tcp(container: KubeletContainer, rounds: int = 1) -> None:
 
 def oom_kill() -> None:
     """A real OOM kill in a memory cgroup of our own (test_accuracy_oom's victim)."""
-    cgroup = MemoryCgroup(f"dash-oom-{os.getpid()}", 32 << 20)
-    victim = subprocess.Popen(
-        [sys.executable, "-c", VICTIM_CODE, OOM_VICTIM],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert victim.stdin and victim.stdout
-        assert victim.stdout.readline().strip() == "ready"
-        cgroup.add(victim.pid)
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        out, _ = victim.communicate(timeout=60)
-        assert victim.returncode == -9, (victim.returncode, out)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait(10)
-        cgroup.remove()
+    with oom_victim(OOM_VICTIM) as kill:
+        kill()
 
 
 def churn(tmp: Path) -> None:
