@@ -15,6 +15,9 @@ import (
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/xconsumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pprofile"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
@@ -45,13 +48,17 @@ const (
 )
 
 // ebpfReceiver dials the sidecar, streams snapshots and pushes them to the
-// next consumer. It never starts the sidecar.
+// next consumers. It never starts the sidecar.
 type ebpfReceiver struct {
 	cfg      *Config
 	settings receiver.Settings
-	next     consumer.Metrics
-	obsrecv  *receiverhelper.ObsReport
-	tel      *selfTelemetry
+	// The next consumer of each pipeline the receiver is in; nil for a
+	// signal it is not in. Set by the create calls (shared.go), before Start.
+	nextMetrics  consumer.Metrics
+	nextLogs     consumer.Logs
+	nextProfiles xconsumer.Profiles
+	obsrecv      *receiverhelper.ObsReport
+	tel          *selfTelemetry
 
 	backoffMin      time.Duration
 	backoffMax      time.Duration
@@ -68,7 +75,7 @@ type ebpfReceiver struct {
 	stopping bool
 }
 
-func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*ebpfReceiver, error) {
+func newReceiver(set receiver.Settings, cfg *Config) (*ebpfReceiver, error) {
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID:             set.ID,
 		Transport:              transport,
@@ -85,7 +92,6 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*eb
 	return &ebpfReceiver{
 		cfg:             cfg,
 		settings:        set,
-		next:            next,
 		obsrecv:         obsrecv,
 		tel:             tel,
 		backoffMin:      defaultBackoffMin,
@@ -419,26 +425,70 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		// not while a slow next consumer holds a snapshot: that is
 		// backpressure, and the stream must not be torn down for it.
 		watchdog.Stop()
-		if last != 0 && snap.GetSequence() != last+1 {
+		if last != 0 && snap.GetSequence() != 0 && snap.GetSequence() != last+1 {
 			r.settings.Logger.Warn("Snapshot sequence gap: snapshots were lost between the sidecar and the receiver",
 				zap.Uint64("expected", last+1), zap.Uint64("got", snap.GetSequence()))
 		}
-		last = snap.GetSequence()
-
-		md := conv.convert(snap)
-		n := md.DataPointCount()
-		if n > 0 {
-			octx := r.obsrecv.StartMetricsOp(ctx)
-			cerr := r.next.ConsumeMetrics(octx, md)
-			r.obsrecv.EndMetricsOp(octx, dataFormat, n, cerr)
-			if cerr != nil {
-				r.settings.Logger.Debug("Next consumer refused a snapshot", zap.Uint64("sequence", last), zap.Error(cerr))
-			}
+		if snap.GetSequence() != 0 {
+			last = snap.GetSequence()
 		}
+		r.consumeSnapshot(ctx, conv, snap)
 		if !delivered {
 			delivered = true
 			r.reportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
 		}
 		watchdog.Reset(r.stallTimeout(interval))
+	}
+}
+
+// consumeSnapshot hands one stream message on: its maps as metrics, its
+// kernel events as logs and its stacks as profiles, each to the pipeline
+// the receiver is in. A consumer's refusal is the consumer's to report; the
+// stream goes on.
+func (r *ebpfReceiver) consumeSnapshot(ctx context.Context, conv *converter, snap *sidecarpb.Snapshot) {
+	if r.nextMetrics != nil && len(snap.GetMaps()) > 0 {
+		md := conv.convert(snap)
+		if n := md.DataPointCount(); n > 0 {
+			octx := r.obsrecv.StartMetricsOp(ctx)
+			err := r.nextMetrics.ConsumeMetrics(octx, md)
+			r.obsrecv.EndMetricsOp(octx, dataFormat, n, err)
+			r.logRefusal("metrics", snap, err)
+		}
+	}
+	if r.nextLogs != nil && len(snap.GetLogs()) > 0 {
+		ld, err := logsUnmarshaler.UnmarshalLogs(snap.GetLogs())
+		if err != nil {
+			r.settings.Logger.Error("The sidecar sent log records that are not OTLP; dropped them",
+				zap.Int("bytes", len(snap.GetLogs())), zap.Error(err))
+		} else if n := ld.LogRecordCount(); n > 0 {
+			octx := r.obsrecv.StartLogsOp(ctx)
+			err := r.nextLogs.ConsumeLogs(octx, ld)
+			r.obsrecv.EndLogsOp(octx, dataFormat, n, err)
+			r.logRefusal("logs", snap, err)
+		}
+	}
+	if r.nextProfiles != nil && len(snap.GetProfiles()) > 0 {
+		pd, err := profilesUnmarshaler.UnmarshalProfiles(snap.GetProfiles())
+		if err != nil {
+			r.settings.Logger.Error("The sidecar sent profiles that are not OTLP; dropped them",
+				zap.Int("bytes", len(snap.GetProfiles())), zap.Error(err))
+		} else if n := pd.SampleCount(); n > 0 {
+			octx := r.obsrecv.StartProfilesOp(ctx)
+			err := r.nextProfiles.ConsumeProfiles(octx, pd)
+			r.obsrecv.EndProfilesOp(octx, dataFormat, n, err)
+			r.logRefusal("profiles", snap, err)
+		}
+	}
+}
+
+var (
+	logsUnmarshaler     plog.ProtoUnmarshaler
+	profilesUnmarshaler pprofile.ProtoUnmarshaler
+)
+
+func (r *ebpfReceiver) logRefusal(signal string, snap *sidecarpb.Snapshot, err error) {
+	if err != nil {
+		r.settings.Logger.Debug("Next consumer refused data", zap.String("signal", signal),
+			zap.Uint64("sequence", snap.GetSequence()), zap.Error(err))
 	}
 }

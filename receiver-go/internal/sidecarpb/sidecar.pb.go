@@ -1776,7 +1776,17 @@ type Snapshot struct {
 	TimeUnixNano uint64         `protobuf:"fixed64,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	Maps         []*MapSnapshot `protobuf:"bytes,3,rep,name=maps,proto3" json:"maps,omitempty"`
 	// Wall time the sidecar spent reading and decoding this snapshot.
-	ReadDuration  *durationpb.Duration `protobuf:"bytes,4,opt,name=read_duration,json=readDuration,proto3" json:"read_duration,omitempty"`
+	ReadDuration *durationpb.Duration `protobuf:"bytes,4,opt,name=read_duration,json=readDuration,proto3" json:"read_duration,omitempty"`
+	// Kernel events as OpenTelemetry log records: a serialized
+	// opentelemetry.proto.logs.v1.LogsData, handed on as it is (the receiver
+	// reads it with plog) rather than re-modelled here. Events do not wait for
+	// the collection interval: a message carrying only logs (no maps, sequence
+	// 0) is an event batch, not a snapshot.
+	Logs []byte `protobuf:"bytes,5,opt,name=logs,proto3" json:"logs,omitempty"`
+	// CPU profiles: a serialized
+	// opentelemetry.proto.profiles.v1development.ProfilesData, in the encoding
+	// of the pdata version the collector is built with.
+	Profiles      []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1835,6 +1845,20 @@ func (x *Snapshot) GetMaps() []*MapSnapshot {
 func (x *Snapshot) GetReadDuration() *durationpb.Duration {
 	if x != nil {
 		return x.ReadDuration
+	}
+	return nil
+}
+
+func (x *Snapshot) GetLogs() []byte {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
+func (x *Snapshot) GetProfiles() []byte {
+	if x != nil {
+		return x.Profiles
 	}
 	return nil
 }
@@ -2158,12 +2182,14 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vmax_entries\x18\a \x01(\rR\n" +
 	"maxEntries\x12'\n" +
 	"\x0fdropped_updates\x18\b \x01(\x04R\x0edroppedUpdates\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xc6\x01\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xf6\x01\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
 	"\x04maps\x18\x03 \x03(\v2$.ebpfreceiver.sidecar.v1.MapSnapshotR\x04maps\x12>\n" +
-	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\"<\n" +
+	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\x12\x12\n" +
+	"\x04logs\x18\x05 \x01(\fR\x04logs\x12\x1a\n" +
+	"\bprofiles\x18\x06 \x01(\fR\bprofiles\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
