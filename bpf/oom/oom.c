@@ -62,7 +62,7 @@ struct oom_event {
 BPF_RINGBUF_OUTPUT(oom_events, 4);  // pages: 16 KiB, a hundred kills
 BPF_ARRAY(oom_events_dropped, u64, 1);
 BPF_PERCPU_ARRAY(oom_scratch, struct oom_event, 1);
-BPF_LRU_HASH(last_reclaim, u32, u8, 4096);  // thread id -> RECLAIM_*
+BPF_TABLE("lru_hash", u32, u8, last_reclaim, 4096);  // thread id -> RECLAIM_*
 
 static __always_inline void note_reclaim(u8 kind) {
     u32 tid = bpf_get_current_pid_tgid();

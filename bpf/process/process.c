@@ -63,7 +63,7 @@ struct exit_event {
     char sender_comm[EBPF_COMM_LEN];
 };
 
-BPF_LRU_HASH(last_signal, u32, struct signal_sent, MAX_ENTRIES);
+BPF_TABLE("lru_hash", u32, struct signal_sent, last_signal, MAX_ENTRIES);
 BPF_RINGBUF_OUTPUT(exit_events, 16);  // pages: 64 KiB
 BPF_ARRAY(exit_events_dropped, u64, 1);
 

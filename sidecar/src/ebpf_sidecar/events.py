@@ -248,8 +248,8 @@ def _attributes(fields: Sequence[EventField], values: Mapping[str, Any]) -> list
         v = values[f.name]
         if not f.export or (f.omit_zero and v in (0, "", b"")):
             continue
-        if not f.resource and isinstance(v, str) and v == "" and f.name != "comm":
-            continue  # an undecodable or absent text value says nothing
+        if f.resource and v == "":
+            continue  # a host process has no container.id: none, not an empty one
         out.append(common_pb2.KeyValue(key=f.attribute, value=_any_value(v)))
     return out
 

@@ -153,8 +153,8 @@ class SidecarService(pb_grpc.SidecarServicer):
                     closed.wait(min(EVENT_LINGER_S, max(0.0, next_tick - time.monotonic())))
                     if closed.is_set() or time.monotonic() >= next_tick:
                         break  # the interval's snapshot takes them
-                    sequence += 1
-                    logs_only = pb.Snapshot(sequence=sequence, time_unix_nano=time.time_ns())
+                    # sequence 0: an event batch, not one of the interval's snapshots
+                    logs_only = pb.Snapshot(sequence=0, time_unix_nano=time.time_ns())
                     self._add_events(logs_only, judged.events, by_name, sink, counters=False)
                     yield logs_only
         except RequestError as e:
