@@ -198,7 +198,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w%s", r.cfg.Endpoint, err, r.closedHint(err))
 	}
 	r.logDescribe(desc)
-	res, err := resolve(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+	res, err := resolveFor(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
 		pctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
 		defer cancel()
 		plan, err := client.Plan(pctx, req)
@@ -211,7 +211,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 			return nil, &planError{fmt.Errorf("ask the eBPF sidecar at %s to check the configuration: %w", r.cfg.Endpoint, err)}
 		}
 		return plan, nil
-	})
+	}, r.nextLogs != nil)
 	var pe *planError
 	var ce *configError
 	switch {
@@ -409,6 +409,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 	}
 	delivered := false
 	var last uint64
+	streamID := streams.Add(1)
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
@@ -431,6 +432,12 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		}
 		if snap.GetSequence() != 0 {
 			last = snap.GetSequence()
+		}
+		if len(res.request.GetEvents()) > 0 {
+			for event, n := range r.tel.eventCounters(snap, streamID) {
+				r.settings.Logger.Warn("Kernel events were not sent as log records (see otelcol_receiver_ebpf_dropped_events for why)",
+					zap.String("event", event), zap.Uint64("dropped", n))
+			}
 		}
 		r.consumeSnapshot(ctx, conv, snap)
 		if !delivered {
@@ -480,6 +487,10 @@ func (r *ebpfReceiver) consumeSnapshot(ctx context.Context, conv *converter, sna
 		}
 	}
 }
+
+// streams numbers the receiver's streams: the sidecar's per-stream event
+// counters start over with each.
+var streams atomic.Uint64
 
 var (
 	logsUnmarshaler     plog.ProtoUnmarshaler

@@ -50,7 +50,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
 from ebpf_sidecar import __version__, decoders
-from ebpf_sidecar.catalog import EventField, EventSpec, FieldSpec
+from ebpf_sidecar.catalog import DerivedSpec, EventField, EventSpec, FieldSpec
 from ebpf_sidecar.maps import Layout, LayoutError
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,9 @@ def decode(spec: EventSpec, layout: Layout, raw: Sequence[bytes]) -> list[Event]
         column = columns[fs.name]
         decoded[fs.name] = decoders.apply(fs.decoders, column) if fs.decoders else column
     for d in spec.derived:
-        source = getattr(d.field, "source")  # DerivedSpec
-        decoded[d.name] = decoders.apply(getattr(d.field, "decoders"), columns[source.name])
+        derived = d.field
+        assert isinstance(derived, DerivedSpec)
+        decoded[d.name] = decoders.apply(derived.decoders, columns[derived.source.name])
     out = []
     times = columns[spec.time_field]
     for i in range(len(raw)):
@@ -213,7 +214,7 @@ class _BodyFormatter(string.Formatter):
             return f" {format_spec[1:]} {value}" if value else ""
         if format_spec == "bytes":
             return human_bytes(int(value))
-        return super().format_field(value, format_spec)
+        return str(super().format_field(value, format_spec))
 
 
 _FORMATTER = _BodyFormatter()
@@ -268,9 +269,7 @@ def logs_data(events: Sequence[tuple[Event, int]], clock: Clock) -> logs_pb2.Log
             rl = data.resource_logs.add()
             rl.resource.CopyFrom(
                 resource_pb2.Resource(
-                    attributes=_attributes(resource, event.values)
-                    if resource
-                    else [],
+                    attributes=_attributes(resource, event.values) if resource else [],
                 )
             )
             scope = rl.scope_logs.add()
@@ -280,13 +279,11 @@ def logs_data(events: Sequence[tuple[Event, int]], clock: Clock) -> logs_pb2.Log
         record = scope.log_records.add()
         record.time_unix_nano = clock.wall(event.ktime_ns)
         record.observed_time_unix_nano = observed
-        record.severity_number = spec.severity_number  # type: ignore[assignment]
+        record.severity_number = spec.severity_number
         record.severity_text = spec.severity.upper()
         record.event_name = spec.name
         record.body.string_value = body(spec, event.values)
-        record.attributes.extend(
-            _attributes([f for f in fields if not f.resource], event.values)
-        )
+        record.attributes.extend(_attributes([f for f in fields if not f.resource], event.values))
     return data
 
 

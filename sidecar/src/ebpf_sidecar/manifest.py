@@ -26,10 +26,10 @@ import yaml
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import (
     C_TYPES,
+    SEVERITIES,
     SLOT_CONVENTIONS,
     Catalog,
     CatalogError,
-    SEVERITIES,
     DerivedSpec,
     EventField,
     EventSpec,

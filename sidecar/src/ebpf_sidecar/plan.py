@@ -225,9 +225,7 @@ def _plan_events(
             )
             continue
         if not e.event and not program.events:
-            result.errors.append(
-                (f"{where}.program", f"program {e.program!r} sends no events")
-            )
+            result.errors.append((f"{where}.program", f"program {e.program!r} sends no events"))
             continue
         if e.min_severity and e.min_severity not in SEVERITIES:
             result.errors.append(
@@ -241,8 +239,8 @@ def _plan_events(
             result.errors.append(
                 (
                     f"{where}.rate_limit",
-                    f"{e.rate_limit} is above the maximum {MAX_RATE_LIMIT}; use 1..{MAX_RATE_LIMIT} "
-                    f"(0: the default {DEFAULT_RATE_LIMIT})",
+                    f"{e.rate_limit} is above the maximum {MAX_RATE_LIMIT}; use "
+                    f"1..{MAX_RATE_LIMIT} (0: the default {DEFAULT_RATE_LIMIT})",
                 )
             )
             continue
@@ -257,6 +255,4 @@ def _plan_events(
                     (where, f"event {spec.name!r} is requested twice; request each event once")
                 )
                 continue
-            result.events.append(
-                WantedEvent(e.program, spec, e.rate_limit or DEFAULT_RATE_LIMIT)
-            )
+            result.events.append(WantedEvent(e.program, spec, e.rate_limit or DEFAULT_RATE_LIMIT))

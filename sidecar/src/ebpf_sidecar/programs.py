@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ebpf_sidecar import includes, kernel, pins
-from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.catalog import Catalog, Program
+from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
 
 log = logging.getLogger(__name__)
@@ -389,9 +389,7 @@ class ProgramManager:
             "program": loaded.program.name,
             "maps": {},
             # ring buffer -> the event struct's members, as BCC described them
-            "events": {
-                s.spec.ring_buffer: s.members for s in loaded.events.values()
-            },
+            "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
         }
         for m in names:
             t = bpf[m.encode()]

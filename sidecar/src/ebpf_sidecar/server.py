@@ -12,9 +12,8 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, events, unix_socket
 from ebpf_sidecar import listen as listening
-from ebpf_sidecar import events
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.maps import MapReader
@@ -122,9 +121,9 @@ class SidecarService(pb_grpc.SidecarServicer):
             for w in wanted:
                 by_name[w.program].readers[w.map].subscribe(token)
                 subscribed.append(by_name[w.program].readers[w.map])
-            for e in judged.events:
-                sink.want(e.event.name, e.rate_limit)
-                source = by_name[e.program].events[e.event.name]
+            for we in judged.events:
+                sink.want(we.event.name, we.rate_limit)
+                source = by_name[we.program].events[we.event.name]
                 source.subscribe(sink)
                 sources.append(source)
             log.info(
@@ -133,7 +132,7 @@ class SidecarService(pb_grpc.SidecarServicer):
                 ", ".join(by_name),
                 len(wanted),
                 interval,
-                ", ".join(e.event.name for e in judged.events) or "none",
+                ", ".join(we.event.name for we in judged.events) or "none",
             )
             sequence = 0
             next_tick = time.monotonic()
