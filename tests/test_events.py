@@ -265,9 +265,9 @@ def test_oom_kill_records_match_vmstat(
     assert kernel == 1
     assert len(all_kills) == kernel
     [kill] = mine
-    assert kill.resource["process.pid"] == str(victim.pid)
-    assert kill.resource["container.id"] == container.container_id
-    assert kill.resource["k8s.pod.uid"] == container.pod_uid
+    assert kill.resource.get("process.pid") == str(victim.pid), kill
+    assert kill.resource.get("container.id") == container.container_id, kill
+    assert kill.resource.get("k8s.pod.uid") == container.pod_uid, kill
     assert kill.attrs["ebpf.oom.constraint"] == "cgroup"
     assert int(kill.attrs["ebpf.oom.rss"]) > 0
     assert kill.severity == "ERROR"
@@ -296,21 +296,27 @@ def test_a_bad_event_name_stops_the_collector(
 BLOCK_ERRORS = 5  # below the kernel's rate limit of its error lines (10 in 5 s)
 
 
-def kernel_block_errors(name: str, since: int) -> list[int]:
+def kernel_log() -> list[tuple[float, str]]:
+    """The kernel's log as (seconds since boot, text); it wraps, so lines are told apart
+    by time, never by count."""
+    text = subprocess.run(["dmesg"], check=True, capture_output=True, text=True).stdout
+    out = []
+    for line in text.splitlines():
+        if line.startswith("[") and "]" in line:
+            stamp, _, rest = line[1:].partition("]")
+            out.append((float(stamp), rest.strip()))
+    return out
+
+
+def kernel_block_errors(name: str, since: float) -> list[int]:
     """Sectors of the failed requests of device ``name`` the kernel logged after
-    line ``since`` of its log ("... error, dev loop3, sector 16384 op 0x1:(WRITE) ...")."""
-    lines = subprocess.run(["dmesg"], check=True, capture_output=True, text=True).stdout
-    sectors = []
-    for line in lines.splitlines()[since:]:
-        if f"dev {name}, sector " in line:
-            sectors.append(int(line.split(f"dev {name}, sector ")[1].split()[0]))
-    return sectors
-
-
-def dmesg_lines() -> int:
-    return len(
-        subprocess.run(["dmesg"], check=True, capture_output=True, text=True).stdout.splitlines()
-    )
+    ``since`` ("... error, dev loop3, sector 16384 op 0x1:(WRITE) ...")."""
+    needle = f"dev {name}, sector "
+    return [
+        int(text.split(needle)[1].split()[0])
+        for stamp, text in kernel_log()
+        if stamp > since and needle in text
+    ]
 
 
 def test_block_io_errors_are_one_record_per_failed_request(
@@ -328,7 +334,7 @@ def test_block_io_errors_are_one_record_per_failed_request(
             name = os.path.basename(device)
             with (small / "filler").open("wb") as f, contextlib.suppress(OSError):
                 f.write(b"\0" * (2 << 20))  # fills the tmpfs
-            mark = dmesg_lines()
+            mark = kernel_log()[-1][0]
             failed = []
             fd = os.open(device, os.O_WRONLY | os.O_DIRECT)
             try:

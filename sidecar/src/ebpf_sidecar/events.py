@@ -50,6 +50,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
 from ebpf_sidecar import __version__, decoders
+from ebpf_sidecar.decoders import cgroup
 from ebpf_sidecar.catalog import DerivedSpec, EventField, EventSpec, FieldSpec
 from ebpf_sidecar.maps import Layout, LayoutError
 
@@ -67,6 +68,9 @@ RING_BUFFER_FULL = "ring_buffer_full"
 RATE_LIMITED = "rate_limited"
 STREAM_BEHIND = "stream_behind"
 REASONS = (RING_BUFFER_FULL, RATE_LIMITED, STREAM_BEHIND)
+# An event of a cgroup the sidecar does not know yet (a container started a
+# moment ago) walks the cgroup tree again, at most this often.
+CGROUP_REFRESH_S = 0.02
 
 
 # --- clocks -----------------------------------------------------------------------------
@@ -186,7 +190,11 @@ def decode(spec: EventSpec, layout: Layout, raw: Sequence[bytes]) -> list[Event]
     for d in spec.derived:
         derived = d.field
         assert isinstance(derived, DerivedSpec)
-        decoded[d.name] = decoders.apply(derived.decoders, columns[derived.source.name])
+        source = columns[derived.source.name]
+        if derived.decoders and derived.decoders[0] is cgroup.CGROUP:
+            newest = max(int(t) for t in columns[spec.time_field]) / 1e9
+            cgroup.PATHS.refresh_for(source, newest, CGROUP_REFRESH_S)
+        decoded[d.name] = decoders.apply(derived.decoders, source)
     out = []
     times = columns[spec.time_field]
     for i in range(len(raw)):
