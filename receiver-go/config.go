@@ -304,7 +304,7 @@ func (cfg *Config) Validate() error {
 			cfg.MaxSnapshotSizeMiB, defaultMaxSnapshotSizeMiB))
 	}
 	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 && len(cfg.Events) == 0 {
-		errs = append(errs, errors.New("programs, metrics, events: all are empty; list catalog programs under programs (their default metrics are emitted), map-to-metric bindings under metrics, or kernel events under events"))
+		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted), map-to-metric bindings under metrics, or kernel events under events"))
 	}
 	for i := range cfg.Events {
 		errs = append(errs, cfg.Events[i].validate(i)...)
