@@ -44,7 +44,7 @@ func newSelfTelemetry(set component.TelemetrySettings) (*selfTelemetry, error) {
 		return nil, err
 	}
 	return &selfTelemetry{
-		tb:      tb,
+		tb:         tb,
 		dropped:    map[mapKey]droppedState{},
 		full:       map[mapKey]uint64{},
 		eventDrops: map[eventDropKey]droppedState{},
