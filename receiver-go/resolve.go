@@ -82,7 +82,10 @@ func resolveFor(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge, withL
 				continue // the judge's error says why
 			}
 			if len(p.GetDefaultMetrics()) == 0 {
-				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.Name))
+				if !slices.ContainsFunc(cfg.Events, func(e EventConfig) bool { return e.Program == pr.Name }) {
+					errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.Name))
+				}
+				continue // listed for its events (with its parameters)
 			}
 			pi := programIndex[pr.Name]
 			overrides := cfg.Programs[pi].Metrics
