@@ -261,6 +261,9 @@ def test_oom_kill_records_match_vmstat(
             victim.wait(10)
         memory.remove()
     print("OOM record:", mine[0])
+    for line in out.path.read_text().splitlines():  # as the exporter wrote it
+        if '"ebpf.oom.kill"' in line:
+            print("exporter line:", line)
     # every OOM kill in the window is a record, and nothing else is
     assert kernel == 1
     assert len(all_kills) == kernel
