@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from ebpf_sidecar import events
-from ebpf_sidecar.catalog import Catalog, CatalogError
+from ebpf_sidecar.catalog import Catalog, CatalogError, EventSpec
 from ebpf_sidecar.manifest import load_manifest
 from ebpf_sidecar.programs import ProgramManager
 
 
-def exit_spec(catalog: Catalog) -> events.EventSpec:
+def exit_spec(catalog: Catalog) -> EventSpec:
     return catalog.program("process").events["ebpf.process.exit"]
 
 

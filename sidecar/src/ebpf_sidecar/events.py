@@ -50,8 +50,8 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
 from ebpf_sidecar import __version__, decoders
-from ebpf_sidecar.decoders import cgroup
 from ebpf_sidecar.catalog import DerivedSpec, EventField, EventSpec, FieldSpec
+from ebpf_sidecar.decoders import cgroup
 from ebpf_sidecar.maps import Layout, LayoutError
 
 log = logging.getLogger(__name__)
