@@ -131,6 +131,9 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
 	client := sidecarpb.NewSidecarClient(conn)
+	if len(r.cfg.Events) > 0 && r.nextLogs == nil {
+		r.settings.Logger.Warn("events are configured but the receiver is in no logs pipeline: they are checked, not requested; add the receiver to a logs pipeline to get them")
+	}
 
 	// startup_timeout 0: ask once, and do not wait for a sidecar that is not
 	// listening yet (gRPC fails fast once the first connection attempt has

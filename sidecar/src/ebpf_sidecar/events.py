@@ -12,9 +12,12 @@ its own :class:`EventSink`:
 - a per-stream, per-event-type rate limit (events per second): events over
   it are counted as ``rate_limited``, not sent;
 - a bounded queue: a stream that does not take its events (a stalled
-  receiver) loses the newest ones, counted as ``stream_behind``;
-- events older than the subscription (left in the buffer while nobody read)
-  are skipped.
+  receiver) loses the newest ones, counted as ``stream_behind``.
+
+Events the kernel wrote while nobody read (between streams, or while a
+crashed sidecar's pinned instance waited for its successor) are still in
+the buffer and go to the next stream; what did not fit was counted as
+``ring_buffer_full``.
 
 The kernel side never waits for the reader: a full ring buffer makes
 ``ringbuf_output`` fail, and the program counts that in the event's dropped
@@ -365,12 +368,6 @@ class EventSink:
             self._cond.notify_all()
 
 
-@dataclass
-class _Subscriber:
-    sink: EventSink
-    since_ktime_ns: int
-
-
 class EventSource:
     """One ring buffer of a loaded program, read while any stream subscribes."""
 
@@ -388,7 +385,7 @@ class EventSource:
         ctype = struct_of(members)
         self.layout = Layout.of(ctype, spec.struct_fields, ct.sizeof(ctype), where)
         self._dropped_table = dropped
-        self._subscribers: dict[int, _Subscriber] = {}
+        self._subscribers: dict[int, EventSink] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -405,7 +402,7 @@ class EventSource:
 
     def subscribe(self, sink: EventSink) -> None:
         with self._lock:
-            self._subscribers[id(sink)] = _Subscriber(sink, time.monotonic_ns())
+            self._subscribers[id(sink)] = sink
             if self._thread is None:
                 self._stop.clear()
                 self._thread = threading.Thread(
@@ -465,5 +462,5 @@ class EventSource:
         observed = time.time_ns()
         with self._lock:
             subscribers = list(self._subscribers.values())
-        for s in subscribers:
-            s.sink.offer([e for e in events if e.ktime_ns >= s.since_ktime_ns], observed)
+        for sink in subscribers:
+            sink.offer(events, observed)
