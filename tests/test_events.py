@@ -374,3 +374,51 @@ def test_block_io_errors_are_one_record_per_failed_request(
         assert r.attrs["disk.io.direction"] == "write"
         assert r.attrs["error.type"] in ("ENOSPC", "EIO"), r
         assert r.severity == "ERROR"
+
+
+def test_events_over_the_rate_limit_are_counted_in_a_self_metric(
+    sidecar: tuple[Process, Path], tmp_path: Path
+) -> None:
+    _, sock = sidecar
+    port, telemetry = free_port(), free_port()
+    logs = tmp_path / "logs.jsonl"
+    cfg = events_config(sock, port, logs, [{"program": "process", "rate_limit": 1}])
+    cfg["service"]["telemetry"] = {
+        "metrics": {
+            "level": "detailed",
+            "readers": [
+                {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": telemetry}}}}
+            ],
+        }
+    }
+    col = start_collector(cfg, tmp_path)
+    try:
+        wait_started(col, "events with rate_limit 1")
+        wait_for(
+            "the programs attached",
+            with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")),
+            60,
+        )
+        n = 50
+        started = time.monotonic()
+        subprocess.run(["sh", "-c", f"for i in $(seq {n}); do (exit 3); done; true"], check=True)
+        out = OtlpJsonLines(logs)
+
+        def accounted() -> tuple[float, int] | None:
+            limited = value(
+                scrape(telemetry),
+                "otelcol_receiver_ebpf_dropped_events_total",
+                event="ebpf.process.exit",
+                reason="rate_limited",
+            )
+            sent = len(records(out, "ebpf.process.exit"))
+            return (limited, sent) if limited is not None and limited + sent >= n else None
+
+        limited, sent = wait_for("the rate-limited count in the self-metric", accounted, 30)
+        seconds = time.monotonic() - started
+    finally:
+        col.stop()
+    print(f"sent={sent} rate_limited={limited:.0f} of at least {n} abnormal exits")
+    # at most one a second goes through (of any process's abnormal exits)
+    assert limited >= n - sent
+    assert sent <= seconds + 2
