@@ -110,6 +110,10 @@ class Clock:
         return ktime_ns + self.offset_ns
 
 
+# The one clock conversion of the sidecar, re-measured by every reader's batch.
+CLOCK = Clock()
+
+
 # --- the event struct ---------------------------------------------------------------------
 
 _CTYPES: dict[str, Any] = {
@@ -389,8 +393,6 @@ class EventSource:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.clock = Clock()
-        self.read_total = 0
 
     def ring_buffer_full(self) -> int:
         """Events the kernel could not write since the program was loaded."""
@@ -452,13 +454,12 @@ class EventSource:
             lib.bpf_free_ringbuf(rb)
 
     def _dispatch(self, raw: Sequence[bytes]) -> None:
-        self.read_total += len(raw)
         try:
             events = decode(self.spec, self.layout, raw)
         except Exception:  # one bad batch must not stop the reader
             log.exception("decoding %d events of %s failed", len(raw), self.spec.name)
             return
-        self.clock.measure()
+        CLOCK.measure()
         observed = time.time_ns()
         with self._lock:
             subscribers = list(self._subscribers.values())
