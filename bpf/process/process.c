@@ -22,7 +22,8 @@
 // nothing. Who sent the signal: signal:signal_generate, in the sender's
 // context, keeps the latest signal generated for each process (its pid,
 // signal, sender) in last_signal; the exit event carries the sender when
-// that signal is the one it died of.
+// that signal is the one it died of and a process sent it (not the kernel:
+// a fault, the OOM killer).
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -73,9 +74,15 @@ TRACEPOINT_PROBE(signal, signal_generate) {
     if (args->result != 0 || args->sig == 17)
         return 0;
     struct signal_sent s = {};
-    s.sender_pid = bpf_get_current_pid_tgid() >> 32;
     s.sig = args->sig;
-    bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
+    // Sent by a process (kill, tkill, sigqueue: si_code SI_USER 0 or
+    // negative) names the sender; one the kernel raised (a fault's
+    // SEGV_*, the OOM killer's SI_KERNEL: positive) has none, whatever
+    // task happened to run.
+    if (args->code <= 0) {
+        s.sender_pid = bpf_get_current_pid_tgid() >> 32;
+        bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
+    }
     u32 pid = args->pid;
     last_signal.update(&pid, &s);
     return 0;
@@ -128,7 +135,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     e.exit_code = e.signal ? 128 + e.signal : e.status;
     __builtin_memcpy(e.comm, key.comm, sizeof(e.comm));
     if (sent) {
-        if (e.signal && sent->sig == e.signal && sent->sender_pid != pid) {
+        if (e.signal && sent->sig == e.signal && sent->sender_pid && sent->sender_pid != pid) {
             e.sender_pid = sent->sender_pid;
             __builtin_memcpy(e.sender_comm, sent->sender_comm, sizeof(e.sender_comm));
         }
