@@ -10,7 +10,7 @@ waitpid() reports, the pid that sent the signal.
 from __future__ import annotations
 
 import contextlib
-import mmap
+import json
 import os
 import signal
 import subprocess
@@ -322,10 +322,31 @@ def kernel_block_errors(name: str, since: float) -> list[int]:
     ]
 
 
+# Writes 4 KiB with O_DIRECT (one request each) at n offsets 1 MiB apart;
+# prints the first sectors of those that failed.
+FAILING_WRITES = r"""
+import json, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
+buf.write(b"\x01" * 4096)
+failed = []
+for i in range(int(sys.argv[2])):
+    offset = (8 << 20) + i * (1 << 20)
+    try:
+        os.pwrite(fd, buf, offset)
+    except OSError:
+        failed.append(offset // 512)
+print(json.dumps(failed))
+"""
+
+
 def test_block_io_errors_are_one_record_per_failed_request(
-    logs_pipeline: Callable[[list[Json]], tuple[OtlpJsonLines, int]], tmp_path: Path
+    logs_pipeline: Callable[[list[Json]], tuple[OtlpJsonLines, int]],
+    kubelet_containers: Callable[[], KubeletContainer],
+    tmp_path: Path,
 ) -> None:
     out, _ = logs_pipeline([{"program": "block"}])
+    container = kubelet_containers()
     # A loop device over a sparse file on a full 1 MiB tmpfs: every write to a
     # block not yet stored fails in the backing file (ENOSPC), and the loop
     # driver completes the request with that error.
@@ -338,19 +359,11 @@ def test_block_io_errors_are_one_record_per_failed_request(
             with (small / "filler").open("wb") as f, contextlib.suppress(OSError):
                 f.write(b"\0" * (2 << 20))  # fills the tmpfs
             mark = kernel_log()[-1][0]
-            failed = []
-            fd = os.open(device, os.O_WRONLY | os.O_DIRECT)
-            try:
-                buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
-                buf.write(b"\x01" * 4096)
-                for i in range(BLOCK_ERRORS):
-                    offset = (8 << 20) + i * (1 << 20)
-                    try:
-                        os.pwrite(fd, buf, offset)
-                    except OSError:
-                        failed.append(offset // 512)
-            finally:
-                os.close(fd)
+            writer = container.run(
+                [sys.executable, "-c", FAILING_WRITES, device, str(BLOCK_ERRORS)],
+                stdout=subprocess.PIPE,
+            )
+            failed = json.loads(writer.communicate(timeout=60)[0])
             assert len(failed) == BLOCK_ERRORS, failed
             got = wait_for(
                 f"{BLOCK_ERRORS} ebpf.block.io_error records for {name}",
@@ -374,6 +387,9 @@ def test_block_io_errors_are_one_record_per_failed_request(
         assert r.attrs["disk.io.direction"] == "write"
         assert r.attrs["error.type"] in ("ENOSPC", "EIO"), r
         assert r.severity == "ERROR"
+        # submitted from inside the container: its identity on the resource
+        assert r.resource.get("container.id") == container.container_id, r
+        assert r.resource.get("k8s.pod.uid") == container.pod_uid, r
 
 
 def test_events_over_the_rate_limit_are_counted_in_a_self_metric(
