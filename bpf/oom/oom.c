@@ -93,6 +93,8 @@ static __always_inline struct oom_event *oom_half(u32 pid, u8 half) {
     return e;
 }
 
+#ifdef BTF_OFFSET_TASK_STRUCT_TGID
+#define OOM_WHOLE 3
 // args: struct task_struct *task, uid_t uid
 RAW_TRACEPOINT_PROBE(mark_victim) {
     void *task = (void *)ctx->args[0];
@@ -102,13 +104,18 @@ RAW_TRACEPOINT_PROBE(mark_victim) {
     if (!e)
         return 0;
     e->cgroup_id = task_cgroup_id(task);
-    if (e->halves == 3) {
+    if (e->halves == OOM_WHOLE) {
         if (oom_events.ringbuf_output(e, sizeof(*e), 0))
             count_dropped_shared(oom_events_dropped.lookup(DROPPED_KEY));
         e->halves = 0;
     }
     return 0;
 }
+#else
+// Without the running kernel's BTF the victim's task cannot be read: the
+// tracepoint's half is the whole event, without container or pod.
+#define OOM_WHOLE 1
+#endif
 
 TRACEPOINT_PROBE(oom, mark_victim) {
     struct victim_key key = {};
@@ -138,7 +145,7 @@ TRACEPOINT_PROBE(oom, mark_victim) {
         bpf_get_current_comm(&e->killer_comm, sizeof(e->killer_comm));
         u8 *kind = last_reclaim.lookup(&tid);
         e->constraint = kind ? *kind : 0;
-        if (e->halves == 3) {
+        if (e->halves == OOM_WHOLE) {
             if (oom_events.ringbuf_output(e, sizeof(*e), 0))
                 count_dropped_shared(oom_events_dropped.lookup(DROPPED_KEY));
             e->halves = 0;

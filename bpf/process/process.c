@@ -41,9 +41,8 @@ BPF_PERCPU_ARRAY(processes_created_dropped, u64, 1);
 BPF_PERCPU_HASH(processes_exited, struct name_key, u64, MAX_ENTRIES);
 BPF_PERCPU_ARRAY(processes_exited_dropped, u64, 1);
 
-#ifndef BTF_OFFSET_TASK_STRUCT_EXIT_CODE
-#error "process needs the offset of task_struct.exit_code from the kernel's BTF (/sys/kernel/btf/vmlinux)"
-#endif
+// Without the running kernel's BTF there is no exit code to read: the
+// counts stay, exit events are not sent.
 
 struct signal_sent {
     u32 sender_pid;
@@ -116,9 +115,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         count_dropped(processes_exited_dropped.lookup(DROPPED_KEY));
 
     u32 pid = id >> 32;
-    void *task = (void *)bpf_get_current_task();
     s32 code = 0;
+#ifdef BTF_OFFSET_TASK_STRUCT_EXIT_CODE
+    void *task = (void *)bpf_get_current_task();
     bpf_probe_read_kernel(&code, sizeof(code), task + BTF_OFFSET_TASK_STRUCT_EXIT_CODE);
+#endif
     struct signal_sent *sent = last_signal.lookup(&pid);
     if (code == 0) {
         if (sent)
