@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CONFIG ?= collector-config/default.yaml
 
-.PHONY: run test setup proto generate collector lint unit e2e fuzz bench flamegraph clean
+.PHONY: run test setup proto generate dashboards collector lint unit e2e fuzz bench flamegraph clean
 
 run: setup
 	CONFIG=$(CONFIG) scripts/run.sh
@@ -23,10 +23,18 @@ proto:
 # response the receiver's tests resolve the shipped examples against
 # (receiver-go/testdata/catalog/describe.json), and what mdatagen derives
 # from receiver-go/metadata.yaml (internal/metadata, the component tests,
-# documentation.md). All checked by `make test`.
-generate: proto
+# documentation.md), and what deploy/ derives (the dashboards, the rendered
+# manifest). All checked by `make test`.
+generate: proto dashboards
 	scripts/gen-describe.sh
 	scripts/gen-metadata.sh
+
+# The Grafana dashboards, generated with Grafana's Foundation SDK from
+# deploy/grafana/generate.py into deploy/grafana/*.json, and
+# deploy/kubernetes/daemonset.yaml rendered from the Helm chart.
+dashboards:
+	scripts/setup.sh python ops
+	scripts/gen-deploy.sh
 
 collector:
 	scripts/setup.sh collector

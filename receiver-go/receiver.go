@@ -131,6 +131,9 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
 	client := sidecarpb.NewSidecarClient(conn)
+	if len(r.cfg.Events) > 0 && r.nextLogs == nil {
+		r.settings.Logger.Warn("events are configured but the receiver is in no logs pipeline: they are checked, not requested; add the receiver to a logs pipeline to get them")
+	}
 
 	// startup_timeout 0: ask once, and do not wait for a sidecar that is not
 	// listening yet (gRPC fails fast once the first connection attempt has
@@ -212,7 +215,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 		}
 		return plan, nil
 	}
-	res, err := resolve(r.cfg, desc, judge)
+	res, err := resolveFor(r.cfg, desc, judge, r.nextLogs != nil)
 	if err == nil {
 		err = requestProfiles(r.cfg, desc, res.request, r.nextProfiles != nil, r.settings.Logger, judge)
 	}
@@ -413,6 +416,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 	}
 	delivered := false
 	var last uint64
+	streamID := streams.Add(1)
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
@@ -435,6 +439,12 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		}
 		if snap.GetSequence() != 0 {
 			last = snap.GetSequence()
+		}
+		if len(res.request.GetEvents()) > 0 {
+			for event, n := range r.tel.eventCounters(snap, streamID) {
+				r.settings.Logger.Warn("Kernel events were not sent as log records (see otelcol_receiver_ebpf_dropped_events for why)",
+					zap.String("event", event), zap.Uint64("dropped", n))
+			}
 		}
 		r.consumeSnapshot(ctx, conv, snap)
 		if !delivered {
@@ -484,6 +494,10 @@ func (r *ebpfReceiver) consumeSnapshot(ctx context.Context, conv *converter, sna
 		}
 	}
 }
+
+// streams numbers the receiver's streams: the sidecar's per-stream event
+// counters start over with each.
+var streams atomic.Uint64
 
 var (
 	logsUnmarshaler     plog.ProtoUnmarshaler

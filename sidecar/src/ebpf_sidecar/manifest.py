@@ -14,6 +14,7 @@ entries named where they have a name, and says what would be valid:
 from __future__ import annotations
 
 import re
+import string
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +26,13 @@ import yaml
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import (
     C_TYPES,
+    SEVERITIES,
     SLOT_CONVENTIONS,
     Catalog,
     CatalogError,
     DerivedSpec,
+    EventField,
+    EventSpec,
     FieldSpec,
     HistogramSpec,
     MapSize,
@@ -147,6 +151,40 @@ class ProfileDoc(_Schema):
     frequency_parameter: str
 
 
+class EventFieldDoc(_Schema):
+    name: str
+    type: str
+    decoders: list[DecoderEntry] = []
+    unit: str = ""
+    attribute: str = ""  # default: the field's name
+    description: str = ""
+    resource: bool = False
+    omit_zero: bool = False
+    export: bool = True
+
+
+class EventDerivedDoc(_Schema):
+    name: str
+    from_: str = msgspec.field(name="from")
+    decoders: list[DecoderEntry] = []
+    attribute: str = ""
+    description: str = ""
+    resource: bool = False
+    omit_zero: bool = False
+
+
+class EventDoc(_Schema):
+    name: str
+    ring_buffer: str
+    time_field: str
+    body: list[str]
+    fields: list[EventFieldDoc]
+    severity: str = "info"
+    dropped_counter: str = ""
+    description: str = ""
+    derived: list[EventDerivedDoc] = []
+
+
 class ManifestDoc(_Schema):
     name: str
     hooks: list[str]
@@ -157,6 +195,7 @@ class ManifestDoc(_Schema):
     default_metrics: list[MetricDoc] = []
     # "struct.member" offsets the program needs from the running kernel's BTF
     btf_offsets: list[str] = []
+    events: list[EventDoc] = []
     profile: ProfileDoc | None = None
 
 
@@ -283,10 +322,16 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
     for i, offset in enumerate(doc.btf_offsets):
         if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", offset):
             raise CatalogError(f"{where}.btf_offsets[{i}]: {offset!r} is not struct.member")
+    events: dict[str, EventSpec] = {}
+    for i, e in enumerate(doc.events):
+        event = _event(e, f"{where}.events[{i}] ({e.name})")
+        if event.name in events:
+            raise CatalogError(f"{where}.events[{i}].name: {e.name!r} is declared twice")
+        events[event.name] = event
     profile = _profile(doc.profile, maps, params, f"{where}.profile") if doc.profile else None
     for i, hook in enumerate(doc.hooks):
-        kind, _, event = hook.partition(":")
-        if kind == "perf_event" and (event not in PERF_EVENTS or profile is None):
+        kind, _, perf_event = hook.partition(":")
+        if kind == "perf_event" and (perf_event not in PERF_EVENTS or profile is None):
             raise CatalogError(
                 f"{where}.hooks[{i}]: {hook!r}: perf_event hooks are "
                 f"{', '.join('perf_event:' + e for e in PERF_EVENTS)}, and need a profile "
@@ -301,6 +346,7 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
         maps=maps,
         parameters=params,
         default_metrics=metrics,
+        events=events,
         profile=profile,
     )
 
@@ -348,6 +394,80 @@ def _profile(
         kernel_stack_field=doc.kernel_stack_field,
         frequency_parameter=doc.frequency_parameter,
     )
+
+
+def _event(doc: EventDoc, where: str) -> EventSpec:
+    if doc.severity not in SEVERITIES:
+        raise CatalogError(
+            f"{where}.severity: {doc.severity!r} is not one of {', '.join(SEVERITIES)}"
+        )
+    fields = tuple(
+        EventField(
+            _field(
+                FieldDoc(f.name, f.type, f.decoders, f.unit, f.attribute, f.description),
+                f"{where}.fields[{i}] ({f.name})",
+            ),
+            resource=f.resource,
+            omit_zero=f.omit_zero,
+            export=f.export,
+        )
+        for i, f in enumerate(doc.fields)
+    )
+    by_name = {f.name: f.field for f in fields if isinstance(f.field, FieldSpec)}
+    derived = tuple(
+        EventField(
+            _derived(
+                DerivedDoc(d.name, d.from_, d.decoders, d.attribute, d.description),
+                by_name,
+                f"{where}.derived[{i}] ({d.name})",
+            ),
+            resource=d.resource,
+            omit_zero=d.omit_zero,
+        )
+        for i, d in enumerate(doc.derived)
+    )
+    names = [f.name for f in (*fields, *derived)]
+    if doc.time_field not in by_name or by_name[doc.time_field].c_type != "u64":
+        raise CatalogError(
+            f"{where}.time_field: {doc.time_field!r} is no u64 field (bpf_ktime_get_ns()); "
+            f"fields: {', '.join(by_name)}"
+        )
+    if not doc.body:
+        raise CatalogError(f"{where}.body: give at least one template")
+    for i, template in enumerate(doc.body):
+        try:
+            used = template_fields(template)
+        except ValueError as e:
+            raise CatalogError(f"{where}.body[{i}]: {e}") from None
+        unknown = [n for n in used if n not in names]
+        if unknown:
+            raise CatalogError(
+                f"{where}.body[{i}]: {', '.join(map(repr, unknown))} are no fields of the "
+                f"event; its fields: {', '.join(names)}"
+            )
+    return EventSpec(
+        name=doc.name,
+        ring_buffer=doc.ring_buffer,
+        dropped_counter=doc.dropped_counter,
+        severity=doc.severity,
+        time_field=doc.time_field,
+        description=doc.description.strip(),
+        body=tuple(" ".join(t.split()) for t in doc.body),
+        fields=fields,
+        derived=derived,
+    )
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a body template refers to; ValueError for a bad template."""
+    out = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ValueError(f"{{{name}}} is not a plain field name")
+        out.append(name)
+    return out
 
 
 def _decoders(entries: Sequence[DecoderEntry], where: str) -> tuple[decoders.Decoder, ...]:
