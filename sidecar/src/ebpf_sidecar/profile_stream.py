@@ -44,6 +44,8 @@ class ProfileStream:
         )
         self.since = loaded.attach_time_ns
         self.dropped = 0
+        self._stopped = threading.Event()
+        self._prefetcher: threading.Thread | None = None
         self.cgroups = wanted.cgroups
         self.bpf = loaded.bpf
         if self.cgroups:
@@ -64,17 +66,25 @@ class ProfileStream:
             table[ct.c_uint64(cid)] = ct.c_uint8(1)
 
     def start_prefetching(self, closed: threading.Event) -> None:
-        """Symbolize what is counted every PREFETCH_S until ``closed``: short-lived
-        processes get names before their mappings are gone."""
+        """Symbolize what is counted every PREFETCH_S until ``closed`` or
+        :meth:`stop`: short-lived processes get names before their mappings
+        are gone."""
 
         def loop() -> None:
-            while not closed.wait(PREFETCH_S):
+            while not self._stopped.wait(PREFETCH_S) and not closed.is_set():
                 try:
                     self.reader.prefetch()
                 except Exception:
                     log.exception("symbolizing stack samples ahead of the read failed")
 
-        threading.Thread(target=loop, name="profiles-prefetch", daemon=True).start()
+        self._prefetcher = threading.Thread(target=loop, name="profiles-prefetch", daemon=True)
+        self._prefetcher.start()
+
+    def stop(self) -> None:
+        """End the prefetching, before the program it reads is released."""
+        self._stopped.set()
+        if self._prefetcher is not None:
+            self._prefetcher.join()
 
     def add_to(self, snap: pb.Snapshot) -> None:
         now = time.time_ns()

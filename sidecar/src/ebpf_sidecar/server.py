@@ -104,6 +104,7 @@ class SidecarService(pb_grpc.SidecarServicer):
         subscribed: list[MapReader] = []
         sink = events.EventSink()
         sources: list[events.EventSource] = []
+        profiles: ProfileStream | None = None
         closed = threading.Event()
         context.add_callback(closed.set)
         context.add_callback(sink.close)
@@ -179,6 +180,8 @@ class SidecarService(pb_grpc.SidecarServicer):
         except LoadError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
+            if profiles is not None:
+                profiles.stop()
             for source in sources:
                 source.unsubscribe(sink)
             for reader in subscribed:
