@@ -91,6 +91,24 @@ static __always_inline u64 sock_cgroup_id(const void *sk) {
 #endif
 }
 
+// Segments in a retransmitted skb: RetransSegs adds tcp_skb_pcount(skb), and
+// a TSO/GSO skb carries several (a bulk sender's retransmits undercounted by
+// one skb = one segment). tcp_skb_pcount() is TCP_SKB_CB(skb)->tcp_gso_segs:
+// skb->cb (offset from BTF) holds struct tcp_skb_cb, whose u32 seq and u32
+// end_seq are followed by the union that starts with u16 tcp_gso_segs (BTF
+// cannot name that anonymous member; sidecar/tests/test_btf_layout.py checks
+// the layout on the running kernel).
+#define TCP_SKB_CB_GSO_SEGS 8
+static __always_inline u64 retransmitted_segments(const void *skb) {
+#ifdef BTF_OFFSET_SK_BUFF_CB
+    u16 segs = 0;
+    bpf_probe_read_kernel(&segs, sizeof(segs), skb + BTF_OFFSET_SK_BUFF_CB + TCP_SKB_CB_GSO_SEGS);
+    return segs ? segs : 1;
+#else
+    return 1;
+#endif
+}
+
 // Fires once per retransmitted skb. Since Linux 6.x it fires for failed
 // attempts too (err != 0), e.g. -EBUSY while the original copy is still in a
 // host queue; only err == 0 means a segment went out again, so only those count
@@ -122,7 +140,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
     u64 *count = retransmits_by_cgroup.lookup_or_try_init(&key, &zero);
 #endif
     if (count)
-        (*count)++;
+        *count += retransmitted_segments(args->skbaddr);
     else
         count_dropped(retransmits_dropped.lookup(DROPPED_KEY));
     return 0;
