@@ -148,7 +148,10 @@ def child(
             started = time.perf_counter()
             # a stream of its own per read: the reaper compares every pid with
             # /proc as usual but never deletes (no stream exported twice)
-            reader.read(ms, stream=object(), **kw)
+            stream = object()
+            reader.subscribe(stream)
+            reader.read(ms, stream=stream, **kw)
+            reader.unsubscribe(stream)
             return time.perf_counter() - started, snap
 
         snapshot()  # warm-up: the cgroup walk, the decoders' caches
