@@ -10,8 +10,9 @@ container_id and pod_uid decoders resolve real paths. For each size, in a
 child process of its own:
 
 - sidecar read: the median wall time of ``MapReader.read()`` (batch lookup,
-  columns, decoders, per-CPU sums, the exited-process reaper) over
-  ``--reads`` reads after one warm-up read;
+  columns, decoders, per-CPU sums, the exited-process reaper, filling the
+  columns; packed columns where the tree has them, as the receiver asks)
+  over ``--reads`` reads after one warm-up read;
 - wire size: the serialized ``Snapshot``, as the sidecar sends it;
 - sidecar peak RSS: the child's peak RSS (VmHWM, reset after the map was
   filled) while reading and serializing;
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes as ct
+import inspect
 import json
 import os
 import resource
@@ -154,12 +156,15 @@ def child(
             reader.unsubscribe(stream)
             return time.perf_counter() - started, snap
 
-        snapshot()  # warm-up: the cgroup walk, the decoders' caches
+        params = inspect.signature(MapReader.read).parameters
+        # as the receiver asks: packed columns where the sidecar has them
+        packed = {"packed": True} if "packed" in params else {}
+        snapshot(**packed)  # warm-up: the cgroup walk, the decoders' caches
         rss_before = _status_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM
         times, ser = [], []
         for _ in range(reads):
-            t, snap = snapshot()
+            t, snap = snapshot(**packed)
             times.append(t)
             started = time.perf_counter()
             raw = snap.SerializeToString()
@@ -174,19 +179,21 @@ def child(
             "peak_rss_mib": _status_kib("VmHWM") / 1024,
         }
         del snap, raw
-        if changed > 0 and "changes" in MapReader.read.__code__.co_varnames:
+        if changed > 0 and "changes" in params:
             from ebpf_sidecar.maps import Changes
 
             state = Changes()
-            ms = pb.MapSnapshot()
-            reader.read(ms, changes=state)  # the stream's first (full) read
+            snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
+            ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
+            reader.read(ms, packed=True, changes=state)  # the stream's first (whole) read
+            out.with_suffix(".base.pb").write_bytes(snap.SerializeToString())
             ctimes, cbytes = [], []
             for gen in range(1, reads + 1):
                 _fill(table, n, cpus, cgroups, generation=gen, changed=changed)
                 snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
                 ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
                 started = time.perf_counter()
-                reader.read(ms, changes=state)
+                reader.read(ms, packed=True, changes=state)
                 ctimes.append(time.perf_counter() - started)
                 raw = snap.SerializeToString()
                 cbytes.append(len(raw))
@@ -202,9 +209,13 @@ def child(
         b.cleanup()
 
 
-def _go_bench(test_binary: Path, snapshot: Path, times: int, cwd: Path) -> dict[str, Any]:
+def _go_bench(
+    test_binary: Path, snapshot: Path, times: int, cwd: Path, base: Path | None = None
+) -> dict[str, Any]:
     """Runs the receiver's BenchmarkSnapshot on one snapshot; its numbers and peak RSS."""
     env = dict(os.environ, EBPF_BENCH_SNAPSHOT=str(snapshot))
+    if base is not None:
+        env["EBPF_BENCH_BASE"] = str(base)
     proc = subprocess.Popen(
         [
             str(test_binary),
@@ -321,7 +332,13 @@ def _measure(args: Any, trees: list[tuple[str, Path]], cgroups: Path, tmp: Path)
             gc = None
             if "changes_entries" in side:
                 changes = out.with_suffix(".changes.pb")
-                gc = _go_bench(binaries[label], changes, args.reads, tree / "receiver-go")
+                gc = _go_bench(
+                    binaries[label],
+                    changes,
+                    args.reads,
+                    tree / "receiver-go",
+                    base=out.with_suffix(".base.pb"),
+                )
             rows.append((f"{n} ({label})" if len(trees) > 1 else str(n), side, go, gc))
             print(f"done: {n} entries, {label}", file=sys.stderr)
     return rows

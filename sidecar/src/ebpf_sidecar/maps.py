@@ -330,6 +330,39 @@ class ExitedProcessReaper:
         return n
 
 
+@dataclass(frozen=True)
+class _Coded:
+    """A decoded column kept as its distinct decoded values and a code per entry."""
+
+    table: Array  # object array: the decoded value of each distinct raw value
+    codes: Array  # per entry, its index into table
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def materialize(self) -> Array:
+        return self.table[self.codes]
+
+
+Col = Any  # a numpy array, or a _Coded column
+
+
+def _take(col: Col, rows: Array) -> Col:
+    """``col`` at ``rows`` (a mask or indexes)."""
+    return _Coded(col.table, col.codes[rows]) if isinstance(col, _Coded) else col[rows]
+
+
+def _repeat(col: Col, c: int) -> Col:
+    """Each value of ``col`` ``c`` times in a row."""
+    if isinstance(col, _Coded):
+        return _Coded(col.table, np.repeat(col.codes, c))
+    return np.repeat(col, c)
+
+
+def _plain(col: Col) -> Array:
+    return col.materialize() if isinstance(col, _Coded) else col
+
+
 @dataclass
 class _Rows:
     """The columns of one read while they are decoded and filtered."""
@@ -348,10 +381,10 @@ def _decode_distinct(
     column: Array,
     text: bool,
     factorized: tuple[Array, Array] | None = None,
-) -> tuple[Array, Array | None]:
+) -> tuple[Col, Array | None]:
     """``chain`` on each distinct value of ``column`` once, mapped back onto every entry.
 
-    Returns the decoded column (an object array) and the entries a filter
+    Returns the decoded column (a _Coded column) and the entries a filter
     dropped (None when none). ``factorized``: ``_factorize(column)`` when
     the caller has it already. With ``text`` (the field travels as strings),
     every value becomes valid text here, once per distinct value. A numeric
@@ -369,7 +402,7 @@ def _decode_distinct(
     table = np.empty(len(decoded), dtype=object)
     table[:] = decoded
     dropped = np.fromiter((v is DROP for v in decoded), dtype=bool, count=len(decoded))
-    return table[inverse], (dropped[inverse] if dropped.any() else None)
+    return _Coded(table, inverse), (dropped[inverse] if dropped.any() else None)
 
 
 def _text(value: Any) -> str:
@@ -404,6 +437,99 @@ def _sum_cpus(column: Array, n: int, c: int) -> tuple[Array, Array | None]:
     # signed values, and values a decoder made: Python integers, exact
     summed = column.astype(object).reshape(n, c).sum(axis=1)
     return np.asarray(summed, dtype=object), None
+
+
+DEFAULT_FULL_EVERY = 30
+
+
+class Changes:
+    """What one changes-only stream sent of one map: the state its client keeps.
+
+    Each row (a key, and a CPU for per-CPU reads) has a slot while it is in
+    the map. A read is matched against the state by the rows' key bytes
+    (fast when the map's order did not change, else by a hash, checked byte
+    for byte); a row is sent when it is new or any of its key or value
+    columns differs from what was sent (decoded key columns too: a cgroup
+    path found later is a change), and the slots of rows gone are sent as
+    removed. Every ``full_every`` reads the map is sent whole, and the state
+    starts over from it.
+    """
+
+    def __init__(self, full_every: int = DEFAULT_FULL_EVERY) -> None:
+        self.full_every = max(1, full_every)
+        self.reads = 0
+        self.ids: Array = np.empty(0, dtype="S1")  # by slot
+        self.live: Array = np.empty(0, dtype=bool)
+        self.columns: dict[str, Array] = {}  # by slot, materialized
+
+    def update(self, ids: Array, columns: dict[str, Col], snap: pb.MapSnapshot) -> Array | None:
+        """Match a read's rows against the state and set the snapshot's slots;
+        which rows to send (None: all of them)."""
+        n = len(ids)
+        cols = {name: _plain(col) for name, col in columns.items()}
+        full = self.reads % self.full_every == 0 or set(cols) != set(self.columns)
+        self.reads += 1
+        if full:
+            self.ids, self.live = ids, np.ones(n, bool)
+            self.columns = {name: col.copy() for name, col in cols.items()}
+            snap.changes_only = False
+            snap.slots = np.arange(n, dtype="<u4").tobytes()
+            return None
+        slot_of, found = self._match(ids)
+        hit = np.zeros(len(self.ids), bool)
+        hit[slot_of[found]] = True
+        removed = np.flatnonzero(self.live & ~hit)
+        self.live[removed] = False
+        changed = ~found
+        at = slot_of[found]
+        for name, col in cols.items():
+            changed[found] |= np.asarray(self.columns[name][at] != col[found], dtype=bool)
+        new = np.flatnonzero(~found)
+        if len(new):
+            slot_of[new] = self._allocate(len(new))
+            self.ids[slot_of[new]] = ids[new]
+            self.live[slot_of[new]] = True
+        sent = np.flatnonzero(changed)
+        for name, col in cols.items():
+            self.columns[name][slot_of[sent]] = col[sent]
+        snap.changes_only = True
+        snap.slots = slot_of[sent].astype("<u4").tobytes()
+        snap.removed_slots = removed.astype("<u4").tobytes()
+        return sent
+
+    def _match(self, ids: Array) -> tuple[Array, Array]:
+        """Per row, its slot in the state and whether it has one."""
+        n = len(ids)
+        if n == len(self.ids) and bool(self.live.all()) and bool((ids == self.ids).all()):
+            return np.arange(n), np.ones(n, bool)  # the map's order did not change
+        slots = np.flatnonzero(self.live)
+        state_hash = _hash_rows(self.ids[slots])
+        order = np.argsort(state_hash)
+        slots, state_hash = slots[order], state_hash[order]
+        h = _hash_rows(ids)
+        at = np.searchsorted(state_hash, h)
+        found = at < len(slots)
+        found[found] = state_hash[at[found]] == h[found]
+        slot_of = np.zeros(n, np.intp)
+        slot_of[found] = slots[at[found]]
+        found[found] = self.ids[slot_of[found]] == ids[found]
+        return slot_of, found
+
+    def _allocate(self, count: int) -> Array:
+        """``count`` free slots (removed rows' first), growing the state when needed."""
+        free = np.flatnonzero(~self.live)[:count]
+        more = count - len(free)
+        if more:
+            size = len(self.ids)
+            grown = max(more, size // 2)
+            self.ids = np.concatenate([self.ids, np.zeros(grown, self.ids.dtype)])
+            self.live = np.concatenate([self.live, np.zeros(grown, bool)])
+            self.columns = {
+                name: np.concatenate([col, np.zeros(grown, col.dtype)])
+                for name, col in self.columns.items()
+            }
+            free = np.concatenate([free, np.arange(size, size + more)])
+        return free
 
 
 class MapReader:
@@ -463,12 +589,22 @@ class MapReader:
         clear: bool = False,
         per_cpu: bool = False,
         stream: object = None,
+        packed: bool = False,
+        changes: Changes | None = None,
     ) -> None:
-        """``stream``: who reads, for the exited-process reaper (subscribe it first)."""
+        """``stream``: who reads, for the exited-process reaper (subscribe it first).
+
+        ``packed``: fill the packed columns (StreamRequest.packed_columns).
+        ``changes``: what the stream sent of this map so far; only the rows
+        that changed since are filled (StreamRequest.changes_only). Not with
+        ``clear``: every cleared read is news.
+        """
         if per_cpu and not self.per_cpu:
             raise ValueError(f"map {self.spec.name!r} is not a per-CPU map")
+        if clear and changes is not None:
+            raise ValueError("a map read with clear is sent whole, not as changes")
         with self._lock:
-            self._read(snap, clear, per_cpu, stream)
+            self._read(snap, clear, per_cpu, stream, packed, changes)
 
     def subscribe(self, stream: object) -> None:
         """``stream`` reads this map from now on (the reaper waits for its exports)."""
@@ -481,7 +617,15 @@ class MapReader:
             with self._lock:
                 self.reaper.unsubscribe(stream)
 
-    def _read(self, snap: pb.MapSnapshot, clear: bool, per_cpu: bool, stream: object) -> None:
+    def _read(
+        self,
+        snap: pb.MapSnapshot,
+        clear: bool,
+        per_cpu: bool,
+        stream: object,
+        packed: bool,
+        changes: Changes | None,
+    ) -> None:
         delete = clear and not self.is_array
         buffers = self.buffers
         n = _lookup_batch(self.table.map_fd, buffers, self.capacity, delete=delete)
@@ -518,12 +662,13 @@ class MapReader:
         value_drop = None
         for f in self.spec.value:
             text = f.wire_type == pb.FIELD_TYPE_STRING
-            rows.values[f.name], mask = _decode_distinct(f.decoders, values[f.name], text)
+            decoded, mask = _decode_distinct(f.decoders, values[f.name], text)
+            rows.values[f.name] = _plain(decoded)
             if mask is not None:
                 value_drop = mask if value_drop is None else value_drop | mask
         over: dict[str, Array] = {}
         if per_cpu:
-            rows.keys = {name: np.repeat(col, c) for name, col in rows.keys.items()}
+            rows.keys = {name: _repeat(col, c) for name, col in rows.keys.items()}
             rows.keys["cpu"] = np.tile(np.arange(c, dtype=np.uint64), n)
             if rows.drop is not None:
                 rows.drop = np.repeat(rows.drop, c)
@@ -541,21 +686,38 @@ class MapReader:
                     if mask is not None:
                         over[name] = mask
             count = n
+        keep = None
         if rows.drop is not None:
             keep = ~rows.drop
-            rows.keys = {name: col[keep] for name, col in rows.keys.items()}
+            rows.keys = {name: _take(col, keep) for name, col in rows.keys.items()}
             rows.values = {name: col[keep] for name, col in rows.values.items()}
             over = {name: m[keep] for name, m in over.items()}
             count = int(keep.sum())
+        if changes is not None:
+            ids = self._identities(n, c if per_cpu else 1, keep)
+            sent = changes.update(ids, {**rows.keys, **rows.values}, snap)
+            if sent is not None:
+                rows.keys = {name: _take(col, sent) for name, col in rows.keys.items()}
+                rows.values = {name: col[sent] for name, col in rows.values.items()}
+                over = {name: m[sent] for name, m in over.items()}
+                count = len(sent)
         snap.entries = count
         # An array always holds max_entries entries and is never full: 0 says
         # "no capacity to run out of" to the receiver.
         snap.max_entries = 0 if self.is_array else self.capacity
-        for name, t in self._key_types(per_cpu):
-            _fill(snap.key_columns.add(), name, t, rows.keys[name])
         clamped = sum(int(m.sum()) for m in over.values())
-        for f in self.spec.value:
-            clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, rows.values[f.name])
+        if packed:
+            for name, t in self._key_types(per_cpu):
+                _fill_packed(snap.packed_key_columns.add(), name, t, rows.keys[name])
+            for f in self.spec.value:
+                clamped += _fill_packed(
+                    snap.packed_value_columns.add(), f.name, f.wire_type, rows.values[f.name]
+                )
+        else:
+            for name, t in self._key_types(per_cpu):
+                _fill(snap.key_columns.add(), name, t, rows.keys[name])
+            for f in self.spec.value:
+                clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, rows.values[f.name])
         if clamped:
             log.warning(
                 "map %s: %d values out of their 64-bit range (per-CPU values summed past "
@@ -570,6 +732,18 @@ class MapReader:
                 self.table.map_fd, buffers.keys, self.key_size, keys[self.spec.pid_field], stream
             )
         buffers.fit(n)
+
+    def _identities(self, n: int, c: int, keep: Array | None) -> Array:
+        """What identifies each row of a read: its key's bytes (and CPU, ``c`` > 1)."""
+        keys = _key_column(self.buffers.keys, self.key_size, n)
+        if c > 1:
+            rows = np.empty(n * c, dtype=[("key", f"V{self.key_size}"), ("cpu", "<u4")])
+            rows["key"] = np.repeat(keys.view(f"V{self.key_size}"), c)
+            rows["cpu"] = np.tile(np.arange(c, dtype=np.uint32), n)
+            ids = rows.view(f"S{self.key_size + 4}")
+        else:
+            ids = keys.copy()  # the buffer is the next read's
+        return ids if keep is None else ids[keep]
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]
@@ -706,7 +880,33 @@ def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
     return out, sum(1 for v in values if not low <= v <= high)
 
 
-def _fill(column: pb.Column, name: str, t: pb.FieldType, values: Any) -> int:
+def _fill_packed(column: pb.PackedColumn, name: str, t: pb.FieldType, values: Col) -> int:
+    """Fill a packed column; the number of integers clamped to the wire type's range."""
+    column.field, column.type = name, t
+    if t == pb.FIELD_TYPE_STRING:
+        if isinstance(values, _Coded):
+            table, codes = values.table, values.codes
+        else:  # raw or numeric values shown as text: once per distinct value
+            table, codes = _factorize(values) if len(values) else (values, values)
+            table = np.asarray(_to_list(table), dtype=object)
+        column.dictionary.extend(["" if v is DROP else _text(v) for v in table.tolist()])
+        column.indexes = np.asarray(codes, dtype="<u4").tobytes()
+        return 0
+    values = _plain(values)
+    wire = np.dtype("<i8") if t == pb.FIELD_TYPE_INT else np.dtype("<u8")
+    if values.dtype.kind not in "iu" or (values.dtype.kind != wire.kind and len(values)):
+        listed, clamped = (
+            _clamped(values.tolist(), I64_MIN, I64_MAX)
+            if t == pb.FIELD_TYPE_INT
+            else _clamped(values.tolist(), 0, U64_MAX)
+        )
+        column.values = np.array(listed, dtype=wire).tobytes()
+        return clamped
+    column.values = values.astype(wire, copy=False).tobytes()
+    return 0
+
+
+def _fill(column: pb.Column, name: str, t: pb.FieldType, values: Col) -> int:
     """Fill ``column`` from an array or list; the number of integers clamped
     to the wire type's range.
 
@@ -715,6 +915,11 @@ def _fill(column: pb.Column, name: str, t: pb.FieldType, values: Any) -> int:
     at 2^64 - 1 (and the reader logs it).
     """
     column.field = name
+    if isinstance(values, _Coded):
+        if t == pb.FIELD_TYPE_STRING:
+            column.strings.extend(values.materialize().tolist())  # valid text (_decode_distinct)
+            return 0
+        values = values.materialize()
     if isinstance(values, np.ndarray):
         if t == pb.FIELD_TYPE_STRING and values.dtype == object:
             column.strings.extend(values.tolist())  # valid text already (_decode_distinct)
