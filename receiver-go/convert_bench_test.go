@@ -23,6 +23,9 @@ import (
 //	go test -run '^$' -bench BenchmarkSnapshot -benchmem
 //	EBPF_BENCH_SNAPSHOT=file.pb go test -run '^$' -bench BenchmarkSnapshot -benchmem
 //
+// With EBPF_BENCH_BASE (the whole snapshot a changes-only stream started
+// with), EBPF_BENCH_SNAPSHOT is a changes-only snapshot that follows it.
+//
 // Without EBPF_BENCH_SNAPSHOT (a serialized Snapshot, as the sidecar sends
 // it) the snapshot is synthetic: EBPF_BENCH_ENTRIES entries (default 10000)
 // of distinct pids, 200 comms and 300 cgroups, a third of them in pods.
@@ -134,6 +137,14 @@ func BenchmarkSnapshot(b *testing.B) {
 	}{{"convert/default_limit", createDefaultConfig().(*Config).CardinalityLimit}, {"convert/all_admitted", 1 << 30}} {
 		b.Run(limit.name, func(b *testing.B) {
 			conv := benchCPUConverter(b, limit.limit)
+			if file := os.Getenv("EBPF_BENCH_BASE"); file != "" {
+				// a changes-only snapshot: the stream's whole one first
+				raw, err := os.ReadFile(file)
+				require.NoError(b, err)
+				base := &sidecarpb.Snapshot{}
+				require.NoError(b, proto.Unmarshal(raw, base))
+				conv.convert(base)
+			}
 			conv.convert(snap) // the series are admitted; later snapshots are steady state
 			perEntry(b, func() { conv.convert(snap) })
 		})
