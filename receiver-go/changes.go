@@ -25,30 +25,39 @@ func unpackColumns(ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
 			col := &column{Field: pc.GetField()}
 			switch pc.GetType() {
 			case sidecarpb.FieldType_FIELD_TYPE_UINT, sidecarpb.FieldType_FIELD_TYPE_INT:
+				w, err := packedWidth(pc, 8)
+				if err != nil {
+					return nil, err
+				}
 				raw := pc.GetValues()
-				if len(raw) != 8*n {
-					return nil, fmt.Errorf("packed column %q has %d bytes of values for %d entries (8 a value)", pc.GetField(), len(raw), n)
+				if len(raw) != w*n {
+					return nil, fmt.Errorf("packed column %q has %d bytes of values for %d entries (%d a value)", pc.GetField(), len(raw), n, w)
 				}
 				if pc.GetType() == sidecarpb.FieldType_FIELD_TYPE_UINT {
 					col.Uints = make([]uint64, n)
 					for i := range col.Uints {
-						col.Uints[i] = binary.LittleEndian.Uint64(raw[8*i:])
+						col.Uints[i] = leUint(raw[w*i:], w)
 					}
 				} else {
 					col.Ints = make([]int64, n)
+					shift := 64 - 8*w
 					for i := range col.Ints {
-						col.Ints[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
+						col.Ints[i] = int64(leUint(raw[w*i:], w)<<shift) >> shift // sign-extended
 					}
 				}
 			case sidecarpb.FieldType_FIELD_TYPE_STRING:
+				w, err := packedWidth(pc, 4)
+				if err != nil {
+					return nil, err
+				}
 				dict, idx := pc.GetDictionary(), pc.GetIndexes()
-				if len(idx) != 4*n {
-					return nil, fmt.Errorf("packed column %q has %d bytes of indexes for %d entries (4 an index)", pc.GetField(), len(idx), n)
+				if len(idx) != w*n {
+					return nil, fmt.Errorf("packed column %q has %d bytes of indexes for %d entries (%d an index)", pc.GetField(), len(idx), n, w)
 				}
 				col.Strings = make([]string, n)
 				for i := range col.Strings {
-					j := binary.LittleEndian.Uint32(idx[4*i:])
-					if int(j) >= len(dict) {
+					j := leUint(idx[w*i:], w)
+					if j >= uint64(len(dict)) {
 						return nil, fmt.Errorf("packed column %q: entry %d refers to string %d of a dictionary of %d", pc.GetField(), i, j, len(dict))
 					}
 					col.Strings[i] = dict[j]
@@ -75,6 +84,32 @@ func unpackColumns(ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
 		ValueColumns: append(values, ms.GetValueColumns()...),
 		ChangesOnly:  ms.GetChangesOnly(), Slots: ms.GetSlots(), RemovedSlots: ms.GetRemovedSlots(),
 	}, nil
+}
+
+// packedWidth is pc's bytes per value: 1, 2, 4 or 8 (0 is def).
+func packedWidth(pc *sidecarpb.PackedColumn, def int) (int, error) {
+	switch w := int(pc.GetWidth()); w {
+	case 0:
+		return def, nil
+	case 1, 2, 4, 8:
+		return w, nil
+	default:
+		return 0, fmt.Errorf("packed column %q has width %d; 1, 2, 4 or 8 bytes", pc.GetField(), w)
+	}
+}
+
+// leUint reads a little-endian unsigned integer of w bytes.
+func leUint(b []byte, w int) uint64 {
+	switch w {
+	case 1:
+		return uint64(b[0])
+	case 2:
+		return uint64(binary.LittleEndian.Uint16(b))
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(b))
+	default:
+		return binary.LittleEndian.Uint64(b)
+	}
 }
 
 // mapTable is the whole map a changes-only stream has sent so far: its

@@ -3,6 +3,7 @@ package ebpfreceiver
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
@@ -127,6 +128,7 @@ func packSnapshot(snap *sidecarpb.Snapshot) *sidecarpb.Snapshot {
 				case col.Strings != nil:
 					pc.Type = sidecarpb.FieldType_FIELD_TYPE_STRING
 					index := map[string]uint32{}
+					pc.Width = 2
 					for _, str := range col.Strings {
 						j, ok := index[str]
 						if !ok {
@@ -134,12 +136,22 @@ func packSnapshot(snap *sidecarpb.Snapshot) *sidecarpb.Snapshot {
 							index[str] = j
 							pc.Dictionary = append(pc.Dictionary, str)
 						}
-						pc.Indexes = binary.LittleEndian.AppendUint32(pc.Indexes, j)
+						pc.Indexes = binary.LittleEndian.AppendUint16(pc.Indexes, uint16(j))
 					}
 				default:
 					pc.Type = sidecarpb.FieldType_FIELD_TYPE_UINT
+					pc.Width = 4
 					for _, u := range col.Uints {
-						pc.Values = binary.LittleEndian.AppendUint64(pc.Values, u)
+						if u > math.MaxUint32 {
+							pc.Width = 8
+						}
+					}
+					for _, u := range col.Uints {
+						if pc.Width == 4 {
+							pc.Values = binary.LittleEndian.AppendUint32(pc.Values, uint32(u))
+						} else {
+							pc.Values = binary.LittleEndian.AppendUint64(pc.Values, u)
+						}
 					}
 				}
 				out = append(out, pc)
@@ -252,9 +264,21 @@ func TestChangesWithoutAWholeMapFirstAreSkipped(t *testing.T) {
 func TestMalformedPackedColumnsAreSkipped(t *testing.T) {
 	conv := cpuConverter(t, 2000)
 	snap := packSnapshot(processSnapshot(1, processHistory()[0]))
-	snap.Maps[0].PackedKeyColumns[1].Indexes = binary.LittleEndian.AppendUint32(nil, 1<<30)
+	snap.Maps[0].PackedKeyColumns[1].Indexes[0] = 0xff // beyond the dictionary
 	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
 	snap = packSnapshot(processSnapshot(1, processHistory()[0]))
 	snap.Maps[0].PackedValueColumns[0].Values = snap.Maps[0].PackedValueColumns[0].Values[1:]
 	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
+	snap = packSnapshot(processSnapshot(1, processHistory()[0]))
+	snap.Maps[0].PackedValueColumns[0].Width = 3
+	assert.Equal(t, 0, conv.convert(snap).DataPointCount())
+}
+
+func TestPackedSignedValuesAreSignExtended(t *testing.T) {
+	ms := &sidecarpb.MapSnapshot{Entries: 3, PackedValueColumns: []*sidecarpb.PackedColumn{
+		{Field: "v", Type: sidecarpb.FieldType_FIELD_TYPE_INT, Width: 2, Values: []byte{0xff, 0xff, 0x00, 0x80, 0x05, 0x00}},
+	}}
+	out, err := unpackColumns(ms)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{-1, -32768, 5}, out.ValueColumns[0].Ints)
 }

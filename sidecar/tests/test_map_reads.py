@@ -447,11 +447,11 @@ def _rows(snap: pb.MapSnapshot) -> list[tuple[Any, ...]]:
         cols.append(list(c.strings) or list(c.uints) or list(c.ints))
     for p in [*snap.packed_key_columns, *snap.packed_value_columns]:
         if p.type == pb.FIELD_TYPE_STRING:
-            idx = np.frombuffer(p.indexes, dtype="<u4")
+            idx = np.frombuffer(p.indexes, dtype=f"<u{p.width}")
             cols.append([p.dictionary[i] for i in idx])
         else:
-            kind = "<i8" if p.type == pb.FIELD_TYPE_INT else "<u8"
-            cols.append(np.frombuffer(p.values, dtype=kind).tolist())
+            kind = "i" if p.type == pb.FIELD_TYPE_INT else "u"
+            cols.append(np.frombuffer(p.values, dtype=f"<{kind}{p.width}").tolist())
     assert all(len(c) == snap.entries for c in cols)
     return list(zip(*cols, strict=True)) if cols else []
 

@@ -1505,13 +1505,17 @@ type PackedColumn struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Field string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
 	Type  FieldType              `protobuf:"varint,2,opt,name=type,proto3,enum=ebpfreceiver.sidecar.v1.FieldType" json:"type,omitempty"`
-	// FIELD_TYPE_UINT: 8 bytes per entry, a little-endian uint64;
-	// FIELD_TYPE_INT: 8 bytes per entry, a little-endian two's-complement int64.
+	// FIELD_TYPE_UINT: width bytes per entry, a little-endian unsigned
+	// integer; FIELD_TYPE_INT: width bytes per entry, a little-endian
+	// two's-complement integer (sign-extended to 64 bits).
 	Values []byte `protobuf:"bytes,3,opt,name=values,proto3" json:"values,omitempty"`
 	// FIELD_TYPE_STRING: the column's distinct strings, and per entry the
-	// index of its string in dictionary, 4 bytes little-endian (uint32).
-	Dictionary    []string `protobuf:"bytes,4,rep,name=dictionary,proto3" json:"dictionary,omitempty"`
-	Indexes       []byte   `protobuf:"bytes,5,opt,name=indexes,proto3" json:"indexes,omitempty"`
+	// index of its string in dictionary, width bytes little-endian (unsigned).
+	Dictionary []string `protobuf:"bytes,4,rep,name=dictionary,proto3" json:"dictionary,omitempty"`
+	Indexes    []byte   `protobuf:"bytes,5,opt,name=indexes,proto3" json:"indexes,omitempty"`
+	// Bytes per value or index: 1, 2, 4 or 8, the fewest that hold the
+	// column's values (0: 8 for values, 4 for indexes).
+	Width         uint32 `protobuf:"varint,6,opt,name=width,proto3" json:"width,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1579,6 +1583,13 @@ func (x *PackedColumn) GetIndexes() []byte {
 		return x.Indexes
 	}
 	return nil
+}
+
+func (x *PackedColumn) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
 }
 
 type MapSnapshot struct {
@@ -2120,7 +2131,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05uints\x18\x02 \x03(\x04R\x05uints\x12\x12\n" +
 	"\x04ints\x18\x03 \x03(\x12R\x04ints\x12\x18\n" +
-	"\astrings\x18\x04 \x03(\tR\astrings\"\xae\x01\n" +
+	"\astrings\x18\x04 \x03(\tR\astrings\"\xc4\x01\n" +
 	"\fPackedColumn\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x126\n" +
 	"\x04type\x18\x02 \x01(\x0e2\".ebpfreceiver.sidecar.v1.FieldTypeR\x04type\x12\x16\n" +
@@ -2128,7 +2139,8 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
 	"dictionary\x18\x04 \x03(\tR\n" +
 	"dictionary\x12\x18\n" +
-	"\aindexes\x18\x05 \x01(\fR\aindexes\"\xfa\x04\n" +
+	"\aindexes\x18\x05 \x01(\fR\aindexes\x12\x14\n" +
+	"\x05width\x18\x06 \x01(\rR\x05width\"\xfa\x04\n" +
 	"\vMapSnapshot\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
 	"\x03map\x18\x02 \x01(\tR\x03map\x121\n" +

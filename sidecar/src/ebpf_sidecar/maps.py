@@ -880,6 +880,19 @@ def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
     return out, sum(1 for v in values if not low <= v <= high)
 
 
+def _narrowest(values: Array, signed: bool) -> np.dtype[Any]:
+    """The narrowest little-endian integer type that holds every value."""
+    if not len(values):
+        return np.dtype("<i1" if signed else "<u1")
+    low, high = int(values.min()), int(values.max())
+    for width in (1, 2, 4, 8):
+        if signed and -(1 << (8 * width - 1)) <= low and high < 1 << (8 * width - 1):
+            return np.dtype(f"<i{width}")
+        if not signed and high < 1 << (8 * width):
+            return np.dtype(f"<u{width}")
+    return np.dtype("<i8" if signed else "<u8")
+
+
 def _fill_packed(column: pb.PackedColumn, name: str, t: pb.FieldType, values: Col) -> int:
     """Fill a packed column; the number of integers clamped to the wire type's range."""
     column.field, column.type = name, t
@@ -890,20 +903,21 @@ def _fill_packed(column: pb.PackedColumn, name: str, t: pb.FieldType, values: Co
             table, codes = _factorize(values) if len(values) else (values, values)
             table = np.asarray(_to_list(table), dtype=object)
         column.dictionary.extend(["" if v is DROP else _text(v) for v in table.tolist()])
-        column.indexes = np.asarray(codes, dtype="<u4").tobytes()
+        wire = _narrowest(np.array([len(table) - 1]), signed=False)
+        column.indexes = np.asarray(codes).astype(wire).tobytes()
+        column.width = wire.itemsize
         return 0
     values = _plain(values)
-    wire = np.dtype("<i8") if t == pb.FIELD_TYPE_INT else np.dtype("<u8")
-    if values.dtype.kind not in "iu" or (values.dtype.kind != wire.kind and len(values)):
-        listed, clamped = (
-            _clamped(values.tolist(), I64_MIN, I64_MAX)
-            if t == pb.FIELD_TYPE_INT
-            else _clamped(values.tolist(), 0, U64_MAX)
-        )
-        column.values = np.array(listed, dtype=wire).tobytes()
-        return clamped
-    column.values = values.astype(wire, copy=False).tobytes()
-    return 0
+    signed = t == pb.FIELD_TYPE_INT
+    clamped = 0
+    if values.dtype.kind not in "iu" or (values.dtype.kind == "i") != signed:
+        low, high = (I64_MIN, I64_MAX) if signed else (0, U64_MAX)
+        listed, clamped = _clamped(values.tolist(), low, high)
+        values = np.array(listed, dtype="<i8" if signed else "<u8")
+    wire = _narrowest(values, signed)
+    column.values = values.astype(wire).tobytes()
+    column.width = wire.itemsize
+    return clamped
 
 
 def _fill(column: pb.Column, name: str, t: pb.FieldType, values: Col) -> int:

@@ -280,18 +280,20 @@ class Column(_message.Message):
     def __init__(self, field: _Optional[str] = ..., uints: _Optional[_Iterable[int]] = ..., ints: _Optional[_Iterable[int]] = ..., strings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PackedColumn(_message.Message):
-    __slots__ = ("field", "type", "values", "dictionary", "indexes")
+    __slots__ = ("field", "type", "values", "dictionary", "indexes", "width")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     DICTIONARY_FIELD_NUMBER: _ClassVar[int]
     INDEXES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
     field: str
     type: FieldType
     values: bytes
     dictionary: _containers.RepeatedScalarFieldContainer[str]
     indexes: bytes
-    def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., values: _Optional[bytes] = ..., dictionary: _Optional[_Iterable[str]] = ..., indexes: _Optional[bytes] = ...) -> None: ...
+    width: int
+    def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., values: _Optional[bytes] = ..., dictionary: _Optional[_Iterable[str]] = ..., indexes: _Optional[bytes] = ..., width: _Optional[int] = ...) -> None: ...
 
 class MapSnapshot(_message.Message):
     __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error", "packed_key_columns", "packed_value_columns", "changes_only", "slots", "removed_slots")
