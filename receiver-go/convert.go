@@ -1,10 +1,13 @@
 package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"math"
+	"math/bits"
+	"slices"
 	"sort"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -122,7 +125,7 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 				start = deltaStart
 			}
 			out.add(i, b, ms, cols, start, ts)
-			c.noteOverflow(i, b, out.folded[i])
+			c.noteOverflow(i, b, out.folded(i))
 			c.series[i].keepOnly(out.snap)
 		}
 	}
@@ -265,10 +268,10 @@ func floatAt(col *column, f fieldRef, i int) float64 {
 type metricsBuilder struct {
 	snap      uint64 // this snapshot's number (seriesEntry.snap)
 	plans     []keyPlan
-	series    []*seriesSet          // admitted series, by binding index
-	folded    map[int]int           // series folded into the overflow, by binding index
-	foldedIn  []map[uint64]struct{} // hashes of the series folded in this snapshot, by binding
-	overflow  []int32               // the overflow point of each binding, -1 for none yet
+	series    []*seriesSet    // admitted series, by binding index
+	foldedIn  [][]foldedEntry // entries with series folded in this snapshot, by binding
+	folding   uint64          // the values of the current entry folded (bit per value)
+	overflow  []int32         // the overflow point of each binding, -1 for none yet
 	resIndex  map[string]int32
 	resources []resourceAcc // in order of first appearance
 	metrics   []metricAcc
@@ -329,13 +332,38 @@ type pointAcc struct {
 	next  int32
 }
 
+// foldedEntry is an entry some of whose series were folded: a hash of its
+// series key but the value, and its values folded (bit per value).
+type foldedEntry struct {
+	hash   uint64
+	values uint64
+}
+
+// folded is the number of distinct series of binding bi folded into its
+// overflow series in this snapshot (entries with the same key hash are one
+// series set: a hash collision only undercounts this self-metric).
+func (mb *metricsBuilder) folded(bi int) int {
+	entries := mb.foldedIn[bi]
+	slices.SortFunc(entries, func(a, b foldedEntry) int { return cmp.Compare(a.hash, b.hash) })
+	n := 0
+	for i := 0; i < len(entries); {
+		values := uint64(0)
+		j := i
+		for ; j < len(entries) && entries[j].hash == entries[i].hash; j++ {
+			values |= entries[j].values
+		}
+		n += bits.OnesCount64(values)
+		i = j
+	}
+	return n
+}
+
 func newMetricsBuilder(snap uint64, series []*seriesSet, plans []keyPlan) *metricsBuilder {
 	mb := &metricsBuilder{
 		snap:     snap,
 		plans:    plans,
 		series:   series,
-		folded:   map[int]int{},
-		foldedIn: make([]map[uint64]struct{}, len(series)),
+		foldedIn: make([][]foldedEntry, len(series)),
 		overflow: make([]int32, len(series)),
 		resIndex: map[string]int32{},
 		seed:     maphash.MakeSeed(),
@@ -418,6 +446,7 @@ func (mb *metricsBuilder) point(bi int, b *metricBinding, plan *keyPlan, cols []
 	entry, ok := set.keys[string(mb.buf)]
 	if !ok {
 		if len(set.keys) >= b.limit {
+			mb.folding |= 1 << min(uint64(value), 63) // counted by add (see folded)
 			return mb.overflowPoint(bi, b, start, ts)
 		}
 		entry = &seriesEntry{key: string(mb.buf)}
@@ -443,20 +472,8 @@ func (mb *metricsBuilder) point(bi int, b *metricBinding, plan *keyPlan, cols []
 }
 
 // overflowPoint is binding bi's overflow series (resource without
-// attributes, otel.metric.overflow=true), counting the series folded in.
+// attributes, otel.metric.overflow=true).
 func (mb *metricsBuilder) overflowPoint(bi int, b *metricBinding, start, ts pcommon.Timestamp) *pointAcc {
-	seen := mb.foldedIn[bi]
-	if seen == nil {
-		seen = map[uint64]struct{}{}
-		mb.foldedIn[bi] = seen
-	}
-	// Distinct series folded, by a hash of their key: a collision only
-	// undercounts the self-metric.
-	h := maphash.Bytes(mb.seed, mb.buf)
-	if _, dup := seen[h]; !dup {
-		seen[h] = struct{}{}
-		mb.folded[bi]++
-	}
 	if p := mb.overflow[bi]; p >= 0 {
 		return &mb.points[p]
 	}
@@ -561,6 +578,7 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 		for e := 0; e < n; e++ {
 			base, rkEnd := mb.entryKey(b, plan, attrCols, e)
 			p := mb.point(bi, b, plan, attrCols, e, base, rkEnd, 0, start, ts)
+			mb.noteFolding(bi, base)
 			slot := clampSlot(intAt(slotCol, b.slot, e), b.slots)
 			var count uint64
 			if c := intAt(countCol, b.count, e); c > 0 {
@@ -588,6 +606,17 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 				p.f += floatAt(valueCols[v], ref.field, e) * b.scale
 			}
 		}
+		mb.noteFolding(bi, base)
+	}
+}
+
+// noteFolding records the current entry when some of its series were
+// folded (its key is mb.buf[:base]).
+func (mb *metricsBuilder) noteFolding(bi, base int) {
+	if mb.folding != 0 {
+		h := maphash.Bytes(mb.seed, mb.buf[:base])
+		mb.foldedIn[bi] = append(mb.foldedIn[bi], foldedEntry{hash: h, values: mb.folding})
+		mb.folding = 0
 	}
 }
 
