@@ -569,6 +569,7 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 		points = 1
 	}
 	mb.grow(n, points)
+	mb.attrPool = slicesGrow(mb.attrPool, n*(len(b.attributes)+1))
 	if b.typ == MetricTypeHistogram {
 		slotCol, countCol := cols[b.slot.name], cols[b.count.name]
 		var sumCol *column
