@@ -9,9 +9,9 @@
    the first snapshot (compiling and attaching the set) and its RSS then and
    after a few more snapshots.
 
-    .venv/bin/python bench/footprint.py
+    .venv/bin/python bench/sidecar_memory.py
 
-Needs root. See docs/overhead.md ("Sidecar footprint") for results.
+Needs root. See docs/overhead.md ("Sidecar memory") for results.
 """
 
 from __future__ import annotations
