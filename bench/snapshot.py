@@ -142,18 +142,20 @@ def child(
         cpus = int(table.total_cpu)
         _fill(table, n, cpus, cgroups)
         reader = MapReader(table, spec, "cpu.process_cpu", capacity)
+        # A stream that never reads: the exited-process reaper compares every
+        # pid with /proc as usual but deletes nothing (it waits for this
+        # stream's exports), so every read sees the whole map.
+        reader.subscribe(object())
         gc.collect()
+
+        stream = object()
+        reader.subscribe(stream)
 
         def snapshot(**kw: Any) -> tuple[float, pb.Snapshot]:
             snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
             ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
             started = time.perf_counter()
-            # a stream of its own per read: the reaper compares every pid with
-            # /proc as usual but never deletes (no stream exported twice)
-            stream = object()
-            reader.subscribe(stream)
             reader.read(ms, stream=stream, **kw)
-            reader.unsubscribe(stream)
             return time.perf_counter() - started, snap
 
         params = inspect.signature(MapReader.read).parameters
@@ -185,7 +187,7 @@ def child(
             state = Changes()
             snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
             ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
-            reader.read(ms, packed=True, changes=state)  # the stream's first (whole) read
+            reader.read(ms, stream=stream, packed=True, changes=state)  # the first, whole
             out.with_suffix(".base.pb").write_bytes(snap.SerializeToString())
             ctimes, cbytes = [], []
             for gen in range(1, reads + 1):
@@ -193,10 +195,11 @@ def child(
                 snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
                 ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
                 started = time.perf_counter()
-                reader.read(ms, packed=True, changes=state)
+                reader.read(ms, stream=stream, packed=True, changes=state)
                 ctimes.append(time.perf_counter() - started)
                 raw = snap.SerializeToString()
                 cbytes.append(len(raw))
+                assert ms.changes_only and len(ms.slots) // 4 == ms.entries
             out.with_suffix(".changes.pb").write_bytes(raw)
             result.update(
                 changes_entries=snap.maps[0].entries,
