@@ -28,7 +28,9 @@ COPY scripts/ scripts/
 COPY sidecar/ sidecar/
 COPY bpf/ bpf/
 # Debian's BCC and generic kernel headers, then the pinned Python environment.
-# The headers link is made at start, for the node's kernel (setup.sh system).
+# Nothing is installed at start: the entrypoint only links headers for the
+# node's kernel (the node's own from /host when it has them, else the image's;
+# scripts/sidecar-entrypoint.sh, exercised by tests/test_images.py).
 RUN scripts/setup.sh system python && rm -rf /var/lib/apt/lists/*
-ENTRYPOINT ["/bin/sh", "-c", "scripts/setup.sh system >/dev/null && exec .venv/bin/python -m ebpf_sidecar --catalog bpf \"$@\"", "--"]
+ENTRYPOINT ["scripts/sidecar-entrypoint.sh"]
 CMD ["--listen", "unix:///run/ebpf-sidecar/sidecar.sock"]

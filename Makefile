@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CONFIG ?= collector-config/default.yaml
 
-.PHONY: run test setup proto generate collector lint unit e2e fuzz bench clean
+.PHONY: run test setup proto generate dashboards collector lint unit e2e fuzz bench flamegraph clean
 
 run: setup
 	CONFIG=$(CONFIG) scripts/run.sh
@@ -23,10 +23,18 @@ proto:
 # response the receiver's tests resolve the shipped examples against
 # (receiver-go/testdata/catalog/describe.json), and what mdatagen derives
 # from receiver-go/metadata.yaml (internal/metadata, the component tests,
-# documentation.md). All checked by `make test`.
-generate: proto
+# documentation.md), and what deploy/ derives (the dashboards, the rendered
+# manifest). All checked by `make test`.
+generate: proto dashboards
 	scripts/gen-describe.sh
 	scripts/gen-metadata.sh
+
+# The Grafana dashboards, generated with Grafana's Foundation SDK from
+# deploy/grafana/generate.py into deploy/grafana/*.json, and
+# deploy/kubernetes/daemonset.yaml rendered from the Helm chart.
+dashboards:
+	scripts/setup.sh python ops
+	scripts/gen-deploy.sh
 
 collector:
 	scripts/setup.sh collector
@@ -48,6 +56,18 @@ fuzz: setup
 
 bench: setup
 	.venv/bin/python bench/overhead.py
+
+# A flame graph of DURATION seconds (default 30) of the node, of one process
+# (PID=1234) or of one container (CONTAINER=<id or prefix>), from the sidecar
+# `make run` started (SIDECAR_SOCKET to use another), at FREQUENCY_HZ (default
+# 99): written to build/cpu.pb.gz and opened in pprof's web UI (VIEW > Flame
+# graph) on PPROF_HTTP (default 127.0.0.1:8080). See docs/profiles.md.
+flamegraph:
+	mkdir -p build
+	.venv/bin/python -m ebpf_sidecar.flamegraph --endpoint unix://$(or $(SIDECAR_SOCKET),/run/ebpf-sidecar/sidecar.sock) \
+	  --seconds $(or $(DURATION),30) --frequency-hz $(or $(FREQUENCY_HZ),99) \
+	  $(if $(PID),--pid $(PID)) $(if $(CONTAINER),--container $(CONTAINER)) -o build/cpu.pb.gz
+	go tool pprof -http=$(or $(PPROF_HTTP),127.0.0.1:8080) build/cpu.pb.gz
 
 clean:
 	rm -rf build .tools .venv

@@ -909,6 +909,83 @@ def print_estimates(rows: Sequence[Row], nginx: Nginx, default: Sequence[str]) -
     return ests
 
 
+# --- sampling programs (perf events) ------------------------------------------------------
+
+
+def sampling_cost(
+    bench: Bench, name: str, parameters: dict[str, str], seconds: int, rounds: int
+) -> None:
+    """What a stack-sampling program costs on nginx + wrk, measured directly.
+
+    Its perf event fires at a fixed rate (frequency x CPUs), whatever the
+    workload, so the cost is not events/request x ns/event: it is the BPF
+    program's own run time (kernel bpf_stats) over the machine's CPU time
+    during wrk runs, plus the sidecar's work in user space, the read and
+    symbolization of an interval's samples (the receiver's default interval
+    of 10 s: every read covers about that much).
+    """
+    from ebpf_sidecar.profiles import StackReader
+    from ebpf_sidecar.symbols import Symbolizer
+
+    program = bench.manager.catalog.program(name)
+    assert program.profile is not None
+    values = program.parameter_values(parameters)
+    hz = values[program.profile.frequency_parameter]
+    cpus = os.cpu_count() or 1
+    loaded = bench.manager.acquire(name, parameters, exclusive=True)
+    reader = StackReader(
+        program, loaded.bpf, loaded.readers[program.profile.counts_map], Symbolizer()
+    )
+    print(
+        f"{name} at {hz} Hz on {cpus} CPUs, nginx (4 KiB page) under wrk -t1 -c8, "
+        f"{rounds} x {seconds} s; sidecar read: every sample of the run read, symbolized, cleared\n"
+        "(read ms: CPU time of the read; BCC's symbolizer runs in the calling thread)"
+    )
+    header = (
+        f"{'run':>3} {'req/s':>8} {'BPF runs/s':>10} {'ns/run':>7} {'BPF % CPU':>9} "
+        f"{'samples':>7} {'stacks':>6} {'read ms':>7} {'read % CPU':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    bpf_pct: list[float] = []
+    read_pct: list[float] = []
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="ovhbench-sampling-") as tmp,
+            nginx_server(Path(tmp)) as url,
+        ):
+            wrk(url, 1)  # warm-up
+            reader.read()
+            for r in range(rounds):
+                with bpf_run_time_stats() as enabled:
+                    ns0, count0 = _run_totals(loaded.bpf)
+                    run = wrk(url, seconds)
+                    ns1, count1 = _run_totals(loaded.bpf)
+                # CPU time of this thread, not wall time: on a busy machine the
+                # read waits for a CPU as long as it runs
+                started = time.thread_time()
+                read = reader.read()
+                read_s = time.thread_time() - started
+                runs = count1 - count0
+                ns_run = (ns1 - ns0) / runs if enabled and runs else float("nan")
+                pct = 100 * (ns1 - ns0) / (run.seconds * cpus * 1e9) if enabled else 0.0
+                # one read per interval, covering the interval's samples
+                rpct = 100 * read_s / (run.seconds * cpus)
+                bpf_pct.append(pct)
+                read_pct.append(rpct)
+                print(
+                    f"{r + 1:>3} {run.requests_per_s:>8.0f} {runs / run.seconds:>10.0f} "
+                    f"{ns_run:>7.0f} {pct:>8.3f}% {read.total:>7} {len(read.samples):>6} "
+                    f"{read_s * 1e3:>7.1f} {rpct:>9.3f}%"
+                )
+    finally:
+        bench.manager.release(loaded)
+    print(
+        f"median: BPF {statistics.median(bpf_pct):.3f} % + sidecar "
+        f"{statistics.median(read_pct):.3f} % of the machine's CPU"
+    )
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -1048,6 +1125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print_estimates(rows, nginx, [n for n, _ in default])
             print()
+            samplers = [(n, p) for n, p in wanted if catalog.program(n).profile is not None]
+            if samplers:
+                print("## Sampling programs: their cost on nginx + wrk, measured directly")
+                print()
+                for name, parameters in samplers:
+                    sampling_cost(
+                        bench, name, parameters, max(settings.wrk_seconds, 10), settings.wrk_rounds
+                    )
+                    print()
         bench.manager.close()
     print(f"# done in {time.monotonic() - started:.0f} s")
     return 0

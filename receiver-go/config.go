@@ -3,6 +3,7 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -110,6 +111,10 @@ type Config struct {
 	// with an error saying which limit to raise. Default 64.
 	MaxSnapshotSizeMiB int `mapstructure:"max_snapshot_size_mib"`
 
+	// Events are the kernel events sent as log records when the receiver is
+	// in a logs pipeline (one log record per event).
+	Events []EventConfig `mapstructure:"events"`
+
 	// CardinalityLimit is the default number of series one metric may have;
 	// data points of further series are folded into one overflow series.
 	// Metrics override it with their own cardinality_limit. Default 2000.
@@ -122,8 +127,59 @@ type Config struct {
 	// each map whole every 30 snapshots. Default false.
 	ChangesOnly bool `mapstructure:"changes_only"`
 
+	// ProfilesPerContainer makes the profiles pipeline get one profile per
+	// container (pod) and interval instead of one per process. Only for a
+	// receiver in a profiles pipeline.
+	ProfilesPerContainer bool `mapstructure:"profiles_per_container"`
+
+	// ProfilesFilter limits the profiles to these containers (id, or its
+	// first 12 or more hex digits), pods (uid) or cgroup v2 paths (starting
+	// with "/"); empty profiles the whole node. The sidecar checks the
+	// entries. Only for a receiver in a profiles pipeline.
+	ProfilesFilter []string `mapstructure:"profiles_filter"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// Severities an event may have, least severe first (OpenTelemetry's
+// severity texts, lower case).
+var severities = []string{"trace", "debug", "info", "warn", "error", "fatal"}
+
+// maxEventRateLimit is the most events per second of one type the sidecar
+// sends (its judge has the same bound).
+const maxEventRateLimit = 100000
+
+// EventConfig asks for kernel events of one catalog program as log records.
+type EventConfig struct {
+	// Program of the catalog whose events are sent, e.g. oom. It is loaded
+	// even when programs does not list it (with default parameters).
+	Program string `mapstructure:"program"`
+	// Name of one event of the program, e.g. ebpf.oom.kill; empty for all
+	// of its events.
+	Name string `mapstructure:"name"`
+	// MinSeverity drops events less severe than this: trace, debug, info,
+	// warn, error or fatal. Empty sends all.
+	MinSeverity string `mapstructure:"min_severity"`
+	// RateLimit is how many events of one type a second are sent; more are
+	// counted in otelcol_receiver_ebpf_dropped_events (reason rate_limited).
+	// 0 is the sidecar's default, 1000.
+	RateLimit int `mapstructure:"rate_limit"`
+}
+
+func (e *EventConfig) validate(i int) []error {
+	var errs []error
+	path := fmt.Sprintf("events[%d]", i)
+	if e.Program == "" {
+		errs = append(errs, fmt.Errorf("%s.program: must not be empty; set it to a catalog program that sends events, e.g. oom", path))
+	}
+	if e.MinSeverity != "" && !slices.Contains(severities, e.MinSeverity) {
+		errs = append(errs, fmt.Errorf("%s.min_severity: %q is not one of %s", path, e.MinSeverity, strings.Join(severities, ", ")))
+	}
+	if e.RateLimit < 0 || e.RateLimit > maxEventRateLimit {
+		errs = append(errs, fmt.Errorf("%s.rate_limit: %d is out of range; use 1..%d events per second, or 0 for the default (1000)", path, e.RateLimit, maxEventRateLimit))
+	}
+	return errs
 }
 
 // ProgramConfig requests one catalog program.
@@ -265,8 +321,11 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max_snapshot_size_mib: %d is not a size; set it to 1 or more (default %d)",
 			cfg.MaxSnapshotSizeMiB, defaultMaxSnapshotSizeMiB))
 	}
-	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 {
-		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted) or map-to-metric bindings under metrics"))
+	if len(cfg.Programs) == 0 && len(cfg.Metrics) == 0 && len(cfg.Events) == 0 {
+		errs = append(errs, errors.New("programs, metrics: both are empty; list catalog programs under programs (their default metrics are emitted), map-to-metric bindings under metrics, or kernel events under events"))
+	}
+	for i := range cfg.Events {
+		errs = append(errs, cfg.Events[i].validate(i)...)
 	}
 
 	programSeen := map[string]int{}

@@ -1,23 +1,25 @@
 package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
 
 import (
-	"context"
-
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/config/configoptional"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/xreceiver"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
 )
 
-// NewFactory creates the factory of the `ebpf` receiver.
+// NewFactory creates the factory of the `ebpf` receiver. It offers metrics,
+// logs (kernel events) and profiles (CPU stacks); one instance per config
+// serves all the pipelines it is named in (shared.go).
 func NewFactory() receiver.Factory {
-	return receiver.NewFactory(
+	return xreceiver.NewFactory(
 		metadata.Type,
 		createDefaultConfig,
-		receiver.WithMetrics(createMetricsReceiver, metadata.MetricsStability),
+		xreceiver.WithMetrics(createMetricsReceiver, metadata.MetricsStability),
+		xreceiver.WithLogs(createLogsReceiver, metadata.LogsStability),
+		xreceiver.WithProfiles(createProfilesReceiver, metadata.ProfilesStability),
 	)
 }
 
@@ -36,13 +38,4 @@ func createDefaultConfig() component.Config {
 		MaxSnapshotSizeMiB: defaultMaxSnapshotSizeMiB,
 		CardinalityLimit:   defaultCardinalityLimit,
 	}
-}
-
-func createMetricsReceiver(
-	_ context.Context,
-	set receiver.Settings,
-	cfg component.Config,
-	next consumer.Metrics,
-) (receiver.Metrics, error) {
-	return newReceiver(set, cfg.(*Config), next)
 }

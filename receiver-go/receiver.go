@@ -15,6 +15,9 @@ import (
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/xconsumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pprofile"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
@@ -45,13 +48,17 @@ const (
 )
 
 // ebpfReceiver dials the sidecar, streams snapshots and pushes them to the
-// next consumer. It never starts the sidecar.
+// next consumers. It never starts the sidecar.
 type ebpfReceiver struct {
 	cfg      *Config
 	settings receiver.Settings
-	next     consumer.Metrics
-	obsrecv  *receiverhelper.ObsReport
-	tel      *selfTelemetry
+	// The next consumer of each pipeline the receiver is in; nil for a
+	// signal it is not in. Set by the create calls (shared.go), before Start.
+	nextMetrics  consumer.Metrics
+	nextLogs     consumer.Logs
+	nextProfiles xconsumer.Profiles
+	obsrecv      *receiverhelper.ObsReport
+	tel          *selfTelemetry
 
 	backoffMin      time.Duration
 	backoffMax      time.Duration
@@ -68,7 +75,7 @@ type ebpfReceiver struct {
 	stopping bool
 }
 
-func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*ebpfReceiver, error) {
+func newReceiver(set receiver.Settings, cfg *Config) (*ebpfReceiver, error) {
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID:             set.ID,
 		Transport:              transport,
@@ -85,7 +92,6 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics) (*eb
 	return &ebpfReceiver{
 		cfg:             cfg,
 		settings:        set,
-		next:            next,
 		obsrecv:         obsrecv,
 		tel:             tel,
 		backoffMin:      defaultBackoffMin,
@@ -125,6 +131,9 @@ func (r *ebpfReceiver) Start(ctx context.Context, host component.Host) error {
 		return fmt.Errorf("ebpf receiver: cannot create a gRPC client for endpoint %q: %w", r.cfg.Endpoint, err)
 	}
 	client := sidecarpb.NewSidecarClient(conn)
+	if len(r.cfg.Events) > 0 && r.nextLogs == nil {
+		r.settings.Logger.Warn("events are configured but the receiver is in no logs pipeline: they are checked, not requested; add the receiver to a logs pipeline to get them")
+	}
 
 	// startup_timeout 0: ask once, and do not wait for a sidecar that is not
 	// listening yet (gRPC fails fast once the first connection attempt has
@@ -192,7 +201,7 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 		return nil, fmt.Errorf("describe eBPF sidecar at %s: %w%s", r.cfg.Endpoint, err, r.closedHint(err))
 	}
 	r.logDescribe(desc)
-	res, err := resolve(r.cfg, desc, func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
+	judge := func(req *sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error) {
 		pctx, cancel := context.WithTimeout(ctx, r.describeTimeout)
 		defer cancel()
 		plan, err := client.Plan(pctx, req)
@@ -205,7 +214,11 @@ func (r *ebpfReceiver) describe(ctx context.Context, client sidecarpb.SidecarCli
 			return nil, &planError{fmt.Errorf("ask the eBPF sidecar at %s to check the configuration: %w", r.cfg.Endpoint, err)}
 		}
 		return plan, nil
-	})
+	}
+	res, err := resolveFor(r.cfg, desc, judge, r.nextLogs != nil)
+	if err == nil {
+		err = requestProfiles(r.cfg, desc, res.request, r.nextProfiles != nil, r.settings.Logger, judge)
+	}
 	var pe *planError
 	var ce *configError
 	switch {
@@ -403,6 +416,7 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 	}
 	delivered := false
 	var last uint64
+	streamID := streams.Add(1)
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
@@ -419,26 +433,80 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 		// not while a slow next consumer holds a snapshot: that is
 		// backpressure, and the stream must not be torn down for it.
 		watchdog.Stop()
-		if last != 0 && snap.GetSequence() != last+1 {
+		if last != 0 && snap.GetSequence() != 0 && snap.GetSequence() != last+1 {
 			r.settings.Logger.Warn("Snapshot sequence gap: snapshots were lost between the sidecar and the receiver",
 				zap.Uint64("expected", last+1), zap.Uint64("got", snap.GetSequence()))
 		}
-		last = snap.GetSequence()
-
-		md := conv.convert(snap)
-		n := md.DataPointCount()
-		if n > 0 {
-			octx := r.obsrecv.StartMetricsOp(ctx)
-			cerr := r.next.ConsumeMetrics(octx, md)
-			r.obsrecv.EndMetricsOp(octx, dataFormat, n, cerr)
-			if cerr != nil {
-				r.settings.Logger.Debug("Next consumer refused a snapshot", zap.Uint64("sequence", last), zap.Error(cerr))
+		if snap.GetSequence() != 0 {
+			last = snap.GetSequence()
+		}
+		if len(res.request.GetEvents()) > 0 {
+			for event, n := range r.tel.eventCounters(snap, streamID) {
+				r.settings.Logger.Warn("Kernel events were not sent as log records (see otelcol_receiver_ebpf_dropped_events for why)",
+					zap.String("event", event), zap.Uint64("dropped", n))
 			}
 		}
+		r.consumeSnapshot(ctx, conv, snap)
 		if !delivered {
 			delivered = true
 			r.reportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
 		}
 		watchdog.Reset(r.stallTimeout(interval))
+	}
+}
+
+// consumeSnapshot hands one stream message on: its maps as metrics, its
+// kernel events as logs and its stacks as profiles, each to the pipeline
+// the receiver is in. A consumer's refusal is the consumer's to report; the
+// stream goes on.
+func (r *ebpfReceiver) consumeSnapshot(ctx context.Context, conv *converter, snap *sidecarpb.Snapshot) {
+	if r.nextMetrics != nil && len(snap.GetMaps()) > 0 {
+		md := conv.convert(snap)
+		if n := md.DataPointCount(); n > 0 {
+			octx := r.obsrecv.StartMetricsOp(ctx)
+			err := r.nextMetrics.ConsumeMetrics(octx, md)
+			r.obsrecv.EndMetricsOp(octx, dataFormat, n, err)
+			r.logRefusal("metrics", snap, err)
+		}
+	}
+	if r.nextLogs != nil && len(snap.GetLogs()) > 0 {
+		ld, err := logsUnmarshaler.UnmarshalLogs(snap.GetLogs())
+		if err != nil {
+			r.settings.Logger.Error("The sidecar sent log records that are not OTLP; dropped them",
+				zap.Int("bytes", len(snap.GetLogs())), zap.Error(err))
+		} else if n := ld.LogRecordCount(); n > 0 {
+			octx := r.obsrecv.StartLogsOp(ctx)
+			err := r.nextLogs.ConsumeLogs(octx, ld)
+			r.obsrecv.EndLogsOp(octx, dataFormat, n, err)
+			r.logRefusal("logs", snap, err)
+		}
+	}
+	if r.nextProfiles != nil && len(snap.GetProfiles()) > 0 {
+		pd, err := profilesUnmarshaler.UnmarshalProfiles(snap.GetProfiles())
+		if err != nil {
+			r.settings.Logger.Error("The sidecar sent profiles that are not OTLP; dropped them",
+				zap.Int("bytes", len(snap.GetProfiles())), zap.Error(err))
+		} else if n := pd.SampleCount(); n > 0 {
+			octx := r.obsrecv.StartProfilesOp(ctx)
+			err := r.nextProfiles.ConsumeProfiles(octx, pd)
+			r.obsrecv.EndProfilesOp(octx, dataFormat, n, err)
+			r.logRefusal("profiles", snap, err)
+		}
+	}
+}
+
+// streams numbers the receiver's streams: the sidecar's per-stream event
+// counters start over with each.
+var streams atomic.Uint64
+
+var (
+	logsUnmarshaler     plog.ProtoUnmarshaler
+	profilesUnmarshaler pprofile.ProtoUnmarshaler
+)
+
+func (r *ebpfReceiver) logRefusal(signal string, snap *sidecarpb.Snapshot, err error) {
+	if err != nil {
+		r.settings.Logger.Debug("Next consumer refused data", zap.String("signal", signal),
+			zap.Uint64("sequence", snap.GetSequence()), zap.Error(err))
 	}
 }

@@ -33,8 +33,9 @@ import (
 // catalog and streams one snapshot every few milliseconds.
 type fakeSidecar struct {
 	sidecarpb.UnimplementedSidecarServer
-	snapshot *sidecarpb.Snapshot // template; sequence is set per send
-	seqs     []uint64            // sequence numbers to send (default 1, 2, 3...)
+	snapshot *sidecarpb.Snapshot   // template; sequence is set per send
+	seqs     []uint64              // sequence numbers to send (default 1, 2, 3...)
+	script   []*sidecarpb.Snapshot // if set, sent as they are instead, once
 
 	mu        sync.Mutex
 	catalog   *sidecarpb.DescribeResponse // served by Describe (default testDescribe())
@@ -83,6 +84,15 @@ func (f *fakeSidecar) Stream(req *sidecarpb.StreamRequest, srv grpc.ServerStream
 	f.mu.Unlock()
 	if streamErr != nil {
 		return streamErr
+	}
+	if f.script != nil {
+		for _, snap := range f.script {
+			if err := srv.Send(snap); err != nil {
+				return err
+			}
+		}
+		<-srv.Context().Done()
+		return nil
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -168,8 +178,9 @@ func newTestReceiver(t *testing.T, socket string, mutate func(*Config)) *testEnv
 	core, logs := observer.New(zap.DebugLevel)
 	set.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
-	r, err := newReceiver(set, cfg, sink)
+	r, err := newReceiver(set, cfg)
 	require.NoError(t, err)
+	r.nextMetrics = sink
 	r.backoffMin = 10 * time.Millisecond
 	r.backoffMax = 50 * time.Millisecond
 	r.describeTimeout = time.Second
@@ -495,7 +506,7 @@ func TestReceiverSlowConsumerIsNotAStalledSidecar(t *testing.T) {
 	env := newTestReceiver(t, sock, func(c *Config) { c.CollectionInterval = 100 * time.Millisecond })
 	env.recv.minStall = 200 * time.Millisecond
 	var calls atomic.Int32
-	env.recv.next = consumerFunc(func(ctx context.Context, md pmetric.Metrics) error {
+	env.recv.nextMetrics = consumerFunc(func(ctx context.Context, md pmetric.Metrics) error {
 		if calls.Add(1) == 1 {
 			time.Sleep(time.Second) // five stall timeouts in one ConsumeMetrics
 		}

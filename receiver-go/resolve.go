@@ -26,8 +26,14 @@ type judge func(*sidecarpb.StreamRequest) (*sidecarpb.PlanResponse, error)
 
 // resolve binds cfg to the sidecar's catalog, asking the sidecar's judge
 // about programs and maps. Every error names the config field, the bad
-// value and the valid choices.
+// value and the valid choices. Events are requested too (see resolveFor).
 func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolution, error) {
+	return resolveFor(cfg, desc, plan, true)
+}
+
+// resolveFor is resolve for a receiver that is in a logs pipeline or not
+// (withLogs): events are checked either way, and requested only withLogs.
+func resolveFor(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge, withLogs bool) (*resolution, error) {
 	cat := newCatalog(desc)
 	var errs []error
 	interval := durationpb.New(cfg.CollectionInterval)
@@ -76,7 +82,10 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolu
 				continue // the judge's error says why
 			}
 			if len(p.GetDefaultMetrics()) == 0 {
-				errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.Name))
+				if !slices.ContainsFunc(cfg.Events, func(e EventConfig) bool { return e.Program == pr.Name }) {
+					errs = append(errs, fmt.Errorf("programs: program %q has no default metrics in the sidecar's catalog; list the metrics to emit under metrics", pr.Name))
+				}
+				continue // listed for its events (with its parameters)
 			}
 			pi := programIndex[pr.Name]
 			overrides := cfg.Programs[pi].Metrics
@@ -116,6 +125,9 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolu
 			}
 		}
 	}
+
+	events, eventErrs := resolveEvents(cfg, cat)
+	errs = append(errs, eventErrs...)
 
 	var bindings []*metricBinding
 	names := map[string]string{}
@@ -171,6 +183,16 @@ func resolve(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge) (*resolu
 		}
 		mr.PerCpu = mr.PerCpu || b.perCPU
 	}
+	if withLogs {
+		for i, e := range events {
+			if !slices.ContainsFunc(req.Programs, func(p *sidecarpb.ProgramRequest) bool { return p.GetName() == e.GetProgram() }) {
+				req.Programs = append(req.Programs, &sidecarpb.ProgramRequest{Name: e.GetProgram()})
+				paths.programs = append(paths.programs, fmt.Sprintf("events[%d].program (program %q, loaded for it)", i, e.GetProgram()))
+			}
+			req.Events = append(req.Events, e)
+			paths.events = append(paths.events, fmt.Sprintf("events[%d]", i))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -198,9 +220,10 @@ func copyParams(params map[string]string) map[string]string {
 type requestPaths struct {
 	programs []string // config path of request.programs[i]
 	maps     []string // config path of the first metric reading request.maps[i]
+	events   []string // config path of request.events[i]
 }
 
-var requestField = regexp.MustCompile(`^(programs|maps)\[(\d+)\](.*)$`)
+var requestField = regexp.MustCompile(`^(programs|maps|events)\[(\d+)\](.*)$`)
 
 // translate turns the judge's findings into errors naming config fields:
 // programs[k].parameters.x becomes the listed program's path, maps[k].map
@@ -223,6 +246,11 @@ func (p requestPaths) translate(found []*sidecarpb.FieldError) []error {
 					rest = ".map_name"
 				}
 				path = p.maps[i] + rest
+			case m[1] == "events" && i < len(p.events):
+				if rest == ".event" {
+					rest = ".name"
+				}
+				path = p.events[i] + rest
 			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %s", path, fe.GetMessage()))
@@ -289,4 +317,52 @@ func metricConfigFromBinding(program string, mb *sidecarpb.MetricBinding) Metric
 		m.ValueAttribute = va
 	}
 	return m
+}
+
+// resolveEvents checks the events the config asks for against the catalog:
+// programs that exist and send events, event names they send.
+func resolveEvents(cfg *Config, cat *catalog) ([]*sidecarpb.EventRequest, []error) {
+	var out []*sidecarpb.EventRequest
+	var errs []error
+	for i, e := range cfg.Events {
+		path := fmt.Sprintf("events[%d]", i)
+		p := cat.programs[e.Program]
+		if p == nil {
+			errs = append(errs, fmt.Errorf("%s.program: unknown program %q; programs that send events: %s", path, e.Program, eventPrograms(cat)))
+			continue
+		}
+		var names []string
+		for _, ev := range p.GetEvents() {
+			names = append(names, ev.GetName())
+		}
+		if len(names) == 0 {
+			errs = append(errs, fmt.Errorf("%s.program: program %q sends no events; programs that send events: %s", path, e.Program, eventPrograms(cat)))
+			continue
+		}
+		if e.Name != "" && !slices.Contains(names, e.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: program %q has no event %q; its events: %s", path, e.Program, e.Name, strings.Join(names, ", ")))
+			continue
+		}
+		out = append(out, &sidecarpb.EventRequest{
+			Program:     e.Program,
+			Event:       e.Name,
+			MinSeverity: e.MinSeverity,
+			RateLimit:   uint32(e.RateLimit), //nolint:gosec // validated 0..maxEventRateLimit
+		})
+	}
+	return out, errs
+}
+
+func eventPrograms(cat *catalog) string {
+	var names []string
+	for name, p := range cat.programs {
+		if len(p.GetEvents()) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
 }

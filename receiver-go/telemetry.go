@@ -2,6 +2,7 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
+	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
 // selfTelemetry records what the receiver folded, skipped or was told the
@@ -24,7 +26,11 @@ type selfTelemetry struct {
 	mu      sync.Mutex
 	dropped map[mapKey]droppedState
 	full    map[mapKey]uint64 // attach time of the map last logged as full
+	// last event drop counts, by program, event and reason
+	eventDrops map[eventDropKey]droppedState
 }
+
+type eventDropKey struct{ program, event, reason string }
 
 // droppedState is the last dropped_updates seen for a map, per attach.
 type droppedState struct {
@@ -38,9 +44,10 @@ func newSelfTelemetry(set component.TelemetrySettings) (*selfTelemetry, error) {
 		return nil, err
 	}
 	return &selfTelemetry{
-		tb:      tb,
-		dropped: map[mapKey]droppedState{},
-		full:    map[mapKey]uint64{},
+		tb:         tb,
+		dropped:    map[mapKey]droppedState{},
+		full:       map[mapKey]uint64{},
+		eventDrops: map[eventDropKey]droppedState{},
 	}, nil
 }
 
@@ -88,4 +95,53 @@ func (t *selfTelemetry) mapFull(k mapKey, attach uint64) bool {
 	}
 	t.full[k] = attach
 	return true
+}
+
+// eventDropReasons are the reasons the sidecar counts events it did not send.
+var eventDropReasons = map[string]bool{"ring_buffer_full": true, "rate_limited": true, "stream_behind": true}
+
+// eventCounters takes a snapshot's event counters (MapSnapshots named
+// after an event, see sidecar.proto's EventRequest) and counts their
+// growth. Counts restart with a stream (rate_limited, stream_behind) or an
+// attach (ring_buffer_full): epoch tells them apart. It returns how many
+// events were dropped since the last call, by event.
+func (t *selfTelemetry) eventCounters(snap *sidecarpb.Snapshot, stream uint64) map[string]uint64 {
+	grewBy := map[string]uint64{}
+	for _, ms := range snap.GetMaps() {
+		if !strings.Contains(ms.GetMap(), ".") || len(ms.GetKeyColumns()) != 1 || len(ms.GetValueColumns()) != 1 {
+			continue // a BPF map (their names have no dots), not an event's counters
+		}
+		reasons, counts := ms.GetKeyColumns()[0].GetStrings(), ms.GetValueColumns()[0].GetUints()
+		if len(reasons) != len(counts) {
+			continue
+		}
+		for i, reason := range reasons {
+			if !eventDropReasons[reason] {
+				continue
+			}
+			epoch := stream
+			if reason == "ring_buffer_full" {
+				epoch = ms.GetAttachTimeUnixNano()
+			}
+			k := eventDropKey{ms.GetProgram(), ms.GetMap(), reason}
+			t.mu.Lock()
+			prev, ok := t.eventDrops[k]
+			t.eventDrops[k] = droppedState{attach: epoch, count: counts[i]}
+			t.mu.Unlock()
+			var grew uint64
+			switch {
+			case !ok || prev.attach != epoch:
+				grew = counts[i]
+			case counts[i] > prev.count:
+				grew = counts[i] - prev.count
+			}
+			if grew == 0 {
+				continue
+			}
+			grewBy[ms.GetMap()] += grew
+			t.tb.ReceiverEbpfDroppedEvents.Add(context.Background(), int64(min(grew, uint64(1)<<62)), metric.WithAttributes(
+				attribute.String("program", ms.GetProgram()), attribute.String("event", ms.GetMap()), attribute.String("reason", reason)))
+		}
+	}
+	return grewBy
 }

@@ -34,3 +34,17 @@ while [ -d "$d" ]; do
   [ -n "$next" ] || break
   d=$next
 done
+# pprof's profile.proto, Python only (the flame graph command writes pprof
+# files): from the pinned module in Go's module cache (scripts/setup.sh tools
+# downloads it), staged under its proto package so that the code imports as
+# perftools.profiles.profile_pb2.
+. "$ROOT/scripts/versions.sh"
+stage=$(mktemp -d)
+mkdir -p "$stage/perftools/profiles"
+cp "$(go env GOMODCACHE)/github.com/google/pprof@$PPROF_VERSION/proto/profile.proto" "$stage/perftools/profiles/"
+chmod u+w "$stage/perftools/profiles/profile.proto"
+"$PY" -m grpc_tools.protoc -I "$stage" --python_out="$PY_OUT" --pyi_out="$PY_OUT" perftools/profiles/profile.proto
+rm -rf "$stage"
+for d in "$PY_OUT/perftools" "$PY_OUT/perftools/profiles"; do
+  [ -f "$d/__init__.py" ] || : >"$d/__init__.py"
+done

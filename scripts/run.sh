@@ -35,11 +35,15 @@ SIDECAR_PIDFILE=$(mktemp "${TMPDIR:-/tmp}/ebpf-sidecar-pid.XXXXXX")
 # within a second; the receiver reconnects by itself. This shell runs in the
 # background, where bash ignores SIGINT (and ignores a trap on it): Ctrl-C
 # reaches the sidecar directly, and stop() ends this loop with TERM.
+# What the config needs of the sidecar, e.g. CAP_SYS_PTRACE to symbolize
+# the user stacks of a profiles pipeline.
+mapfile -t SIDECAR_FLAGS < <("$PYTHON" scripts/config-flags.py sidecar "$CONFIG")
+
 supervise_sidecar() {
   local child=
   trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; exit 0' TERM
   while true; do
-    "$PYTHON" -m ebpf_sidecar --listen "unix://$SOCKET" &
+    "$PYTHON" -m ebpf_sidecar --listen "unix://$SOCKET" "${SIDECAR_FLAGS[@]}" &
     child=$!
     echo "$child" >"$SIDECAR_PIDFILE"
     wait "$child" && status=0 || status=$?
@@ -102,7 +106,9 @@ MSG
 
 # The collector's log goes to the terminal and to a file, to repeat its
 # error last if it stops with one.
-"$COLLECTOR" --config "$CONFIG" 2> >(tee "$COLLECTOR_LOG" >&2) &
+# Flags the config needs, e.g. the profiles feature gate for a profiles pipeline.
+mapfile -t FLAGS < <("$PYTHON" scripts/config-flags.py collector "$CONFIG")
+"$COLLECTOR" --config "$CONFIG" "${FLAGS[@]}" 2> >(tee "$COLLECTOR_LOG" >&2) &
 COLLECTOR_PID=$!
 
 # Either process ending on its own ends the job (the sidecar never does: it is restarted).

@@ -3,7 +3,7 @@
 # when nothing is. The Makefile, the Dockerfile and CI all call this script, so
 # every install step is exercised by every path.
 #
-#   scripts/setup.sh [system|python|tools|collector|all]...
+#   scripts/setup.sh [system|python|tools|collector|ops|headers|all]...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,32 +24,57 @@ DEB_PACKAGES=(
   iproute2        # network namespaces for tests
   util-linux      # losetup, unshare, setpriv for disk and privilege tests
   e2fsprogs       # mkfs.ext4: the buffered-write attribution test formats a loop device
+  gcc libc6-dev   # the profile tests build C programs with frame pointers
   ca-certificates
 )
 
-setup_system() {
+# install_debs installs those of its Debian packages that are missing; it
+# returns 1 (and installs nothing) when none is.
+install_debs() {
   local missing=()
-  for p in "${DEB_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  [ ${#missing[@]} -gt 0 ] || return 1
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_system() {
+  install_debs "${DEB_PACKAGES[@]}" || true
   link_kernel_headers
 }
 
 # BCC looks for headers under /lib/modules/$(uname -r)/{build,source}. Kernels
 # without a headers package (ours, many cloud kernels) get Debian's generic
 # ones; the running kernel's BTF stays the authority for struct layouts.
+# HOST_ROOT (the sidecar image's start, scripts/sidecar-entrypoint.sh) is where
+# the node's / is mounted read-only: the node's own headers for its kernel are
+# linked when it has them, the image's generic ones otherwise; the image's own
+# /usr/src is never hidden by a mount.
 link_kernel_headers() {
-  local rel dir hdr common
+  local rel dir hdr common host=${HOST_ROOT:-} target
   rel=$(uname -r)
-  dir=/lib/modules/$rel
+  dir=${MODULES_DIR:-/lib/modules}/$rel
   if [ -e "$dir/build/include" ] || [ -e /sys/kernel/kheaders.tar.xz ]; then
     return 0
+  fi
+  if [ -n "$host" ]; then
+    local sub
+    for sub in build source; do
+      # The node's link is absolute (/usr/src/linux-headers-...): resolve it
+      # under the node's root, not the image's.
+      target=$(readlink "$host/lib/modules/$rel/$sub" 2>/dev/null || true)
+      case $target in /*) target=$host$target ;; ?*) target=$host/lib/modules/$rel/$target ;; esac
+      if [ -n "$target" ] && [ -e "$target/include" -o -e "$target/Makefile" ]; then
+        log "linking $dir/$sub -> $target (the node's headers)"
+        mkdir -p "$dir"
+        ln -sfn "$target" "$dir/$sub"
+      fi
+    done
+    [ -e "$dir/build/include" ] && return 0
   fi
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
   common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1 || true)
@@ -61,6 +86,23 @@ link_kernel_headers() {
   mkdir -p "$dir"
   ln -sfn "$hdr" "$dir/build"
   ln -sfn "$common" "$dir/source"
+}
+
+# --- operators' tools: Prometheus, promtool and Helm --------------------------
+# Debian's prometheus brings promtool (`promtool test rules` on deploy/prometheus)
+# and the server tests/test_dashboards.py runs against the real collector, on a
+# port and storage of its own. Where installing it started Debian's service
+# (a machine running systemd), that service is stopped and disabled again.
+OPS_DEB_PACKAGES=(prometheus)
+
+setup_ops() {
+  if install_debs "${OPS_DEB_PACKAGES[@]}" && [ -d /run/systemd/system ] &&
+     systemctl is-active --quiet prometheus 2>/dev/null; then
+    log "stopping and disabling the prometheus service the package started (only its binaries are needed)"
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  mkdir -p "$ROOT/.tools"
+  install_go_tool "$ROOT/.tools/helm" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
 # --- Python environment ------------------------------------------------------
@@ -88,6 +130,8 @@ setup_tools() {
   install_go_tool "$bin/protoc-gen-go" "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
   install_go_tool "$bin/protoc-gen-go-grpc" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
   build_go_tool "$bin/mdatagen" "go.opentelemetry.io/collector/cmd/mdatagen@$MDATAGEN_VERSION"
+  # profile.proto, for scripts/gen-proto.sh (into the module cache; cached)
+  go mod download "github.com/google/pprof@$PPROF_VERSION"
 }
 
 install_go_tool() {
@@ -148,7 +192,10 @@ main() {
       python) setup_python ;;
       tools) setup_tools ;;
       collector) setup_collector ;;
-      all) setup_system; setup_python; setup_tools; setup_collector ;;
+      ops) setup_ops ;;
+      # the sidecar image's start: link the node's kernel headers, install nothing
+      headers) link_kernel_headers ;;
+      all) setup_system; setup_python; setup_tools; setup_collector; setup_ops ;;
       *) log "unknown step $step"; exit 2 ;;
     esac
   done

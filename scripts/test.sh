@@ -18,7 +18,8 @@ lint() {
   tmp=$(mktemp -d)
   scripts/gen-proto.sh "$tmp"
   if ! diff -r "$tmp/receiver-go/internal/sidecarpb" receiver-go/internal/sidecarpb >/dev/null ||
-     ! diff -r -x __pycache__ "$tmp/sidecar/src/ebpfreceiver" sidecar/src/ebpfreceiver >/dev/null; then
+     ! diff -r -x __pycache__ "$tmp/sidecar/src/ebpfreceiver" sidecar/src/ebpfreceiver >/dev/null ||
+     ! diff -r -x __pycache__ "$tmp/sidecar/src/perftools" sidecar/src/perftools >/dev/null; then
     echo "generated code is stale: run 'make proto' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi
@@ -37,15 +38,28 @@ lint() {
     echo "receiver-go's code generated from metadata.yaml is stale: run 'make generate' and commit the result" >&2
     rm -rf "$tmp"; return 1
   fi
+  stage "dashboards and the rendered manifest are fresh (scripts/gen-deploy.sh)"
+  scripts/gen-deploy.sh "$tmp"
+  for fixture in grafana/ebpf-node.json grafana/ebpf-pod.json kubernetes/daemonset.yaml; do
+    if ! diff -u "deploy/$fixture" "$tmp/deploy/$fixture" >&2; then
+      echo "deploy/$fixture is stale: run 'make generate' and commit the result" >&2
+      rm -rf "$tmp"; return 1
+    fi
+  done
   rm -rf "$tmp"
-  stage "ruff check, ruff format --check, mypy (sidecar, tests, bench)"
-  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench &&
-    "$PY" -m ruff format --check src tests ../tests ../bench &&
-    "$PY" -m mypy src tests && "$PY" -m mypy ../tests && "$PY" -m mypy ../bench)
+  stage "ruff check, ruff format --check, mypy (sidecar, tests, bench, deploy)"
+  (cd sidecar && "$PY" -m ruff check src tests ../tests ../bench ../deploy &&
+    "$PY" -m ruff format --check src tests ../tests ../bench ../deploy &&
+    "$PY" -m mypy src tests && "$PY" -m mypy ../tests && "$PY" -m mypy ../bench &&
+    "$PY" -m mypy ../deploy/grafana)
   stage "gofmt, go vet (receiver-go)"
   # Not `tee /dev/stderr`: reopening stderr truncates it when it is a file
   # (a CI log), losing every stage printed before.
   (cd receiver-go && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
+  stage "gofmt, go vet (deploy/helm/charttest)"
+  (cd deploy/helm/charttest && unformatted=$(gofmt -l .) && { [ -z "$unformatted" ] || { echo "$unformatted" >&2; false; }; } && go vet ./...)
+  stage "promtool check rules (deploy/prometheus)"
+  promtool check rules deploy/prometheus/ebpf-rules.yaml
 }
 
 unit() {
@@ -54,6 +68,10 @@ unit() {
   fuzz "${FUZZTIME:-10s}"
   stage "pytest (sidecar)"
   (cd sidecar && "$PY" -m pytest -q tests)
+  stage "promtool test rules (deploy/prometheus: every alert rule's unit tests)"
+  (cd deploy/prometheus && promtool test rules ebpf-rules.test.yaml)
+  stage "go test (deploy/helm/charttest: helm lint, helm template, strict decoding, security)"
+  (cd deploy/helm/charttest && go test -count=1 ./...)
 }
 
 # Go's fuzz targets, each for $1 (inputs that fail are written to

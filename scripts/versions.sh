@@ -12,3 +12,12 @@ OCB_VERSION=v0.165.0
 MDATAGEN_VERSION=v0.159.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+# Helm, for the chart under deploy/helm (helm lint / helm template in make test).
+HELM_VERSION=v3.22.0
+# The dashboards are generated with Grafana's Foundation SDK (deploy/grafana,
+# pinned in sidecar/requirements.txt); promtool and prometheus come from
+# Debian's `prometheus` package (scripts/setup.sh ops).
+# pprof's profile.proto (github.com/google/pprof, a Go module without releases):
+# the sidecar's flame graph command writes pprof files with the Python code
+# scripts/gen-proto.sh generates from it, for `go tool pprof -http`.
+PPROF_VERSION=v0.0.0-20260906184651-6331bc6350fe

@@ -200,7 +200,23 @@ def start_collector(config: dict[str, Any] | Path, tmp: Path, name: str = "colle
         path.write_text(yaml.safe_dump(config))
     else:
         path = config
-    return Process(name, [str(COLLECTOR), "--config", str(path)], tmp / f"{name}.log")
+    return Process(
+        name,
+        [str(COLLECTOR), "--config", str(path), *collector_flags(path)],
+        tmp / f"{name}.log",
+    )
+
+
+def collector_flags(config: Path, which: str = "collector") -> list[str]:
+    """What scripts/run.sh passes the collector (feature gates), or with
+    ``which="sidecar"`` the sidecar (capabilities), for ``config``."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "config-flags.py"), which, str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
 
 
 def wait_started(col: Process, what: str) -> None:

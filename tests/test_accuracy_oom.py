@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import (
@@ -92,6 +94,38 @@ class MemoryCgroup:
                 time.sleep(0.1)
 
 
+@contextmanager
+def oom_victim(comm: str) -> Iterator[Callable[[], None]]:
+    """A process named ``comm`` in a memory cgroup of its own (LIMIT, no swap),
+    ready; the function yielded tells it to allocate 8 times the limit and
+    waits until the cgroup's OOM killer has killed it. Both go at exit."""
+    cgroup = MemoryCgroup(f"e2e-oom-{os.getpid()}", LIMIT)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM_CODE, comm],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def kill() -> None:
+        assert victim.stdin
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        out, _ = victim.communicate(timeout=60)
+        assert victim.returncode == -9, (victim.returncode, out)
+
+    try:
+        assert victim.stdin and victim.stdout
+        assert victim.stdout.readline().strip() == "ready"
+        cgroup.add(victim.pid)
+        yield kill
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
+        cgroup.remove()
+
+
 def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path) -> None:
     _, sock = sidecar
     port = free_port()
@@ -103,29 +137,17 @@ def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path)
         "programs": [{"name": "oom"}, {"name": "process"}],
     }
     col = start_collector(pipeline_config(receiver, port), tmp_path)
-    cgroup = MemoryCgroup(f"e2e-oom-{os.getpid()}", LIMIT)
-    victim = subprocess.Popen(
-        [sys.executable, "-c", VICTIM_CODE, VICTIM],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert victim.stdin and victim.stdout
-        assert victim.stdout.readline().strip() == "ready"
-        cgroup.add(victim.pid)
-        wait_for(
-            "the oom program attached",
-            with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")),
-            30,
-        )
-        ours_before = value(scrape(port), NAME, process_executable_name=VICTIM) or 0
-        kernel_before = vmstat_oom_kills()
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        out, _ = victim.communicate(timeout=60)
-        assert victim.returncode == -9, (victim.returncode, out)
-        kernel = vmstat_oom_kills() - kernel_before
+        with oom_victim(VICTIM) as kill:
+            wait_for(
+                "the oom program attached",
+                with_a_fork(lambda: value(scrape(port), "ebpf_process_created_total")),
+                30,
+            )
+            ours_before = value(scrape(port), NAME, process_executable_name=VICTIM) or 0
+            kernel_before = vmstat_oom_kills()
+            kill()
+            kernel = vmstat_oom_kills() - kernel_before
         ours = wait_for(
             f"{NAME} of {VICTIM}",
             lambda: value(scrape(port), NAME, process_executable_name=VICTIM),
@@ -134,10 +156,6 @@ def test_oom_kill_is_counted_once(sidecar: tuple[Process, Path], tmp_path: Path)
         time.sleep(2.5)  # two more snapshots: nothing more is counted
         settled = value(scrape(port), NAME, process_executable_name=VICTIM)
     finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait(10)
-        cgroup.remove()
         col.stop()
     print(f"ours={ours - ours_before:.0f} kernel={kernel}")
     # Exact: mark_victim fires once per kill, where the kernel counts oom_kill.

@@ -43,7 +43,11 @@ FENCE = re.compile(r"^```ya?ml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def doc_examples() -> list[tuple[str, str, dict[str, Any]]]:
-    """(where, receiver id, receiver config) of every ebpf receiver in a YAML block."""
+    """(where, receiver id, receiver config) of every ebpf receiver in a YAML block.
+
+    A receiver the block puts in a profiles pipeline, or configures for one
+    (a ``profiles_...`` key), is marked with ``PROFILES``: the test adds a
+    profiles pipeline for it."""
     found = []
     for doc in DOCS:
         text = doc.read_text()
@@ -56,13 +60,23 @@ def doc_examples() -> list[tuple[str, str, dict[str, Any]]]:
             if not isinstance(receivers, dict):
                 continue
             line = text[: block.start()].count("\n") + 1
+            pipelines = (parsed.get("service") or {}).get("pipelines") or {}
             for rid, rcfg in receivers.items():
                 if rid == "ebpf" or rid.startswith("ebpf/"):
                     where = f"{doc.relative_to(REPO)}:{line}"
-                    found.append((where, rid, dict(rcfg or {})))
+                    receiver = dict(rcfg or {})
+                    in_profiles = any(
+                        name.split("/")[0] == "profiles" and rid in (p or {}).get("receivers", [])
+                        for name, p in pipelines.items()
+                    )
+                    if in_profiles or any(k.startswith("profiles_") for k in receiver):
+                        receiver[PROFILES] = True
+                    found.append((where, rid, receiver))
     return found
 
 
+# Marks a receiver example that needs a profiles pipeline (not a receiver key).
+PROFILES = "__profiles_pipeline"
 EXAMPLES = doc_examples()
 
 
@@ -121,7 +135,12 @@ def test_doc_example_starts_against_the_sidecar(
     else:
         sock = request.getfixturevalue("docs_sidecar")
         receiver = {**receiver, "endpoint": f"unix://{sock}"}
+    profiles = receiver.pop(PROFILES, False)
     cfg = pipeline_config(receiver, free_port())
+    if profiles:
+        # the collector's feature gate comes with it (conftest.start_collector)
+        cfg["exporters"]["debug"] = {"verbosity": "basic"}
+        cfg["service"]["pipelines"]["profiles"] = {"receivers": ["ebpf"], "exporters": ["debug"]}
     col = start_collector(cfg, tmp_path)
     try:
         wait_started(col, f"{where} ({rid})")

@@ -95,6 +95,23 @@ struct latency_value {
     u64 sum_ns;
 };
 
+// Events: one ebpf.block.io_error per request that completes with an error
+// (block_rq_complete's error, the kernel's -errno), with its device,
+// direction, sector and the submitter's cgroup.
+struct io_error_event {
+    u64 ktime_ns;
+    u64 cgroup_id;
+    u64 sector;
+    u32 dev;
+    u32 nr_sector;
+    u32 direction;
+    s32 error;      // a positive errno (EIO, ENOSPC, ...)
+    char rwbs[16];  // the kernel's request flags, e.g. "WS"
+};
+
+BPF_RINGBUF_OUTPUT(io_error_events, 16);  // pages: 64 KiB
+BPF_ARRAY(io_error_events_dropped, u64, 1);
+
 BPF_TABLE("lru_hash", struct start_key, u64, start, MAX_INFLIGHT);
 // The submitter's cgroup of each queued bio, by (dev, sector).
 BPF_TABLE("lru_hash", struct start_key, u64, submitter, MAX_INFLIGHT);
@@ -167,6 +184,20 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
     if (issued)
         start.delete(&skey);
     u32 nr_sector = args->nr_sector;
+    if (args->error) {
+        struct io_error_event e = {};
+        e.ktime_ns = now;
+        e.dev = skey.dev;
+        e.sector = skey.sector;
+        e.nr_sector = nr_sector;
+        e.direction = direction;
+        e.error = -args->error;
+        bpf_probe_read_kernel(&e.rwbs, sizeof(args->rwbs), args->rwbs);
+        u64 *by = submitter.lookup(&skey);
+        e.cgroup_id = by ? *by : 0;
+        if (io_error_events.ringbuf_output(&e, sizeof(e), 0))
+            count_dropped_shared(io_error_events_dropped.lookup(DROPPED_KEY));
+    }
     if (direction == DIR_SKIP || nr_sector == 0)
         return 0;
     u64 *queued_by = submitter.lookup(&skey);

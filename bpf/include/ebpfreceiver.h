@@ -74,4 +74,30 @@ static __always_inline u64 cgroup_kn_id(const void *cgrp) {
 #endif
 }
 
+// The cgroup v2 id of any task (struct task_struct *), not only the current
+// one: task->cgroups->dfl_cgrp->kn->id, when the manifest lists
+// task_struct.cgroups and css_set.dfl_cgrp besides cgroup.kn and
+// kernfs_node.id in btf_offsets; 0 without them.
+static __always_inline u64 task_cgroup_id(const void *task) {
+#if defined(BTF_OFFSET_TASK_STRUCT_CGROUPS) && defined(BTF_OFFSET_CSS_SET_DFL_CGRP)
+    void *cgroups = 0, *cgrp = 0;
+    bpf_probe_read_kernel(&cgroups, sizeof(cgroups), task + BTF_OFFSET_TASK_STRUCT_CGROUPS);
+    if (!cgroups)
+        return 0;
+    bpf_probe_read_kernel(&cgrp, sizeof(cgrp), cgroups + BTF_OFFSET_CSS_SET_DFL_CGRP);
+    return cgroup_kn_id(cgrp);
+#else
+    return 0;
+#endif
+}
+
+// Events: a program writes an event with
+//     events.ringbuf_output(&event, sizeof(event), 0)
+// into a BPF_RINGBUF_OUTPUT its manifest declares under events, and, when
+// that fails (the buffer is full: the sidecar is behind), counts it in the
+// event's dropped counter, a 1-element BPF_ARRAY:
+//     if (events.ringbuf_output(&e, sizeof(e), 0))
+//         count_dropped_shared(events_dropped.lookup(DROPPED_KEY));
+// Nothing blocks and nothing waits for the reader.
+
 #endif

@@ -13,6 +13,17 @@
 // exiting thread in that thread's context. Only the thread group leader
 // (thread id == process id, from bpf_get_current_pid_tgid()) is counted, so
 // each process counts once however many threads it had.
+//
+// Events: ebpf.process.exit, one per process that ends abnormally (killed by
+// a signal, or exiting with a non-zero status), at its leader's exit, with
+// the exit code read from task_struct.exit_code (its offset from the running
+// kernel's BTF): the low 7 bits are the signal that killed it, bit 7 says a
+// core was dumped, bits 8-15 are the exit status. Normal exits (code 0) send
+// nothing. Who sent the signal: signal:signal_generate, in the sender's
+// context, keeps the latest signal generated for each process (its pid,
+// signal, sender) in last_signal; the exit event carries the sender when
+// that signal is the one it died of and a process sent it (not the kernel:
+// a fault, the OOM killer).
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -29,6 +40,52 @@ BPF_PERCPU_HASH(processes_created, struct name_key, u64, MAX_ENTRIES);
 BPF_PERCPU_ARRAY(processes_created_dropped, u64, 1);
 BPF_PERCPU_HASH(processes_exited, struct name_key, u64, MAX_ENTRIES);
 BPF_PERCPU_ARRAY(processes_exited_dropped, u64, 1);
+
+// Without the running kernel's BTF there is no exit code to read: the
+// counts stay, exit events are not sent.
+
+struct signal_sent {
+    u32 sender_pid;
+    s32 sig;
+    char sender_comm[EBPF_COMM_LEN];
+};
+
+struct exit_event {
+    u64 ktime_ns;
+    u64 cgroup_id;
+    u32 pid;
+    s32 exit_code;     // as a shell reports it: the status, or 128 + the signal
+    s32 signal;        // the signal it died of, 0 for an exit status
+    s32 status;        // the exit status, for an exit without a signal
+    u32 sender_pid;    // who sent that signal (0: unknown or the kernel)
+    u8 core_dumped;
+    char comm[EBPF_COMM_LEN];
+    char sender_comm[EBPF_COMM_LEN];
+};
+
+BPF_TABLE("lru_hash", u32, struct signal_sent, last_signal, MAX_ENTRIES);
+BPF_RINGBUF_OUTPUT(exit_events, 16);  // pages: 64 KiB
+BPF_ARRAY(exit_events_dropped, u64, 1);
+
+// A signal generated for a process (group) or one of its threads, in the
+// sender's context; result 0 is TRACE_SIGNAL_DELIVERED. SIGCHLD never kills.
+TRACEPOINT_PROBE(signal, signal_generate) {
+    if (args->result != 0 || args->sig == 17)
+        return 0;
+    struct signal_sent s = {};
+    s.sig = args->sig;
+    // Sent by a process (kill, tkill, sigqueue: si_code SI_USER 0 or
+    // negative) names the sender; one the kernel raised (a fault's
+    // SEGV_*, the OOM killer's SI_KERNEL: positive) has none, whatever
+    // task happened to run.
+    if (args->code <= 0) {
+        s.sender_pid = bpf_get_current_pid_tgid() >> 32;
+        bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
+    }
+    u32 pid = args->pid;
+    last_signal.update(&pid, &s);
+    return 0;
+}
 
 TRACEPOINT_PROBE(task, task_newtask) {
     if (args->clone_flags & THREAD_FLAG)
@@ -56,5 +113,36 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         (*count)++;
     else
         count_dropped(processes_exited_dropped.lookup(DROPPED_KEY));
+
+    u32 pid = id >> 32;
+    s32 code = 0;
+#ifdef BTF_OFFSET_TASK_STRUCT_EXIT_CODE
+    void *task = (void *)bpf_get_current_task();
+    bpf_probe_read_kernel(&code, sizeof(code), task + BTF_OFFSET_TASK_STRUCT_EXIT_CODE);
+#endif
+    struct signal_sent *sent = last_signal.lookup(&pid);
+    if (code == 0) {
+        if (sent)
+            last_signal.delete(&pid);
+        return 0;
+    }
+    struct exit_event e = {};
+    e.ktime_ns = bpf_ktime_get_ns();
+    e.cgroup_id = bpf_get_current_cgroup_id();
+    e.pid = pid;
+    e.signal = code & 0x7f;
+    e.core_dumped = (code & 0x80) ? 1 : 0;
+    e.status = (code >> 8) & 0xff;
+    e.exit_code = e.signal ? 128 + e.signal : e.status;
+    __builtin_memcpy(e.comm, key.comm, sizeof(e.comm));
+    if (sent) {
+        if (e.signal && sent->sig == e.signal && sent->sender_pid && sent->sender_pid != pid) {
+            e.sender_pid = sent->sender_pid;
+            __builtin_memcpy(e.sender_comm, sent->sender_comm, sizeof(e.sender_comm));
+        }
+        last_signal.delete(&pid);
+    }
+    if (exit_events.ringbuf_output(&e, sizeof(e), 0))
+        count_dropped_shared(exit_events_dropped.lookup(DROPPED_KEY));
     return 0;
 }

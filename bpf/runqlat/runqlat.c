@@ -60,14 +60,6 @@ BPF_HASH(runqueue_latency_by_cgroup, struct cgroup_slot, struct slot_value, MAX_
 
 // The cgroup v2 id of a task that is not the current one, as
 // bpf_get_current_cgroup_id() would give it for the current one.
-static __always_inline u64 task_cgroup_id(void *task) {
-    void *cgroups = 0, *cgrp = 0;
-    bpf_probe_read_kernel(&cgroups, sizeof(cgroups), task + BTF_OFFSET_TASK_STRUCT_CGROUPS);
-    if (!cgroups)
-        return 0;
-    bpf_probe_read_kernel(&cgrp, sizeof(cgrp), cgroups + BTF_OFFSET_CSS_SET_DFL_CGRP);
-    return cgroup_kn_id(cgrp);
-}
 #else
 BPF_HASH(enqueued_at, u32, u64, MAX_WAITING);
 // Enqueue times that did not fit in enqueued_at: each is one lost sample.

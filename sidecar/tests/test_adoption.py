@@ -22,7 +22,7 @@ import pytest
 
 from bpf_helpers import loaded_prog_ids, prog_ids_held_by, wait_unloaded
 from conftest import CATALOG_DIR
-from ebpf_sidecar import pins
+from ebpf_sidecar import events, pins
 from ebpf_sidecar.catalog import Catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -238,3 +238,40 @@ def test_hooks_detach_and_attach_again_without_reloading(programs: ProgramManage
         assert count() == before + 100
     finally:
         programs.release(loaded)
+
+
+def test_events_written_while_no_sidecar_lived_reach_the_successor(
+    catalog: Catalog, pin_root: Path
+) -> None:
+    crashed = CrashingSidecar(pin_root, "process")
+    try:
+        crashed.kill()
+        # an abnormal exit while nobody reads: it waits in the pinned ring buffer
+        gone = subprocess.run(["sh", "-c", "exit 7"], check=False)
+        assert gone.returncode == 7
+    finally:
+        if crashed.proc.poll() is None:
+            crashed.kill()
+    successor = ProgramManager(catalog, pin_root=pin_root)
+    try:
+        successor.start()
+        loaded = successor.acquire("process", {})
+        assert loaded.adopted, "loaded again instead of adopting the pins"
+        source = loaded.events["ebpf.process.exit"]
+        sink = events.EventSink()
+        sink.want(source.spec.name, 1000)
+        source.subscribe(sink)
+        try:
+            deadline = time.monotonic() + 10
+            got: list[events.Event] = []
+            while time.monotonic() < deadline and not any(
+                e.values["status"] == 7 and e.values["comm"] == "sh" for e in got
+            ):
+                sink.wait(0.5)
+                got += [e for e, _ in sink.take()]
+        finally:
+            source.unsubscribe(sink)
+        assert any(e.values["status"] == 7 and e.values["comm"] == "sh" for e in got), got
+        successor.release(loaded)
+    finally:
+        successor.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,22 @@ def test_streams_beyond_the_cap_are_refused_and_unary_calls_still_answer(
         # every slot taken: Describe and Plan still answer
         assert stub.Describe(pb.DescribeRequest(), timeout=5).programs
         assert not stub.Plan(_oom_request(), timeout=5).errors
-        # a closed stream frees its slot
+        # a closed stream frees its slot, once the server's thread has seen
+        # the cancellation (asynchronously, so the new stream may need a retry)
         opened.pop().cancel()
-        call = stub.Stream(_oom_request(), timeout=30)
-        opened.append(call)
-        assert next(call).maps[0].map == "oom_kills"
+        deadline = time.monotonic() + 10
+        while True:
+            call = stub.Stream(_oom_request(), timeout=30)
+            try:
+                first = next(call)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline, "the cancelled stream's slot was never freed"
+                time.sleep(0.05)
+                continue
+            opened.append(call)
+            break
+        assert first.maps[0].map == "oom_kills"
     finally:
         for call in opened:
             call.cancel()

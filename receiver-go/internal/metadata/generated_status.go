@@ -14,5 +14,7 @@ var (
 )
 
 const (
-	MetricsStability = component.StabilityLevelDevelopment
+	MetricsStability  = component.StabilityLevelDevelopment
+	LogsStability     = component.StabilityLevelDevelopment
+	ProfilesStability = component.StabilityLevelDevelopment
 )

@@ -26,6 +26,7 @@ type TelemetryBuilder struct {
 	meter                            metric.Meter
 	mu                               sync.Mutex
 	registrations                    []metric.Registration
+	ReceiverEbpfDroppedEvents        metric.Int64Counter
 	ReceiverEbpfDroppedUpdates       metric.Int64Counter
 	ReceiverEbpfFullMapSnapshots     metric.Int64Counter
 	ReceiverEbpfMapErrors            metric.Int64Counter
@@ -61,6 +62,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.ReceiverEbpfDroppedEvents, err = builder.meter.Int64Counter(
+		"otelcol_receiver_ebpf_dropped_events",
+		metric.WithDescription("Kernel events that were not sent as log records, by reason, as reported by the sidecar. [Development]"),
+		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ReceiverEbpfDroppedUpdates, err = builder.meter.Int64Counter(
 		"otelcol_receiver_ebpf_dropped_updates",
 		metric.WithDescription("Updates the kernel program could not store because its map was full, as reported by the sidecar. [Development]"),

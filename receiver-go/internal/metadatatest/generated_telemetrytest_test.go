@@ -19,10 +19,14 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	tb.ReceiverEbpfDroppedEvents.Add(context.Background(), 1)
 	tb.ReceiverEbpfDroppedUpdates.Add(context.Background(), 1)
 	tb.ReceiverEbpfFullMapSnapshots.Add(context.Background(), 1)
 	tb.ReceiverEbpfMapErrors.Add(context.Background(), 1)
 	tb.ReceiverEbpfOverflowMetricPoints.Add(context.Background(), 1)
+	AssertEqualReceiverEbpfDroppedEvents(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfDroppedUpdates(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())

@@ -469,8 +469,13 @@ type Program struct {
 	Parameters []*Parameter `protobuf:"bytes,5,rep,name=parameters,proto3" json:"parameters,omitempty"`
 	// Metrics the receiver emits when its config names no metrics.
 	DefaultMetrics []*MetricBinding `protobuf:"bytes,6,rep,name=default_metrics,json=defaultMetrics,proto3" json:"default_metrics,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Kernel events the program sends (each becomes one log record).
+	Events []*Event `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
+	// The program samples stacks: in a profiles pipeline its samples become
+	// OTLP profiles (StreamRequest.profiles).
+	Profiles      bool `protobuf:"varint,8,opt,name=profiles,proto3" json:"profiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Program) Reset() {
@@ -545,6 +550,107 @@ func (x *Program) GetDefaultMetrics() []*MetricBinding {
 	return nil
 }
 
+func (x *Program) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *Program) GetProfiles() bool {
+	if x != nil {
+		return x.Profiles
+	}
+	return false
+}
+
+// A kind of kernel event a program sends through a BPF ring buffer. The
+// sidecar reads the buffer continuously and turns each event into one
+// OpenTelemetry log record (opentelemetry.proto.logs.v1.LogRecord) with this
+// name as its event_name, the kernel's monotonic timestamp converted to wall
+// time, a one-line body, and one attribute per field.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The records' event_name, e.g. "ebpf.oom.kill".
+	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The records' severity: "trace", "debug", "info", "warn", "error" or "fatal".
+	Severity string `protobuf:"bytes,3,opt,name=severity,proto3" json:"severity,omitempty"`
+	// The attributes each record carries (Field.attribute names them; a field
+	// with derived_from set is computed by the sidecar from another one).
+	Fields []*Field `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	// The fields that are resource attributes (process.pid, container.id,
+	// k8s.pod.uid): records are grouped into one ResourceLogs per value set.
+	ResourceFields []string `protobuf:"bytes,5,rep,name=resource_fields,json=resourceFields,proto3" json:"resource_fields,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Event) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Event) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Event) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *Event) GetFields() []*Field {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *Event) GetResourceFields() []string {
+	if x != nil {
+		return x.ResourceFields
+	}
+	return nil
+}
+
 type Parameter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -564,7 +670,7 @@ type Parameter struct {
 
 func (x *Parameter) Reset() {
 	*x = Parameter{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[4]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +682,7 @@ func (x *Parameter) String() string {
 func (*Parameter) ProtoMessage() {}
 
 func (x *Parameter) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[4]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +695,7 @@ func (x *Parameter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Parameter.ProtoReflect.Descriptor instead.
 func (*Parameter) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Parameter) GetName() string {
@@ -665,7 +771,7 @@ type Field struct {
 
 func (x *Field) Reset() {
 	*x = Field{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[5]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +783,7 @@ func (x *Field) String() string {
 func (*Field) ProtoMessage() {}
 
 func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[5]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +796,7 @@ func (x *Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Field.ProtoReflect.Descriptor instead.
 func (*Field) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Field) GetName() string {
@@ -773,7 +879,7 @@ type HistogramLayout struct {
 
 func (x *HistogramLayout) Reset() {
 	*x = HistogramLayout{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[6]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +891,7 @@ func (x *HistogramLayout) String() string {
 func (*HistogramLayout) ProtoMessage() {}
 
 func (x *HistogramLayout) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[6]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +904,7 @@ func (x *HistogramLayout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramLayout.ProtoReflect.Descriptor instead.
 func (*HistogramLayout) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{6}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HistogramLayout) GetSlotField() string {
@@ -879,7 +985,7 @@ type Map struct {
 
 func (x *Map) Reset() {
 	*x = Map{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[7]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +997,7 @@ func (x *Map) String() string {
 func (*Map) ProtoMessage() {}
 
 func (x *Map) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[7]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1010,7 @@ func (x *Map) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Map.ProtoReflect.Descriptor instead.
 func (*Map) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Map) GetName() string {
@@ -977,7 +1083,7 @@ type AttributeBinding struct {
 
 func (x *AttributeBinding) Reset() {
 	*x = AttributeBinding{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[8]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1095,7 @@ func (x *AttributeBinding) String() string {
 func (*AttributeBinding) ProtoMessage() {}
 
 func (x *AttributeBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[8]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1108,7 @@ func (x *AttributeBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeBinding.ProtoReflect.Descriptor instead.
 func (*AttributeBinding) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttributeBinding) GetField() string {
@@ -1039,7 +1145,7 @@ type ValueFieldBinding struct {
 
 func (x *ValueFieldBinding) Reset() {
 	*x = ValueFieldBinding{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1157,7 @@ func (x *ValueFieldBinding) String() string {
 func (*ValueFieldBinding) ProtoMessage() {}
 
 func (x *ValueFieldBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[9]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1170,7 @@ func (x *ValueFieldBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueFieldBinding.ProtoReflect.Descriptor instead.
 func (*ValueFieldBinding) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ValueFieldBinding) GetField() string {
@@ -1105,7 +1211,7 @@ type MetricBinding struct {
 
 func (x *MetricBinding) Reset() {
 	*x = MetricBinding{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1223,7 @@ func (x *MetricBinding) String() string {
 func (*MetricBinding) ProtoMessage() {}
 
 func (x *MetricBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[10]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1236,7 @@ func (x *MetricBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricBinding.ProtoReflect.Descriptor instead.
 func (*MetricBinding) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MetricBinding) GetName() string {
@@ -1215,7 +1321,7 @@ type ProgramRequest struct {
 
 func (x *ProgramRequest) Reset() {
 	*x = ProgramRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1333,7 @@ func (x *ProgramRequest) String() string {
 func (*ProgramRequest) ProtoMessage() {}
 
 func (x *ProgramRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[11]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1346,7 @@ func (x *ProgramRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgramRequest.ProtoReflect.Descriptor instead.
 func (*ProgramRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProgramRequest) GetName() string {
@@ -1274,7 +1380,7 @@ type MapRequest struct {
 
 func (x *MapRequest) Reset() {
 	*x = MapRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1392,7 @@ func (x *MapRequest) String() string {
 func (*MapRequest) ProtoMessage() {}
 
 func (x *MapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[12]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1405,7 @@ func (x *MapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapRequest.ProtoReflect.Descriptor instead.
 func (*MapRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MapRequest) GetProgram() string {
@@ -1330,11 +1436,100 @@ func (x *MapRequest) GetPerCpu() bool {
 	return false
 }
 
+// Events of one program the stream wants as log records. The program must
+// be in StreamRequest.programs.
+//
+// Events a stream could not take are counted, never queued without bound:
+// every snapshot of a stream with events carries, per requested event, a
+// MapSnapshot whose map is the event's name (e.g. "ebpf.oom.kill", a name no
+// BPF map can have), with one key column "reason" (strings:
+// "ring_buffer_full", events the kernel could not write because the reader
+// was behind; "rate_limited", events over rate_limit in a second) and one
+// value column "count" (uints, cumulative since the stream started, or since
+// the program was loaded for ring_buffer_full).
+type EventRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// An event of the program (Event.name); empty for all of them.
+	Event string `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// The least severity sent ("trace" ... "fatal"); empty sends every event.
+	MinSeverity string `protobuf:"bytes,3,opt,name=min_severity,json=minSeverity,proto3" json:"min_severity,omitempty"`
+	// Events per second of each event type sent on this stream; more in one
+	// second are counted as rate_limited. 0: the sidecar's default (1000).
+	RateLimit     uint32 `protobuf:"varint,4,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventRequest) Reset() {
+	*x = EventRequest{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventRequest) ProtoMessage() {}
+
+func (x *EventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventRequest.ProtoReflect.Descriptor instead.
+func (*EventRequest) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EventRequest) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *EventRequest) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *EventRequest) GetMinSeverity() string {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return ""
+}
+
+func (x *EventRequest) GetRateLimit() uint32 {
+	if x != nil {
+		return x.RateLimit
+	}
+	return 0
+}
+
 type StreamRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Programs []*ProgramRequest      `protobuf:"bytes,1,rep,name=programs,proto3" json:"programs,omitempty"`
 	Maps     []*MapRequest          `protobuf:"bytes,2,rep,name=maps,proto3" json:"maps,omitempty"`
 	Interval *durationpb.Duration   `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Events sent as log records: in Snapshot.logs, as soon as they are read
+	// (within about a second), in snapshots of their own between the interval's.
+	Events []*EventRequest `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	// Set when the receiver is in a profiles pipeline: every snapshot then
+	// carries the samples of the interval as OTLP profiles.
+	Profiles *ProfilesRequest `protobuf:"bytes,5,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	// Send map columns as PackedColumns (MapSnapshot.packed_key_columns and
 	// packed_value_columns, key_columns and value_columns stay empty):
 	// fixed-width numbers and dictionary-encoded strings, which a client reads
@@ -1358,7 +1553,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1565,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[13]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1578,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StreamRequest) GetPrograms() []*ProgramRequest {
@@ -1403,6 +1598,20 @@ func (x *StreamRequest) GetMaps() []*MapRequest {
 func (x *StreamRequest) GetInterval() *durationpb.Duration {
 	if x != nil {
 		return x.Interval
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetEvents() []*EventRequest {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetProfiles() *ProfilesRequest {
+	if x != nil {
+		return x.Profiles
 	}
 	return nil
 }
@@ -1428,6 +1637,73 @@ func (x *StreamRequest) GetFullSnapshotEvery() uint32 {
 	return 0
 }
 
+type ProfilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The requested program whose samples become profiles (one with
+	// Program.profiles set, e.g. "profile").
+	Program string `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// One profile per container (pod) instead of one per process.
+	PerContainer bool `protobuf:"varint,2,opt,name=per_container,json=perContainer,proto3" json:"per_container,omitempty"`
+	// Sample only tasks in these cgroups (and the cgroups below them), each a
+	// container id (or its first 12 or more hex digits), a pod uid, or a
+	// cgroup v2 path ("/kubepods.slice/..."); empty: the whole node. Matched
+	// again every interval, so containers started later are included.
+	Cgroups       []string `protobuf:"bytes,3,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfilesRequest) Reset() {
+	*x = ProfilesRequest{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfilesRequest) ProtoMessage() {}
+
+func (x *ProfilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfilesRequest.ProtoReflect.Descriptor instead.
+func (*ProfilesRequest) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ProfilesRequest) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *ProfilesRequest) GetPerContainer() bool {
+	if x != nil {
+		return x.PerContainer
+	}
+	return false
+}
+
+func (x *ProfilesRequest) GetCgroups() []string {
+	if x != nil {
+		return x.Cgroups
+	}
+	return nil
+}
+
 // One column of a map read: one entry per map entry, in the same order in
 // every column of a MapSnapshot. Exactly one of the repeated fields is used,
 // by the field's FieldType.
@@ -1443,7 +1719,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1731,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[14]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1744,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Column) GetField() string {
@@ -1522,7 +1798,7 @@ type PackedColumn struct {
 
 func (x *PackedColumn) Reset() {
 	*x = PackedColumn{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1810,7 @@ func (x *PackedColumn) String() string {
 func (*PackedColumn) ProtoMessage() {}
 
 func (x *PackedColumn) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[15]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1823,7 @@ func (x *PackedColumn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedColumn.ProtoReflect.Descriptor instead.
 func (*PackedColumn) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PackedColumn) GetField() string {
@@ -1638,7 +1914,7 @@ type MapSnapshot struct {
 
 func (x *MapSnapshot) Reset() {
 	*x = MapSnapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1926,7 @@ func (x *MapSnapshot) String() string {
 func (*MapSnapshot) ProtoMessage() {}
 
 func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[16]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1939,7 @@ func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapSnapshot.ProtoReflect.Descriptor instead.
 func (*MapSnapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{16}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MapSnapshot) GetProgram() string {
@@ -1772,14 +2048,24 @@ type Snapshot struct {
 	TimeUnixNano uint64         `protobuf:"fixed64,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	Maps         []*MapSnapshot `protobuf:"bytes,3,rep,name=maps,proto3" json:"maps,omitempty"`
 	// Wall time the sidecar spent reading and decoding this snapshot.
-	ReadDuration  *durationpb.Duration `protobuf:"bytes,4,opt,name=read_duration,json=readDuration,proto3" json:"read_duration,omitempty"`
+	ReadDuration *durationpb.Duration `protobuf:"bytes,4,opt,name=read_duration,json=readDuration,proto3" json:"read_duration,omitempty"`
+	// Kernel events as OpenTelemetry log records: a serialized
+	// opentelemetry.proto.logs.v1.LogsData, handed on as it is (the receiver
+	// reads it with plog) rather than re-modelled here. Events do not wait for
+	// the collection interval: a message carrying only logs (no maps, sequence
+	// 0) is an event batch, not a snapshot.
+	Logs []byte `protobuf:"bytes,5,opt,name=logs,proto3" json:"logs,omitempty"`
+	// CPU profiles: a serialized
+	// opentelemetry.proto.profiles.v1development.ProfilesData, in the encoding
+	// of the pdata version the collector is built with.
+	Profiles      []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2077,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[17]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2090,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{17}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Snapshot) GetSequence() uint64 {
@@ -1835,6 +2121,20 @@ func (x *Snapshot) GetReadDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *Snapshot) GetLogs() []byte {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
+func (x *Snapshot) GetProfiles() []byte {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
 // One problem of a StreamRequest, found by Plan.
 type FieldError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1852,7 +2152,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2164,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2177,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FieldError) GetField() string {
@@ -1909,7 +2209,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2221,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2234,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -1970,7 +2270,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2282,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2295,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -2032,7 +2332,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vperf_events\x18\x04 \x01(\bR\n" +
 	"perfEvents\x12\x18\n" +
 	"\akprobes\x18\x05 \x01(\bR\akprobes\x12\x18\n" +
-	"\aheaders\x18\x06 \x01(\tR\aheaders\"\x9c\x02\n" +
+	"\aheaders\x18\x06 \x01(\tR\aheaders\"\xf0\x02\n" +
 	"\aProgram\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x14\n" +
@@ -2041,7 +2341,15 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
 	"parameters\x18\x05 \x03(\v2\".ebpfreceiver.sidecar.v1.ParameterR\n" +
 	"parameters\x12O\n" +
-	"\x0fdefault_metrics\x18\x06 \x03(\v2&.ebpfreceiver.sidecar.v1.MetricBindingR\x0edefaultMetrics\"\xad\x01\n" +
+	"\x0fdefault_metrics\x18\x06 \x03(\v2&.ebpfreceiver.sidecar.v1.MetricBindingR\x0edefaultMetrics\x126\n" +
+	"\x06events\x18\a \x03(\v2\x1e.ebpfreceiver.sidecar.v1.EventR\x06events\x12\x1a\n" +
+	"\bprofiles\x18\b \x01(\bR\bprofiles\"\xba\x01\n" +
+	"\x05Event\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
+	"\bseverity\x18\x03 \x01(\tR\bseverity\x126\n" +
+	"\x06fields\x18\x04 \x03(\v2\x1e.ebpfreceiver.sidecar.v1.FieldR\x06fields\x12'\n" +
+	"\x0fresource_fields\x18\x05 \x03(\tR\x0eresourceFields\"\xad\x01\n" +
 	"\tParameter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -2119,14 +2427,26 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
 	"\x03map\x18\x02 \x01(\tR\x03map\x12(\n" +
 	"\x10clear_after_read\x18\x03 \x01(\bR\x0eclearAfterRead\x12\x17\n" +
-	"\aper_cpu\x18\x04 \x01(\bR\x06perCpu\"\xbe\x02\n" +
+	"\aper_cpu\x18\x04 \x01(\bR\x06perCpu\"\x80\x01\n" +
+	"\fEventRequest\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12!\n" +
+	"\fmin_severity\x18\x03 \x01(\tR\vminSeverity\x12\x1d\n" +
+	"\n" +
+	"rate_limit\x18\x04 \x01(\rR\trateLimit\"\xc3\x03\n" +
 	"\rStreamRequest\x12C\n" +
 	"\bprograms\x18\x01 \x03(\v2'.ebpfreceiver.sidecar.v1.ProgramRequestR\bprograms\x127\n" +
 	"\x04maps\x18\x02 \x03(\v2#.ebpfreceiver.sidecar.v1.MapRequestR\x04maps\x125\n" +
-	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12%\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12=\n" +
+	"\x06events\x18\x04 \x03(\v2%.ebpfreceiver.sidecar.v1.EventRequestR\x06events\x12D\n" +
+	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\x12%\n" +
 	"\x0epacked_columns\x18\x06 \x01(\bR\rpackedColumns\x12!\n" +
 	"\fchanges_only\x18\a \x01(\bR\vchangesOnly\x12.\n" +
-	"\x13full_snapshot_every\x18\b \x01(\rR\x11fullSnapshotEvery\"b\n" +
+	"\x13full_snapshot_every\x18\b \x01(\rR\x11fullSnapshotEvery\"j\n" +
+	"\x0fProfilesRequest\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12#\n" +
+	"\rper_container\x18\x02 \x01(\bR\fperContainer\x12\x18\n" +
+	"\acgroups\x18\x03 \x03(\tR\acgroups\"b\n" +
 	"\x06Column\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05uints\x18\x02 \x03(\x04R\x05uints\x12\x12\n" +
@@ -2158,12 +2478,14 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x14packed_value_columns\x18\v \x03(\v2%.ebpfreceiver.sidecar.v1.PackedColumnR\x12packedValueColumns\x12!\n" +
 	"\fchanges_only\x18\f \x01(\bR\vchangesOnly\x12\x14\n" +
 	"\x05slots\x18\r \x01(\fR\x05slots\x12#\n" +
-	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xc6\x01\n" +
+	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xf6\x01\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
 	"\x04maps\x18\x03 \x03(\v2$.ebpfreceiver.sidecar.v1.MapSnapshotR\x04maps\x12>\n" +
-	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\"<\n" +
+	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\x12\x12\n" +
+	"\x04logs\x18\x05 \x01(\fR\x04logs\x12\x1a\n" +
+	"\bprofiles\x18\x06 \x01(\fR\bprofiles\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
@@ -2219,7 +2541,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2229,69 +2551,76 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*DescribeResponse)(nil),    // 5: ebpfreceiver.sidecar.v1.DescribeResponse
 	(*KernelInfo)(nil),          // 6: ebpfreceiver.sidecar.v1.KernelInfo
 	(*Program)(nil),             // 7: ebpfreceiver.sidecar.v1.Program
-	(*Parameter)(nil),           // 8: ebpfreceiver.sidecar.v1.Parameter
-	(*Field)(nil),               // 9: ebpfreceiver.sidecar.v1.Field
-	(*HistogramLayout)(nil),     // 10: ebpfreceiver.sidecar.v1.HistogramLayout
-	(*Map)(nil),                 // 11: ebpfreceiver.sidecar.v1.Map
-	(*AttributeBinding)(nil),    // 12: ebpfreceiver.sidecar.v1.AttributeBinding
-	(*ValueFieldBinding)(nil),   // 13: ebpfreceiver.sidecar.v1.ValueFieldBinding
-	(*MetricBinding)(nil),       // 14: ebpfreceiver.sidecar.v1.MetricBinding
-	(*ProgramRequest)(nil),      // 15: ebpfreceiver.sidecar.v1.ProgramRequest
-	(*MapRequest)(nil),          // 16: ebpfreceiver.sidecar.v1.MapRequest
-	(*StreamRequest)(nil),       // 17: ebpfreceiver.sidecar.v1.StreamRequest
-	(*Column)(nil),              // 18: ebpfreceiver.sidecar.v1.Column
-	(*PackedColumn)(nil),        // 19: ebpfreceiver.sidecar.v1.PackedColumn
-	(*MapSnapshot)(nil),         // 20: ebpfreceiver.sidecar.v1.MapSnapshot
-	(*Snapshot)(nil),            // 21: ebpfreceiver.sidecar.v1.Snapshot
-	(*FieldError)(nil),          // 22: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 23: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 24: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 25: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 26: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 27: google.protobuf.Duration
+	(*Event)(nil),               // 8: ebpfreceiver.sidecar.v1.Event
+	(*Parameter)(nil),           // 9: ebpfreceiver.sidecar.v1.Parameter
+	(*Field)(nil),               // 10: ebpfreceiver.sidecar.v1.Field
+	(*HistogramLayout)(nil),     // 11: ebpfreceiver.sidecar.v1.HistogramLayout
+	(*Map)(nil),                 // 12: ebpfreceiver.sidecar.v1.Map
+	(*AttributeBinding)(nil),    // 13: ebpfreceiver.sidecar.v1.AttributeBinding
+	(*ValueFieldBinding)(nil),   // 14: ebpfreceiver.sidecar.v1.ValueFieldBinding
+	(*MetricBinding)(nil),       // 15: ebpfreceiver.sidecar.v1.MetricBinding
+	(*ProgramRequest)(nil),      // 16: ebpfreceiver.sidecar.v1.ProgramRequest
+	(*MapRequest)(nil),          // 17: ebpfreceiver.sidecar.v1.MapRequest
+	(*EventRequest)(nil),        // 18: ebpfreceiver.sidecar.v1.EventRequest
+	(*StreamRequest)(nil),       // 19: ebpfreceiver.sidecar.v1.StreamRequest
+	(*ProfilesRequest)(nil),     // 20: ebpfreceiver.sidecar.v1.ProfilesRequest
+	(*Column)(nil),              // 21: ebpfreceiver.sidecar.v1.Column
+	(*PackedColumn)(nil),        // 22: ebpfreceiver.sidecar.v1.PackedColumn
+	(*MapSnapshot)(nil),         // 23: ebpfreceiver.sidecar.v1.MapSnapshot
+	(*Snapshot)(nil),            // 24: ebpfreceiver.sidecar.v1.Snapshot
+	(*FieldError)(nil),          // 25: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 26: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 27: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 28: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 29: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	27, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
-	11, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	8,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
-	14, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
-	1,  // 6: ebpfreceiver.sidecar.v1.Field.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
-	2,  // 7: ebpfreceiver.sidecar.v1.HistogramLayout.convention:type_name -> ebpfreceiver.sidecar.v1.SlotConvention
-	0,  // 8: ebpfreceiver.sidecar.v1.Map.kind:type_name -> ebpfreceiver.sidecar.v1.MapKind
-	9,  // 9: ebpfreceiver.sidecar.v1.Map.key_fields:type_name -> ebpfreceiver.sidecar.v1.Field
-	9,  // 10: ebpfreceiver.sidecar.v1.Map.value_fields:type_name -> ebpfreceiver.sidecar.v1.Field
-	10, // 11: ebpfreceiver.sidecar.v1.Map.histogram:type_name -> ebpfreceiver.sidecar.v1.HistogramLayout
-	3,  // 12: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
-	12, // 13: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
-	13, // 14: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	25, // 15: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	15, // 16: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
-	16, // 17: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	27, // 18: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
-	1,  // 19: ebpfreceiver.sidecar.v1.PackedColumn.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
-	18, // 20: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	18, // 21: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	19, // 22: ebpfreceiver.sidecar.v1.MapSnapshot.packed_key_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
-	19, // 23: ebpfreceiver.sidecar.v1.MapSnapshot.packed_value_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
-	20, // 24: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	27, // 25: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	26, // 26: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	11, // 27: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	22, // 28: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	23, // 29: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 30: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	17, // 31: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	17, // 32: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 33: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	21, // 34: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	24, // 35: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	33, // [33:36] is the sub-list for method output_type
-	30, // [30:33] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	30, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	12, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	9,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
+	15, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
+	8,  // 6: ebpfreceiver.sidecar.v1.Program.events:type_name -> ebpfreceiver.sidecar.v1.Event
+	10, // 7: ebpfreceiver.sidecar.v1.Event.fields:type_name -> ebpfreceiver.sidecar.v1.Field
+	1,  // 8: ebpfreceiver.sidecar.v1.Field.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
+	2,  // 9: ebpfreceiver.sidecar.v1.HistogramLayout.convention:type_name -> ebpfreceiver.sidecar.v1.SlotConvention
+	0,  // 10: ebpfreceiver.sidecar.v1.Map.kind:type_name -> ebpfreceiver.sidecar.v1.MapKind
+	10, // 11: ebpfreceiver.sidecar.v1.Map.key_fields:type_name -> ebpfreceiver.sidecar.v1.Field
+	10, // 12: ebpfreceiver.sidecar.v1.Map.value_fields:type_name -> ebpfreceiver.sidecar.v1.Field
+	11, // 13: ebpfreceiver.sidecar.v1.Map.histogram:type_name -> ebpfreceiver.sidecar.v1.HistogramLayout
+	3,  // 14: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
+	13, // 15: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
+	14, // 16: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
+	28, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	16, // 18: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
+	17, // 19: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
+	30, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	18, // 21: ebpfreceiver.sidecar.v1.StreamRequest.events:type_name -> ebpfreceiver.sidecar.v1.EventRequest
+	20, // 22: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
+	1,  // 23: ebpfreceiver.sidecar.v1.PackedColumn.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
+	21, // 24: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	21, // 25: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	22, // 26: ebpfreceiver.sidecar.v1.MapSnapshot.packed_key_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
+	22, // 27: ebpfreceiver.sidecar.v1.MapSnapshot.packed_value_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
+	23, // 28: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
+	30, // 29: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	29, // 30: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	12, // 31: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	25, // 32: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	26, // 33: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 34: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	19, // 35: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	19, // 36: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 37: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	24, // 38: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	27, // 39: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	37, // [37:40] is the sub-list for method output_type
+	34, // [34:37] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2305,7 +2634,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -253,6 +253,97 @@ class ParameterSpec:
         return self.allowed.index(text)
 
 
+# OpenTelemetry severity numbers (logs data model) of the severities an
+# event may have, least severe first.
+SEVERITIES: dict[str, int] = {
+    "trace": 1,
+    "debug": 5,
+    "info": 9,
+    "warn": 13,
+    "error": 17,
+    "fatal": 21,
+}
+
+
+@dataclass(frozen=True)
+class EventField:
+    """A field of an event struct (or one derived from such a field)."""
+
+    field: FieldSpec | DerivedSpec
+    # a resource attribute (process.pid, container.id, k8s.pod.uid)
+    resource: bool = False
+    # leave the attribute out when the value is 0 or empty
+    omit_zero: bool = False
+    # false for the kernel side's own bookkeeping: no attribute at all
+    export: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.field.name
+
+    @property
+    def attribute(self) -> str:
+        return self.field.attribute
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A kind of event a program writes into a BPF ring buffer.
+
+    ``fields`` are the event struct's members (checked against the compiled
+    struct when the program loads); ``derived`` are computed from them like a
+    map's derived key fields. ``body`` holds templates (``str.format`` with
+    the decoded fields by name); the first whose fields are all non-zero
+    and non-empty is the record's body (see :mod:`ebpf_sidecar.events`).
+    """
+
+    name: str
+    ring_buffer: str
+    dropped_counter: str
+    severity: str
+    time_field: str
+    description: str
+    body: tuple[str, ...]
+    fields: tuple[EventField, ...]
+    derived: tuple[EventField, ...] = ()
+
+    @property
+    def struct_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f.field for f in self.fields if isinstance(f.field, FieldSpec))
+
+    @property
+    def severity_number(self) -> int:
+        return SEVERITIES[self.severity]
+
+    def to_proto(self) -> pb.Event:
+        exported = [f for f in (*self.fields, *self.derived) if f.export]
+        return pb.Event(
+            name=self.name,
+            description=self.description,
+            severity=self.severity,
+            fields=[f.field.to_proto() for f in exported],
+            resource_fields=[f.name for f in exported if f.resource],
+        )
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """Where a stack-sampling program keeps its samples (the manifest's ``profile``).
+
+    ``counts_map`` counts samples per key (one of its key fields names the
+    user stack, one the kernel stack, as ids into the BPF_STACK_TRACE map
+    ``stack_map``); ``frequency_parameter`` is the int parameter its
+    perf event's sample frequency comes from.
+    """
+
+    counts_map: str
+    count_field: str
+    stack_map: str
+    user_stack_field: str
+    kernel_stack_field: str
+    frequency_parameter: str
+
+
 @dataclass(frozen=True)
 class Program:
     name: str
@@ -265,6 +356,9 @@ class Program:
     # "struct.member" offsets the program needs, read from the running
     # kernel's BTF and passed as -DBTF_OFFSET_<STRUCT>_<MEMBER>=<bytes>.
     btf_offsets: tuple[str, ...] = ()
+    # the kinds of events it sends, by event name (e.g. ebpf.oom.kill)
+    events: Mapping[str, EventSpec] = field(default_factory=dict)
+    profile: ProfileSpec | None = None
 
     def to_proto(self) -> pb.Program:
         """The program as Describe shows it: map sizes are those of the defaults."""
@@ -276,6 +370,8 @@ class Program:
             maps=[m.to_proto(defaults) for m in self.maps.values()],
             parameters=[p.to_proto() for p in self.parameters.values()],
             default_metrics=list(self.default_metrics),
+            events=[e.to_proto() for e in self.events.values()],
+            profiles=self.profile is not None,
         )
 
     def check_parameters(

@@ -14,6 +14,7 @@ entries named where they have a name, and says what would be valid:
 from __future__ import annotations
 
 import re
+import string
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,15 +26,19 @@ import yaml
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import (
     C_TYPES,
+    SEVERITIES,
     SLOT_CONVENTIONS,
     Catalog,
     CatalogError,
     DerivedSpec,
+    EventField,
+    EventSpec,
     FieldSpec,
     HistogramSpec,
     MapSize,
     MapSpec,
     ParameterSpec,
+    ProfileSpec,
     Program,
     RequestError,
     enabling_parameter,
@@ -137,6 +142,49 @@ class MetricDoc(_Schema):
     value_attribute: ValueAttributeDoc | None = None
 
 
+class ProfileDoc(_Schema):
+    counts_map: str
+    count_field: str
+    stack_map: str
+    user_stack_field: str
+    kernel_stack_field: str
+    frequency_parameter: str
+
+
+class EventFieldDoc(_Schema):
+    name: str
+    type: str
+    decoders: list[DecoderEntry] = []
+    unit: str = ""
+    attribute: str = ""  # default: the field's name
+    description: str = ""
+    resource: bool = False
+    omit_zero: bool = False
+    export: bool = True
+
+
+class EventDerivedDoc(_Schema):
+    name: str
+    from_: str = msgspec.field(name="from")
+    decoders: list[DecoderEntry] = []
+    attribute: str = ""
+    description: str = ""
+    resource: bool = False
+    omit_zero: bool = False
+
+
+class EventDoc(_Schema):
+    name: str
+    ring_buffer: str
+    time_field: str
+    body: list[str]
+    fields: list[EventFieldDoc]
+    severity: str = "info"
+    dropped_counter: str = ""
+    description: str = ""
+    derived: list[EventDerivedDoc] = []
+
+
 class ManifestDoc(_Schema):
     name: str
     hooks: list[str]
@@ -147,6 +195,8 @@ class ManifestDoc(_Schema):
     default_metrics: list[MetricDoc] = []
     # "struct.member" offsets the program needs from the running kernel's BTF
     btf_offsets: list[str] = []
+    events: list[EventDoc] = []
+    profile: ProfileDoc | None = None
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -272,6 +322,21 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
     for i, offset in enumerate(doc.btf_offsets):
         if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", offset):
             raise CatalogError(f"{where}.btf_offsets[{i}]: {offset!r} is not struct.member")
+    events: dict[str, EventSpec] = {}
+    for i, e in enumerate(doc.events):
+        event = _event(e, f"{where}.events[{i}] ({e.name})")
+        if event.name in events:
+            raise CatalogError(f"{where}.events[{i}].name: {e.name!r} is declared twice")
+        events[event.name] = event
+    profile = _profile(doc.profile, maps, params, f"{where}.profile") if doc.profile else None
+    for i, hook in enumerate(doc.hooks):
+        kind, _, perf_event = hook.partition(":")
+        if kind == "perf_event" and (perf_event not in PERF_EVENTS or profile is None):
+            raise CatalogError(
+                f"{where}.hooks[{i}]: {hook!r}: perf_event hooks are "
+                f"{', '.join('perf_event:' + e for e in PERF_EVENTS)}, and need a profile "
+                "section naming the frequency parameter"
+            )
     return Program(
         name=doc.name,
         description=doc.description.strip(),
@@ -281,7 +346,128 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
         maps=maps,
         parameters=params,
         default_metrics=metrics,
+        events=events,
+        profile=profile,
     )
+
+
+# perf_event hooks: the software events the sidecar attaches on every CPU.
+PERF_EVENTS = ("cpu-clock",)
+
+
+def _profile(
+    doc: ProfileDoc,
+    maps: Mapping[str, MapSpec],
+    params: Mapping[str, ParameterSpec],
+    where: str,
+) -> ProfileSpec:
+    if doc.counts_map not in maps:
+        raise CatalogError(
+            f"{where}.counts_map: {doc.counts_map!r} is no map; maps: {', '.join(maps)}"
+        )
+    spec = maps[doc.counts_map]
+    keys = {f.name: f for f in spec.key}
+    for name, given in (
+        ("user_stack_field", doc.user_stack_field),
+        ("kernel_stack_field", doc.kernel_stack_field),
+    ):
+        if given not in keys or keys[given].c_type != "s32":
+            raise CatalogError(
+                f"{where}.{name}: {given!r} is no s32 key field of {doc.counts_map} "
+                "(a stack id, below 0 for none)"
+            )
+    if doc.count_field not in [f.name for f in spec.value]:
+        raise CatalogError(f"{where}.count_field: {doc.count_field!r} is no value field")
+    if not spec.pid_field:
+        raise CatalogError(f"{where}.counts_map: {doc.counts_map} needs a pid_field")
+    freq = params.get(doc.frequency_parameter)
+    if freq is None or freq.type != "int" or freq.min < 1:
+        raise CatalogError(
+            f"{where}.frequency_parameter: {doc.frequency_parameter!r} is no int "
+            "parameter with a min of at least 1"
+        )
+    return ProfileSpec(
+        counts_map=doc.counts_map,
+        count_field=doc.count_field,
+        stack_map=doc.stack_map,
+        user_stack_field=doc.user_stack_field,
+        kernel_stack_field=doc.kernel_stack_field,
+        frequency_parameter=doc.frequency_parameter,
+    )
+
+
+def _event(doc: EventDoc, where: str) -> EventSpec:
+    if doc.severity not in SEVERITIES:
+        raise CatalogError(
+            f"{where}.severity: {doc.severity!r} is not one of {', '.join(SEVERITIES)}"
+        )
+    fields = tuple(
+        EventField(
+            _field(
+                FieldDoc(f.name, f.type, f.decoders, f.unit, f.attribute, f.description),
+                f"{where}.fields[{i}] ({f.name})",
+            ),
+            resource=f.resource,
+            omit_zero=f.omit_zero,
+            export=f.export,
+        )
+        for i, f in enumerate(doc.fields)
+    )
+    by_name = {f.name: f.field for f in fields if isinstance(f.field, FieldSpec)}
+    derived = tuple(
+        EventField(
+            _derived(
+                DerivedDoc(d.name, d.from_, d.decoders, d.attribute, d.description),
+                by_name,
+                f"{where}.derived[{i}] ({d.name})",
+            ),
+            resource=d.resource,
+            omit_zero=d.omit_zero,
+        )
+        for i, d in enumerate(doc.derived)
+    )
+    names = [f.name for f in (*fields, *derived)]
+    if doc.time_field not in by_name or by_name[doc.time_field].c_type != "u64":
+        raise CatalogError(
+            f"{where}.time_field: {doc.time_field!r} is no u64 field (bpf_ktime_get_ns()); "
+            f"fields: {', '.join(by_name)}"
+        )
+    if not doc.body:
+        raise CatalogError(f"{where}.body: give at least one template")
+    for i, template in enumerate(doc.body):
+        try:
+            used = template_fields(template)
+        except ValueError as e:
+            raise CatalogError(f"{where}.body[{i}]: {e}") from None
+        unknown = [n for n in used if n not in names]
+        if unknown:
+            raise CatalogError(
+                f"{where}.body[{i}]: {', '.join(map(repr, unknown))} are no fields of the "
+                f"event; its fields: {', '.join(names)}"
+            )
+    return EventSpec(
+        name=doc.name,
+        ring_buffer=doc.ring_buffer,
+        dropped_counter=doc.dropped_counter,
+        severity=doc.severity,
+        time_field=doc.time_field,
+        description=doc.description.strip(),
+        body=tuple(" ".join(t.split()) for t in doc.body),
+        fields=fields,
+        derived=derived,
+    )
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a body template refers to; ValueError for a bad template."""
+    out = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ValueError(f"{{{name}}} is not a plain field name")
+        out.append(name)
+    return out
 
 
 def _decoders(entries: Sequence[DecoderEntry], where: str) -> tuple[decoders.Decoder, ...]:

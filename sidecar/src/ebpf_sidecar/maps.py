@@ -726,7 +726,7 @@ class MapReader:
                 clamped,
             )
         if self.dropped_table is not None:
-            snap.dropped_updates = _sum_counter(self.dropped_table)
+            snap.dropped_updates = sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
             self.reaper.reap(
                 self.table.map_fd, buffers.keys, self.key_size, keys[self.spec.pid_field], stream
@@ -855,7 +855,7 @@ def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: 
         )
 
 
-def _sum_counter(table: Any) -> int:
+def sum_counter(table: Any) -> int:
     """Element 0 of a (per-CPU) array counter, summed over CPUs."""
     value = table[ct.c_int(0)]
     try:

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ebpf_sidecar.catalog import Catalog, Program, RequestError, enabling_parameter
+from ebpf_sidecar import cgroup_filter
+from ebpf_sidecar.catalog import (
+    SEVERITIES,
+    Catalog,
+    EventSpec,
+    Program,
+    RequestError,
+    enabling_parameter,
+)
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 MIN_INTERVAL_S = 0.1
@@ -21,6 +29,11 @@ MIN_INTERVAL_S = 0.1
 # below what a Duration can hold).
 MAX_INTERVAL_S = 86400.0
 DEFAULT_INTERVAL_S = 10.0
+# Events per second of one event type a stream gets when its request says 0,
+# and the most it may ask for: past that an event storm costs the sidecar a
+# core (docs/events.md has the numbers).
+DEFAULT_RATE_LIMIT = 1000
+MAX_RATE_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,24 @@ class WantedMap:
     map: str
     clear: bool  # clear_after_read: delta reads, on an instance of the program of its own
     per_cpu: bool
+
+
+@dataclass(frozen=True)
+class WantedProfiles:
+    """The stream's ProfilesRequest, validated: whose samples become OTLP profiles."""
+
+    program: str
+    per_container: bool
+    cgroups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WantedEvent:
+    """One event type a stream gets, from an EventRequest, validated."""
+
+    program: str
+    event: EventSpec
+    rate_limit: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,8 @@ class Plan:
     interval: float
     programs: list[PlannedProgram] = field(default_factory=list)
     maps: list[WantedMap] = field(default_factory=list)
+    events: list[WantedEvent] = field(default_factory=list)
+    profiles: WantedProfiles | None = None
     # (path into the StreamRequest, message), every problem found
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -171,4 +204,115 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
             )
             continue
         result.maps.append(WantedMap(m.program, m.map, m.clear_after_read, m.per_cpu))
+    _plan_events(catalog, request, requested_at, result)
+    if request.HasField("profiles"):
+        _plan_profiles(catalog, request.profiles, planned, requested_at, result)
     return result
+
+
+def _plan_events(
+    catalog: Catalog, request: pb.StreamRequest, requested_at: dict[str, int], result: Plan
+) -> None:
+    for i, e in enumerate(request.events):
+        where = f"events[{i}]"
+        if e.program not in requested_at:
+            result.errors.append(
+                (
+                    f"{where}.program",
+                    f"{e.program!r} is not among the requested programs "
+                    f"({', '.join(sorted(requested_at)) or 'none'})",
+                )
+            )
+            continue
+        try:
+            program = catalog.program(e.program)
+        except RequestError:
+            continue  # reported at programs[]
+        if e.event and e.event not in program.events:
+            result.errors.append(
+                (
+                    f"{where}.event",
+                    f"program {e.program!r} has no event {e.event!r}; its events: "
+                    f"{', '.join(program.events) or 'none'}",
+                )
+            )
+            continue
+        if not e.event and not program.events:
+            result.errors.append((f"{where}.program", f"program {e.program!r} sends no events"))
+            continue
+        if e.min_severity and e.min_severity not in SEVERITIES:
+            result.errors.append(
+                (
+                    f"{where}.min_severity",
+                    f"{e.min_severity!r} is not a severity; use one of {', '.join(SEVERITIES)}",
+                )
+            )
+            continue
+        if e.rate_limit > MAX_RATE_LIMIT:
+            result.errors.append(
+                (
+                    f"{where}.rate_limit",
+                    f"{e.rate_limit} is above the maximum {MAX_RATE_LIMIT}; use "
+                    f"1..{MAX_RATE_LIMIT} (0: the default {DEFAULT_RATE_LIMIT})",
+                )
+            )
+            continue
+        least = SEVERITIES[e.min_severity] if e.min_severity else 0
+        for spec in program.events.values():
+            if e.event and spec.name != e.event:
+                continue
+            if spec.severity_number < least:
+                continue
+            if any(w.event.name == spec.name for w in result.events):
+                result.errors.append(
+                    (where, f"event {spec.name!r} is requested twice; request each event once")
+                )
+                continue
+            result.events.append(WantedEvent(e.program, spec, e.rate_limit or DEFAULT_RATE_LIMIT))
+
+
+def _plan_profiles(
+    catalog: Catalog,
+    wanted: pb.ProfilesRequest,
+    planned: dict[str, PlannedProgram],
+    requested_at: dict[str, int],
+    result: Plan,
+) -> None:
+    samplers = sorted(n for n, p in catalog.programs.items() if p.profile is not None)
+    if wanted.program not in requested_at:
+        result.errors.append(
+            (
+                "profiles.program",
+                f"{wanted.program!r} is not among the requested programs "
+                f"({', '.join(sorted(requested_at)) or 'none'}); request a program that "
+                f"samples stacks ({', '.join(samplers) or 'none in this catalog'})",
+            )
+        )
+        return
+    program = catalog.programs.get(wanted.program)
+    if program is None or program.profile is None:
+        result.errors.append(
+            (
+                "profiles.program",
+                f"program {wanted.program!r} samples no stacks; programs that do: "
+                f"{', '.join(samplers) or 'none in this catalog'}",
+            )
+        )
+        return
+    if any(
+        w.program == wanted.program and w.map == program.profile.counts_map for w in result.maps
+    ):
+        result.errors.append(
+            (
+                "profiles.program",
+                f"map {wanted.program}/{program.profile.counts_map} is read for profiles, "
+                "which clears it every interval; bind no metric to it",
+            )
+        )
+        return
+    bad = [(i, cgroup_filter.check(e)) for i, e in enumerate(wanted.cgroups)]
+    result.errors += [(f"profiles.cgroups[{i}]", m) for i, m in bad if m]
+    if wanted.program in planned and not any(m for _, m in bad):
+        result.profiles = WantedProfiles(
+            wanted.program, wanted.per_container, tuple(wanted.cgroups)
+        )

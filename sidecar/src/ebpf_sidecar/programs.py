@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from ebpf_sidecar import includes, kernel, pins
 from ebpf_sidecar.catalog import Catalog, Program
+from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class LoadedProgram:
     bpf: Any
     attach_time_ns: int
     readers: dict[str, MapReader] = field(default_factory=dict)
+    # its event types' ring buffers, by event name
+    events: dict[str, EventSource] = field(default_factory=dict)
     users: int = 0
     # 0 for a shared instance, else a number unique to the one stream using it
     exclusive: int = 0
@@ -94,6 +97,8 @@ class LoadedProgram:
 
     def close(self) -> None:
         """Detach: unpin (if pinned), then close what this process holds."""
+        for source in self.events.values():
+            source.close()
         if self.pins is not None:
             self.pins.remove()
             self.pins = None
@@ -132,7 +137,16 @@ def _captured_stderr() -> Iterator[list[str]]:
 
 # Autoloaded function prefixes BCC attaches in ways that cannot be pinned
 # (kprobes, trampolines): a program with any of them is attached by BCC.
-_UNLINKED_PREFIXES = (b"kprobe__", b"kretprobe__", b"kfunc__", b"kretfunc__", b"lsm__")
+# Perf event functions (perf_event__<event>) are attached by attach_perf_events,
+# with BCC's perf event fds: they are not pinned either.
+_UNLINKED_PREFIXES = (
+    b"kprobe__",
+    b"kretprobe__",
+    b"kfunc__",
+    b"kretfunc__",
+    b"lsm__",
+    b"perf_event__",
+)
 
 
 # The kernel's internal "not supported", which bpf() can return as it is.
@@ -213,6 +227,30 @@ def _attach(bpf: Any) -> list[int] | None:
             os.close(fd)
         raise
     return links
+
+
+def attach_perf_events(bpf: Any, program: Program, values: Mapping[str, int]) -> None:
+    """Attach the program's ``perf_event:<event>`` hooks on every online CPU.
+
+    The function ``perf_event__<event>`` (dashes as underscores) runs at the
+    sample frequency of the program's profile frequency parameter; BCC opens
+    one software perf event per CPU, closed with the BPF object.
+    """
+    from bcc import PerfSWConfig, PerfType
+
+    events = {"cpu-clock": PerfSWConfig.CPU_CLOCK}
+    for hook in program.hooks:
+        kind, _, event = hook.partition(":")
+        if kind != "perf_event":
+            continue
+        assert program.profile is not None  # the manifest checks it
+        bpf.attach_perf_event(
+            ev_type=PerfType.SOFTWARE,
+            ev_config=events[event],
+            fn_name=b"perf_event__" + event.replace("-", "_").encode(),
+            sample_freq=values[program.profile.frequency_parameter],
+            cpu=-1,
+        )
 
 
 def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Path]) -> list[str]:
@@ -349,7 +387,8 @@ class ProgramManager:
         bpf, seconds = _compile(program, full)
         try:
             links = _attach(bpf)
-        except OSError as e:
+            attach_perf_events(bpf, program, values)
+        except Exception as e:  # OSError, or the plain Exception of a BCC attach
             bpf.cleanup()
             raise LoadError(f"program {name!r} was compiled but not attached: {e}") from None
         loaded = LoadedProgram(
@@ -362,6 +401,11 @@ class ProgramManager:
         )
         try:
             loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
+            loaded.events = _event_sources(
+                program,
+                lambda rb: (bpf[rb.encode()].map_fd, compiled_members(bpf, rb)),
+                lambda m: bpf[m.encode()],
+            )
         except BaseException:
             loaded.close()
             raise
@@ -386,8 +430,14 @@ class ProgramManager:
         names = [
             *loaded.readers,
             *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
+            *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
         ]
-        layout: dict[str, Any] = {"program": loaded.program.name, "maps": {}}
+        layout: dict[str, Any] = {
+            "program": loaded.program.name,
+            "maps": {},
+            # ring buffer -> the event struct's members, as BCC described them
+            "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
+        }
         for m in names:
             t = bpf[m.encode()]
             layout["maps"][m] = {
@@ -403,6 +453,8 @@ class ProgramManager:
             pin_dir.create(loaded.attach_time_ns, layout)
             for m in names:
                 pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
+            for source in loaded.events.values():
+                pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
             for i, fd in enumerate(loaded.links or []):
                 pin_dir.pin(fd, f"link_{i}")
         except OSError as e:
@@ -458,6 +510,14 @@ class ProgramManager:
                 fds.append(fd)
                 tables[m] = PinnedTable.from_desc(fd, desc)
             readers = _readers(program, values, lambda m: tables[m])
+            members = layout.get("events", {})
+            ring_fds = {}
+            for rb in members:
+                ring_fds[rb] = pin_dir.get(f"ringbuf_{rb}")
+                fds.append(ring_fds[rb])
+            sources = _event_sources(
+                program, lambda rb: (ring_fds[rb], members[rb]), lambda m: tables[m]
+            )
             # Held like a fresh instance's links (the programs show as ours
             # in fdinfo and bpftool); the pins keep them attached either way.
             links = []
@@ -491,6 +551,7 @@ class ProgramManager:
             bpf=None,
             attach_time_ns=meta.attach_time_ns,
             readers=readers,
+            events=sources,
             links=links,
             pins=pin_dir,
             map_fds=[fd for fd in fds if fd not in links],
@@ -595,3 +656,25 @@ def _readers(
     except LayoutError as e:
         raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
     return readers
+
+
+def _event_sources(
+    program: Program,
+    ring_buffer: Callable[[str], tuple[int, list[str]]],
+    table: Callable[[str], Any],
+) -> dict[str, EventSource]:
+    """An event source per event type: its ring buffer's fd and struct, checked."""
+    sources: dict[str, EventSource] = {}
+    try:
+        for spec in program.events.values():
+            fd, members = ring_buffer(spec.ring_buffer)
+            sources[spec.name] = EventSource(
+                spec,
+                fd,
+                members,
+                table(spec.dropped_counter) if spec.dropped_counter else None,
+                f"{program.source.parent}/manifest.yaml events ({spec.name})",
+            )
+    except (LayoutError, KeyError) as e:
+        raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
+    return sources

@@ -12,19 +12,24 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__, unix_socket
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, events, unix_socket
 from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
 from ebpf_sidecar.maps import DEFAULT_FULL_EVERY, Changes, MapReader
-from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedMap, plan
+from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedEvent, WantedMap, plan
+from ebpf_sidecar.profile_stream import ProfileStream
 from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
+from ebpf_sidecar.symbols import Symbolizer
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 from ebpfreceiver.sidecar.v1 import sidecar_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_STREAMS = 8
+# How long a stream lets events gather after the first arrives before it
+# sends them: a burst goes out in one message, and no event waits longer.
+EVENT_LINGER_S = 0.2
 # Worker threads beyond the stream slots: each open stream holds a thread for
 # its whole life, so without these a full set of streams would leave none for
 # Describe, Plan, or the call that is told there is no slot left.
@@ -67,6 +72,8 @@ class SidecarService(pb_grpc.SidecarServicer):
         self.kernel = kernel
         self.max_streams = max_streams
         self._stream_slots = threading.BoundedSemaphore(max_streams)
+        # one symbol cache for every stream's profiles
+        self.symbolizer = Symbolizer()
 
     def Describe(
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
@@ -95,11 +102,18 @@ class SidecarService(pb_grpc.SidecarServicer):
         # entry until every stream reading the map has exported it.
         token = object()
         subscribed: list[MapReader] = []
+        sink = events.EventSink()
+        sources: list[events.EventSource] = []
+        profiles: ProfileStream | None = None
         closed = threading.Event()
         context.add_callback(closed.set)
+        context.add_callback(sink.close)
         try:
             by_name: dict[str, LoadedProgram] = {}
             clearing = {w.program for w in wanted if w.clear}
+            # profiles clear the sample counts every read: an instance of their own
+            if judged.profiles is not None:
+                clearing.add(judged.profiles.program)
             for p in judged.programs:
                 name = p.program.name
                 loaded = self.programs.acquire(name, p.requested, exclusive=name in clearing)
@@ -115,13 +129,26 @@ class SidecarService(pb_grpc.SidecarServicer):
             for w in wanted:
                 by_name[w.program].readers[w.map].subscribe(token)
                 subscribed.append(by_name[w.program].readers[w.map])
+            for we in judged.events:
+                sink.want(we.event.name, we.rate_limit)
+                source = by_name[we.program].events[we.event.name]
+                source.subscribe(sink)
+                sources.append(source)
+            profiles = (
+                ProfileStream(judged.profiles, by_name[judged.profiles.program], self.symbolizer)
+                if judged.profiles is not None
+                else None
+            )
             log.info(
-                "stream %s: programs %s, %d maps every %.1fs",
+                "stream %s: programs %s, %d maps every %.1fs, events %s",
                 context.peer(),
                 ", ".join(by_name),
                 len(wanted),
                 interval,
+                ", ".join(we.event.name for we in judged.events) or "none",
             )
+            if profiles is not None:
+                profiles.start_prefetching(closed)
             sequence = 0
             next_tick = time.monotonic()
             # changes-only streams: what this stream sent of each cumulative map
@@ -132,11 +159,28 @@ class SidecarService(pb_grpc.SidecarServicer):
             }
             while not closed.is_set():
                 sequence += 1
-                yield self._snapshot(
+                snap = self._snapshot(
                     sequence, wanted, by_name, token, request.packed_columns, changes
                 )
+                self._add_events(snap, judged.events, by_name, sink)
+                if profiles is not None:
+                    profiles.add_to(snap)
+                yield snap
                 next_tick = next_read(next_tick, interval, time.monotonic())
-                closed.wait(max(0.0, next_tick - time.monotonic()))
+                # events go out as they come, in snapshots of their own
+                while not closed.is_set() and time.monotonic() < next_tick:
+                    if not judged.events:
+                        closed.wait(max(0.0, next_tick - time.monotonic()))
+                        continue
+                    if not sink.wait(next_tick - time.monotonic()):
+                        continue
+                    closed.wait(min(EVENT_LINGER_S, max(0.0, next_tick - time.monotonic())))
+                    if closed.is_set() or time.monotonic() >= next_tick:
+                        break  # the interval's snapshot takes them
+                    # sequence 0: an event batch, not one of the interval's snapshots
+                    logs_only = pb.Snapshot(sequence=0, time_unix_nano=time.time_ns())
+                    self._add_events(logs_only, judged.events, by_name, sink, counters=False)
+                    yield logs_only
         except RequestError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except InstanceLimit as e:
@@ -144,11 +188,47 @@ class SidecarService(pb_grpc.SidecarServicer):
         except LoadError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
+            if profiles is not None:
+                profiles.stop()
+            for source in sources:
+                source.unsubscribe(sink)
             for reader in subscribed:
                 reader.unsubscribe(token)
             for loaded in acquired:
                 self.programs.release(loaded)
             self._stream_slots.release()
+
+    @staticmethod
+    def _add_events(
+        snap: pb.Snapshot,
+        wanted: list[WantedEvent],
+        loaded: dict[str, LoadedProgram],
+        sink: events.EventSink,
+        counters: bool = True,
+    ) -> None:
+        """The stream's pending events as snap.logs; with ``counters``, a
+        MapSnapshot per event type counting what it lost (see EventRequest)."""
+        pending = sink.take()
+        if pending:
+            snap.logs = events.logs_data(pending, events.CLOCK).SerializeToString()
+        if not counters:
+            return
+        for w in wanted:
+            source = loaded[w.program].events[w.event.name]
+            full = source.ring_buffer_full()
+            counts = [
+                full if reason == events.RING_BUFFER_FULL else sink.dropped[(w.event.name, reason)]
+                for reason in events.REASONS
+            ]
+            ms = snap.maps.add(
+                program=w.program,
+                map=w.event.name,
+                attach_time_unix_nano=loaded[w.program].attach_time_ns,
+                entries=len(counts),
+                dropped_updates=full,
+            )
+            ms.key_columns.add(field="reason", strings=list(events.REASONS))
+            ms.value_columns.add(field="count", uints=counts)
 
     def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
         return plan(self.catalog, request).to_proto()

@@ -146,6 +146,33 @@ class CgroupPaths:
                 found = self._paths.get(cgroup_id)
         return found if found is not None else ""
 
+    def all(self) -> dict[int, str]:
+        """Every cgroup now (id -> path), walking the mount afresh."""
+        with self._lock:
+            self._walk()
+            self._walked_at = time.monotonic()
+            return dict(self._paths)
+
+    def refresh_for(self, ids: Column, newest: float, min_interval: float) -> None:
+        """Walk now if any of ``ids`` is unknown and the last walk began before
+        ``newest`` (time.monotonic() of the newest event: a cgroup made after
+        the walk), and at least ``min_interval`` ago.
+
+        For events, decoded once when they happen: a container started a
+        moment ago must not wait ``refresh_interval`` for its name, as a map's
+        entries, decoded again at every snapshot, can.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if self._walked_at is not None and (
+                self._walked_at > newest or now - self._walked_at < min_interval
+            ):
+                return
+            if all(not v or int(v) in self._paths for v in ids):
+                return
+            self._walk()
+            self._walked_at = now
+
     def decode(self, column: Column) -> list[str]:
         now = time.monotonic()
         out = []

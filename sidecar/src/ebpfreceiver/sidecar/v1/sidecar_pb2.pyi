@@ -89,20 +89,38 @@ class KernelInfo(_message.Message):
     def __init__(self, release: _Optional[str] = ..., btf: _Optional[bool] = ..., raw_tracepoints: _Optional[bool] = ..., perf_events: _Optional[bool] = ..., kprobes: _Optional[bool] = ..., headers: _Optional[str] = ...) -> None: ...
 
 class Program(_message.Message):
-    __slots__ = ("name", "description", "hooks", "maps", "parameters", "default_metrics")
+    __slots__ = ("name", "description", "hooks", "maps", "parameters", "default_metrics", "events", "profiles")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HOOKS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METRICS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     hooks: _containers.RepeatedScalarFieldContainer[str]
     maps: _containers.RepeatedCompositeFieldContainer[Map]
     parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
     default_metrics: _containers.RepeatedCompositeFieldContainer[MetricBinding]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., hooks: _Optional[_Iterable[str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., default_metrics: _Optional[_Iterable[_Union[MetricBinding, _Mapping]]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    profiles: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., hooks: _Optional[_Iterable[str]] = ..., maps: _Optional[_Iterable[_Union[Map, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., default_metrics: _Optional[_Iterable[_Union[MetricBinding, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., profiles: _Optional[bool] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("name", "description", "severity", "fields", "resource_fields")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    severity: str
+    fields: _containers.RepeatedCompositeFieldContainer[Field]
+    resource_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., severity: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., resource_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Parameter(_message.Message):
     __slots__ = ("name", "type", "default", "allowed", "min", "max", "description")
@@ -251,21 +269,47 @@ class MapRequest(_message.Message):
     per_cpu: bool
     def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., clear_after_read: _Optional[bool] = ..., per_cpu: _Optional[bool] = ...) -> None: ...
 
+class EventRequest(_message.Message):
+    __slots__ = ("program", "event", "min_severity", "rate_limit")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    event: str
+    min_severity: str
+    rate_limit: int
+    def __init__(self, program: _Optional[str] = ..., event: _Optional[str] = ..., min_severity: _Optional[str] = ..., rate_limit: _Optional[int] = ...) -> None: ...
+
 class StreamRequest(_message.Message):
-    __slots__ = ("programs", "maps", "interval", "packed_columns", "changes_only", "full_snapshot_every")
+    __slots__ = ("programs", "maps", "interval", "events", "profiles", "packed_columns", "changes_only", "full_snapshot_every")
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     PACKED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
     FULL_SNAPSHOT_EVERY_FIELD_NUMBER: _ClassVar[int]
     programs: _containers.RepeatedCompositeFieldContainer[ProgramRequest]
     maps: _containers.RepeatedCompositeFieldContainer[MapRequest]
     interval: _duration_pb2.Duration
+    events: _containers.RepeatedCompositeFieldContainer[EventRequest]
+    profiles: ProfilesRequest
     packed_columns: bool
     changes_only: bool
     full_snapshot_every: int
-    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., packed_columns: _Optional[bool] = ..., changes_only: _Optional[bool] = ..., full_snapshot_every: _Optional[int] = ...) -> None: ...
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EventRequest, _Mapping]]] = ..., profiles: _Optional[_Union[ProfilesRequest, _Mapping]] = ..., packed_columns: _Optional[bool] = ..., changes_only: _Optional[bool] = ..., full_snapshot_every: _Optional[int] = ...) -> None: ...
+
+class ProfilesRequest(_message.Message):
+    __slots__ = ("program", "per_container", "cgroups")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    PER_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CGROUPS_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    per_container: bool
+    cgroups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, program: _Optional[str] = ..., per_container: _Optional[bool] = ..., cgroups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Column(_message.Message):
     __slots__ = ("field", "uints", "ints", "strings")
@@ -328,16 +372,20 @@ class MapSnapshot(_message.Message):
     def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ..., packed_key_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., packed_value_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., changes_only: _Optional[bool] = ..., slots: _Optional[bytes] = ..., removed_slots: _Optional[bytes] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration")
+    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     READ_DURATION_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time_unix_nano: int
     maps: _containers.RepeatedCompositeFieldContainer[MapSnapshot]
     read_duration: _duration_pb2.Duration
-    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    logs: bytes
+    profiles: bytes
+    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., logs: _Optional[bytes] = ..., profiles: _Optional[bytes] = ...) -> None: ...
 
 class FieldError(_message.Message):
     __slots__ = ("field", "message")
