@@ -9,10 +9,12 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
@@ -72,6 +74,13 @@ type column = sidecarpb.Column
 // columns do not match their entry count, are logged and skipped; the other
 // maps are converted.
 func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
+	if len(snap.GetMaps()) > 0 {
+		started := time.Now()
+		defer func() {
+			took := time.Since(started)
+			c.tel.snapshot(proto.Size(snap), snap.GetReadDuration().AsDuration(), took)
+		}()
+	}
 	c.snapshots++
 	out := newMetricsBuilder(c.snapshots, c.series, c.plans)
 	ts := pcommon.Timestamp(snap.GetTimeUnixNano())
