@@ -143,6 +143,24 @@ def total(points: list[Point], metric: str, **attrs: str) -> float:
     return sum(p.value for p in points if p.metric == metric and attrs.items() <= p.attrs.items())
 
 
+def tcp_tracepoint_misses() -> int:
+    """Runs the kernel skipped of the tcp programs (BCC names them tracepoint__tcp…).
+
+    A classic tracepoint's BPF program does not run when another BPF program
+    is running on the same CPU (bpf_prog_active); bpftool shows how often.
+    """
+    progs = json.loads(
+        subprocess.run(
+            ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    return sum(
+        int(p.get("recursion_misses", 0))
+        for p in progs
+        if str(p.get("name", "")).startswith("tracepoint__tcp")
+    )
+
+
 def collector_config(sock: Path, otlp_port: int, traces: Path, metrics: Path) -> Json:
     return {
         "receivers": {
@@ -229,11 +247,13 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
             assert hear(app) == "connected"
             disk0 = idle_diskstats(name)
             snmp0, netstat0 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
+            misses0 = tcp_tracepoint_misses()
             ns.loss(LOSS_PERCENT, ADDR)
             tell(app, "go")
             assert hear(app) == "done"
             ns.no_loss()
             snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
+            misses = tcp_tracepoint_misses() - misses0
             disk1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
             assert disk1["in_flight"] == 0, disk1
             tell(app, "close")
@@ -307,7 +327,7 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
     print(f"  {name}: diskstats delta {disk}, container's ebpf.disk.* {ebpf_disk}")
     print(
         f"  retransmits: container's {retrans:.0f}, netns RetransSegs {retrans_kernel}, "
-        f"TCPRetransFail {retrans_failed}"
+        f"TCPRetransFail {retrans_failed}, tcp programs' recursion misses {misses}"
     )
     print(
         f"  cpu: ebpf.process.cpu.time {cpu_seconds:.3f} s, "
@@ -320,10 +340,15 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
     # As tests/test_accuracy_tcp.py: exact but for retransmissions that the
     # stack counted in RetransSegs and failed to send. Both ends are the app's.
     assert retrans_kernel > 0, "the nftables loss rule caused no retransmits"
-    assert retrans_kernel - retrans_failed <= retrans <= retrans_kernel, (
+    # Nor does the program see a retransmit whose tracepoint fired while
+    # another BPF program ran on that CPU (a softirq interrupting it): the
+    # kernel skips the nested run and counts it in the program's
+    # recursion_misses, which bound the difference here.
+    assert retrans_kernel - retrans_failed - misses <= retrans <= retrans_kernel, (
         retrans,
         retrans_kernel,
         retrans_failed,
+        misses,
     )
     # Every cpu series of the container is the app's process.
     assert {p.resource.get("process.pid") for p in cpu} == {pid}, cpu
