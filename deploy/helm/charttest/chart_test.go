@@ -141,6 +141,9 @@ func TestLint(t *testing.T) {
 func TestDefaultValues(t *testing.T) {
 	r := render(t)
 	checkPod(t, r, nil)
+	if got := r.daemonSet.Spec.Template.Spec.Containers[0].Args; !slices.Equal(got, []string{"--config", "/etc/otelcol-ebpf/config.yaml"}) {
+		t.Errorf("collector args %v: no feature gate without a profiles pipeline", got)
+	}
 	checkConfig(t, r, []string{"prometheus"})
 	checkRBAC(t, r)
 	if r.podMonitor != nil || r.serviceMonitor != nil || r.service != nil || r.rule != nil {
@@ -176,6 +179,11 @@ func TestNonDefaultValues(t *testing.T) {
 	}
 	if pod.PriorityClassName != "system-node-critical" || len(pod.ImagePullSecrets) != 1 {
 		t.Errorf("priorityClassName %q, imagePullSecrets %v", pod.PriorityClassName, pod.ImagePullSecrets)
+	}
+	collectorArgs := []string{"--config", "/etc/otelcol-ebpf/config.yaml",
+		"--feature-gates=service.profilesSupport", "--set=service.telemetry.logs.level=debug"}
+	if got := pod.Containers[0].Args; !slices.Equal(got, collectorArgs) {
+		t.Errorf("collector args %v, want %v (a profiles pipeline needs the profiles gate)", got, collectorArgs)
 	}
 	sidecar := pod.InitContainers[0]
 	if sidecar.Image != "registry.example/ebpf-sidecar:1.2.3" || !slices.Contains(sidecar.Args, "CAP_SYS_PTRACE") {
