@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Process, free_port, pipeline_config, scrape, start_collector, value, wait_for
+from conftest import (
+    Process,
+    Samples,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    value,
+    wait_for,
+)
 
 WORKER = r"""
 import ctypes, os, sys, time
@@ -102,22 +111,29 @@ def cpu_pipeline(sidecar: tuple[Process, Path], tmp_path: Path) -> Iterator[int]
         col.stop()
 
 
-def settled(read: Callable[[], float | None], every: float = 0.6) -> float:
-    """The metric once three scrapes a snapshot apart agree (the child is blocked).
+def settled(port: int, pick: Callable[[Samples], float | None], every: float = 0.6) -> float:
+    """The metric once three scrapes agree across two fresh snapshots (the child is blocked).
 
-    Two equal scrapes could both predate the last snapshot when the machine
-    is busy; three spanning more than two collection intervals cannot.
+    Equal scrapes alone could all predate the last snapshot when the pipeline
+    is slow for a moment: the value would be a partial one, taken while the
+    child still ran. So the scrapes must also see the node's total on-CPU time
+    change between each two of them (the sidecar itself runs at every read):
+    the last one then shows a map read after the first scrape, after the
+    child blocked.
     """
 
     def probe() -> tuple[float] | None:
-        values = []
+        values, witnesses = [], []
         for i in range(3):
             if i:
                 time.sleep(every)
-            values.append(read())
+            samples = scrape(port)
+            values.append(pick(samples))
+            witnesses.append(value(samples, "ebpf_process_cpu_time_seconds_total"))
+        fresh = witnesses[0] != witnesses[1] != witnesses[2]
         # a 1-tuple, so that a settled 0 is not taken for "not yet"
         last = values[-1]
-        return (last,) if last is not None and len(set(values)) == 1 else None
+        return (last,) if last is not None and len(set(values)) == 1 and fresh else None
 
     return wait_for("a settled metric", probe, 20)[0]
 
@@ -129,18 +145,18 @@ def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
     try:
         w.do("spin 0.01")  # the series exists before the window opens
 
-        def cpu_seconds() -> float | None:
+        def cpu_seconds(samples: Samples) -> float | None:
             return value(
-                scrape(port),
+                samples,
                 "ebpf_process_cpu_time_seconds_total",
                 process_pid=str(w.proc.pid),
                 process_executable_name=w.comm,
             )
 
         for _ in range(2):
-            before_metric, before_kernel = settled(cpu_seconds), w.schedstat_ns()
+            before_metric, before_kernel = settled(port, cpu_seconds), w.schedstat_ns()
             w.do("spin 1.5")
-            after_metric, after_kernel = settled(cpu_seconds), w.schedstat_ns()
+            after_metric, after_kernel = settled(port, cpu_seconds), w.schedstat_ns()
             windows.append((after_metric - before_metric, (after_kernel - before_kernel) / 1e9))
     finally:
         w.close()
@@ -168,16 +184,19 @@ def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
     try:
         w.do("sleep 1")
 
-        def switches(kind: str) -> float | None:
+        def switches(samples: Samples, kind: str) -> float | None:
             return value(
-                scrape(port),
+                samples,
                 "ebpf_process_context_switches_total",
                 process_pid=str(w.proc.pid),
                 process_executable_name=w.comm,
                 process_context_switch_type=kind,
             )
 
-        before = (settled(lambda: switches("voluntary")), settled(lambda: switches("involuntary")))
+        before = (
+            settled(port, lambda s: switches(s, "voluntary")),
+            settled(port, lambda s: switches(s, "involuntary")),
+        )
         kernel_before = w.switches()
         w.do("sleep 300")
         for h in hogs:  # contend for CPU 0 so the spinning worker is preempted
@@ -187,7 +206,10 @@ def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
         w.do("spin 1.2")
         for h in hogs:
             assert h._read() == "done"
-        after = (settled(lambda: switches("voluntary")), settled(lambda: switches("involuntary")))
+        after = (
+            settled(port, lambda s: switches(s, "voluntary")),
+            settled(port, lambda s: switches(s, "involuntary")),
+        )
         kernel_after = w.switches()
     finally:
         w.close()
