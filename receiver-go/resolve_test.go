@@ -30,8 +30,7 @@ func TestResolveDefaultMetrics(t *testing.T) {
 			{Program: "syscalls", Map: "syscalls"},
 			{Program: "runqlat", Map: "runq_latency"},
 		},
-		Interval:      durationpb.New(10 * time.Second),
-		PackedColumns: true,
+		Interval: durationpb.New(10 * time.Second),
 	}
 	assert.True(t, proto.Equal(want, res.request), "got %v", res.request)
 
