@@ -167,13 +167,7 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
     for i, m in enumerate(request.maps):
         where = f"maps[{i}]"
         if m.program not in requested_at:
-            result.errors.append(
-                (
-                    f"{where}.program",
-                    f"{m.program!r} is not among the requested programs "
-                    f"({', '.join(sorted(requested_at)) or 'none'})",
-                )
-            )
+            result.errors.append((f"{where}.program", not_requested(m.program, requested_at)))
             continue
         try:
             spec = catalog.map(m.program, m.map)
@@ -210,19 +204,21 @@ def plan(catalog: Catalog, request: pb.StreamRequest) -> Plan:
     return result
 
 
+def not_requested(program: str, requested_at: dict[str, int]) -> str:
+    """Why a map, event or profiles request naming ``program`` is refused."""
+    return (
+        f"{program!r} is not among the requested programs "
+        f"({', '.join(sorted(requested_at)) or 'none'})"
+    )
+
+
 def _plan_events(
     catalog: Catalog, request: pb.StreamRequest, requested_at: dict[str, int], result: Plan
 ) -> None:
     for i, e in enumerate(request.events):
         where = f"events[{i}]"
         if e.program not in requested_at:
-            result.errors.append(
-                (
-                    f"{where}.program",
-                    f"{e.program!r} is not among the requested programs "
-                    f"({', '.join(sorted(requested_at)) or 'none'})",
-                )
-            )
+            result.errors.append((f"{where}.program", not_requested(e.program, requested_at)))
             continue
         try:
             program = catalog.program(e.program)
@@ -283,8 +279,7 @@ def _plan_profiles(
         result.errors.append(
             (
                 "profiles.program",
-                f"{wanted.program!r} is not among the requested programs "
-                f"({', '.join(sorted(requested_at)) or 'none'}); request a program that "
+                f"{not_requested(wanted.program, requested_at)}; request a program that "
                 f"samples stacks ({', '.join(samplers) or 'none in this catalog'})",
             )
         )
