@@ -116,6 +116,18 @@ def netns() -> Iterator[Netns]:
         subprocess.run(["ip", "netns", "del", ns.name], check=False)
 
 
+def start_lossy_transfer(
+    container: KubeletContainer, ns: Netns, addr: str, messages: int
+) -> subprocess.Popen[str]:
+    """LOSSY_TRANSFER (below) from ``container``, inside ``ns``, talking to ``addr``."""
+    return container.run(
+        ["ip", "netns", "exec", ns.name, sys.executable, "-c", LOSSY_TRANSFER, addr, str(messages)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 # Runs inside the netns. A server on 127.0.0.77 reads until EOF; the client
 # connects before any loss is set up (so no SYN or SYN-ACK is retransmitted:
 # the kernel counts SYN-ACK retransmits in RetransSegs but reports them on
@@ -383,22 +395,7 @@ def test_retransmits_land_on_the_sending_containers_series(
     lossy, quiet = kubelet_containers(), kubelet_containers()
     with netns() as ns:
         procs = {
-            c.container_id: c.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns.name,
-                    sys.executable,
-                    "-c",
-                    LOSSY_TRANSFER,
-                    addr,
-                    str(MESSAGES),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            c.container_id: start_lossy_transfer(c, ns, addr, MESSAGES)
             for c, addr in ((lossy, ADDR), (quiet, QUIET_ADDR))
         }
         try:

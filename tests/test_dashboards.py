@@ -34,7 +34,7 @@ import pytest
 import yaml
 from test_accuracy_block import attached_loop_device, direct_io
 from test_accuracy_oom import oom_victim
-from test_accuracy_tcp import ADDR, LOSSY_TRANSFER, REFUSED, netns
+from test_accuracy_tcp import ADDR, REFUSED, netns, start_lossy_transfer
 
 from conftest import (
     BUSY_WORKER,
@@ -204,22 +204,7 @@ def lossy_tcp(container: KubeletContainer, rounds: int = 1) -> None:
     resets on that container's series."""
     with netns() as ns:
         for _ in range(rounds):
-            p = container.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns.name,
-                    sys.executable,
-                    "-c",
-                    LOSSY_TRANSFER,
-                    ADDR,
-                    "3000",
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            p = start_lossy_transfer(container, ns, ADDR, 3000)
             try:
                 assert p.stdin and p.stdout
                 int(p.stdout.readline())  # connected before the loss
