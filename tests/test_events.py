@@ -72,6 +72,13 @@ def records(out: OtlpJsonLines, event: str | None = None) -> list[Record]:
     return found
 
 
+def exit_records(out: OtlpJsonLines, pid: int) -> list[Record]:
+    """The ebpf.process.exit records of process ``pid``."""
+    return [
+        r for r in records(out, "ebpf.process.exit") if r.resource.get("process.pid") == str(pid)
+    ]
+
+
 def events_config(sock: Path, prom_port: int, logs: Path, events: list[Json]) -> Json:
     """The receiver in a metrics pipeline and a logs pipeline (file exporter)."""
     cfg = pipeline_config(
@@ -167,15 +174,7 @@ def test_signal_deaths_are_one_record_each_and_normal_exits_none(
         ],
         15,
     )[0]
-    wait_for(
-        "the SIGKILL record",
-        lambda: [
-            r
-            for r in records(out, "ebpf.process.exit")
-            if r.resource.get("process.pid") == str(victim.pid)
-        ],
-        15,
-    )
+    wait_for("the SIGKILL record", lambda: exit_records(out, victim.pid), 15)
     killer.stdin.close()
     killer.wait(10)
 
@@ -245,15 +244,7 @@ def test_oom_kill_records_match_vmstat(
             15,
         )
         # the victim's own exit event has come too: everything before it is in
-        wait_for(
-            "the victim's exit record",
-            lambda: [
-                r
-                for r in records(out, "ebpf.process.exit")
-                if r.resource.get("process.pid") == str(victim.pid)
-            ],
-            15,
-        )
+        wait_for("the victim's exit record", lambda: exit_records(out, victim.pid), 15)
         all_kills = records(out, "ebpf.oom.kill")
     finally:
         if victim.poll() is None:
