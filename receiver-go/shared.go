@@ -29,7 +29,6 @@ var receivers = struct {
 // instance of a component together).
 type sharedReceiver struct {
 	*ebpfReceiver
-	cfg       *Config
 	startOnce sync.Once
 	startErr  error
 	stopOnce  sync.Once
@@ -44,7 +43,7 @@ func (s *sharedReceiver) Start(ctx context.Context, host component.Host) error {
 func (s *sharedReceiver) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		receivers.Lock()
-		delete(receivers.byConfig, s.cfg)
+		delete(receivers.byConfig, s.ebpfReceiver.cfg)
 		receivers.Unlock()
 		s.stopErr = s.ebpfReceiver.Shutdown(ctx)
 	})
@@ -62,7 +61,7 @@ func sharedFor(set receiver.Settings, cfg *Config, attach func(*ebpfReceiver)) (
 		if err != nil {
 			return nil, err
 		}
-		s = &sharedReceiver{ebpfReceiver: r, cfg: cfg}
+		s = &sharedReceiver{ebpfReceiver: r}
 		receivers.byConfig[cfg] = s
 	}
 	attach(s.ebpfReceiver)
