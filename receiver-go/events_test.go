@@ -68,14 +68,13 @@ func TestEventDropCountersBecomeASelfMetric(t *testing.T) {
 	tel, err := newSelfTelemetry(metadatatest.NewSettings(tt).TelemetrySettings)
 	require.NoError(t, err)
 	snap := func(full, limited uint64) *sidecarpb.Snapshot {
-		return &sidecarpb.Snapshot{Maps: []*sidecarpb.MapSnapshot{
-			{Program: "oom", Map: "oom_kills"}, // a BPF map: not an event's counters
-			{
-				Program: "process", Map: "ebpf.process.exit", AttachTimeUnixNano: 7, Entries: 3,
-				KeyColumns:   []*sidecarpb.Column{{Field: "reason", Strings: []string{"ring_buffer_full", "rate_limited", "stream_behind"}}},
-				ValueColumns: []*sidecarpb.Column{{Field: "count", Uints: []uint64{full, limited, 0}}},
-			},
-		}}
+		return &sidecarpb.Snapshot{
+			Maps: []*sidecarpb.MapSnapshot{{Program: "oom", Map: "oom_kills"}}, // a BPF map: no event counts
+			EventDrops: []*sidecarpb.EventDrops{{
+				Program: "process", Event: "ebpf.process.exit", AttachTimeUnixNano: 7,
+				RingBufferFull: full, RateLimited: limited,
+			}},
+		}
 	}
 	assert.Equal(t, map[string]uint64{"ebpf.process.exit": 5}, tel.eventCounters(snap(2, 3), 1))
 	assert.Equal(t, map[string]uint64{"ebpf.process.exit": 10}, tel.eventCounters(snap(2, 13), 1))

@@ -2,7 +2,6 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 
 import (
 	"context"
-	"strings"
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
@@ -97,50 +96,40 @@ func (t *selfTelemetry) mapFull(k mapKey, attach uint64) bool {
 	return true
 }
 
-// eventDropReasons are the reasons the sidecar counts events it did not send.
-var eventDropReasons = map[string]bool{"ring_buffer_full": true, "rate_limited": true, "stream_behind": true}
-
-// eventCounters takes a snapshot's event counters (MapSnapshots named
-// after an event, see sidecar.proto's EventRequest) and counts their
-// growth. Counts restart with a stream (rate_limited, stream_behind) or an
-// attach (ring_buffer_full): epoch tells them apart. It returns how many
-// events were dropped since the last call, by event.
+// eventCounters takes a snapshot's event drop counts (Snapshot.event_drops)
+// and counts their growth. Counts restart with a stream (rate_limited,
+// stream_behind) or an attach (ring_buffer_full): epoch tells them apart. It
+// returns how many events were dropped since the last call, by event.
 func (t *selfTelemetry) eventCounters(snap *sidecarpb.Snapshot, stream uint64) map[string]uint64 {
 	grewBy := map[string]uint64{}
-	for _, ms := range snap.GetMaps() {
-		if !strings.Contains(ms.GetMap(), ".") || len(ms.GetKeyColumns()) != 1 || len(ms.GetValueColumns()) != 1 {
-			continue // a BPF map (their names have no dots), not an event's counters
-		}
-		reasons, counts := ms.GetKeyColumns()[0].GetStrings(), ms.GetValueColumns()[0].GetUints()
-		if len(reasons) != len(counts) {
-			continue
-		}
-		for i, reason := range reasons {
-			if !eventDropReasons[reason] {
-				continue
-			}
-			epoch := stream
-			if reason == "ring_buffer_full" {
-				epoch = ms.GetAttachTimeUnixNano()
-			}
-			k := eventDropKey{ms.GetProgram(), ms.GetMap(), reason}
+	for _, d := range snap.GetEventDrops() {
+		for _, c := range []struct {
+			reason string
+			epoch  uint64
+			count  uint64
+		}{
+			{"ring_buffer_full", d.GetAttachTimeUnixNano(), d.GetRingBufferFull()},
+			{"rate_limited", stream, d.GetRateLimited()},
+			{"stream_behind", stream, d.GetStreamBehind()},
+		} {
+			k := eventDropKey{d.GetProgram(), d.GetEvent(), c.reason}
 			t.mu.Lock()
 			prev, ok := t.eventDrops[k]
-			t.eventDrops[k] = droppedState{attach: epoch, count: counts[i]}
+			t.eventDrops[k] = droppedState{attach: c.epoch, count: c.count}
 			t.mu.Unlock()
 			var grew uint64
 			switch {
-			case !ok || prev.attach != epoch:
-				grew = counts[i]
-			case counts[i] > prev.count:
-				grew = counts[i] - prev.count
+			case !ok || prev.attach != c.epoch:
+				grew = c.count
+			case c.count > prev.count:
+				grew = c.count - prev.count
 			}
 			if grew == 0 {
 				continue
 			}
-			grewBy[ms.GetMap()] += grew
+			grewBy[d.GetEvent()] += grew
 			t.tb.ReceiverEbpfDroppedEvents.Add(context.Background(), int64(min(grew, uint64(1)<<62)), metric.WithAttributes(
-				attribute.String("program", ms.GetProgram()), attribute.String("event", ms.GetMap()), attribute.String("reason", reason)))
+				attribute.String("program", d.GetProgram()), attribute.String("event", d.GetEvent()), attribute.String("reason", c.reason)))
 		}
 	}
 	return grewBy

@@ -1440,13 +1440,8 @@ func (x *MapRequest) GetPerCpu() bool {
 // be in StreamRequest.programs.
 //
 // Events a stream could not take are counted, never queued without bound:
-// every snapshot of a stream with events carries, per requested event, a
-// MapSnapshot whose map is the event's name (e.g. "ebpf.oom.kill", a name no
-// BPF map can have), with one key column "reason" (strings:
-// "ring_buffer_full", events the kernel could not write because the reader
-// was behind; "rate_limited", events over rate_limit in a second) and one
-// value column "count" (uints, cumulative since the stream started, or since
-// the program was loaded for ring_buffer_full).
+// every snapshot of a stream with events carries EventDrops per requested
+// event type (Snapshot.event_drops).
 type EventRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
@@ -1873,7 +1868,10 @@ type Snapshot struct {
 	// CPU profiles: a serialized
 	// opentelemetry.proto.profiles.v1development.ProfilesData, in the encoding
 	// of the pdata version the collector is built with.
-	Profiles      []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
+	Profiles []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
+	// Per requested event type, what the stream did not send (interval
+	// snapshots only, not event batches).
+	EventDrops    []*EventDrops `protobuf:"bytes,7,rep,name=event_drops,json=eventDrops,proto3" json:"event_drops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1950,6 +1948,103 @@ func (x *Snapshot) GetProfiles() []byte {
 	return nil
 }
 
+func (x *Snapshot) GetEventDrops() []*EventDrops {
+	if x != nil {
+		return x.EventDrops
+	}
+	return nil
+}
+
+// Events of one type a stream did not send, cumulative.
+type EventDrops struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// Event.name, e.g. "ebpf.oom.kill".
+	Event string `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// When the program was attached: ring_buffer_full counts from then on.
+	AttachTimeUnixNano uint64 `protobuf:"fixed64,3,opt,name=attach_time_unix_nano,json=attachTimeUnixNano,proto3" json:"attach_time_unix_nano,omitempty"`
+	// Events the kernel could not write because the reader was behind.
+	RingBufferFull uint64 `protobuf:"varint,4,opt,name=ring_buffer_full,json=ringBufferFull,proto3" json:"ring_buffer_full,omitempty"`
+	// Events over EventRequest.rate_limit in a second, since the stream started.
+	RateLimited uint64 `protobuf:"varint,5,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
+	// Events the stream's bounded queue had no room for, since it started.
+	StreamBehind  uint64 `protobuf:"varint,6,opt,name=stream_behind,json=streamBehind,proto3" json:"stream_behind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventDrops) Reset() {
+	*x = EventDrops{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventDrops) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventDrops) ProtoMessage() {}
+
+func (x *EventDrops) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventDrops.ProtoReflect.Descriptor instead.
+func (*EventDrops) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EventDrops) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *EventDrops) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *EventDrops) GetAttachTimeUnixNano() uint64 {
+	if x != nil {
+		return x.AttachTimeUnixNano
+	}
+	return 0
+}
+
+func (x *EventDrops) GetRingBufferFull() uint64 {
+	if x != nil {
+		return x.RingBufferFull
+	}
+	return 0
+}
+
+func (x *EventDrops) GetRateLimited() uint64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return 0
+}
+
+func (x *EventDrops) GetStreamBehind() uint64 {
+	if x != nil {
+		return x.StreamBehind
+	}
+	return 0
+}
+
 // One problem of a StreamRequest, found by Plan.
 type FieldError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1967,7 +2062,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2074,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2087,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FieldError) GetField() string {
@@ -2024,7 +2119,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2131,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2144,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -2085,7 +2180,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2192,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2205,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -2275,14 +2370,24 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vmax_entries\x18\a \x01(\rR\n" +
 	"maxEntries\x12'\n" +
 	"\x0fdropped_updates\x18\b \x01(\x04R\x0edroppedUpdates\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xf6\x01\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xbc\x02\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
 	"\x04maps\x18\x03 \x03(\v2$.ebpfreceiver.sidecar.v1.MapSnapshotR\x04maps\x12>\n" +
 	"\rread_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freadDuration\x12\x12\n" +
 	"\x04logs\x18\x05 \x01(\fR\x04logs\x12\x1a\n" +
-	"\bprofiles\x18\x06 \x01(\fR\bprofiles\"<\n" +
+	"\bprofiles\x18\x06 \x01(\fR\bprofiles\x12D\n" +
+	"\vevent_drops\x18\a \x03(\v2#.ebpfreceiver.sidecar.v1.EventDropsR\n" +
+	"eventDrops\"\xe1\x01\n" +
+	"\n" +
+	"EventDrops\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x121\n" +
+	"\x15attach_time_unix_nano\x18\x03 \x01(\x06R\x12attachTimeUnixNano\x12(\n" +
+	"\x10ring_buffer_full\x18\x04 \x01(\x04R\x0eringBufferFull\x12!\n" +
+	"\frate_limited\x18\x05 \x01(\x04R\vrateLimited\x12#\n" +
+	"\rstream_behind\x18\x06 \x01(\x04R\fstreamBehind\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
@@ -2338,7 +2443,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2364,17 +2469,18 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*Column)(nil),              // 21: ebpfreceiver.sidecar.v1.Column
 	(*MapSnapshot)(nil),         // 22: ebpfreceiver.sidecar.v1.MapSnapshot
 	(*Snapshot)(nil),            // 23: ebpfreceiver.sidecar.v1.Snapshot
-	(*FieldError)(nil),          // 24: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 25: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 26: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 27: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 28: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
+	(*EventDrops)(nil),          // 24: ebpfreceiver.sidecar.v1.EventDrops
+	(*FieldError)(nil),          // 25: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 26: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 27: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 28: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 29: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	29, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	30, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
 	12, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	9,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
 	15, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
@@ -2389,31 +2495,32 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	3,  // 14: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	13, // 15: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
 	14, // 16: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	27, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	28, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
 	16, // 18: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
 	17, // 19: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	29, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	30, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
 	18, // 21: ebpfreceiver.sidecar.v1.StreamRequest.events:type_name -> ebpfreceiver.sidecar.v1.EventRequest
 	20, // 22: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
 	21, // 23: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
 	21, // 24: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
 	22, // 25: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	29, // 26: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	28, // 27: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	12, // 28: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	24, // 29: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	25, // 30: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 31: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	19, // 32: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	19, // 33: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 34: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	23, // 35: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	26, // 36: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	34, // [34:37] is the sub-list for method output_type
-	31, // [31:34] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	30, // 26: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	24, // 27: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
+	29, // 28: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	12, // 29: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	25, // 30: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	26, // 31: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 32: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	19, // 33: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	19, // 34: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 35: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	23, // 36: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	27, // 37: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2427,7 +2534,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

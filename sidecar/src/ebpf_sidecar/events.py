@@ -66,11 +66,10 @@ POLL_MS = 100
 # Events a stream holds that it has not sent yet; more are counted as
 # stream_behind (a stalled client must not grow the sidecar).
 MAX_PENDING = 20_000
-# Drop reasons, as the snapshot's event counters name them.
-RING_BUFFER_FULL = "ring_buffer_full"
+# What a stream counts of the events it drops (EventDrops fields; the
+# kernel counts ring_buffer_full).
 RATE_LIMITED = "rate_limited"
 STREAM_BEHIND = "stream_behind"
-REASONS = (RING_BUFFER_FULL, RATE_LIMITED, STREAM_BEHIND)
 # An event of a cgroup the sidecar does not know yet (a container started a
 # moment ago) walks the cgroup tree again, at most this often.
 CGROUP_REFRESH_S = 0.02

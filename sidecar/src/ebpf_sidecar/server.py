@@ -198,29 +198,23 @@ class SidecarService(pb_grpc.SidecarServicer):
         sink: events.EventSink,
         counters: bool = True,
     ) -> None:
-        """The stream's pending events as snap.logs; with ``counters``, a
-        MapSnapshot per event type counting what it lost (see EventRequest)."""
+        """The stream's pending events as snap.logs; with ``counters``, what
+        it lost of each event type as snap.event_drops."""
         pending = sink.take()
         if pending:
             snap.logs = events.logs_data(pending, events.CLOCK).SerializeToString()
         if not counters:
             return
         for w in wanted:
-            source = loaded[w.program].events[w.event.name]
-            full = source.ring_buffer_full()
-            counts = [
-                full if reason == events.RING_BUFFER_FULL else sink.dropped[(w.event.name, reason)]
-                for reason in events.REASONS
-            ]
-            ms = snap.maps.add(
+            name = w.event.name
+            snap.event_drops.add(
                 program=w.program,
-                map=w.event.name,
+                event=name,
                 attach_time_unix_nano=loaded[w.program].attach_time_ns,
-                entries=len(counts),
-                dropped_updates=full,
+                ring_buffer_full=loaded[w.program].events[name].ring_buffer_full(),
+                rate_limited=sink.dropped[(name, events.RATE_LIMITED)],
+                stream_behind=sink.dropped[(name, events.STREAM_BEHIND)],
             )
-            ms.key_columns.add(field="reason", strings=list(events.REASONS))
-            ms.value_columns.add(field="count", uints=counts)
 
     def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
         return plan(self.catalog, request).to_proto()

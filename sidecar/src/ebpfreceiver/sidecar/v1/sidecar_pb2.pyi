@@ -340,20 +340,38 @@ class MapSnapshot(_message.Message):
     def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles")
+    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles", "event_drops")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     READ_DURATION_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     PROFILES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_DROPS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time_unix_nano: int
     maps: _containers.RepeatedCompositeFieldContainer[MapSnapshot]
     read_duration: _duration_pb2.Duration
     logs: bytes
     profiles: bytes
-    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., logs: _Optional[bytes] = ..., profiles: _Optional[bytes] = ...) -> None: ...
+    event_drops: _containers.RepeatedCompositeFieldContainer[EventDrops]
+    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., logs: _Optional[bytes] = ..., profiles: _Optional[bytes] = ..., event_drops: _Optional[_Iterable[_Union[EventDrops, _Mapping]]] = ...) -> None: ...
+
+class EventDrops(_message.Message):
+    __slots__ = ("program", "event", "attach_time_unix_nano", "ring_buffer_full", "rate_limited", "stream_behind")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    RING_BUFFER_FULL_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    event: str
+    attach_time_unix_nano: int
+    ring_buffer_full: int
+    rate_limited: int
+    stream_behind: int
+    def __init__(self, program: _Optional[str] = ..., event: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., ring_buffer_full: _Optional[int] = ..., rate_limited: _Optional[int] = ..., stream_behind: _Optional[int] = ...) -> None: ...
 
 class FieldError(_message.Message):
     __slots__ = ("field", "message")
