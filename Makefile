@@ -48,7 +48,7 @@ unit: setup
 e2e: setup
 	scripts/test.sh e2e
 
-# Longer fuzzing than make test's few seconds per target: Go's targets and
+# Longer fuzzing than make test's 30000 inputs per target: Go's targets and
 # the sidecar's property tests.
 fuzz: setup
 	FUZZTIME=$${FUZZTIME:-5m} scripts/test.sh fuzz

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite (what `make test` and CI run), or one stage of it:
 #   scripts/test.sh [lint|unit|e2e]...
-#   FUZZTIME=10m HYPOTHESIS_PROFILE=long scripts/test.sh fuzz   (what make fuzz runs)
+#   FUZZTIME=10m HYPOTHESIS_PROFILE=long scripts/test.sh fuzz   (what make fuzz runs; FUZZTIME is a duration or a count such as 30000x)
 # Tests that need BPF load real programs as root; they fail, never skip, when
 # they cannot run.
 set -euo pipefail
@@ -65,7 +65,7 @@ lint() {
 unit() {
   stage "go test (receiver-go)"
   (cd receiver-go && go test -count=1 ./...)
-  fuzz "${FUZZTIME:-10s}"
+  fuzz "${FUZZTIME:-$FUZZ_EXECS}"
   stage "pytest (sidecar)"
   (cd sidecar && "$PY" -m pytest -q tests)
   stage "promtool test rules (deploy/prometheus: every alert rule's unit tests)"
@@ -74,15 +74,37 @@ unit() {
   (cd deploy/helm/charttest && go test -count=1 ./...)
 }
 
-# Go's fuzz targets, each for $1 (inputs that fail are written to
-# receiver-go/testdata/fuzz/<target>: commit them, every go test replays
-# them). The sidecar's property tests (hypothesis) run with pytest; their
-# example count follows HYPOTHESIS_PROFILE (sidecar/tests/conftest.py).
+# Go's fuzz targets, each for $1: a count of inputs ("30000x") or a duration
+# ("5m"). Inputs that fail are written to receiver-go/testdata/fuzz/<target>:
+# commit them, every go test replays them. The sidecar's property tests
+# (hypothesis) run with pytest; their example count follows HYPOTHESIS_PROFILE
+# (sidecar/tests/conftest.py).
+#
+# make test fuzzes a fixed count, not a duration: go1.26's fuzz coordinator
+# can report its own -fuzztime deadline as "context deadline exceeded" and
+# fail a target that found nothing (golang/go#75804, fixed in go1.27). For a
+# duration (make fuzz) a failure therefore counts only when go wrote a failing
+# input; the deadline race alone is reported and passes.
+FUZZ_EXECS=30000x
 fuzz() {
-  local target time=${1:-${FUZZTIME:-10s}}
+  local target time=${1:-${FUZZTIME:-$FUZZ_EXECS}} corpus before log rc
   for target in FuzzConvert FuzzResolve; do
     stage "go fuzz $target for $time (receiver-go)"
-    (cd receiver-go && go test -run='^$' -fuzz="^$target\$" -fuzztime="$time" .)
+    corpus=receiver-go/testdata/fuzz/$target
+    before=$(ls "$corpus" 2>/dev/null | sort || true)
+    log=$(mktemp)
+    rc=0
+    (cd receiver-go && go test -run='^$' -fuzz="^$target\$" -fuzztime="$time" .) 2>&1 | tee "$log" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+      if [[ "$time" != *x ]] && [ "$(ls "$corpus" 2>/dev/null | sort || true)" = "$before" ] &&
+        grep -q '^    context deadline exceeded$' "$log" && ! grep -q -e '^panic' -e 'Failing input written' "$log"; then
+        echo "go fuzz $target: the -fuzztime deadline race (golang/go#75804), no failing input: passes" >&2
+      else
+        rm -f "$log"
+        return "$rc"
+      fi
+    fi
+    rm -f "$log"
   done
 }
 
