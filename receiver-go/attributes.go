@@ -2,9 +2,6 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 
 import (
 	"fmt"
-	"sort"
-	"strconv"
-	"strings"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
@@ -108,30 +105,6 @@ func attrAt(col *column, a attributeBinding, i int) attr {
 		return attr{name: a.name, str: col.GetStrings()[i], isStr: true}
 	}
 	return attr{name: a.name, num: intAt(col, a.field, i)}
-}
-
-// attrKey is a canonical, order-independent key for a set of attributes.
-func attrKey(attrs []attr) string {
-	s := make([]attr, len(attrs))
-	copy(s, attrs)
-	sort.Slice(s, func(i, j int) bool { return s[i].name < s[j].name })
-	var sb strings.Builder
-	for _, a := range s {
-		sb.WriteString(strconv.Quote(a.name))
-		switch {
-		case a.isStr:
-			sb.WriteString("=s")
-			sb.WriteString(strconv.Quote(a.str))
-		case a.isBool:
-			sb.WriteString("=b")
-			sb.WriteString(strconv.FormatInt(a.num, 10))
-		default:
-			sb.WriteString("=i")
-			sb.WriteString(strconv.FormatInt(a.num, 10))
-		}
-		sb.WriteByte(';')
-	}
-	return sb.String()
 }
 
 func putAttrs(m pcommon.Map, attrs []attr) {

@@ -6,54 +6,31 @@ import (
 
 // seriesSet is the series of one metric admitted under its cardinality
 // limit: those of the latest snapshot, since the stream started or the
-// map's program was re-attached.
+// map's program was re-attached, by series key (metricsBuilder).
 type seriesSet struct {
 	attach      uint64
-	keys        map[string]struct{}
+	keys        map[string]*seriesEntry
 	overflowing bool // the overflow has been logged
 }
 
-// keepOnly forgets admitted series that are not in the current snapshot
-// (seen: series key -> 1 admitted in it). A series leaves a map when its
-// process exits and the sidecar deletes its entries; without forgetting it,
-// a node with process churn would fill the limit with dead pids and fold
-// every new process into the overflow series for good.
-func (s *seriesSet) keepOnly(seen map[string]int) {
-	for k := range s.keys {
-		if seen[k] != 1 {
+// seriesEntry is one admitted series.
+type seriesEntry struct {
+	key   string
+	snap  uint64 // the last snapshot it was in
+	point int32  // its point in that snapshot
+}
+
+// keepOnly forgets admitted series that are not in snapshot snap. A series
+// leaves a map when its process exits and the sidecar deletes its entries;
+// without forgetting it, a node with process churn would fill the limit
+// with dead pids and fold every new process into the overflow series for
+// good.
+func (s *seriesSet) keepOnly(snap uint64) {
+	for k, e := range s.keys {
+		if e.snap != snap {
 			delete(s.keys, k)
 		}
 	}
-}
-
-// admit tells whether the series (res, pt) of binding bi is within its
-// cardinality limit, admitting it when there is room.
-func (mb *metricsBuilder) admit(bi int, b *metricBinding, rk, pk string) bool {
-	key := rk + "|" + pk
-	seen := mb.seen[bi]
-	if seen == nil {
-		seen = map[string]int{}
-		mb.seen[bi] = seen
-	}
-	switch seen[key] {
-	case 1:
-		return true
-	case 2:
-		return false
-	}
-	set := mb.series[bi]
-	_, ok := set.keys[key]
-	if !ok && len(set.keys) < b.limit {
-		set.keys[key] = struct{}{}
-		ok = true
-	}
-	if ok {
-		seen[key] = 1
-	} else {
-		seen[key] = 2
-		mb.folded[bi]++
-	}
-	return ok
 }
 
 // overflowAttrs are the point attributes of the overflow series (the

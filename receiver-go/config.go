@@ -120,6 +120,13 @@ type Config struct {
 	// Metrics override it with their own cardinality_limit. Default 2000.
 	CardinalityLimit int `mapstructure:"cardinality_limit"`
 
+	// ChangesOnly asks the sidecar to send, after a map's first snapshot,
+	// only the entries of cumulative maps that changed since the previous
+	// one (and which went away); the receiver keeps each map whole and
+	// exports exactly what whole snapshots give. The sidecar still sends
+	// each map whole every 30 snapshots. Default false.
+	ChangesOnly bool `mapstructure:"changes_only"`
+
 	// ProfilesPerContainer makes the profiles pipeline get one profile per
 	// container (pod) and interval instead of one per process. Only for a
 	// receiver in a profiles pipeline.

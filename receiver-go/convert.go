@@ -1,13 +1,20 @@
 package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go"
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
+	"math/bits"
+	"slices"
 	"sort"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/metadata"
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
@@ -27,7 +34,10 @@ type converter struct {
 	logger       *zap.Logger
 	tel          *selfTelemetry
 	series       []*seriesSet         // by binding index
+	plans        []keyPlan            // by binding index
 	maps         map[mapKey]*mapState // read times, for delta start times
+	tables       map[mapKey]*mapTable // maps of a changes-only stream, whole
+	snapshots    uint64               // snapshots converted
 }
 
 // mapState remembers when a map was last read, for delta start times.
@@ -44,12 +54,15 @@ func newConverter(bindings []*metricBinding, scopeVersion string, logger *zap.Lo
 		logger:       logger,
 		tel:          tel,
 		series:       make([]*seriesSet, len(bindings)),
+		plans:        make([]keyPlan, len(bindings)),
 		maps:         map[mapKey]*mapState{},
+		tables:       map[mapKey]*mapTable{},
 	}
 	for i, b := range bindings {
 		k := mapKey{b.program, b.mapName}
 		c.byMap[k] = append(c.byMap[k], i)
-		c.series[i] = &seriesSet{keys: map[string]struct{}{}}
+		c.series[i] = &seriesSet{keys: map[string]*seriesEntry{}}
+		c.plans[i] = newKeyPlan(b)
 	}
 	return c
 }
@@ -61,7 +74,15 @@ type column = sidecarpb.Column
 // columns do not match their entry count, are logged and skipped; the other
 // maps are converted.
 func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
-	out := newMetricsBuilder(c.series)
+	if len(snap.GetMaps()) > 0 {
+		started := time.Now()
+		defer func() {
+			took := time.Since(started)
+			c.tel.snapshot(proto.Size(snap), snap.GetReadDuration().AsDuration(), took)
+		}()
+	}
+	c.snapshots++
+	out := newMetricsBuilder(c.snapshots, c.series, c.plans)
 	ts := pcommon.Timestamp(snap.GetTimeUnixNano())
 	for _, ms := range snap.GetMaps() {
 		k := mapKey{ms.GetProgram(), ms.GetMap()}
@@ -74,6 +95,14 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 			c.logger.Warn("Sidecar could not read a map; skipping it in this snapshot",
 				zap.String("program", k.program), zap.String("map", k.name),
 				zap.Uint64("sequence", snap.GetSequence()), zap.String("error", ms.GetError()))
+			continue
+		}
+		ms, err := c.whole(k, ms)
+		if err != nil {
+			c.tel.mapError(k, "malformed")
+			c.logger.Error("Malformed map snapshot from the sidecar; skipping the map",
+				zap.String("program", k.program), zap.String("map", k.name),
+				zap.Uint64("sequence", snap.GetSequence()), zap.Error(err))
 			continue
 		}
 		c.checkFull(k, ms)
@@ -98,18 +127,35 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 		for _, i := range idx {
 			b := c.bindings[i]
 			if set := c.series[i]; set.attach != attach {
-				*set = seriesSet{attach: attach, keys: map[string]struct{}{}}
+				*set = seriesSet{attach: attach, keys: map[string]*seriesEntry{}}
 			}
 			start := pcommon.Timestamp(attach)
 			if b.delta {
 				start = deltaStart
 			}
 			out.add(i, b, ms, cols, start, ts)
-			c.noteOverflow(i, b, out.folded[i])
-			c.series[i].keepOnly(out.seen[i])
+			c.noteOverflow(i, b, out.folded(i))
+			c.series[i].keepOnly(out.snap)
 		}
 	}
 	return out.build(c.bindings, c.scopeVersion)
+}
+
+// whole returns ms as a whole map snapshot with classic columns: packed
+// columns unpacked, and a changes-only stream's changes applied to the
+// map's table.
+func (c *converter) whole(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
+	if len(ms.GetPackedKeyColumns())+len(ms.GetPackedValueColumns()) > 0 {
+		var err error
+		if ms, err = unpackColumns(ms); err != nil {
+			return nil, err
+		}
+	}
+	if !ms.GetChangesOnly() && len(ms.GetSlots()) == 0 {
+		delete(c.tables, k)
+		return ms, nil
+	}
+	return c.applyChanges(k, ms)
 }
 
 func (c *converter) checkFull(k mapKey, ms *sidecarpb.MapSnapshot) {
@@ -218,24 +264,73 @@ func floatAt(col *column, f fieldRef, i int) float64 {
 // attributes. Entries that map to the same attributes (because the config
 // leaves key fields out) are added together. Series beyond a metric's
 // cardinality limit are added into its overflow series.
+//
+// Series identity is computed from the attribute values, encoded into a
+// reused buffer in an order fixed once per binding (keyPlan): resource
+// attributes sorted by name, with their names, so that bindings share a
+// resource; then the point attributes in binding order and the value
+// field. The admitted series of a metric (seriesSet) are looked up with
+// that buffer, which allocates nothing; each remembers its point in the
+// current snapshot, so an entry of a series seen before costs one map
+// lookup and no allocation. Resources, metrics and points live in slices
+// and are chained by index.
 type metricsBuilder struct {
-	resources map[string]*resourceAcc
-	order     []string
-	series    []*seriesSet           // admitted series, by binding index
-	folded    map[int]int            // series folded into the overflow, by binding index
-	seen      map[int]map[string]int // series key -> 1 admitted, 2 folded (this snapshot)
+	snap      uint64 // this snapshot's number (seriesEntry.snap)
+	plans     []keyPlan
+	series    []*seriesSet    // admitted series, by binding index
+	foldedIn  [][]foldedEntry // entries with series folded in this snapshot, by binding
+	folding   uint64          // the values of the current entry folded (bit per value)
+	overflow  []int32         // the overflow point of each binding, -1 for none yet
+	resIndex  map[string]int32
+	resources []resourceAcc // in order of first appearance
+	metrics   []metricAcc
+	points    []pointAcc
+	attrPool  []attr
+	buf       []byte
+	seed      maphash.Seed
+}
+
+// keyPlan is the order in which a binding's attributes enter its keys.
+type keyPlan struct {
+	res []int // indexes into attributes: resource attributes by name
+	pt  []int // point attributes, in binding order
+	// by value field: the first value field with the same value-attribute
+	// value (points with equal attributes are one point)
+	value []int32
+}
+
+func newKeyPlan(b *metricBinding) keyPlan {
+	var p keyPlan
+	for i, a := range b.attributes {
+		if a.resource {
+			p.res = append(p.res, i)
+		} else {
+			p.pt = append(p.pt, i)
+		}
+	}
+	sort.SliceStable(p.res, func(i, j int) bool {
+		return b.attributes[p.res[i]].name < b.attributes[p.res[j]].name
+	})
+	first := map[string]int32{}
+	for v, ref := range b.values {
+		if _, ok := first[ref.attrValue]; !ok {
+			first[ref.attrValue] = int32(v)
+		}
+		p.value = append(p.value, first[ref.attrValue])
+	}
+	return p
 }
 
 type resourceAcc struct {
 	attrs   []attr
-	metrics map[int]*metricAcc // by binding index
+	metrics int32 // first of its metrics (chained by metricAcc.next), -1 for none
 }
 
 type metricAcc struct {
-	start  pcommon.Timestamp
-	ts     pcommon.Timestamp
-	points map[string]*pointAcc
-	order  []string
+	bi          int
+	start, ts   pcommon.Timestamp
+	next        int32 // the resource's next metric, -1 at the end
+	first, last int32 // its points, chained by pointAcc.next
 }
 
 type pointAcc struct {
@@ -243,92 +338,295 @@ type pointAcc struct {
 	i     int64
 	f     float64
 	hist  *histAcc
+	next  int32
 }
 
-func newMetricsBuilder(series []*seriesSet) *metricsBuilder {
-	return &metricsBuilder{
-		resources: map[string]*resourceAcc{},
-		series:    series,
-		folded:    map[int]int{},
-		seen:      map[int]map[string]int{},
-	}
+// foldedEntry is an entry some of whose series were folded: a hash of its
+// series key but the value, and its values folded (bit per value).
+type foldedEntry struct {
+	hash   uint64
+	values uint64
 }
 
-func (mb *metricsBuilder) point(bi int, b *metricBinding, res, pt []attr, start, ts pcommon.Timestamp) *pointAcc {
-	rk, pk := attrKey(res), attrKey(pt)
-	if mb.series != nil && !mb.admit(bi, b, rk, pk) {
-		res, pt = nil, overflowAttrs
-		rk, pk = attrKey(res), attrKey(pt)
-	}
-	r, ok := mb.resources[rk]
-	if !ok {
-		r = &resourceAcc{attrs: res, metrics: map[int]*metricAcc{}}
-		mb.resources[rk] = r
-		mb.order = append(mb.order, rk)
-	}
-	m, ok := r.metrics[bi]
-	if !ok {
-		m = &metricAcc{start: start, ts: ts, points: map[string]*pointAcc{}}
-		r.metrics[bi] = m
-	}
-	p, ok := m.points[pk]
-	if !ok {
-		p = &pointAcc{attrs: pt}
-		if b.typ == MetricTypeHistogram {
-			p.hist = newHistAcc(b.slots)
+// folded is the number of distinct series of binding bi folded into its
+// overflow series in this snapshot (entries with the same key hash are one
+// series set: a hash collision only undercounts this self-metric).
+func (mb *metricsBuilder) folded(bi int) int {
+	entries := mb.foldedIn[bi]
+	slices.SortFunc(entries, func(a, b foldedEntry) int { return cmp.Compare(a.hash, b.hash) })
+	n := 0
+	for i := 0; i < len(entries); {
+		values := uint64(0)
+		j := i
+		for ; j < len(entries) && entries[j].hash == entries[i].hash; j++ {
+			values |= entries[j].values
 		}
-		m.points[pk] = p
-		m.order = append(m.order, pk)
+		n += bits.OnesCount64(values)
+		i = j
 	}
+	return n
+}
+
+func newMetricsBuilder(snap uint64, series []*seriesSet, plans []keyPlan) *metricsBuilder {
+	mb := &metricsBuilder{
+		snap:     snap,
+		plans:    plans,
+		series:   series,
+		foldedIn: make([][]foldedEntry, len(series)),
+		overflow: make([]int32, len(series)),
+		resIndex: map[string]int32{},
+		seed:     maphash.MakeSeed(),
+	}
+	for i := range mb.overflow {
+		mb.overflow[i] = -1
+	}
+	return mb
+}
+
+// grow sizes the builder's slices and resource index up front for n more
+// entries with points per entry.
+func (mb *metricsBuilder) grow(n, points int) {
+	if len(mb.resources) == 0 {
+		mb.resIndex = make(map[string]int32, n)
+	}
+	mb.resources = slicesGrow(mb.resources, n)
+	mb.metrics = slicesGrow(mb.metrics, n)
+	mb.points = slicesGrow(mb.points, n*points)
+}
+
+func slicesGrow[T any](s []T, n int) []T {
+	if cap(s)-len(s) < n {
+		t := make([]T, len(s), len(s)+n)
+		copy(t, s)
+		return t
+	}
+	return s
+}
+
+// appendAttr encodes one attribute value; false when it is left out (an
+// empty string: decoders report "unknown" that way, e.g. no container.id
+// for a host process, and the attribute is left out rather than sent empty).
+func appendAttr(buf []byte, col *column, a *attributeBinding, e int) ([]byte, bool) {
+	if a.field.typ == sidecarpb.FieldType_FIELD_TYPE_STRING {
+		s := col.GetStrings()[e]
+		if s == "" {
+			return buf, false
+		}
+		buf = append(buf, 's')
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		return append(buf, s...), true
+	}
+	buf = append(buf, 'i')
+	return binary.LittleEndian.AppendUint64(buf, uint64(intAt(col, a.field, e))), true
+}
+
+// entryKey encodes entry e's series key but for the value field into
+// mb.buf: 4 bytes of resource key length, the resource key, the point key.
+func (mb *metricsBuilder) entryKey(b *metricBinding, plan *keyPlan, cols []*column, e int) (base, rkEnd int) {
+	buf := append(mb.buf[:0], 0, 0, 0, 0)
+	for _, ai := range plan.res {
+		a := &b.attributes[ai]
+		mark := len(buf)
+		buf = binary.AppendUvarint(buf, uint64(len(a.name)))
+		buf = append(buf, a.name...)
+		var ok bool
+		if buf, ok = appendAttr(buf, cols[ai], a, e); !ok {
+			buf = buf[:mark]
+		}
+	}
+	rkEnd = len(buf)
+	binary.LittleEndian.PutUint32(buf, uint32(rkEnd-4))
+	for _, ai := range plan.pt {
+		var ok bool
+		if buf, ok = appendAttr(buf, cols[ai], &b.attributes[ai], e); !ok {
+			buf = append(buf, 0)
+		}
+	}
+	mb.buf = buf
+	return len(buf), rkEnd
+}
+
+// point returns the accumulator of entry e's series for value field
+// value (the series key is mb.buf[:base] and the value), or of the
+// binding's overflow series when the series is not admitted.
+func (mb *metricsBuilder) point(bi int, b *metricBinding, plan *keyPlan, cols []*column, e, base, rkEnd int, value int32, start, ts pcommon.Timestamp) *pointAcc {
+	mb.buf = binary.LittleEndian.AppendUint32(mb.buf[:base], uint32(value))
+	set := mb.series[bi]
+	entry, ok := set.keys[string(mb.buf)]
+	if !ok {
+		if len(set.keys) >= b.limit {
+			mb.folding |= 1 << min(uint64(value), 63) // counted by add (see folded)
+			return mb.overflowPoint(bi, b, start, ts)
+		}
+		entry = &seriesEntry{key: string(mb.buf)}
+		set.keys[entry.key] = entry
+	}
+	if entry.snap == mb.snap {
+		return &mb.points[entry.point]
+	}
+	entry.snap = mb.snap
+	rk := entry.key[4:rkEnd]
+	r, ok := mb.resIndex[rk]
+	if !ok {
+		from := len(mb.attrPool)
+		for _, ai := range plan.res {
+			if v, ok := attrOf(cols[ai], &b.attributes[ai], e); ok {
+				mb.attrPool = append(mb.attrPool, v)
+			}
+		}
+		r = mb.newResource(rk, mb.attrPool[from:len(mb.attrPool):len(mb.attrPool)])
+	}
+	entry.point = mb.newPoint(r, bi, b, start, ts, mb.pointAttrs(b, plan, cols, e, value))
+	return &mb.points[entry.point]
+}
+
+// overflowPoint is binding bi's overflow series (resource without
+// attributes, otel.metric.overflow=true).
+func (mb *metricsBuilder) overflowPoint(bi int, b *metricBinding, start, ts pcommon.Timestamp) *pointAcc {
+	if p := mb.overflow[bi]; p >= 0 {
+		return &mb.points[p]
+	}
+	r, ok := mb.resIndex[""]
+	if !ok {
+		r = mb.newResource("", nil)
+	}
+	mb.overflow[bi] = mb.newPoint(r, bi, b, start, ts, overflowAttrs)
+	return &mb.points[mb.overflow[bi]]
+}
+
+func (mb *metricsBuilder) newResource(key string, attrs []attr) int32 {
+	r := int32(len(mb.resources))
+	if len(attrs) == 0 {
+		attrs = nil
+	}
+	mb.resources = append(mb.resources, resourceAcc{attrs: attrs, metrics: -1})
+	mb.resIndex[key] = r
+	return r
+}
+
+// newPoint adds a point with attrs to resource r's metric of binding bi.
+func (mb *metricsBuilder) newPoint(r int32, bi int, b *metricBinding, start, ts pcommon.Timestamp, attrs []attr) int32 {
+	m := mb.metric(r, bi, start, ts)
+	p := int32(len(mb.points))
+	mb.points = append(mb.points, pointAcc{attrs: attrs, next: -1})
+	if b.typ == MetricTypeHistogram {
+		mb.points[p].hist = newHistAcc(b.slots)
+	}
+	ma := &mb.metrics[m]
+	if ma.last < 0 {
+		ma.first = p
+	} else {
+		mb.points[ma.last].next = p
+	}
+	ma.last = p
 	return p
+}
+
+// attrOf is attribute a of entry e; false when it is left out (see appendAttr).
+func attrOf(col *column, a *attributeBinding, e int) (attr, bool) {
+	v := attrAt(col, *a, e)
+	return v, !v.isStr || v.str != ""
+}
+
+// metric returns resource r's metric of binding bi, made on first use.
+func (mb *metricsBuilder) metric(r int32, bi int, start, ts pcommon.Timestamp) int32 {
+	last := int32(-1)
+	for m := mb.resources[r].metrics; m >= 0; m = mb.metrics[m].next {
+		if mb.metrics[m].bi == bi {
+			return m
+		}
+		last = m
+	}
+	m := int32(len(mb.metrics))
+	mb.metrics = append(mb.metrics, metricAcc{bi: bi, start: start, ts: ts, next: -1, first: -1, last: -1})
+	if last < 0 {
+		mb.resources[r].metrics = m
+	} else {
+		mb.metrics[last].next = m
+	}
+	return m
+}
+
+// pointAttrs are the attributes of a new point: entry e's point attributes
+// and the value attribute.
+func (mb *metricsBuilder) pointAttrs(b *metricBinding, plan *keyPlan, cols []*column, e int, value int32) []attr {
+	start := len(mb.attrPool)
+	for _, ai := range plan.pt {
+		if v, ok := attrOf(cols[ai], &b.attributes[ai], e); ok {
+			mb.attrPool = append(mb.attrPool, v)
+		}
+	}
+	if b.valueAttribute != "" {
+		mb.attrPool = append(mb.attrPool, attr{name: b.valueAttribute, str: b.values[value].attrValue, isStr: true})
+	}
+	if len(mb.attrPool) == start {
+		return nil
+	}
+	return mb.attrPool[start:len(mb.attrPool):len(mb.attrPool)]
 }
 
 // add accumulates every entry of ms for binding b.
 func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapshot, cols map[string]*column, start, ts pcommon.Timestamp) {
 	n := int(ms.GetEntries())
-	for e := 0; e < n; e++ {
-		var res, pt []attr
-		for _, a := range b.attributes {
-			v := attrAt(cols[a.field.name], a, e)
-			if v.isStr && v.str == "" {
-				// Decoders report "unknown" as an empty string (e.g. no
-				// container.id for a host process): the attribute is left out
-				// rather than sent empty.
-				continue
-			}
-			if a.resource {
-				res = append(res, v)
-			} else {
-				pt = append(pt, v)
-			}
+	plan := &mb.plans[bi]
+	attrCols := make([]*column, len(b.attributes))
+	for i, a := range b.attributes {
+		attrCols[i] = cols[a.field.name]
+	}
+	points := len(b.values)
+	if points == 0 {
+		points = 1
+	}
+	mb.grow(n, points)
+	mb.attrPool = slicesGrow(mb.attrPool, n*(len(b.attributes)+1))
+	if b.typ == MetricTypeHistogram {
+		slotCol, countCol := cols[b.slot.name], cols[b.count.name]
+		var sumCol *column
+		if b.hasSum {
+			sumCol = cols[b.sum.name]
 		}
-		if b.typ == MetricTypeHistogram {
-			p := mb.point(bi, b, res, pt, start, ts)
-			slot := clampSlot(intAt(cols[b.slot.name], b.slot, e), b.slots)
+		for e := 0; e < n; e++ {
+			base, rkEnd := mb.entryKey(b, plan, attrCols, e)
+			p := mb.point(bi, b, plan, attrCols, e, base, rkEnd, 0, start, ts)
+			mb.noteFolding(bi, base)
+			slot := clampSlot(intAt(slotCol, b.slot, e), b.slots)
 			var count uint64
-			if c := intAt(cols[b.count.name], b.count, e); c > 0 {
+			if c := intAt(countCol, b.count, e); c > 0 {
 				count = uint64(c)
 			}
 			var sum float64
 			if b.hasSum {
-				sum = floatAt(cols[b.sum.name], b.sum, e)
+				sum = floatAt(sumCol, b.sum, e)
 			}
 			p.hist.add(slot, count, sum)
-			continue
 		}
-		for _, v := range b.values {
-			vpt := pt
-			if b.valueAttribute != "" {
-				vpt = append(pt[:len(pt):len(pt)], attr{name: b.valueAttribute, str: v.attrValue, isStr: true})
-			}
-			p := mb.point(bi, b, res, vpt, start, ts)
-			col := cols[v.field.name]
+		return
+	}
+	valueCols := make([]*column, len(b.values))
+	for v, ref := range b.values {
+		valueCols[v] = cols[ref.field.name]
+	}
+	for e := 0; e < n; e++ {
+		base, rkEnd := mb.entryKey(b, plan, attrCols, e)
+		for v, ref := range b.values {
+			p := mb.point(bi, b, plan, attrCols, e, base, rkEnd, plan.value[v], start, ts)
 			if b.scale == 1 {
-				p.i += intAt(col, v.field, e)
+				p.i += intAt(valueCols[v], ref.field, e)
 			} else {
-				p.f += floatAt(col, v.field, e) * b.scale
+				p.f += floatAt(valueCols[v], ref.field, e) * b.scale
 			}
 		}
+		mb.noteFolding(bi, base)
+	}
+}
+
+// noteFolding records the current entry when some of its series were
+// folded (its key is mb.buf[:base]).
+func (mb *metricsBuilder) noteFolding(bi, base int) {
+	if mb.folding != 0 {
+		h := maphash.Bytes(mb.seed, mb.buf[:base])
+		mb.foldedIn[bi] = append(mb.foldedIn[bi], foldedEntry{hash: h, values: mb.folding})
+		mb.folding = 0
 	}
 }
 
@@ -337,21 +635,27 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 // binding order.
 func (mb *metricsBuilder) build(bindings []*metricBinding, scopeVersion string) pmetric.Metrics {
 	md := pmetric.NewMetrics()
-	for _, rk := range mb.order {
-		r := mb.resources[rk]
+	md.ResourceMetrics().EnsureCapacity(len(mb.resources))
+	var idx []int32
+	for ri := range mb.resources {
+		r := &mb.resources[ri]
+		if r.metrics < 0 {
+			continue // its series were all folded into the overflow
+		}
 		rm := md.ResourceMetrics().AppendEmpty()
 		putAttrs(rm.Resource().Attributes(), r.attrs)
 		sm := rm.ScopeMetrics().AppendEmpty()
 		sm.Scope().SetName(metadata.ScopeName)
 		sm.Scope().SetVersion(scopeVersion)
-		idx := make([]int, 0, len(r.metrics))
-		for bi := range r.metrics {
-			idx = append(idx, bi)
+		idx = idx[:0]
+		for m := r.metrics; m >= 0; m = mb.metrics[m].next {
+			idx = append(idx, m)
 		}
-		sort.Ints(idx)
-		for _, bi := range idx {
-			b := bindings[bi]
-			acc := r.metrics[bi]
+		sort.Slice(idx, func(i, j int) bool { return mb.metrics[idx[i]].bi < mb.metrics[idx[j]].bi })
+		sm.Metrics().EnsureCapacity(len(idx))
+		for _, mi := range idx {
+			acc := &mb.metrics[mi]
+			b := bindings[acc.bi]
 			m := sm.Metrics().AppendEmpty()
 			m.SetName(b.name)
 			m.SetDescription(b.description)
@@ -361,36 +665,35 @@ func (mb *metricsBuilder) build(bindings []*metricBinding, scopeVersion string) 
 				s := m.SetEmptySum()
 				s.SetAggregationTemporality(temporalityOf(b))
 				s.SetIsMonotonic(true)
-				for _, pk := range acc.order {
-					p := acc.points[pk]
+				for p := acc.first; p >= 0; p = mb.points[p].next {
 					dp := s.DataPoints().AppendEmpty()
 					dp.SetStartTimestamp(acc.start)
-					fillNumber(dp, b, p, acc.ts)
+					fillNumber(dp, b, &mb.points[p], acc.ts)
 				}
 			case MetricTypeGauge:
 				g := m.SetEmptyGauge()
-				for _, pk := range acc.order {
-					fillNumber(g.DataPoints().AppendEmpty(), b, acc.points[pk], acc.ts)
+				for p := acc.first; p >= 0; p = mb.points[p].next {
+					fillNumber(g.DataPoints().AppendEmpty(), b, &mb.points[p], acc.ts)
 				}
 			case MetricTypeHistogram:
 				if b.exponential {
 					h := m.SetEmptyExponentialHistogram()
 					h.SetAggregationTemporality(temporalityOf(b))
-					for _, pk := range acc.order {
-						p := acc.points[pk]
+					for p := acc.first; p >= 0; p = mb.points[p].next {
+						pt := &mb.points[p]
 						dp := h.DataPoints().AppendEmpty()
-						putAttrs(dp.Attributes(), p.attrs)
-						p.hist.fillExponential(dp, b, acc.start, acc.ts)
+						putAttrs(dp.Attributes(), pt.attrs)
+						pt.hist.fillExponential(dp, b, acc.start, acc.ts)
 					}
 					continue
 				}
 				h := m.SetEmptyHistogram()
 				h.SetAggregationTemporality(temporalityOf(b))
-				for _, pk := range acc.order {
-					p := acc.points[pk]
+				for p := acc.first; p >= 0; p = mb.points[p].next {
+					pt := &mb.points[p]
 					dp := h.DataPoints().AppendEmpty()
-					putAttrs(dp.Attributes(), p.attrs)
-					p.hist.fill(dp, b, acc.start, acc.ts)
+					putAttrs(dp.Attributes(), pt.attrs)
+					pt.hist.fill(dp, b, acc.start, acc.ts)
 				}
 			}
 		}

@@ -241,9 +241,10 @@ func TestReceiverDeliversSnapshots(t *testing.T) {
 	reqs := fake.streamRequests()
 	require.Len(t, reqs, 1)
 	assert.True(t, proto.Equal(&sidecarpb.StreamRequest{
-		Programs: []*sidecarpb.ProgramRequest{{Name: "syscalls", Parameters: map[string]string{"per_process": "true"}}},
-		Maps:     []*sidecarpb.MapRequest{{Program: "syscalls", Map: "syscalls"}},
-		Interval: reqs[0].Interval,
+		Programs:      []*sidecarpb.ProgramRequest{{Name: "syscalls", Parameters: map[string]string{"per_process": "true"}}},
+		Maps:          []*sidecarpb.MapRequest{{Program: "syscalls", Map: "syscalls"}},
+		Interval:      reqs[0].Interval,
+		PackedColumns: true,
 	}, reqs[0]))
 	assert.Equal(t, time.Second, reqs[0].Interval.AsDuration())
 	n, _ := env.host.count(componentstatus.StatusOK)

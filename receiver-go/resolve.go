@@ -152,7 +152,12 @@ func resolveFor(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge, withL
 	// their default parameters. One MapRequest per map: cleared on read when
 	// its metrics are delta (all or none of them), per CPU when any metric
 	// wants it (the others add the CPUs up, as any key field left out).
-	req := &sidecarpb.StreamRequest{Interval: interval, Programs: slices.Clone(listed.Programs)}
+	// Packed columns always (an older sidecar sends classic ones, which
+	// convert alike); only changed entries when the config asks.
+	req := &sidecarpb.StreamRequest{
+		Interval: interval, Programs: slices.Clone(listed.Programs),
+		PackedColumns: true, ChangesOnly: cfg.ChangesOnly,
+	}
 	seenMaps := map[mapKey]*sidecarpb.MapRequest{}
 	firstReader := map[mapKey]*metricBinding{}
 	for _, b := range bindings {

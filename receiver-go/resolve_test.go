@@ -30,7 +30,8 @@ func TestResolveDefaultMetrics(t *testing.T) {
 			{Program: "syscalls", Map: "syscalls"},
 			{Program: "runqlat", Map: "runq_latency"},
 		},
-		Interval: durationpb.New(10 * time.Second),
+		Interval:      durationpb.New(10 * time.Second),
+		PackedColumns: true,
 	}
 	assert.True(t, proto.Equal(want, res.request), "got %v", res.request)
 

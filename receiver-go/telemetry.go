@@ -3,6 +3,7 @@ package ebpfreceiver // import "github.com/ebpfreceiver/ebpfreceiver/receiver-go
 import (
 	"context"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/otel/attribute"
@@ -48,6 +49,15 @@ func newSelfTelemetry(set component.TelemetrySettings) (*selfTelemetry, error) {
 		full:       map[mapKey]uint64{},
 		eventDrops: map[eventDropKey]droppedState{},
 	}, nil
+}
+
+// snapshot records one snapshot of maps: its size on the wire, the
+// sidecar's read time and the receiver's conversion time.
+func (t *selfTelemetry) snapshot(size int, read, convert time.Duration) {
+	ctx := context.Background()
+	t.tb.ReceiverEbpfSnapshotSize.Record(ctx, int64(size))
+	t.tb.ReceiverEbpfSnapshotReadDuration.Record(ctx, read.Seconds())
+	t.tb.ReceiverEbpfSnapshotConvertDuration.Record(ctx, convert.Seconds())
 }
 
 func (t *selfTelemetry) overflow(metricName string, points int) {

@@ -3,9 +3,14 @@ package ebpfreceiver
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
@@ -69,4 +74,32 @@ func TestMapAtCapacityIsCountedAndLoggedOncePerAttach(t *testing.T) {
 
 	env.conv.convert(snap(5, 7, 2)) // re-attached and full again
 	assert.Equal(t, 2, atCapacity())
+}
+
+func TestSnapshotSizeAndDurationsAreRecorded(t *testing.T) {
+	env := newConvEnv(t, cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	}), testDescribe())
+	snap := containerSnapshot(1, 2_000, 1_000, "a", "b")
+	snap.ReadDuration = durationpb.New(250 * time.Millisecond)
+	env.conv.convert(snap)
+	env.conv.convert(&sidecarpb.Snapshot{}) // a message of events only: not a snapshot of maps
+
+	size, err := env.tel.GetMetric("otelcol_receiver_ebpf_snapshot_size")
+	require.NoError(t, err)
+	sizes := size.Data.(metricdata.Histogram[int64]).DataPoints
+	require.Len(t, sizes, 1)
+	assert.Equal(t, uint64(1), sizes[0].Count)
+	assert.Equal(t, int64(proto.Size(snap)), sizes[0].Sum)
+
+	read, err := env.tel.GetMetric("otelcol_receiver_ebpf_snapshot_read_duration")
+	require.NoError(t, err)
+	reads := read.Data.(metricdata.Histogram[float64]).DataPoints
+	require.Len(t, reads, 1)
+	assert.InDelta(t, 0.25, reads[0].Sum, 1e-9)
+
+	conv, err := env.tel.GetMetric("otelcol_receiver_ebpf_snapshot_convert_duration")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), conv.Data.(metricdata.Histogram[float64]).DataPoints[0].Count)
 }

@@ -85,8 +85,12 @@ class Worker:
         self.proc.wait(10)
 
 
-@pytest.fixture
-def cpu_pipeline(sidecar: tuple[Process, Path], tmp_path: Path) -> Iterator[int]:
+# Whole snapshots, and changes-only ones (the receiver rebuilds the map from
+# the changes): the numbers must be exact either way.
+@pytest.fixture(params=["whole", "changes_only"])
+def cpu_pipeline(
+    sidecar: tuple[Process, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[int]:
     _, sock = sidecar
     port = free_port()
     col = start_collector(
@@ -95,6 +99,7 @@ def cpu_pipeline(sidecar: tuple[Process, Path], tmp_path: Path) -> Iterator[int]
                 "endpoint": f"unix://{sock}",
                 "collection_interval": "500ms",
                 "programs": [{"name": "cpu"}],
+                "changes_only": request.param == "changes_only",
             },
             port,
         ),

@@ -157,7 +157,7 @@ def test_a_full_ring_buffer_is_counted_and_never_blocks(
     loaded = programs.acquire("process", {})
     source = loaded.events["ebpf.process.exit"]
     before = source.ring_buffer_full()
-    record = source.layout.unpacker.size + 8  # BPF_RINGBUF_HDR_SZ, rounded to 8
+    record = source.layout.stride + 8  # BPF_RINGBUF_HDR_SZ, rounded to 8
     capacity = 16 * 4096 // record
     n = capacity + 300
     subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {n} ]; do (exit 3); i=$((i+1)); done"])

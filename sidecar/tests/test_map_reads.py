@@ -91,9 +91,11 @@ def _put(table: Any, key: Any, per_cpu_n: list[int], m: int = 0) -> None:
     table[key] = leaf
 
 
-def _read(reader: MapReader, **kw: bool) -> tuple[int, dict[str, list[Any]]]:
+def _read(
+    reader: MapReader, clear: bool = False, per_cpu: bool = False
+) -> tuple[int, dict[str, list[Any]]]:
     snap = pb.MapSnapshot()
-    reader.read(snap, **kw)
+    reader.read(snap, clear=clear, per_cpu=per_cpu)
     cols: dict[str, list[Any]] = {}
     for c in [*snap.key_columns, *snap.value_columns]:
         vals: list[Any] = list(c.strings) or list(c.uints) or list(c.ints)
@@ -434,3 +436,100 @@ def test_a_closed_stream_no_longer_holds_deletions_back(
     assert reaper.reap(plain.map_fd, keys_raw, 4, [2], live) == 0
     reaper.unsubscribe(gone)
     assert reaper.reap(plain.map_fd, keys_raw, 4, [2], live) == 1
+
+
+def _rows(snap: pb.MapSnapshot) -> list[tuple[Any, ...]]:
+    """A snapshot's entries as rows (columns in order), classic or packed columns."""
+    import numpy as np
+
+    cols: list[list[Any]] = []
+    for c in [*snap.key_columns, *snap.value_columns]:
+        cols.append(list(c.strings) or list(c.uints) or list(c.ints))
+    for p in [*snap.packed_key_columns, *snap.packed_value_columns]:
+        if p.type == pb.FIELD_TYPE_STRING:
+            idx = np.frombuffer(p.indexes, dtype=f"<u{p.width}")
+            cols.append([p.dictionary[i] for i in idx])
+        else:
+            kind = "i" if p.type == pb.FIELD_TYPE_INT else "u"
+            cols.append(np.frombuffer(p.values, dtype=f"<{kind}{p.width}").tolist())
+    assert all(len(c) == snap.entries for c in cols)
+    return list(zip(*cols, strict=True)) if cols else []
+
+
+def _slots(raw: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def _apply(state: dict[int, tuple[Any, ...]], snap: pb.MapSnapshot) -> None:
+    """What a client does with a changes-only stream's map snapshot."""
+    if not snap.changes_only:
+        state.clear()
+    for slot in _slots(snap.removed_slots):
+        del state[slot]
+    for slot, row in zip(_slots(snap.slots), _rows(snap), strict=True):
+        state[slot] = row
+
+
+@pytest.mark.parametrize("per_cpu", [False, True])
+def test_changes_only_reads_rebuild_what_full_reads_show(
+    bpf: tuple[Any, dict[str, MapReader]], per_cpu: bool
+) -> None:
+    from ebpf_sidecar.maps import Changes
+
+    b, readers = bpf
+    h, reader = b[b"h"], readers["h"]
+    cpus = _cpus(h)
+    changes = Changes(full_every=4)
+    state: dict[int, tuple[Any, ...]] = {}
+    history = [
+        {1: 10, 2: 20, 3: 30},  # 3 is dropped by the id decoder
+        {1: 10, 2: 21, 3: 30},  # one value changed
+        {1: 10, 3: 30},  # one removed
+        {1: 10, 7: 70},  # one added (in the freed slot)
+        {1: 11, 7: 70},  # a change
+        {1: 11, 7: 70},  # nothing changed (and the fourth read is whole)
+        {2: 5},
+    ]
+    sent = []
+    for entries in history:
+        for k in list(h.keys()):
+            if k.id not in entries:
+                del h[k]
+        for key, n in entries.items():
+            _put(h, h.Key(key), [n] + [1] * (cpus - 1), m=key)
+        full = pb.MapSnapshot()
+        reader.read(full, per_cpu=per_cpu)
+        packed = pb.MapSnapshot()
+        reader.read(packed, per_cpu=per_cpu, packed=True, changes=changes)
+        _apply(state, packed)
+        assert sorted(state.values()) == sorted(_rows(full))
+        sent.append(
+            (packed.entries, len(_slots(packed.removed_slots))) if packed.changes_only else None
+        )
+    rows = cpus if per_cpu else 1
+    assert sent == [
+        None,  # the first read is whole
+        (1, 0),  # one value changed (on one CPU)
+        (0, rows),  # one removed
+        (rows, 0),  # one added
+        None,  # every fourth read is whole
+        (0, 0),  # nothing changed
+        (rows, 2 * rows),  # one added, two removed
+    ]
+
+
+def test_packed_columns_hold_what_columns_hold(bpf: tuple[Any, dict[str, MapReader]]) -> None:
+    b, readers = bpf
+    h = b[b"h"]
+    cpus = _cpus(h)
+    for key, n in ((1, 10), (3, 30), (2, 20), (7, 70)):
+        _put(h, h.Key(key), [n] * cpus, m=key)
+    for per_cpu in (False, True):
+        classic, packed = pb.MapSnapshot(), pb.MapSnapshot()
+        readers["h"].read(classic, per_cpu=per_cpu)
+        readers["h"].read(packed, per_cpu=per_cpu, packed=True)
+        assert not packed.key_columns and not packed.value_columns
+        assert [c.field for c in packed.packed_key_columns] == [
+            c.field for c in classic.key_columns
+        ]
+        assert sorted(_rows(packed)) == sorted(_rows(classic))

@@ -57,3 +57,14 @@ def test_manifest_size_disagrees_with_struct() -> None:
 def test_signed_fields() -> None:
     layout = Layout.of(ct.c_int64, [f("v", "s64")], 8, "v")
     assert layout.columns(struct.pack("<q", -5), 1) == {"v": [-5]}
+
+
+def test_importing_the_map_reader_starts_no_thread() -> None:
+    # The sidecar drops its capabilities, which are per thread, while it is
+    # a single thread: numpy must not start OpenBLAS's pool at import.
+    import subprocess
+    import sys
+
+    code = "import os, ebpf_sidecar.maps; print(len(os.listdir('/proc/self/task')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

@@ -23,14 +23,17 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                            metric.Meter
-	mu                               sync.Mutex
-	registrations                    []metric.Registration
-	ReceiverEbpfDroppedEvents        metric.Int64Counter
-	ReceiverEbpfDroppedUpdates       metric.Int64Counter
-	ReceiverEbpfFullMapSnapshots     metric.Int64Counter
-	ReceiverEbpfMapErrors            metric.Int64Counter
-	ReceiverEbpfOverflowMetricPoints metric.Int64Counter
+	meter                               metric.Meter
+	mu                                  sync.Mutex
+	registrations                       []metric.Registration
+	ReceiverEbpfDroppedEvents           metric.Int64Counter
+	ReceiverEbpfDroppedUpdates          metric.Int64Counter
+	ReceiverEbpfFullMapSnapshots        metric.Int64Counter
+	ReceiverEbpfMapErrors               metric.Int64Counter
+	ReceiverEbpfOverflowMetricPoints    metric.Int64Counter
+	ReceiverEbpfSnapshotConvertDuration metric.Float64Histogram
+	ReceiverEbpfSnapshotReadDuration    metric.Float64Histogram
+	ReceiverEbpfSnapshotSize            metric.Int64Histogram
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -90,6 +93,27 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_receiver_ebpf_overflow_metric_points",
 		metric.WithDescription("Data points of new series folded into a metric's overflow series (attribute otel.metric.overflow=true) because the metric reached its cardinality_limit. [Development]"),
 		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfSnapshotConvertDuration, err = builder.meter.Float64Histogram(
+		"otelcol_receiver_ebpf_snapshot_convert_duration",
+		metric.WithDescription("Time the receiver spent turning each snapshot into metrics (unpacking, applying changes, converting). [Development]"),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries([]float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfSnapshotReadDuration, err = builder.meter.Float64Histogram(
+		"otelcol_receiver_ebpf_snapshot_read_duration",
+		metric.WithDescription("Time the sidecar spent reading and decoding the maps of each snapshot (its read_duration). [Development]"),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries([]float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfSnapshotSize, err = builder.meter.Int64Histogram(
+		"otelcol_receiver_ebpf_snapshot_size",
+		metric.WithDescription("Size of each snapshot of maps the sidecar sent, serialized as on the wire (packed columns, or only the changed entries with changes_only). [Development]"),
+		metric.WithUnit("By"),
+		metric.WithExplicitBucketBoundaries([]float64{1024, 16384, 131072, 1.048576e+06, 4.194304e+06, 1.6777216e+07, 6.7108864e+07}...),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -24,6 +24,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ReceiverEbpfFullMapSnapshots.Add(context.Background(), 1)
 	tb.ReceiverEbpfMapErrors.Add(context.Background(), 1)
 	tb.ReceiverEbpfOverflowMetricPoints.Add(context.Background(), 1)
+	tb.ReceiverEbpfSnapshotConvertDuration.Record(context.Background(), 1)
+	tb.ReceiverEbpfSnapshotReadDuration.Record(context.Background(), 1)
+	tb.ReceiverEbpfSnapshotSize.Record(context.Background(), 1)
 	AssertEqualReceiverEbpfDroppedEvents(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -38,6 +41,15 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfOverflowMetricPoints(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfSnapshotConvertDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfSnapshotReadDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfSnapshotSize(t, testTel,
+		[]metricdata.HistogramDataPoint[int64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
 
 	require.NoError(t, testTel.Shutdown(context.Background()))

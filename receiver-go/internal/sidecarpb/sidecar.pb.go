@@ -1524,9 +1524,26 @@ type StreamRequest struct {
 	Events []*EventRequest `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	// Set when the receiver is in a profiles pipeline: every snapshot then
 	// carries the samples of the interval as OTLP profiles.
-	Profiles      *ProfilesRequest `protobuf:"bytes,5,opt,name=profiles,proto3" json:"profiles,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Profiles *ProfilesRequest `protobuf:"bytes,5,opt,name=profiles,proto3" json:"profiles,omitempty"`
+	// Send map columns as PackedColumns (MapSnapshot.packed_key_columns and
+	// packed_value_columns, key_columns and value_columns stay empty):
+	// fixed-width numbers and dictionary-encoded strings, which a client reads
+	// without unmarshalling each value. A sidecar older than this field sends
+	// Columns whatever it says: clients must read either.
+	PackedColumns bool `protobuf:"varint,6,opt,name=packed_columns,json=packedColumns,proto3" json:"packed_columns,omitempty"`
+	// Send, after a map's first snapshot in the stream, only its entries that
+	// changed since the stream's previous snapshot of it, and the slots of
+	// those removed (MapSnapshot.changes_only, slots, removed_slots): the
+	// client keeps the map's state. Applies to cumulative reads only; a map
+	// read with clear_after_read is sent whole. A sidecar older than this
+	// field sends every map whole (changes_only stays false).
+	ChangesOnly bool `protobuf:"varint,7,opt,name=changes_only,json=changesOnly,proto3" json:"changes_only,omitempty"`
+	// With changes_only: send each map whole every this many snapshots, so
+	// that a client's state cannot drift for longer. 0: the sidecar's
+	// default (30).
+	FullSnapshotEvery uint32 `protobuf:"varint,8,opt,name=full_snapshot_every,json=fullSnapshotEvery,proto3" json:"full_snapshot_every,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StreamRequest) Reset() {
@@ -1592,6 +1609,27 @@ func (x *StreamRequest) GetProfiles() *ProfilesRequest {
 		return x.Profiles
 	}
 	return nil
+}
+
+func (x *StreamRequest) GetPackedColumns() bool {
+	if x != nil {
+		return x.PackedColumns
+	}
+	return false
+}
+
+func (x *StreamRequest) GetChangesOnly() bool {
+	if x != nil {
+		return x.ChangesOnly
+	}
+	return false
+}
+
+func (x *StreamRequest) GetFullSnapshotEvery() uint32 {
+	if x != nil {
+		return x.FullSnapshotEvery
+	}
+	return 0
 }
 
 type ProfilesRequest struct {
@@ -1732,6 +1770,99 @@ func (x *Column) GetStrings() []string {
 	return nil
 }
 
+// A column in the packed form (StreamRequest.packed_columns): one value per
+// map entry, in the order of the MapSnapshot's entries.
+type PackedColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Field string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Type  FieldType              `protobuf:"varint,2,opt,name=type,proto3,enum=ebpfreceiver.sidecar.v1.FieldType" json:"type,omitempty"`
+	// FIELD_TYPE_UINT: width bytes per entry, a little-endian unsigned
+	// integer; FIELD_TYPE_INT: width bytes per entry, a little-endian
+	// two's-complement integer (sign-extended to 64 bits).
+	Values []byte `protobuf:"bytes,3,opt,name=values,proto3" json:"values,omitempty"`
+	// FIELD_TYPE_STRING: the column's distinct strings, and per entry the
+	// index of its string in dictionary, width bytes little-endian (unsigned).
+	Dictionary []string `protobuf:"bytes,4,rep,name=dictionary,proto3" json:"dictionary,omitempty"`
+	Indexes    []byte   `protobuf:"bytes,5,opt,name=indexes,proto3" json:"indexes,omitempty"`
+	// Bytes per value or index: 1, 2, 4 or 8, the fewest that hold the
+	// column's values (0: 8 for values, 4 for indexes).
+	Width         uint32 `protobuf:"varint,6,opt,name=width,proto3" json:"width,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedColumn) Reset() {
+	*x = PackedColumn{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedColumn) ProtoMessage() {}
+
+func (x *PackedColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedColumn.ProtoReflect.Descriptor instead.
+func (*PackedColumn) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PackedColumn) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *PackedColumn) GetType() FieldType {
+	if x != nil {
+		return x.Type
+	}
+	return FieldType_FIELD_TYPE_UNSPECIFIED
+}
+
+func (x *PackedColumn) GetValues() []byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *PackedColumn) GetDictionary() []string {
+	if x != nil {
+		return x.Dictionary
+	}
+	return nil
+}
+
+func (x *PackedColumn) GetIndexes() []byte {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+func (x *PackedColumn) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
 type MapSnapshot struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
@@ -1752,14 +1883,33 @@ type MapSnapshot struct {
 	DroppedUpdates uint64 `protobuf:"varint,8,opt,name=dropped_updates,json=droppedUpdates,proto3" json:"dropped_updates,omitempty"`
 	// Set when reading or decoding this map failed; columns are then empty
 	// and the other maps of the snapshot are unaffected.
-	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// The columns in packed form (StreamRequest.packed_columns); then
+	// key_columns and value_columns are empty.
+	PackedKeyColumns   []*PackedColumn `protobuf:"bytes,10,rep,name=packed_key_columns,json=packedKeyColumns,proto3" json:"packed_key_columns,omitempty"`
+	PackedValueColumns []*PackedColumn `protobuf:"bytes,11,rep,name=packed_value_columns,json=packedValueColumns,proto3" json:"packed_value_columns,omitempty"`
+	// StreamRequest.changes_only. Each entry of the map has a slot, a small
+	// number that stays its own while the entry is in the map.
+	// changes_only false with slots set: the whole map, entry i in slot
+	// slots[i] (a client replaces its state of the map). changes_only true:
+	// the entries that are new or whose key or value columns changed since the
+	// stream's previous snapshot of the map, each in slots[i]; entries not
+	// sent are unchanged. Slots in removed_slots are no longer in the map and
+	// are removed before the changes are applied (a slot may be reused by a
+	// new entry in the same snapshot). entries counts the entries sent.
+	ChangesOnly bool `protobuf:"varint,12,opt,name=changes_only,json=changesOnly,proto3" json:"changes_only,omitempty"`
+	// Per entry, its slot: 4 bytes little-endian (uint32) each.
+	Slots []byte `protobuf:"bytes,13,opt,name=slots,proto3" json:"slots,omitempty"`
+	// The slots of entries removed since the previous snapshot, 4 bytes
+	// little-endian (uint32) each.
+	RemovedSlots  []byte `protobuf:"bytes,14,opt,name=removed_slots,json=removedSlots,proto3" json:"removed_slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MapSnapshot) Reset() {
 	*x = MapSnapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1921,7 @@ func (x *MapSnapshot) String() string {
 func (*MapSnapshot) ProtoMessage() {}
 
 func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[18]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1934,7 @@ func (x *MapSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapSnapshot.ProtoReflect.Descriptor instead.
 func (*MapSnapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{18}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MapSnapshot) GetProgram() string {
@@ -1850,6 +2000,41 @@ func (x *MapSnapshot) GetError() string {
 	return ""
 }
 
+func (x *MapSnapshot) GetPackedKeyColumns() []*PackedColumn {
+	if x != nil {
+		return x.PackedKeyColumns
+	}
+	return nil
+}
+
+func (x *MapSnapshot) GetPackedValueColumns() []*PackedColumn {
+	if x != nil {
+		return x.PackedValueColumns
+	}
+	return nil
+}
+
+func (x *MapSnapshot) GetChangesOnly() bool {
+	if x != nil {
+		return x.ChangesOnly
+	}
+	return false
+}
+
+func (x *MapSnapshot) GetSlots() []byte {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *MapSnapshot) GetRemovedSlots() []byte {
+	if x != nil {
+		return x.RemovedSlots
+	}
+	return nil
+}
+
 type Snapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1, 2, 3... per stream; a gap means a snapshot was lost.
@@ -1878,7 +2063,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2075,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[19]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2088,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{19}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Snapshot) GetSequence() uint64 {
@@ -1975,7 +2160,7 @@ type EventDrops struct {
 
 func (x *EventDrops) Reset() {
 	*x = EventDrops{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2172,7 @@ func (x *EventDrops) String() string {
 func (*EventDrops) ProtoMessage() {}
 
 func (x *EventDrops) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2185,7 @@ func (x *EventDrops) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventDrops.ProtoReflect.Descriptor instead.
 func (*EventDrops) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EventDrops) GetProgram() string {
@@ -2062,7 +2247,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2259,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2272,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FieldError) GetField() string {
@@ -2119,7 +2304,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2316,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2329,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -2180,7 +2365,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2377,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2390,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -2343,13 +2528,16 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x05event\x18\x02 \x01(\tR\x05event\x12!\n" +
 	"\fmin_severity\x18\x03 \x01(\tR\vminSeverity\x12\x1d\n" +
 	"\n" +
-	"rate_limit\x18\x04 \x01(\rR\trateLimit\"\xc9\x02\n" +
+	"rate_limit\x18\x04 \x01(\rR\trateLimit\"\xc3\x03\n" +
 	"\rStreamRequest\x12C\n" +
 	"\bprograms\x18\x01 \x03(\v2'.ebpfreceiver.sidecar.v1.ProgramRequestR\bprograms\x127\n" +
 	"\x04maps\x18\x02 \x03(\v2#.ebpfreceiver.sidecar.v1.MapRequestR\x04maps\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12=\n" +
 	"\x06events\x18\x04 \x03(\v2%.ebpfreceiver.sidecar.v1.EventRequestR\x06events\x12D\n" +
-	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\"j\n" +
+	"\bprofiles\x18\x05 \x01(\v2(.ebpfreceiver.sidecar.v1.ProfilesRequestR\bprofiles\x12%\n" +
+	"\x0epacked_columns\x18\x06 \x01(\bR\rpackedColumns\x12!\n" +
+	"\fchanges_only\x18\a \x01(\bR\vchangesOnly\x12.\n" +
+	"\x13full_snapshot_every\x18\b \x01(\rR\x11fullSnapshotEvery\"j\n" +
 	"\x0fProfilesRequest\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12#\n" +
 	"\rper_container\x18\x02 \x01(\bR\fperContainer\x12\x18\n" +
@@ -2358,7 +2546,16 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05uints\x18\x02 \x03(\x04R\x05uints\x12\x12\n" +
 	"\x04ints\x18\x03 \x03(\x12R\x04ints\x12\x18\n" +
-	"\astrings\x18\x04 \x03(\tR\astrings\"\xee\x02\n" +
+	"\astrings\x18\x04 \x03(\tR\astrings\"\xc4\x01\n" +
+	"\fPackedColumn\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x126\n" +
+	"\x04type\x18\x02 \x01(\x0e2\".ebpfreceiver.sidecar.v1.FieldTypeR\x04type\x12\x16\n" +
+	"\x06values\x18\x03 \x01(\fR\x06values\x12\x1e\n" +
+	"\n" +
+	"dictionary\x18\x04 \x03(\tR\n" +
+	"dictionary\x12\x18\n" +
+	"\aindexes\x18\x05 \x01(\fR\aindexes\x12\x14\n" +
+	"\x05width\x18\x06 \x01(\rR\x05width\"\xfa\x04\n" +
 	"\vMapSnapshot\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
 	"\x03map\x18\x02 \x01(\tR\x03map\x121\n" +
@@ -2370,7 +2567,13 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vmax_entries\x18\a \x01(\rR\n" +
 	"maxEntries\x12'\n" +
 	"\x0fdropped_updates\x18\b \x01(\x04R\x0edroppedUpdates\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xbc\x02\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12S\n" +
+	"\x12packed_key_columns\x18\n" +
+	" \x03(\v2%.ebpfreceiver.sidecar.v1.PackedColumnR\x10packedKeyColumns\x12W\n" +
+	"\x14packed_value_columns\x18\v \x03(\v2%.ebpfreceiver.sidecar.v1.PackedColumnR\x12packedValueColumns\x12!\n" +
+	"\fchanges_only\x18\f \x01(\bR\vchangesOnly\x12\x14\n" +
+	"\x05slots\x18\r \x01(\fR\x05slots\x12#\n" +
+	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xbc\x02\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
@@ -2443,7 +2646,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2467,20 +2670,21 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*StreamRequest)(nil),       // 19: ebpfreceiver.sidecar.v1.StreamRequest
 	(*ProfilesRequest)(nil),     // 20: ebpfreceiver.sidecar.v1.ProfilesRequest
 	(*Column)(nil),              // 21: ebpfreceiver.sidecar.v1.Column
-	(*MapSnapshot)(nil),         // 22: ebpfreceiver.sidecar.v1.MapSnapshot
-	(*Snapshot)(nil),            // 23: ebpfreceiver.sidecar.v1.Snapshot
-	(*EventDrops)(nil),          // 24: ebpfreceiver.sidecar.v1.EventDrops
-	(*FieldError)(nil),          // 25: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 26: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 27: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 28: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 29: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*PackedColumn)(nil),        // 22: ebpfreceiver.sidecar.v1.PackedColumn
+	(*MapSnapshot)(nil),         // 23: ebpfreceiver.sidecar.v1.MapSnapshot
+	(*Snapshot)(nil),            // 24: ebpfreceiver.sidecar.v1.Snapshot
+	(*EventDrops)(nil),          // 25: ebpfreceiver.sidecar.v1.EventDrops
+	(*FieldError)(nil),          // 26: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 27: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 28: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 29: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 30: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	30, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	31, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
 	12, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	9,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
 	15, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
@@ -2495,32 +2699,35 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	3,  // 14: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	13, // 15: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
 	14, // 16: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	28, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	29, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
 	16, // 18: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
 	17, // 19: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	30, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	31, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
 	18, // 21: ebpfreceiver.sidecar.v1.StreamRequest.events:type_name -> ebpfreceiver.sidecar.v1.EventRequest
 	20, // 22: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
-	21, // 23: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	21, // 24: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
-	22, // 25: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	30, // 26: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	24, // 27: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
-	29, // 28: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	12, // 29: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	25, // 30: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	26, // 31: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 32: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	19, // 33: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	19, // 34: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 35: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	23, // 36: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	27, // 37: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	1,  // 23: ebpfreceiver.sidecar.v1.PackedColumn.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
+	21, // 24: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	21, // 25: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
+	22, // 26: ebpfreceiver.sidecar.v1.MapSnapshot.packed_key_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
+	22, // 27: ebpfreceiver.sidecar.v1.MapSnapshot.packed_value_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
+	23, // 28: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
+	31, // 29: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	25, // 30: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
+	30, // 31: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	12, // 32: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	26, // 33: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	27, // 34: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 35: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	19, // 36: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	19, // 37: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 38: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	24, // 39: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	28, // 40: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	38, // [38:41] is the sub-list for method output_type
+	35, // [35:38] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2534,7 +2741,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

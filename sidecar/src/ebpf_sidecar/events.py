@@ -181,10 +181,10 @@ class Event:
 
 
 def decode(spec: EventSpec, layout: Layout, raw: Sequence[bytes]) -> list[Event]:
-    """Decode a batch of raw events (each ``layout.unpacker.size`` bytes or more)."""
+    """Decode a batch of raw events (each ``layout.stride`` bytes or more)."""
     if not raw:
         return []
-    size = layout.unpacker.size
+    size = layout.stride
     blob = b"".join(r[:size].ljust(size, b"\0") for r in raw)
     columns = layout.columns(blob, len(raw))
     decoded: dict[str, list[Any]] = {}

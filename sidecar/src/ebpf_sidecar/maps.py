@@ -1,10 +1,14 @@
 """Batch reads of BPF maps into columns.
 
-BPF_MAP_LOOKUP_BATCH syscalls copy the keys and values, a bounded batch at a
-time, into two flat buffers sized to what the map holds; ``struct.iter_unpack`` then
-splits them into columns in C, so the per-entry cost stays far below the
-5 µs of BCC's ``Table.items()``. The manifest's fields are checked against the
-struct layout BCC derived from the compiled program, so a manifest that
+BPF_MAP_LOOKUP_BATCH syscalls copy the keys and values straight into two
+flat buffers that the reader keeps from one read to the next, sized to what
+the map holds (not to its capacity). numpy structured views over those
+buffers then give each field as a column, and per-CPU values are summed as
+a reshape and a sum, so no Python code runs per entry: a 1 M-entry map
+reads in well under two seconds (bench/snapshot.py). Decoders run once per
+distinct raw value (a comm, a cgroup id, a device number), whose results
+are mapped back onto the entries. The manifest's fields are checked against
+the struct layout BCC derived from the compiled program, so a manifest that
 disagrees with its C source fails at load, not with garbage at read time.
 """
 
@@ -14,11 +18,13 @@ import ctypes as ct
 import errno
 import logging
 import os
-import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import FieldSpec, MapSpec
@@ -27,20 +33,17 @@ from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_INT_CODES = {
-    (1, False): "B",
-    (2, False): "H",
-    (4, False): "I",
-    (8, False): "Q",
-    (1, True): "b",
-    (2, True): "h",
-    (4, True): "i",
-    (8, True): "q",
-}
+Array = npt.NDArray[Any]
 
 
 class LayoutError(ValueError):
     """The manifest's fields do not match the compiled struct."""
+
+
+def _field_dtype(f: FieldSpec) -> str:
+    if f.c_type.startswith("char"):
+        return f"V{f.size}"  # raw bytes, trailing NULs included (S would strip them)
+    return f"<{'i' if f.signed else 'u'}{f.size}"
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,11 @@ class Layout:
     """Where each manifest field sits in one key or value of ``stride`` bytes."""
 
     fields: tuple[FieldSpec, ...]  # in offset order
-    unpacker: struct.Struct
+    dtype: np.dtype[Any]  # a numpy structured type of ``stride`` bytes
 
     @classmethod
     def of(cls, ctype: Any, fields: Sequence[FieldSpec], stride: int, where: str) -> Layout:
-        """Check ``fields`` against BCC's ctypes type and build the unpacker."""
+        """Check ``fields`` against BCC's ctypes type and build the record type."""
         if hasattr(ctype, "_fields_"):
             placed = []
             compiled = {n for n, *_ in ctype._fields_ if not n.startswith("__pad")}
@@ -78,88 +81,122 @@ class Layout:
                 )
             placed = [(0, fields[0])]
         placed.sort(key=lambda p: p[0])
-        fmt, pos = "<", 0
-        for offset, f in placed:
-            fmt += "x" * (offset - pos)
-            fmt += f"{f.size}s" if f.c_type.startswith("char") else _INT_CODES[(f.size, f.signed)]
-            pos = offset + f.size
-        fmt += "x" * (stride - pos)
-        return cls(tuple(f for _, f in placed), struct.Struct(fmt))
+        dtype = np.dtype(
+            {
+                "names": [f.name for _, f in placed],
+                "formats": [_field_dtype(f) for _, f in placed],
+                "offsets": [offset for offset, _ in placed],
+                "itemsize": stride,
+            }
+        )
+        return cls(tuple(f for _, f in placed), dtype)
+
+    @property
+    def stride(self) -> int:
+        return int(self.dtype.itemsize)
+
+    def arrays(self, raw: Any, count: int) -> dict[str, Array]:
+        """Each field of the first ``count`` records of ``raw`` as a column (views, no copy)."""
+        records = np.frombuffer(raw, dtype=self.dtype, count=count)
+        return {f.name: records[f.name] for f in self.fields}
 
     def columns(self, raw: bytes, count: int) -> dict[str, list[Any]]:
-        if count == 0:
-            return {f.name: [] for f in self.fields}
-        rows = struct.iter_unpack(self.unpacker.format, raw[: count * self.unpacker.size])
-        cols = list(zip(*rows, strict=True))
-        return {f.name: list(c) for f, c in zip(self.fields, cols, strict=True)}
+        """Each field as a list of Python values (ints, or bytes for char arrays)."""
+        return {name: _to_list(a) for name, a in self.arrays(raw, count).items()}
 
 
-# One batch syscall copies at most this many bytes of keys and values: the
-# buffers a reader keeps, whatever the map's capacity. A map of a million
-# entries holding a hundred is read into a few KiB, not into capacity * CPUs
-# (that was 70-140 ms and +110 MB of RSS a read at max_processes=1048576).
+def _to_list(a: Array) -> list[Any]:
+    if a.dtype.kind == "V":
+        return [v.tobytes() for v in a]
+    return list(a.tolist())
+
+
+# The buffers a reader starts with hold this many bytes of keys and values
+# (they grow to what the map holds, and shrink back when it holds less): a
+# map of a million entries holding a hundred is read into a few KiB, not
+# into capacity * CPUs (that was 70-140 ms and +110 MB of RSS a read at
+# max_processes=1048576).
 BATCH_BYTES = 256 * 1024
 # ...but never fewer entries than this (per-CPU values on a many-CPU host)
 MIN_BATCH = 64
 
 
 class BatchBuffers:
-    """Key and value buffers for one batch syscall, reused by every read of a map."""
+    """Key and value buffers reused by every read of a map, sized to what it holds.
+
+    Batch syscalls write into them at the offset of the entries read so
+    far: no copy between a batch and the columns.
+    """
 
     def __init__(self, key_size: int, value_size: int, capacity: int) -> None:
         self.key_size, self.value_size = key_size, value_size
         fit = max(MIN_BATCH, BATCH_BYTES // (key_size + value_size))
-        self._allocate(max(1, min(capacity, fit)))
+        self.batch = max(1, min(capacity, fit))
+        self.entries = 0
+        self.keys: Array = np.empty(0, np.uint8)
+        self.values: Array = np.empty(0, np.uint8)
+        self._allocate(self.batch)
 
-    def _allocate(self, entries: int) -> None:
-        self.entries = entries
-        self.keys = ct.create_string_buffer(self.key_size * entries)
-        self.values = ct.create_string_buffer(self.value_size * entries)
+    def _allocate(self, entries: int, keep: int = 0) -> None:
+        keys = np.empty(self.key_size * entries, np.uint8)
+        values = np.empty(self.value_size * entries, np.uint8)
+        keys[: keep * self.key_size] = self.keys[: keep * self.key_size]
+        values[: keep * self.value_size] = self.values[: keep * self.value_size]
+        self.keys, self.values, self.entries = keys, values, entries
 
-    def grow(self) -> None:
-        """Room for a hash bucket larger than a batch (the kernel returns whole buckets)."""
-        self._allocate(self.entries * 2)
+    def grow(self, keep: int) -> None:
+        """Twice the room, keeping the first ``keep`` entries read."""
+        self._allocate(self.entries * 2, keep)
+
+    def fit(self, held: int) -> None:
+        """After a read of ``held`` entries: give back room the map no longer needs."""
+        if self.entries > self.batch and held < self.entries // 4:
+            self._allocate(max(self.batch, 2 * held))
+
+    def key_ptr(self, entry: int) -> ct.c_void_p:
+        return ct.c_void_p(self.keys.ctypes.data + entry * self.key_size)
+
+    def value_ptr(self, entry: int) -> ct.c_void_p:
+        return ct.c_void_p(self.values.ctypes.data + entry * self.value_size)
 
 
-def _lookup_batch(
-    map_fd: int, buffers: BatchBuffers, capacity: int, delete: bool = False
-) -> tuple[bytes, bytes, int]:
-    """Every entry of a map; with ``delete``, removed as it is read (one syscall a batch)."""
+def _lookup_batch(map_fd: int, buffers: BatchBuffers, capacity: int, delete: bool = False) -> int:
+    """Every entry of a map into ``buffers``, their number; with ``delete``,
+    removed as they are read (one syscall a batch)."""
     from bcc.libbcc import lib
 
     call = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
     what = "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete else "BPF_MAP_LOOKUP_BATCH"
-    keys, values = bytearray(), bytearray()
     in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
     total = 0
     started = False
     while total < capacity:
-        count.value = buffers.entries
+        if buffers.entries - total < buffers.batch:
+            buffers.grow(total)
+        count.value = buffers.entries - total
         res = call(
             map_fd,
             ct.byref(in_batch) if started else None,
             ct.byref(out_batch),
-            buffers.keys,
-            buffers.values,
+            buffers.key_ptr(total),
+            buffers.value_ptr(total),
             ct.byref(count),
         )
         err = ct.get_errno()
         got = count.value
-        keys += memoryview(buffers.keys)[: got * buffers.key_size]
-        values += memoryview(buffers.values)[: got * buffers.value_size]
         total += got
         if res != 0:
             if err == errno.ENOENT:  # the normal end of the map
                 break
-            if err == errno.ENOSPC and got == 0:  # a bucket larger than a batch
-                buffers.grow()
+            if err == errno.ENOSPC and got == 0:  # a bucket larger than the room left
+                buffers.grow(total)
                 continue
             raise OSError(err, f"{what} failed: {os.strerror(err)}")
         if got == 0:
             break
         in_batch.value = out_batch.value
         started = True
-    return bytes(keys), bytes(values), total
+    return total
 
 
 def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
@@ -174,6 +211,50 @@ def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
             raise OSError(err, f"BPF_MAP_DELETE_BATCH failed: {os.strerror(err)}")
 
 
+def _key_column(keys_raw: Any, key_size: int, count: int) -> Array:
+    """Each key as one fixed-width bytes value (comparable as a whole)."""
+    return np.frombuffer(keys_raw, dtype=f"S{key_size}", count=count)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash_rows(column: Array) -> Array:
+    """A 64-bit hash of each fixed-width value of ``column`` (to sort and match by; equal
+    hashes are checked byte for byte)."""
+    n, width = len(column), column.dtype.itemsize
+    raw = np.ascontiguousarray(column).view(np.uint8).reshape(n, width)
+    if width % 8:
+        raw = np.concatenate([raw, np.zeros((n, 8 - width % 8), np.uint8)], axis=1)
+    words = raw.view("<u8")
+    h = np.zeros(n, np.uint64)
+    for j in range(words.shape[1]):
+        h = (h ^ words[:, j]) * _MIX
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def _factorize(column: Array) -> tuple[Array, Array]:
+    """The distinct values of ``column`` and, per entry, the index of its value among them."""
+    if column.dtype.kind in "iub":
+        distinct = np.unique(column)  # hashed, not sorted per entry
+        return distinct, np.searchsorted(distinct, column)
+    # wider values (char arrays, whole keys) go by a hash, checked for collisions
+    h = _hash_rows(column)
+    hashes = np.unique(h)
+    inverse = np.searchsorted(hashes, h)
+    first = np.empty(len(hashes), np.intp)
+    first[inverse] = np.arange(len(column))
+    distinct = column[first]
+    if bool((distinct[inverse] == column).all()):
+        return distinct, inverse
+    return tuple(np.unique(column, return_inverse=True))  # type: ignore[return-value]
+
+
+def _proc_pids(proc: str) -> Array:
+    return np.fromiter((int(name) for name in os.listdir(proc) if name.isdigit()), dtype=np.int64)
+
+
 class ExitedProcessReaper:
     """Deletes entries of exited processes once their last values went out.
 
@@ -183,13 +264,21 @@ class ExitedProcessReaper:
     deleted, so short-lived pids do not pile up as series, and a stream that
     reads faster never deletes what a slower one has not exported yet.
     /proc must be the host's (hostPID in Kubernetes).
+
+    The pid column is compared with one listing of /proc, and the state (the
+    keys of dead processes' entries, and how often each stream exported
+    them) is kept as arrays ordered by a hash of the key: no Python code runs
+    per entry.
     """
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._streams: set[object] = set()
-        # key bytes of a dead process's entry -> snapshots of each stream it was in
-        self._exports: dict[bytes, dict[object, int]] = {}
+        # the keys of dead processes' entries (fixed-width bytes, by hash),
+        # and per stream how many of its snapshots each was in
+        self._dead: Array = np.empty(0, dtype="S1")
+        self._dead_hash: Array = np.empty(0, dtype=np.uint64)
+        self._exports: dict[object, Array] = {}
 
     def subscribe(self, stream: object) -> None:
         """``stream`` reads the map from now on: deletions wait for it too."""
@@ -197,31 +286,250 @@ class ExitedProcessReaper:
 
     def unsubscribe(self, stream: object) -> None:
         self._streams.discard(stream)
-        for exports in self._exports.values():
-            exports.pop(stream, None)
+        self._exports.pop(stream, None)
 
     def reap(
-        self, map_fd: int, keys_raw: bytes, key_size: int, pids: list[int], stream: object = None
+        self,
+        map_fd: int,
+        keys_raw: Any,
+        key_size: int,
+        pids: Sequence[int] | Array,
+        stream: object = None,
     ) -> int:
         """After ``stream`` exported a read: delete what every stream has exported twice."""
-        # One listing of /proc per snapshot, not one stat per entry.
-        alive = {int(name) for name in os.listdir(self.proc) if name.isdigit()}
-        dead = {
-            keys_raw[i * key_size : (i + 1) * key_size]
-            for i, pid in enumerate(pids)
-            if pid not in alive
-        }
-        self._exports = {k: e for k, e in self._exports.items() if k in dead}
-        for key in dead:
-            exports = self._exports.setdefault(key, {})
-            exports[stream] = exports.get(stream, 0) + 1
+        pid_col = np.asarray(pids, dtype=np.int64)
+        alive = _proc_pids(self.proc)  # one listing of /proc per snapshot
+        keys = _key_column(keys_raw, key_size, len(pid_col))
+        dead = keys[~np.isin(pid_col, alive)]  # distinct: a map holds a key once
+        dead_hash = _hash_rows(dead)
+        order = np.argsort(dead_hash)
+        dead, dead_hash = dead[order], dead_hash[order]
+        # carry each stream's counts over to the keys still dead
+        old, old_hash = self._dead, self._dead_hash
+        at = np.searchsorted(old_hash, dead_hash)
+        found = at < len(old)
+        found[found] = old_hash[at[found]] == dead_hash[found]
+        found[found] = old[at[found]] == dead[found]
+        exports: dict[object, Array] = {}
+        for s, counts in self._exports.items():
+            carried = np.zeros(len(dead), np.int64)
+            carried[found] = counts[at[found]]
+            exports[s] = carried
+        exports.setdefault(stream, np.zeros(len(dead), np.int64))
+        exports[stream] += 1
         readers = self._streams | {stream}
-        expired = [k for k, e in self._exports.items() if all(e.get(r, 0) >= 2 for r in readers)]
-        for key in expired:
-            del self._exports[key]
-        if expired:
-            _delete_batch(map_fd, b"".join(expired), key_size)
-        return len(expired)
+        expired = np.ones(len(dead), bool)
+        for r in readers:
+            expired &= exports[r] >= 2 if r in exports else False
+        keep = ~expired
+        self._dead, self._dead_hash = dead[keep], dead_hash[keep]
+        self._exports = {s: c[keep] for s, c in exports.items()}
+        n = int(expired.sum())
+        if n:
+            _delete_batch(map_fd, dead[expired].tobytes(), key_size)
+        return n
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """A decoded column kept as its distinct decoded values and a code per entry."""
+
+    table: Array  # object array: the decoded value of each distinct raw value
+    codes: Array  # per entry, its index into table
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def materialize(self) -> Array:
+        return self.table[self.codes]
+
+
+Col = Any  # a numpy array, or a _Coded column
+
+
+def _take(col: Col, rows: Array) -> Col:
+    """``col`` at ``rows`` (a mask or indexes)."""
+    return _Coded(col.table, col.codes[rows]) if isinstance(col, _Coded) else col[rows]
+
+
+def _repeat(col: Col, c: int) -> Col:
+    """Each value of ``col`` ``c`` times in a row."""
+    if isinstance(col, _Coded):
+        return _Coded(col.table, np.repeat(col.codes, c))
+    return np.repeat(col, c)
+
+
+def _plain(col: Col) -> Array:
+    return col.materialize() if isinstance(col, _Coded) else col
+
+
+@dataclass
+class _Rows:
+    """The columns of one read while they are decoded and filtered."""
+
+    keys: dict[str, Any] = field(default_factory=dict)  # arrays, or object arrays of decoded values
+    values: dict[str, Any] = field(default_factory=dict)
+    drop: Array | None = None  # entries a filtering decoder dropped
+
+    def dropped(self, mask: Array | None) -> None:
+        if mask is not None:
+            self.drop = mask if self.drop is None else self.drop | mask
+
+
+def _decode_distinct(
+    chain: Sequence[decoders.Decoder],
+    column: Array,
+    text: bool,
+    factorized: tuple[Array, Array] | None = None,
+) -> tuple[Col, Array | None]:
+    """``chain`` on each distinct value of ``column`` once, mapped back onto every entry.
+
+    Returns the decoded column (a _Coded column) and the entries a filter
+    dropped (None when none). ``factorized``: ``_factorize(column)`` when
+    the caller has it already. With ``text`` (the field travels as strings),
+    every value becomes valid text here, once per distinct value. A numeric
+    column without decoders comes back as it is.
+    """
+    if not chain and not text:
+        return column, None
+    if len(column) == 0:
+        return np.empty(0, dtype=object), None
+    distinct, inverse = factorized if factorized is not None else _factorize(column)
+    raw = _to_list(distinct)
+    decoded = decoders.apply(chain, raw) if chain else raw
+    if text:
+        decoded = [v if v is DROP else _text(v) for v in decoded]
+    table = np.empty(len(decoded), dtype=object)
+    table[:] = decoded
+    dropped = np.fromiter((v is DROP for v in decoded), dtype=bool, count=len(decoded))
+    return _Coded(table, inverse), (dropped[inverse] if dropped.any() else None)
+
+
+def _text(value: Any) -> str:
+    """A value of a string column as valid text: bytes as a C string, and
+    undecodable bytes (surrogates a decoder passed on) as U+FFFD."""
+    text = value if isinstance(value, str) else str(decoders.get("string").decode([value])[0])
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return _valid_text(text)
+    return text
+
+
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _sum_cpus(column: Array, n: int, c: int) -> tuple[Array, Array | None]:
+    """Each run of ``c`` per-CPU values summed; the sums past 2^64 - 1 (saturated) marked."""
+    if column.dtype.kind == "u":
+        per_cpu = column.astype(np.uint64, copy=False).reshape(n, c)
+        total = per_cpu[:, 0].copy()
+        over = np.zeros(n, bool)
+        for j in range(1, c):
+            following = total + per_cpu[:, j]
+            over |= following < total  # wrapped around
+            total = following
+        if over.any():
+            total[over] = U64_MAX
+            return total, over
+        return total, None
+    # signed values, and values a decoder made: Python integers, exact
+    summed = column.astype(object).reshape(n, c).sum(axis=1)
+    return np.asarray(summed, dtype=object), None
+
+
+DEFAULT_FULL_EVERY = 30
+
+
+class Changes:
+    """What one changes-only stream sent of one map: the state its client keeps.
+
+    Each row (a key, and a CPU for per-CPU reads) has a slot while it is in
+    the map. A read is matched against the state by the rows' key bytes
+    (fast when the map's order did not change, else by a hash, checked byte
+    for byte); a row is sent when it is new or any of its key or value
+    columns differs from what was sent (decoded key columns too: a cgroup
+    path found later is a change), and the slots of rows gone are sent as
+    removed. Every ``full_every`` reads the map is sent whole, and the state
+    starts over from it.
+    """
+
+    def __init__(self, full_every: int = DEFAULT_FULL_EVERY) -> None:
+        self.full_every = max(1, full_every)
+        self.reads = 0
+        self.ids: Array = np.empty(0, dtype="S1")  # by slot
+        self.live: Array = np.empty(0, dtype=bool)
+        self.columns: dict[str, Array] = {}  # by slot, materialized
+
+    def update(self, ids: Array, columns: dict[str, Col], snap: pb.MapSnapshot) -> Array | None:
+        """Match a read's rows against the state and set the snapshot's slots;
+        which rows to send (None: all of them)."""
+        n = len(ids)
+        cols = {name: _plain(col) for name, col in columns.items()}
+        full = self.reads % self.full_every == 0 or set(cols) != set(self.columns)
+        self.reads += 1
+        if full:
+            self.ids, self.live = ids, np.ones(n, bool)
+            self.columns = {name: col.copy() for name, col in cols.items()}
+            snap.changes_only = False
+            snap.slots = np.arange(n, dtype="<u4").tobytes()
+            return None
+        slot_of, found = self._match(ids)
+        hit = np.zeros(len(self.ids), bool)
+        hit[slot_of[found]] = True
+        removed = np.flatnonzero(self.live & ~hit)
+        self.live[removed] = False
+        changed = ~found
+        at = slot_of[found]
+        for name, col in cols.items():
+            changed[found] |= np.asarray(self.columns[name][at] != col[found], dtype=bool)
+        new = np.flatnonzero(~found)
+        if len(new):
+            slot_of[new] = self._allocate(len(new))
+            self.ids[slot_of[new]] = ids[new]
+            self.live[slot_of[new]] = True
+        sent = np.flatnonzero(changed)
+        for name, col in cols.items():
+            self.columns[name][slot_of[sent]] = col[sent]
+        snap.changes_only = True
+        snap.slots = slot_of[sent].astype("<u4").tobytes()
+        snap.removed_slots = removed.astype("<u4").tobytes()
+        return sent
+
+    def _match(self, ids: Array) -> tuple[Array, Array]:
+        """Per row, its slot in the state and whether it has one."""
+        n = len(ids)
+        if n == len(self.ids) and bool(self.live.all()) and bool((ids == self.ids).all()):
+            return np.arange(n), np.ones(n, bool)  # the map's order did not change
+        slots = np.flatnonzero(self.live)
+        state_hash = _hash_rows(self.ids[slots])
+        order = np.argsort(state_hash)
+        slots, state_hash = slots[order], state_hash[order]
+        h = _hash_rows(ids)
+        at = np.searchsorted(state_hash, h)
+        found = at < len(slots)
+        found[found] = state_hash[at[found]] == h[found]
+        slot_of = np.zeros(n, np.intp)
+        slot_of[found] = slots[at[found]]
+        found[found] = self.ids[slot_of[found]] == ids[found]
+        return slot_of, found
+
+    def _allocate(self, count: int) -> Array:
+        """``count`` free slots (removed rows' first), growing the state when needed."""
+        free = np.flatnonzero(~self.live)[:count]
+        more = count - len(free)
+        if more:
+            size = len(self.ids)
+            grown = max(more, size // 2)
+            self.ids = np.concatenate([self.ids, np.zeros(grown, self.ids.dtype)])
+            self.live = np.concatenate([self.live, np.zeros(grown, bool)])
+            self.columns = {
+                name: np.concatenate([col, np.zeros(grown, col.dtype)])
+                for name, col in self.columns.items()
+            }
+            free = np.concatenate([free, np.arange(size, size + more)])
+        return free
 
 
 class MapReader:
@@ -281,12 +589,22 @@ class MapReader:
         clear: bool = False,
         per_cpu: bool = False,
         stream: object = None,
+        packed: bool = False,
+        changes: Changes | None = None,
     ) -> None:
-        """``stream``: who reads, for the exited-process reaper (subscribe it first)."""
+        """``stream``: who reads, for the exited-process reaper (subscribe it first).
+
+        ``packed``: fill the packed columns (StreamRequest.packed_columns).
+        ``changes``: what the stream sent of this map so far; only the rows
+        that changed since are filled (StreamRequest.changes_only). Not with
+        ``clear``: every cleared read is news.
+        """
         if per_cpu and not self.per_cpu:
             raise ValueError(f"map {self.spec.name!r} is not a per-CPU map")
+        if clear and changes is not None:
+            raise ValueError("a map read with clear is sent whole, not as changes")
         with self._lock:
-            self._read(snap, clear, per_cpu, stream)
+            self._read(snap, clear, per_cpu, stream, packed, changes)
 
     def subscribe(self, stream: object) -> None:
         """``stream`` reads this map from now on (the reaper waits for its exports)."""
@@ -299,45 +617,107 @@ class MapReader:
             with self._lock:
                 self.reaper.unsubscribe(stream)
 
-    def _read(self, snap: pb.MapSnapshot, clear: bool, per_cpu: bool, stream: object) -> None:
+    def _read(
+        self,
+        snap: pb.MapSnapshot,
+        clear: bool,
+        per_cpu: bool,
+        stream: object,
+        packed: bool,
+        changes: Changes | None,
+    ) -> None:
         delete = clear and not self.is_array
-        keys_raw, values_raw, n = _lookup_batch(
-            self.table.map_fd, self.buffers, self.capacity, delete=delete
-        )
-        keys = self.key_layout.columns(keys_raw, n)
+        buffers = self.buffers
+        n = _lookup_batch(self.table.map_fd, buffers, self.capacity, delete=delete)
         c = self.cpus if self.per_cpu else 1
-        values = self.value_layout.columns(values_raw, n * c)  # c values per key
+        keys = self.key_layout.arrays(buffers.keys, n)
+        values: dict[str, Any] = self.value_layout.arrays(buffers.values, n * c)  # c per key
         if clear and self.is_array:
-            values = self._since_previous(keys_raw, n, c, values)
-        key_cols: dict[str, list[Any]] = {
-            f.name: decoders.apply(f.decoders, keys[f.name]) for f in self.spec.key
-        }
+            values = self._since_previous(buffers.keys[: n * self.key_size].tobytes(), n, c, values)
+        rows = _Rows()
+        # A derived field decodes its source field's raw values: the distinct
+        # values of a column are found once, however many fields decode it.
+        factorized: dict[str, tuple[Array, Array]] = {}
+
+        def distinct(name: str) -> tuple[Array, Array] | None:
+            if name not in factorized and n:
+                factorized[name] = _factorize(keys[name])
+            return factorized.get(name)
+
+        for f in self.spec.key:
+            text = f.wire_type == pb.FIELD_TYPE_STRING
+            if f.decoders or text:
+                rows.keys[f.name], mask = _decode_distinct(
+                    f.decoders, keys[f.name], text, distinct(f.name)
+                )
+                rows.dropped(mask)
+            else:
+                rows.keys[f.name] = keys[f.name]
         for d in self.spec.derived:
-            key_cols[d.name] = decoders.apply(d.decoders, keys[d.source.name])
-        value_cols = {f.name: decoders.apply(f.decoders, values[f.name]) for f in self.spec.value}
+            text = d.wire_type == pb.FIELD_TYPE_STRING
+            rows.keys[d.name], mask = _decode_distinct(
+                d.decoders, keys[d.source.name], text, distinct(d.source.name)
+            )
+            rows.dropped(mask)
+        value_drop = None
+        for f in self.spec.value:
+            text = f.wire_type == pb.FIELD_TYPE_STRING
+            decoded, mask = _decode_distinct(f.decoders, values[f.name], text)
+            rows.values[f.name] = _plain(decoded)
+            if mask is not None:
+                value_drop = mask if value_drop is None else value_drop | mask
+        over: dict[str, Array] = {}
         if per_cpu:
-            key_cols = {name: [v for v in col for _ in range(c)] for name, col in key_cols.items()}
-            key_cols["cpu"] = list(range(c)) * n
-            rows = n * c
+            rows.keys = {name: _repeat(col, c) for name, col in rows.keys.items()}
+            rows.keys["cpu"] = np.tile(np.arange(c, dtype=np.uint64), n)
+            if rows.drop is not None:
+                rows.drop = np.repeat(rows.drop, c)
+            rows.dropped(value_drop)
+            count = n * c
         else:
+            if value_drop is not None:  # an entry some CPU's value of was dropped
+                rows.dropped(np.asarray(value_drop.reshape(n, c).any(axis=1)))
             if c > 1:
-                # sum each run of c per-CPU values; zip over one iterator
-                # groups them without a Python-level loop per entry
-                value_cols = {
-                    name: list(map(sum, zip(*[iter(col)] * c, strict=True)))
-                    for name, col in value_cols.items()
-                }
-            rows = n
-        kept = _without_dropped(rows, key_cols, value_cols)
-        snap.entries = kept
+                for name, col in list(rows.values.items()):
+                    if rows.drop is not None and col.dtype == object:
+                        col = col.copy()
+                        col[np.repeat(rows.drop, c)] = 0  # dropped: not summed
+                    rows.values[name], mask = _sum_cpus(col, n, c)
+                    if mask is not None:
+                        over[name] = mask
+            count = n
+        keep = None
+        if rows.drop is not None:
+            keep = ~rows.drop
+            rows.keys = {name: _take(col, keep) for name, col in rows.keys.items()}
+            rows.values = {name: col[keep] for name, col in rows.values.items()}
+            over = {name: m[keep] for name, m in over.items()}
+            count = int(keep.sum())
+        if changes is not None:
+            ids = self._identities(n, c if per_cpu else 1, keep)
+            sent = changes.update(ids, {**rows.keys, **rows.values}, snap)
+            if sent is not None:
+                rows.keys = {name: _take(col, sent) for name, col in rows.keys.items()}
+                rows.values = {name: col[sent] for name, col in rows.values.items()}
+                over = {name: m[sent] for name, m in over.items()}
+                count = len(sent)
+        snap.entries = count
         # An array always holds max_entries entries and is never full: 0 says
         # "no capacity to run out of" to the receiver.
         snap.max_entries = 0 if self.is_array else self.capacity
-        for name, t in self._key_types(per_cpu):
-            _fill(snap.key_columns.add(), name, t, key_cols[name])
-        clamped = 0
-        for f in self.spec.value:
-            clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, value_cols[f.name])
+        clamped = sum(int(m.sum()) for m in over.values())
+        if packed:
+            for name, t in self._key_types(per_cpu):
+                _fill_packed(snap.packed_key_columns.add(), name, t, rows.keys[name])
+            for f in self.spec.value:
+                clamped += _fill_packed(
+                    snap.packed_value_columns.add(), f.name, f.wire_type, rows.values[f.name]
+                )
+        else:
+            for name, t in self._key_types(per_cpu):
+                _fill(snap.key_columns.add(), name, t, rows.keys[name])
+            for f in self.spec.value:
+                clamped += _fill(snap.value_columns.add(), f.name, f.wire_type, rows.values[f.name])
         if clamped:
             log.warning(
                 "map %s: %d values out of their 64-bit range (per-CPU values summed past "
@@ -349,8 +729,21 @@ class MapReader:
             snap.dropped_updates = sum_counter(self.dropped_table)
         if self.reaper is not None and not delete:
             self.reaper.reap(
-                self.table.map_fd, keys_raw, self.key_size, keys[self.spec.pid_field], stream
+                self.table.map_fd, buffers.keys, self.key_size, keys[self.spec.pid_field], stream
             )
+        buffers.fit(n)
+
+    def _identities(self, n: int, c: int, keep: Array | None) -> Array:
+        """What identifies each row of a read: its key's bytes (and CPU, ``c`` > 1)."""
+        keys = _key_column(self.buffers.keys, self.key_size, n)
+        if c > 1:
+            rows = np.empty(n * c, dtype=[("key", f"V{self.key_size}"), ("cpu", "<u4")])
+            rows["key"] = np.repeat(keys.view(f"V{self.key_size}"), c)
+            rows["cpu"] = np.tile(np.arange(c, dtype=np.uint32), n)
+            ids = rows.view(f"S{self.key_size + 4}")
+        else:
+            ids = keys.copy()  # the buffer is the next read's
+        return ids if keep is None else ids[keep]
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]
@@ -360,22 +753,27 @@ class MapReader:
         return out
 
     def _since_previous(
-        self, keys_raw: bytes, n: int, c: int, values: dict[str, list[Any]]
-    ) -> dict[str, list[Any]]:
-        """Array maps: each value minus what the previous read saw for its key."""
+        self, keys_raw: bytes, n: int, c: int, values: dict[str, Array]
+    ) -> dict[str, Any]:
+        """Array maps: each value minus what the previous read saw for its key.
+
+        In Python integers (object arrays): a counter below its previous
+        read goes negative and is clamped, and counted, when filled.
+        """
         names = list(values)
+        cols = {name: values[name].astype(object) for name in names}
         current: dict[bytes, tuple[Any, ...]] = {}
         for i in range(n):
             key = keys_raw[i * self.key_size : (i + 1) * self.key_size]
-            row = tuple(values[name][i * c + j] for name in names for j in range(c))
+            row = tuple(cols[name][i * c + j] for name in names for j in range(c))
             current[key] = row
             before = self._previous.get(key)
             if before is not None:
                 for k, name in enumerate(names):
                     for j in range(c):
-                        values[name][i * c + j] -= before[k * c + j]
+                        cols[name][i * c + j] -= before[k * c + j]
         self._previous = current
-        return values
+        return cols
 
 
 class PinnedTable:
@@ -457,20 +855,6 @@ def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: 
         )
 
 
-def _without_dropped(rows: int, *groups: dict[str, list[Any]]) -> int:
-    """Remove, in place, every entry that a filtering decoder dropped in any column."""
-    # The common case (no filter dropped anything) is a scan in C per column.
-    if not any(DROP in col for g in groups for col in g.values()):
-        return rows
-    drop = {i for g in groups for col in g.values() for i, v in enumerate(col) if v is DROP}
-    if not drop:
-        return rows
-    for g in groups:
-        for name, col in g.items():
-            g[name] = [v for i, v in enumerate(col) if i not in drop]
-    return rows - len(drop)
-
-
 def sum_counter(table: Any) -> int:
     """Element 0 of a (per-CPU) array counter, summed over CPUs."""
     value = table[ct.c_int(0)]
@@ -488,10 +872,6 @@ def _valid_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode()
 
 
-U64_MAX = (1 << 64) - 1
-I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
-
-
 def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
     """``values`` saturated to [low, high], and how many were outside."""
     if not values or (low <= min(values) and max(values) <= high):  # the usual case, in C
@@ -500,23 +880,74 @@ def _clamped(values: list[Any], low: int, high: int) -> tuple[list[Any], int]:
     return out, sum(1 for v in values if not low <= v <= high)
 
 
-def _fill(column: pb.Column, name: str, t: pb.FieldType, values: list[Any]) -> int:
-    """Fill ``column``; the number of integers clamped to the wire type's range.
+def _narrowest(values: Array, signed: bool) -> np.dtype[Any]:
+    """The narrowest little-endian integer type that holds every value."""
+    if not len(values):
+        return np.dtype("<i1" if signed else "<u1")
+    low, high = int(values.min()), int(values.max())
+    for width in (1, 2, 4, 8):
+        if signed and -(1 << (8 * width - 1)) <= low and high < 1 << (8 * width - 1):
+            return np.dtype(f"<i{width}")
+        if not signed and high < 1 << (8 * width):
+            return np.dtype(f"<u{width}")
+    return np.dtype("<i8" if signed else "<u8")
+
+
+def _fill_packed(column: pb.PackedColumn, name: str, t: pb.FieldType, values: Col) -> int:
+    """Fill a packed column; the number of integers clamped to the wire type's range."""
+    column.field, column.type = name, t
+    if t == pb.FIELD_TYPE_STRING:
+        if isinstance(values, _Coded):
+            table, codes = values.table, values.codes
+        else:  # raw or numeric values shown as text: once per distinct value
+            table, codes = _factorize(values) if len(values) else (values, values)
+            table = np.asarray(_to_list(table), dtype=object)
+        column.dictionary.extend(["" if v is DROP else _text(v) for v in table.tolist()])
+        wire = _narrowest(np.array([len(table) - 1]), signed=False)
+        column.indexes = np.asarray(codes).astype(wire).tobytes()
+        column.width = wire.itemsize
+        return 0
+    values = _plain(values)
+    signed = t == pb.FIELD_TYPE_INT
+    clamped = 0
+    if values.dtype.kind not in "iu" or (values.dtype.kind == "i") != signed:
+        low, high = (I64_MIN, I64_MAX) if signed else (0, U64_MAX)
+        listed, clamped = _clamped(values.tolist(), low, high)
+        values = np.array(listed, dtype="<i8" if signed else "<u8")
+    wire = _narrowest(values, signed)
+    column.values = values.astype(wire).tobytes()
+    column.width = wire.itemsize
+    return clamped
+
+
+def _fill(column: pb.Column, name: str, t: pb.FieldType, values: Col) -> int:
+    """Fill ``column`` from an array or list; the number of integers clamped
+    to the wire type's range.
 
     The sum of a u64 over CPUs can pass 2^64 (each CPU's counter is a u64);
     protobuf would refuse the whole map for one such value, so it saturates
     at 2^64 - 1 (and the reader logs it).
     """
     column.field = name
+    if isinstance(values, _Coded):
+        if t == pb.FIELD_TYPE_STRING:
+            column.strings.extend(values.materialize().tolist())  # valid text (_decode_distinct)
+            return 0
+        values = values.materialize()
+    if isinstance(values, np.ndarray):
+        if t == pb.FIELD_TYPE_STRING and values.dtype == object:
+            column.strings.extend(values.tolist())  # valid text already (_decode_distinct)
+            return 0
+        if t == pb.FIELD_TYPE_UINT and values.dtype.kind == "u":
+            column.uints.extend(values.tolist())  # within range by its type
+            return 0
+        if t == pb.FIELD_TYPE_INT and values.dtype.kind == "i":
+            column.ints.extend(values.tolist())
+            return 0
+        values = _to_list(values)
     if t == pb.FIELD_TYPE_STRING:
-        texts = [v if isinstance(v, str) else decoders.get("string").decode([v])[0] for v in values]
-        try:
-            column.strings.extend(texts)
-        except (UnicodeError, ValueError):
-            # A decoder passed on text that is not valid UTF-8 (surrogates of
-            # undecodable bytes): replace those characters, keep the column.
-            del column.strings[:]
-            column.strings.extend(_valid_text(t) for t in texts)
+        texts = [_text(v) for v in values]
+        column.strings.extend(texts)
         return 0
     if t == pb.FIELD_TYPE_INT:
         values, clamped = _clamped(values, I64_MIN, I64_MAX)

@@ -15,6 +15,7 @@ attach time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import hashlib
@@ -291,6 +292,17 @@ def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[s
     return f"{program.name}-{h.hexdigest()[:24]}"
 
 
+def _trim_heap() -> None:
+    """Give the memory LLVM freed after a compile back to the system.
+
+    Compiling leaves tens of MiB of freed heap that glibc keeps for reuse;
+    a sidecar compiles only when a stream starts, so the memory would sit
+    idle in its RSS (bench/sidecar_memory.py, docs/overhead.md).
+    """
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     start = time.monotonic()
     with _COMPILE_LOCK, _captured_stderr() as output:
@@ -300,6 +312,7 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
             error: Exception | None = e
         else:
             error = None
+    _trim_heap()
     if error is not None:
         tail = "\n".join(line for line in output if line.strip())
         tail = "\n".join(tail.splitlines()[-_ERROR_LINES:])

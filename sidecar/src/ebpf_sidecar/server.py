@@ -16,7 +16,7 @@ from ebpf_sidecar import PROTOCOL_VERSION, __version__, events, unix_socket
 from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
-from ebpf_sidecar.maps import MapReader
+from ebpf_sidecar.maps import DEFAULT_FULL_EVERY, Changes, MapReader
 from ebpf_sidecar.plan import MIN_INTERVAL_S, WantedEvent, WantedMap, plan
 from ebpf_sidecar.profile_stream import ProfileStream
 from ebpf_sidecar.programs import InstanceLimit, LoadedProgram, LoadError, ProgramManager
@@ -151,9 +151,17 @@ class SidecarService(pb_grpc.SidecarServicer):
                 profiles.start_prefetching(closed)
             sequence = 0
             next_tick = time.monotonic()
+            # changes-only streams: what this stream sent of each cumulative map
+            changes = {
+                (w.program, w.map): Changes(request.full_snapshot_every or DEFAULT_FULL_EVERY)
+                for w in wanted
+                if request.changes_only and not w.clear
+            }
             while not closed.is_set():
                 sequence += 1
-                snap = self._snapshot(sequence, wanted, by_name, token)
+                snap = self._snapshot(
+                    sequence, wanted, by_name, token, request.packed_columns, changes
+                )
                 self._add_events(snap, judged.events, by_name, sink)
                 if profiles is not None:
                     profiles.add_to(snap)
@@ -225,6 +233,8 @@ class SidecarService(pb_grpc.SidecarServicer):
         wanted: list[WantedMap],
         loaded: dict[str, LoadedProgram],
         stream: object = None,
+        packed: bool = False,
+        changes: dict[tuple[str, str], Changes] | None = None,
     ) -> pb.Snapshot:
         started = time.monotonic()
         snap = pb.Snapshot(sequence=sequence, time_unix_nano=time.time_ns())
@@ -233,12 +243,22 @@ class SidecarService(pb_grpc.SidecarServicer):
             prog = loaded[program]
             ms = snap.maps.add(program=program, map=name, attach_time_unix_nano=prog.attach_time_ns)
             try:
-                prog.readers[name].read(ms, clear=w.clear, per_cpu=w.per_cpu, stream=stream)
+                prog.readers[name].read(
+                    ms,
+                    clear=w.clear,
+                    per_cpu=w.per_cpu,
+                    stream=stream,
+                    packed=packed,
+                    changes=(changes or {}).get((program, name)),
+                )
             except Exception as e:  # one broken map must not stop the others
                 log.exception("reading map %s/%s failed", program, name)
-                del ms.key_columns[:]
-                del ms.value_columns[:]
-                ms.entries = 0
+                ms.Clear()
+                ms.program, ms.map = program, name
+                ms.attach_time_unix_nano = prog.attach_time_ns
+                if changes and (program, name) in changes:
+                    # the client's state is unknown now: send the next read whole
+                    changes[(program, name)] = Changes(changes[(program, name)].full_every)
                 ms.error = f"reading {program}/{name} failed: {e}"
         snap.read_duration.FromNanoseconds(int((time.monotonic() - started) * 1e9))
         return snap

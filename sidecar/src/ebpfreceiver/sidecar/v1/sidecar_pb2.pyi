@@ -282,18 +282,24 @@ class EventRequest(_message.Message):
     def __init__(self, program: _Optional[str] = ..., event: _Optional[str] = ..., min_severity: _Optional[str] = ..., rate_limit: _Optional[int] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("programs", "maps", "interval", "events", "profiles")
+    __slots__ = ("programs", "maps", "interval", "events", "profiles", "packed_columns", "changes_only", "full_snapshot_every")
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     PROFILES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    FULL_SNAPSHOT_EVERY_FIELD_NUMBER: _ClassVar[int]
     programs: _containers.RepeatedCompositeFieldContainer[ProgramRequest]
     maps: _containers.RepeatedCompositeFieldContainer[MapRequest]
     interval: _duration_pb2.Duration
     events: _containers.RepeatedCompositeFieldContainer[EventRequest]
     profiles: ProfilesRequest
-    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EventRequest, _Mapping]]] = ..., profiles: _Optional[_Union[ProfilesRequest, _Mapping]] = ...) -> None: ...
+    packed_columns: bool
+    changes_only: bool
+    full_snapshot_every: int
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramRequest, _Mapping]]] = ..., maps: _Optional[_Iterable[_Union[MapRequest, _Mapping]]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EventRequest, _Mapping]]] = ..., profiles: _Optional[_Union[ProfilesRequest, _Mapping]] = ..., packed_columns: _Optional[bool] = ..., changes_only: _Optional[bool] = ..., full_snapshot_every: _Optional[int] = ...) -> None: ...
 
 class ProfilesRequest(_message.Message):
     __slots__ = ("program", "per_container", "cgroups")
@@ -317,8 +323,24 @@ class Column(_message.Message):
     strings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, field: _Optional[str] = ..., uints: _Optional[_Iterable[int]] = ..., ints: _Optional[_Iterable[int]] = ..., strings: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class PackedColumn(_message.Message):
+    __slots__ = ("field", "type", "values", "dictionary", "indexes", "width")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DICTIONARY_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    type: FieldType
+    values: bytes
+    dictionary: _containers.RepeatedScalarFieldContainer[str]
+    indexes: bytes
+    width: int
+    def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., values: _Optional[bytes] = ..., dictionary: _Optional[_Iterable[str]] = ..., indexes: _Optional[bytes] = ..., width: _Optional[int] = ...) -> None: ...
+
 class MapSnapshot(_message.Message):
-    __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error")
+    __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error", "packed_key_columns", "packed_value_columns", "changes_only", "slots", "removed_slots")
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     ATTACH_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +350,11 @@ class MapSnapshot(_message.Message):
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_UPDATES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PACKED_KEY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VALUE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_SLOTS_FIELD_NUMBER: _ClassVar[int]
     program: str
     map: str
     attach_time_unix_nano: int
@@ -337,7 +364,12 @@ class MapSnapshot(_message.Message):
     max_entries: int
     dropped_updates: int
     error: str
-    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    packed_key_columns: _containers.RepeatedCompositeFieldContainer[PackedColumn]
+    packed_value_columns: _containers.RepeatedCompositeFieldContainer[PackedColumn]
+    changes_only: bool
+    slots: bytes
+    removed_slots: bytes
+    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ..., packed_key_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., packed_value_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., changes_only: _Optional[bool] = ..., slots: _Optional[bytes] = ..., removed_slots: _Optional[bytes] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles", "event_drops")
