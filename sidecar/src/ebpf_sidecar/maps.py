@@ -265,19 +265,21 @@ class ExitedProcessReaper:
     reads faster never deletes what a slower one has not exported yet.
     /proc must be the host's (hostPID in Kubernetes).
 
-    The pid column is compared with one listing of /proc, and the state (the
-    keys of dead processes' entries, and how often each stream exported
-    them) is kept as arrays ordered by a hash of the key: no Python code runs
-    per entry.
+    The pid column is compared with one listing of /proc, and the state (how
+    often each stream exported each dead process's entry) is kept as arrays
+    in the order of the read: when the map's order did not change, as
+    between most reads of a large map, counts carry over row by row; else
+    dead entries are matched by a hash of their key. No Python code runs per
+    entry.
     """
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._streams: set[object] = set()
-        # the keys of dead processes' entries (fixed-width bytes, by hash),
-        # and per stream how many of its snapshots each was in
-        self._dead: Array = np.empty(0, dtype="S1")
-        self._dead_hash: Array = np.empty(0, dtype=np.uint64)
+        # the keys of the previous read, in read order, and per stream how
+        # many of its snapshots each entry of a dead process was in (0 for a
+        # live one; 2 at most)
+        self._keys: Array = np.empty(0, dtype="S1")
         self._exports: dict[object, Array] = {}
 
     def subscribe(self, stream: object) -> None:
@@ -300,34 +302,50 @@ class ExitedProcessReaper:
         pid_col = np.asarray(pids, dtype=np.int64)
         alive = _proc_pids(self.proc)  # one listing of /proc per snapshot
         keys = _key_column(keys_raw, key_size, len(pid_col))
-        dead = keys[~np.isin(pid_col, alive)]  # distinct: a map holds a key once
-        dead_hash = _hash_rows(dead)
-        order = np.argsort(dead_hash)
-        dead, dead_hash = dead[order], dead_hash[order]
-        # carry each stream's counts over to the keys still dead
-        old, old_hash = self._dead, self._dead_hash
-        at = np.searchsorted(old_hash, dead_hash)
-        found = at < len(old)
-        found[found] = old_hash[at[found]] == dead_hash[found]
-        found[found] = old[at[found]] == dead[found]
-        exports: dict[object, Array] = {}
-        for s, counts in self._exports.items():
-            carried = np.zeros(len(dead), np.int64)
-            carried[found] = counts[at[found]]
-            exports[s] = carried
-        exports.setdefault(stream, np.zeros(len(dead), np.int64))
-        exports[stream] += 1
-        readers = self._streams | {stream}
-        expired = np.ones(len(dead), bool)
-        for r in readers:
-            expired &= exports[r] >= 2 if r in exports else False
-        keep = ~expired
-        self._dead, self._dead_hash = dead[keep], dead_hash[keep]
-        self._exports = {s: c[keep] for s, c in exports.items()}
+        dead = ~np.isin(pid_col, alive)
+        if len(keys) == len(self._keys) and bool((keys == self._keys).all()):
+            # the map's entries in the same order as at the previous read
+            exports = {s: np.where(dead, c, 0).astype(np.uint8) for s, c in self._exports.items()}
+        else:
+            exports = self._carry(keys, dead)
+            self._keys = keys.copy()  # the buffer is the next read's
+        mine = exports.get(stream, np.zeros(len(keys), np.uint8))
+        exports[stream] = np.where(dead, np.minimum(mine, 1) + 1, 0).astype(np.uint8)
+        expired = dead.copy()
+        for r in self._streams | {stream}:
+            if r in exports:
+                expired &= exports[r] >= 2
+            else:
+                expired[:] = False
+        self._exports = exports
         n = int(expired.sum())
         if n:
-            _delete_batch(map_fd, dead[expired].tobytes(), key_size)
+            _delete_batch(map_fd, keys[expired].tobytes(), key_size)
         return n
+
+    def _carry(self, keys: Array, dead: Array) -> dict[object, Array]:
+        """The streams' counts of the previous read's dead entries moved to
+        where those entries are in this read (matched by a hash of the key,
+        checked byte for byte): the map's order changed."""
+        out = {s: np.zeros(len(keys), np.uint8) for s in self._exports}
+        had = np.zeros(len(self._keys), bool)
+        for counts in self._exports.values():
+            had |= counts > 0
+        old_rows = np.flatnonzero(had)
+        rows = np.flatnonzero(dead)
+        if not len(old_rows) or not len(rows):
+            return out
+        old_hash = _hash_rows(self._keys[old_rows])
+        order = np.argsort(old_hash)
+        old_rows, old_hash = old_rows[order], old_hash[order]
+        h = _hash_rows(keys[rows])
+        at = np.searchsorted(old_hash, h)
+        found = at < len(old_rows)
+        found[found] = old_hash[at[found]] == h[found]
+        found[found] = self._keys[old_rows[at[found]]] == keys[rows[found]]
+        for s, counts in self._exports.items():
+            out[s][rows[found]] = counts[old_rows[at[found]]]
+        return out
 
 
 @dataclass(frozen=True)
@@ -446,62 +464,86 @@ class Changes:
     """What one changes-only stream sent of one map: the state its client keeps.
 
     Each row (a key, and a CPU for per-CPU reads) has a slot while it is in
-    the map. A read is matched against the state by the rows' key bytes
+    the map. A read is matched against the state by the rows' raw key bytes
     (fast when the map's order did not change, else by a hash, checked byte
-    for byte); a row is sent when it is new or any of its key or value
-    columns differs from what was sent (decoded key columns too: a cgroup
-    path found later is a change), and the slots of rows gone are sent as
-    removed. Every ``full_every`` reads the map is sent whole, and the state
-    starts over from it.
+    for byte) and compared by its raw value bytes, before anything is
+    decoded: only rows that are new or whose raw value changed are decoded
+    and sent, and the slots of rows gone are sent as removed. A decoded
+    attribute that changes while its raw key does not (a process that
+    renamed itself, a cgroup path found later) goes out with the entry's
+    next change or the next whole snapshot: every ``full_every`` reads the
+    map is sent whole, and the state starts over from it. Rows a decoder
+    drops are not kept: they are decoded again at every read, like a whole
+    read decodes them.
     """
 
     def __init__(self, full_every: int = DEFAULT_FULL_EVERY) -> None:
         self.full_every = max(1, full_every)
         self.reads = 0
-        self.ids: Array = np.empty(0, dtype="S1")  # by slot
+        self.ids: Array = np.empty(0, dtype="S1")  # by slot: the row's key bytes
+        self.raw: Array = np.empty((0, 0), dtype=np.uint8)  # by slot: its value bytes
         self.live: Array = np.empty(0, dtype=bool)
-        self.columns: dict[str, Array] = {}  # by slot, materialized
+        # the read in progress (between match and settle)
+        self._full = True
+        self._slots: Array = np.empty(0, np.intp)  # the slot of each row to send
+        self._had: Array = np.empty(0, bool)  # whether the client has that slot already
+        self._removed: Array = np.empty(0, np.intp)
 
-    def update(self, ids: Array, columns: dict[str, Col], snap: pb.MapSnapshot) -> Array | None:
-        """Match a read's rows against the state and set the snapshot's slots;
-        which rows to send (None: all of them)."""
+    def match(self, ids: Array, raw: Array) -> Array | None:
+        """Match a read's rows (``ids``: key bytes; ``raw``: value bytes, a row
+        each) against the state; the rows to decode and send, in read order
+        (None: every row, the read is sent whole). :meth:`settle` finishes."""
         n = len(ids)
-        cols = {name: _plain(col) for name, col in columns.items()}
-        full = self.reads % self.full_every == 0 or set(cols) != set(self.columns)
+        full = self.reads % self.full_every == 0 or raw.shape[1:] != self.raw.shape[1:]
         self.reads += 1
+        self._full = full
         if full:
-            self.ids, self.live = ids, np.ones(n, bool)
-            self.columns = {name: col.copy() for name, col in cols.items()}
-            snap.changes_only = False
-            snap.slots = np.arange(n, dtype="<u4").tobytes()
+            self.ids, self.raw = ids.copy(), raw.copy()
+            self.live = np.ones(n, bool)
+            self._slots, self._had = np.arange(n), np.zeros(n, bool)
+            self._removed = np.empty(0, np.intp)
             return None
-        slot_of, found = self._match(ids)
+        slot_of, found, same_order = self._match(ids)
         hit = np.zeros(len(self.ids), bool)
         hit[slot_of[found]] = True
         removed = np.flatnonzero(self.live & ~hit)
         self.live[removed] = False
         changed = ~found
-        at = slot_of[found]
-        for name, col in cols.items():
-            changed[found] |= np.asarray(self.columns[name][at] != col[found], dtype=bool)
+        if same_order:
+            changed = _rows_differ(self.raw, raw)
+        else:
+            at = np.flatnonzero(found)
+            changed[at] = _rows_differ(self.raw[slot_of[at]], raw[at])
         new = np.flatnonzero(~found)
         if len(new):
             slot_of[new] = self._allocate(len(new))
             self.ids[slot_of[new]] = ids[new]
             self.live[slot_of[new]] = True
         sent = np.flatnonzero(changed)
-        for name, col in cols.items():
-            self.columns[name][slot_of[sent]] = col[sent]
-        snap.changes_only = True
-        snap.slots = slot_of[sent].astype("<u4").tobytes()
-        snap.removed_slots = removed.astype("<u4").tobytes()
+        self.raw[slot_of[sent]] = raw[sent]
+        self._slots, self._had = slot_of[sent], found[sent]
+        self._removed = removed
         return sent
 
-    def _match(self, ids: Array) -> tuple[Array, Array]:
-        """Per row, its slot in the state and whether it has one."""
+    def settle(self, kept: Array | None, snap: pb.MapSnapshot) -> None:
+        """Set the snapshot's slots once the rows :meth:`match` returned are
+        decoded; ``kept``: which of them a decoder did not drop (None: all)."""
+        slots, removed = self._slots, self._removed
+        if kept is not None:
+            dropped = slots[~kept]
+            self.live[dropped] = False  # not sent: the client must not hold it
+            removed = np.concatenate([removed, dropped[self._had[~kept]]])
+            slots = slots[kept]
+        snap.changes_only = not self._full
+        snap.slots = slots.astype("<u4").tobytes()
+        snap.removed_slots = removed.astype("<u4").tobytes()
+
+    def _match(self, ids: Array) -> tuple[Array, Array, bool]:
+        """Per row, its slot in the state and whether it has one; whether
+        every row is where it was (row i in slot i, nothing added or gone)."""
         n = len(ids)
         if n == len(self.ids) and bool(self.live.all()) and bool((ids == self.ids).all()):
-            return np.arange(n), np.ones(n, bool)  # the map's order did not change
+            return np.arange(n), np.ones(n, bool), True
         slots = np.flatnonzero(self.live)
         state_hash = _hash_rows(self.ids[slots])
         order = np.argsort(state_hash)
@@ -513,7 +555,7 @@ class Changes:
         slot_of = np.zeros(n, np.intp)
         slot_of[found] = slots[at[found]]
         found[found] = self.ids[slot_of[found]] == ids[found]
-        return slot_of, found
+        return slot_of, found, False
 
     def _allocate(self, count: int) -> Array:
         """``count`` free slots (removed rows' first), growing the state when needed."""
@@ -524,12 +566,16 @@ class Changes:
             grown = max(more, size // 2)
             self.ids = np.concatenate([self.ids, np.zeros(grown, self.ids.dtype)])
             self.live = np.concatenate([self.live, np.zeros(grown, bool)])
-            self.columns = {
-                name: np.concatenate([col, np.zeros(grown, col.dtype)])
-                for name, col in self.columns.items()
-            }
+            self.raw = np.concatenate([self.raw, np.zeros((grown, self.raw.shape[1]), np.uint8)])
             free = np.concatenate([free, np.arange(size, size + more)])
         return free
+
+
+def _rows_differ(a: Array, b: Array) -> Array:
+    """Per row of two equally shaped byte matrices, whether the rows differ."""
+    if a.shape[1] % 8 == 0 and a.flags.c_contiguous and b.flags.c_contiguous:
+        a, b = a.view("<u8"), b.view("<u8")  # a word at a time
+    return np.asarray((a != b).any(axis=1), dtype=bool)
 
 
 class MapReader:
@@ -634,6 +680,22 @@ class MapReader:
         values: dict[str, Any] = self.value_layout.arrays(buffers.values, n * c)  # c per key
         if clear and self.is_array:
             values = self._since_previous(buffers.keys[: n * self.key_size].tobytes(), n, c, values)
+        pids = keys[self.spec.pid_field] if self.reaper is not None else None
+        # Changes-only: rows are matched and compared raw, and only the rows
+        # that changed are decoded (the decoders are most of a read's cost).
+        sent: Array | None = None
+        if changes is not None:
+            rows_per_entry = c if per_cpu else 1
+            raw = buffers.values[: n * self.value_size].reshape(
+                n * rows_per_entry, self.value_size // rows_per_entry
+            )
+            sent = changes.match(self._identities(n, rows_per_entry), raw)
+            if sent is not None:
+                chosen = np.unique(sent // c) if per_cpu else sent
+                keys = {name: col[chosen] for name, col in keys.items()}
+                value_rows = (chosen[:, None] * c + np.arange(c)).ravel()
+                values = {name: col[value_rows] for name, col in values.items()}
+                n = len(chosen)
         rows = _Rows()
         # A derived field decodes its source field's raw values: the distinct
         # values of a column are found once, however many fields decode it.
@@ -686,6 +748,14 @@ class MapReader:
                     if mask is not None:
                         over[name] = mask
             count = n
+        if sent is not None and per_cpu:
+            # the changed CPUs' rows of the entries decoded
+            at = np.searchsorted(chosen, sent // c) * c + sent % c
+            rows.keys = {name: _take(col, at) for name, col in rows.keys.items()}
+            rows.values = {name: col[at] for name, col in rows.values.items()}
+            if rows.drop is not None:
+                rows.drop = rows.drop[at]
+            count = len(at)
         keep = None
         if rows.drop is not None:
             keep = ~rows.drop
@@ -694,13 +764,7 @@ class MapReader:
             over = {name: m[keep] for name, m in over.items()}
             count = int(keep.sum())
         if changes is not None:
-            ids = self._identities(n, c if per_cpu else 1, keep)
-            sent = changes.update(ids, {**rows.keys, **rows.values}, snap)
-            if sent is not None:
-                rows.keys = {name: _take(col, sent) for name, col in rows.keys.items()}
-                rows.values = {name: col[sent] for name, col in rows.values.items()}
-                over = {name: m[sent] for name, m in over.items()}
-                count = len(sent)
+            changes.settle(keep, snap)
         snap.entries = count
         # An array always holds max_entries entries and is never full: 0 says
         # "no capacity to run out of" to the receiver.
@@ -727,13 +791,11 @@ class MapReader:
             )
         if self.dropped_table is not None:
             snap.dropped_updates = sum_counter(self.dropped_table)
-        if self.reaper is not None and not delete:
-            self.reaper.reap(
-                self.table.map_fd, buffers.keys, self.key_size, keys[self.spec.pid_field], stream
-            )
+        if self.reaper is not None and pids is not None and not delete:
+            self.reaper.reap(self.table.map_fd, buffers.keys, self.key_size, pids, stream)
         buffers.fit(n)
 
-    def _identities(self, n: int, c: int, keep: Array | None) -> Array:
+    def _identities(self, n: int, c: int) -> Array:
         """What identifies each row of a read: its key's bytes (and CPU, ``c`` > 1)."""
         keys = _key_column(self.buffers.keys, self.key_size, n)
         if c > 1:
@@ -743,7 +805,7 @@ class MapReader:
             ids = rows.view(f"S{self.key_size + 4}")
         else:
             ids = keys.copy()  # the buffer is the next read's
-        return ids if keep is None else ids[keep]
+        return ids
 
     def _key_types(self, per_cpu: bool) -> list[tuple[str, pb.FieldType]]:
         out = [(f.name, f.wire_type) for f in self.spec.key]
