@@ -1871,7 +1871,12 @@ type Snapshot struct {
 	Profiles []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	// Per requested event type, what the stream did not send (interval
 	// snapshots only, not event batches).
-	EventDrops    []*EventDrops `protobuf:"bytes,7,rep,name=event_drops,json=eventDrops,proto3" json:"event_drops,omitempty"`
+	EventDrops []*EventDrops `protobuf:"bytes,7,rep,name=event_drops,json=eventDrops,proto3" json:"event_drops,omitempty"`
+	// What the stream's programs cost in the kernel, one per BPF program of
+	// each (interval snapshots only, not event batches).
+	ProgramCosts []*ProgramCost `protobuf:"bytes,8,rep,name=program_costs,json=programCosts,proto3" json:"program_costs,omitempty"`
+	// What the sidecar process costs (interval snapshots only).
+	SidecarCost   *SidecarCost `protobuf:"bytes,9,opt,name=sidecar_cost,json=sidecarCost,proto3" json:"sidecar_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1955,6 +1960,191 @@ func (x *Snapshot) GetEventDrops() []*EventDrops {
 	return nil
 }
 
+func (x *Snapshot) GetProgramCosts() []*ProgramCost {
+	if x != nil {
+		return x.ProgramCosts
+	}
+	return nil
+}
+
+func (x *Snapshot) GetSidecarCost() *SidecarCost {
+	if x != nil {
+		return x.SidecarCost
+	}
+	return nil
+}
+
+// One BPF program of a loaded catalog program (one per hook), its kernel
+// accounting from bpf_prog_info, cumulative since it was loaded.
+type ProgramCost struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// The hook the BPF program runs on, as Program.hooks names it, e.g.
+	// "raw_tracepoint:sys_enter".
+	Hook string `protobuf:"bytes,2,opt,name=hook,proto3" json:"hook,omitempty"`
+	// When the program was attached: the counts start there.
+	AttachTimeUnixNano uint64 `protobuf:"fixed64,3,opt,name=attach_time_unix_nano,json=attachTimeUnixNano,proto3" json:"attach_time_unix_nano,omitempty"`
+	// Time spent in the program and the number of times it ran, counted by the
+	// kernel only while BPF run-time statistics are enabled (the sidecar holds
+	// them enabled with BPF_ENABLE_STATS while it runs, see
+	// SidecarCost.run_time_stats; or the sysctl kernel.bpf_stats_enabled).
+	RunTimeNs uint64 `protobuf:"varint,4,opt,name=run_time_ns,json=runTimeNs,proto3" json:"run_time_ns,omitempty"`
+	Runs      uint64 `protobuf:"varint,5,opt,name=runs,proto3" json:"runs,omitempty"`
+	// Times the kernel skipped the program because a BPF program was already
+	// running on that CPU (its recursion protection), always counted. Each is
+	// an event the program's maps did not see.
+	RecursionMisses uint64 `protobuf:"varint,6,opt,name=recursion_misses,json=recursionMisses,proto3" json:"recursion_misses,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ProgramCost) Reset() {
+	*x = ProgramCost{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgramCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgramCost) ProtoMessage() {}
+
+func (x *ProgramCost) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgramCost.ProtoReflect.Descriptor instead.
+func (*ProgramCost) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProgramCost) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *ProgramCost) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *ProgramCost) GetAttachTimeUnixNano() uint64 {
+	if x != nil {
+		return x.AttachTimeUnixNano
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRunTimeNs() uint64 {
+	if x != nil {
+		return x.RunTimeNs
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRuns() uint64 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRecursionMisses() uint64 {
+	if x != nil {
+		return x.RecursionMisses
+	}
+	return 0
+}
+
+// The sidecar process's own cost.
+type SidecarCost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the sidecar started (Unix ns): cpu_time_ns counts from then.
+	StartTimeUnixNano uint64 `protobuf:"fixed64,1,opt,name=start_time_unix_nano,json=startTimeUnixNano,proto3" json:"start_time_unix_nano,omitempty"`
+	// CPU time (user + system) of all its threads since it started.
+	CpuTimeNs uint64 `protobuf:"varint,2,opt,name=cpu_time_ns,json=cpuTimeNs,proto3" json:"cpu_time_ns,omitempty"`
+	// Resident set size now (VmRSS).
+	MemoryRssBytes uint64 `protobuf:"varint,3,opt,name=memory_rss_bytes,json=memoryRssBytes,proto3" json:"memory_rss_bytes,omitempty"`
+	// The sidecar holds BPF run-time statistics enabled (BPF_ENABLE_STATS);
+	// when false, ProgramCost run_time_ns and runs grow only while the sysctl
+	// kernel.bpf_stats_enabled is 1.
+	RunTimeStats  bool `protobuf:"varint,4,opt,name=run_time_stats,json=runTimeStats,proto3" json:"run_time_stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SidecarCost) Reset() {
+	*x = SidecarCost{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SidecarCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SidecarCost) ProtoMessage() {}
+
+func (x *SidecarCost) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SidecarCost.ProtoReflect.Descriptor instead.
+func (*SidecarCost) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SidecarCost) GetStartTimeUnixNano() uint64 {
+	if x != nil {
+		return x.StartTimeUnixNano
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetCpuTimeNs() uint64 {
+	if x != nil {
+		return x.CpuTimeNs
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetMemoryRssBytes() uint64 {
+	if x != nil {
+		return x.MemoryRssBytes
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetRunTimeStats() bool {
+	if x != nil {
+		return x.RunTimeStats
+	}
+	return false
+}
+
 // Events of one type a stream did not send, cumulative.
 type EventDrops struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1975,7 +2165,7 @@ type EventDrops struct {
 
 func (x *EventDrops) Reset() {
 	*x = EventDrops{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2177,7 @@ func (x *EventDrops) String() string {
 func (*EventDrops) ProtoMessage() {}
 
 func (x *EventDrops) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[20]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2190,7 @@ func (x *EventDrops) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventDrops.ProtoReflect.Descriptor instead.
 func (*EventDrops) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{20}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EventDrops) GetProgram() string {
@@ -2062,7 +2252,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2264,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2277,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FieldError) GetField() string {
@@ -2119,7 +2309,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2321,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2334,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -2180,7 +2370,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2382,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2395,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -2370,7 +2560,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\vmax_entries\x18\a \x01(\rR\n" +
 	"maxEntries\x12'\n" +
 	"\x0fdropped_updates\x18\b \x01(\x04R\x0edroppedUpdates\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xbc\x02\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xd0\x03\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
@@ -2379,7 +2569,21 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x04logs\x18\x05 \x01(\fR\x04logs\x12\x1a\n" +
 	"\bprofiles\x18\x06 \x01(\fR\bprofiles\x12D\n" +
 	"\vevent_drops\x18\a \x03(\v2#.ebpfreceiver.sidecar.v1.EventDropsR\n" +
-	"eventDrops\"\xe1\x01\n" +
+	"eventDrops\x12I\n" +
+	"\rprogram_costs\x18\b \x03(\v2$.ebpfreceiver.sidecar.v1.ProgramCostR\fprogramCosts\x12G\n" +
+	"\fsidecar_cost\x18\t \x01(\v2$.ebpfreceiver.sidecar.v1.SidecarCostR\vsidecarCost\"\xcd\x01\n" +
+	"\vProgramCost\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x12\n" +
+	"\x04hook\x18\x02 \x01(\tR\x04hook\x121\n" +
+	"\x15attach_time_unix_nano\x18\x03 \x01(\x06R\x12attachTimeUnixNano\x12\x1e\n" +
+	"\vrun_time_ns\x18\x04 \x01(\x04R\trunTimeNs\x12\x12\n" +
+	"\x04runs\x18\x05 \x01(\x04R\x04runs\x12)\n" +
+	"\x10recursion_misses\x18\x06 \x01(\x04R\x0frecursionMisses\"\xae\x01\n" +
+	"\vSidecarCost\x12/\n" +
+	"\x14start_time_unix_nano\x18\x01 \x01(\x06R\x11startTimeUnixNano\x12\x1e\n" +
+	"\vcpu_time_ns\x18\x02 \x01(\x04R\tcpuTimeNs\x12(\n" +
+	"\x10memory_rss_bytes\x18\x03 \x01(\x04R\x0ememoryRssBytes\x12$\n" +
+	"\x0erun_time_stats\x18\x04 \x01(\bR\frunTimeStats\"\xe1\x01\n" +
 	"\n" +
 	"EventDrops\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x14\n" +
@@ -2443,7 +2647,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2469,18 +2673,20 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*Column)(nil),              // 21: ebpfreceiver.sidecar.v1.Column
 	(*MapSnapshot)(nil),         // 22: ebpfreceiver.sidecar.v1.MapSnapshot
 	(*Snapshot)(nil),            // 23: ebpfreceiver.sidecar.v1.Snapshot
-	(*EventDrops)(nil),          // 24: ebpfreceiver.sidecar.v1.EventDrops
-	(*FieldError)(nil),          // 25: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 26: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 27: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 28: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 29: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*ProgramCost)(nil),         // 24: ebpfreceiver.sidecar.v1.ProgramCost
+	(*SidecarCost)(nil),         // 25: ebpfreceiver.sidecar.v1.SidecarCost
+	(*EventDrops)(nil),          // 26: ebpfreceiver.sidecar.v1.EventDrops
+	(*FieldError)(nil),          // 27: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 28: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 29: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 30: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 31: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 32: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	30, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	32, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
 	12, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	9,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
 	15, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
@@ -2495,32 +2701,34 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	3,  // 14: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	13, // 15: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
 	14, // 16: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	28, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	30, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
 	16, // 18: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
 	17, // 19: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	30, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	32, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
 	18, // 21: ebpfreceiver.sidecar.v1.StreamRequest.events:type_name -> ebpfreceiver.sidecar.v1.EventRequest
 	20, // 22: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
 	21, // 23: ebpfreceiver.sidecar.v1.MapSnapshot.key_columns:type_name -> ebpfreceiver.sidecar.v1.Column
 	21, // 24: ebpfreceiver.sidecar.v1.MapSnapshot.value_columns:type_name -> ebpfreceiver.sidecar.v1.Column
 	22, // 25: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	30, // 26: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	24, // 27: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
-	29, // 28: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	12, // 29: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	25, // 30: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	26, // 31: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 32: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	19, // 33: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	19, // 34: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 35: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	23, // 36: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	27, // 37: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	32, // 26: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	26, // 27: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
+	24, // 28: ebpfreceiver.sidecar.v1.Snapshot.program_costs:type_name -> ebpfreceiver.sidecar.v1.ProgramCost
+	25, // 29: ebpfreceiver.sidecar.v1.Snapshot.sidecar_cost:type_name -> ebpfreceiver.sidecar.v1.SidecarCost
+	31, // 30: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	12, // 31: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	27, // 32: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	28, // 33: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 34: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	19, // 35: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	19, // 36: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 37: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	23, // 38: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	29, // 39: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	37, // [37:40] is the sub-list for method output_type
+	34, // [34:37] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2534,7 +2742,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
