@@ -57,8 +57,9 @@ def enable_run_time_stats() -> int | None:
     fd = int(lib.bpf_enable_stats(_BPF_STATS_RUN_TIME))
     if fd < 0:
         log.warning(
-            "cannot enable BPF run-time statistics (BPF_ENABLE_STATS: %s): programs' run "
-            "time and run counts are not measured",
+            "cannot enable BPF run-time statistics (BPF_ENABLE_STATS: %s; it needs "
+            "CAP_SYS_ADMIN at start, which the sidecar drops right after): programs' run "
+            "time and run counts stay 0 unless the sysctl kernel.bpf_stats_enabled is 1",
             os.strerror(-fd),
         )
         return None
