@@ -17,6 +17,7 @@ from conftest import (
     pipeline_config,
     scrape,
     start_collector,
+    start_sidecar,
     value,
     wait_for,
     wait_started,
@@ -108,3 +109,13 @@ def test_program_runs_and_sidecar_usage_match_the_kernels_accounting(
     finally:
         child.close()
         col.stop()
+
+
+def test_no_run_time_stats_holds_no_stats_fd(tmp_path: Path) -> None:
+    sock = tmp_path / "sidecar.sock"
+    proc = start_sidecar(sock, tmp_path / "sidecar.log", "--no-run-time-stats")
+    try:
+        links = {os.readlink(f) for f in Path(f"/proc/{proc.proc.pid}/fd").iterdir()}
+        assert "anon_inode:bpf-stats" not in links
+    finally:
+        assert proc.stop() == 0, proc.output()
