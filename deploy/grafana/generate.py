@@ -344,8 +344,10 @@ def node_rows() -> list[Row]:
                 Panel(
                     "BPF program CPU (kernel run time)",
                     "CPU the kernel spends running each BPF program, in CPU cores (1 = one "
-                    "core busy), from BPF run-time statistics the sidecar holds on (max over "
-                    "the node's receivers: those sharing a program report the same one).",
+                    "core busy), from BPF run-time statistics the sidecar holds on; flat at 0 "
+                    "when it could not enable them (no CAP_SYS_ADMIN at its start: Helm "
+                    "sidecar.extraCapabilities). Max over the node's receivers: those "
+                    "sharing a program report the same one.",
                     [
                         Query(
                             "max by (instance, program, hook) "
