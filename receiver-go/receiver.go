@@ -446,6 +446,9 @@ func (r *ebpfReceiver) session(ctx context.Context, host component.Host, client 
 					zap.String("event", event), zap.Uint64("dropped", n))
 			}
 		}
+		if snap.GetSequence() != 0 {
+			r.tel.cost.record(snap)
+		}
 		r.consumeSnapshot(ctx, conv, snap)
 		if !delivered {
 			delivered = true

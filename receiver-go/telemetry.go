@@ -28,6 +28,9 @@ type selfTelemetry struct {
 	full    map[mapKey]uint64 // attach time of the map last logged as full
 	// last event drop counts, by program, event and reason
 	eventDrops map[eventDropKey]droppedState
+
+	// the agent's own cost (cost.go)
+	cost *costTelemetry
 }
 
 type eventDropKey struct{ program, event, reason string }
@@ -48,6 +51,7 @@ func newSelfTelemetry(set component.TelemetrySettings) (*selfTelemetry, error) {
 		dropped:    map[mapKey]droppedState{},
 		full:       map[mapKey]uint64{},
 		eventDrops: map[eventDropKey]droppedState{},
+		cost:       newCostTelemetry(tb),
 	}, nil
 }
 

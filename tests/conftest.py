@@ -248,6 +248,19 @@ def pipeline_config(receiver: dict[str, Any], prom_port: int) -> dict[str, Any]:
     }
 
 
+def expose_self_telemetry(cfg: dict[str, Any], port: int, level: str = "normal") -> None:
+    """Serve the collector's own metrics (otelcol_receiver_ebpf_*) in the
+    Prometheus format on 127.0.0.1:``port``, for :func:`scrape`."""
+    cfg["service"]["telemetry"] = {
+        "metrics": {
+            "level": level,
+            "readers": [
+                {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": port}}}}
+            ],
+        }
+    }
+
+
 Samples = list[tuple[str, dict[str, str], float]]
 
 

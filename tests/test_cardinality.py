@@ -7,7 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Process, free_port, pipeline_config, scrape, start_collector, value, wait_for
+from conftest import (
+    Process,
+    expose_self_telemetry,
+    free_port,
+    pipeline_config,
+    scrape,
+    start_collector,
+    value,
+    wait_for,
+)
 
 LIMIT = 5
 PROCESSES = 20
@@ -37,18 +46,7 @@ def test_limit_holds_and_overflow_is_visible(sidecar: tuple[Process, Path], tmp_
         },
         port,
     )
-    cfg["service"]["telemetry"] = {
-        "metrics": {
-            "level": "normal",
-            "readers": [
-                {
-                    "pull": {
-                        "exporter": {"prometheus": {"host": "127.0.0.1", "port": telemetry_port}}
-                    }
-                }
-            ],
-        }
-    }
+    expose_self_telemetry(cfg, telemetry_port)
     col = start_collector(cfg, tmp_path)
     try:
         # Every (comm, syscall) pair on the host is a series: far more than 5.

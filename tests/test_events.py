@@ -29,6 +29,7 @@ from test_trace_join import OtlpJsonLines, attributes
 from conftest import (
     KubeletContainer,
     Process,
+    expose_self_telemetry,
     free_port,
     pipeline_config,
     scrape,
@@ -390,14 +391,7 @@ def test_events_over_the_rate_limit_are_counted_in_a_self_metric(
     port, telemetry = free_port(), free_port()
     logs = tmp_path / "logs.jsonl"
     cfg = events_config(sock, port, logs, [{"program": "process", "rate_limit": 1}])
-    cfg["service"]["telemetry"] = {
-        "metrics": {
-            "level": "detailed",
-            "readers": [
-                {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": telemetry}}}}
-            ],
-        }
-    }
+    expose_self_telemetry(cfg, telemetry, level="detailed")
     col = start_collector(cfg, tmp_path)
     try:
         wait_started(col, "events with rate_limit 1")

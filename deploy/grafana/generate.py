@@ -340,6 +340,59 @@ def node_rows() -> list[Row]:
                     ],
                     unit="short",
                 ),
+                # The agent's own cost (Snapshot.program_costs, sidecar_cost).
+                Panel(
+                    "BPF program CPU (kernel run time)",
+                    "CPU the kernel spends running each BPF program, in CPU cores (1 = one "
+                    "core busy), from BPF run-time statistics the sidecar holds on; flat at 0 "
+                    "when it could not enable them (no CAP_SYS_ADMIN at its start: Helm "
+                    "sidecar.extraCapabilities). Max over the node's receivers: those "
+                    "sharing a program report the same one.",
+                    [
+                        Query(
+                            "max by (instance, program, hook) "
+                            f"({rate('otelcol_receiver_ebpf_program_run_time', N)})",
+                            "{{instance}} {{program}} {{hook}}",
+                        )
+                    ],
+                    unit="percentunit",
+                ),
+                Panel(
+                    "BPF program runs",
+                    "Times each BPF program ran per second; with the run time, the cost of "
+                    "one run (run time / runs).",
+                    [
+                        Query(
+                            "max by (instance, program, hook) "
+                            f"({rate('otelcol_receiver_ebpf_program_runs', N)})",
+                            "{{instance}} {{program}} {{hook}}",
+                        )
+                    ],
+                    unit="short",
+                ),
+                Panel(
+                    "Sidecar CPU",
+                    "CPU the sidecar process uses (user + system, all threads), in CPU cores.",
+                    [
+                        Query(
+                            "max by (instance) "
+                            f"({rate('otelcol_receiver_ebpf_sidecar_cpu_time', N)})",
+                            "{{instance}}",
+                        )
+                    ],
+                    unit="percentunit",
+                ),
+                Panel(
+                    "Sidecar memory (RSS)",
+                    "Resident set size of the sidecar process.",
+                    [
+                        Query(
+                            f"max by (instance) (otelcol_receiver_ebpf_sidecar_memory_rss{{{N}}})",
+                            "{{instance}}",
+                        )
+                    ],
+                    unit="bytes",
+                ),
             ],
         ),
     ]

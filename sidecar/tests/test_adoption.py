@@ -142,6 +142,11 @@ def test_a_killed_sidecars_programs_keep_counting_and_are_adopted(
         assert loaded.attach_time_ns == crash.attach_time_ns, "a new start time"
         assert _linked_prog_ids(pin_root) == ids, "a second copy was attached"
         assert ids <= prog_ids_held_by(os.getpid()), "the successor does not hold its links"
+        # the programs' run-time statistics are read through their pins
+        assert {c.hook for c in loaded.costs()} == {
+            "raw_tracepoint:sys_enter",
+            "raw_tracepoint:sys_exit",
+        }
         snap = pb.MapSnapshot()
         loaded.readers["syscalls"].read(snap)
         assert _count(snap, "getppid", comm) == 4321

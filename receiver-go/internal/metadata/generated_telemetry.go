@@ -31,6 +31,11 @@ type TelemetryBuilder struct {
 	ReceiverEbpfFullMapSnapshots        metric.Int64Counter
 	ReceiverEbpfMapErrors               metric.Int64Counter
 	ReceiverEbpfOverflowMetricPoints    metric.Int64Counter
+	ReceiverEbpfProgramRecursionMisses  metric.Int64Counter
+	ReceiverEbpfProgramRunTime          metric.Float64Counter
+	ReceiverEbpfProgramRuns             metric.Int64Counter
+	ReceiverEbpfSidecarCPUTime          metric.Float64Counter
+	ReceiverEbpfSidecarMemoryRss        metric.Int64Gauge
 	ReceiverEbpfSnapshotConvertDuration metric.Float64Histogram
 	ReceiverEbpfSnapshotReadDuration    metric.Float64Histogram
 	ReceiverEbpfSnapshotSize            metric.Int64Histogram
@@ -93,6 +98,36 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_receiver_ebpf_overflow_metric_points",
 		metric.WithDescription("Data points of new series folded into a metric's overflow series (attribute otel.metric.overflow=true) because the metric reached its cardinality_limit. [Development]"),
 		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfProgramRecursionMisses, err = builder.meter.Int64Counter(
+		"otelcol_receiver_ebpf_program_recursion_misses",
+		metric.WithDescription("Times the kernel skipped the BPF program because a BPF program was already running on that CPU; each is an event its maps did not see. [Development]"),
+		metric.WithUnit("{run}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfProgramRunTime, err = builder.meter.Float64Counter(
+		"otelcol_receiver_ebpf_program_run_time",
+		metric.WithDescription("Time the kernel spent running the BPF program, counted while BPF run-time statistics are enabled (the sidecar holds them enabled while it runs, see --run-time-stats). [Development]"),
+		metric.WithUnit("s"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfProgramRuns, err = builder.meter.Int64Counter(
+		"otelcol_receiver_ebpf_program_runs",
+		metric.WithDescription("Times the BPF program ran, counted while BPF run-time statistics are enabled. [Development]"),
+		metric.WithUnit("{run}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfSidecarCPUTime, err = builder.meter.Float64Counter(
+		"otelcol_receiver_ebpf_sidecar_cpu_time",
+		metric.WithDescription("CPU time (user and system) the sidecar process used, all its threads. [Development]"),
+		metric.WithUnit("s"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfSidecarMemoryRss, err = builder.meter.Int64Gauge(
+		"otelcol_receiver_ebpf_sidecar_memory_rss",
+		metric.WithDescription("Resident set size of the sidecar process at its latest snapshot. [Development]"),
+		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ReceiverEbpfSnapshotConvertDuration, err = builder.meter.Float64Histogram(

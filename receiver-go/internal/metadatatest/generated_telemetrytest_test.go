@@ -24,6 +24,11 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ReceiverEbpfFullMapSnapshots.Add(context.Background(), 1)
 	tb.ReceiverEbpfMapErrors.Add(context.Background(), 1)
 	tb.ReceiverEbpfOverflowMetricPoints.Add(context.Background(), 1)
+	tb.ReceiverEbpfProgramRecursionMisses.Add(context.Background(), 1)
+	tb.ReceiverEbpfProgramRunTime.Add(context.Background(), 1)
+	tb.ReceiverEbpfProgramRuns.Add(context.Background(), 1)
+	tb.ReceiverEbpfSidecarCPUTime.Add(context.Background(), 1)
+	tb.ReceiverEbpfSidecarMemoryRss.Record(context.Background(), 1)
 	tb.ReceiverEbpfSnapshotConvertDuration.Record(context.Background(), 1)
 	tb.ReceiverEbpfSnapshotReadDuration.Record(context.Background(), 1)
 	tb.ReceiverEbpfSnapshotSize.Record(context.Background(), 1)
@@ -40,6 +45,21 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfOverflowMetricPoints(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfProgramRecursionMisses(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfProgramRunTime(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfProgramRuns(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfSidecarCPUTime(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfSidecarMemoryRss(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfSnapshotConvertDuration(t, testTel,

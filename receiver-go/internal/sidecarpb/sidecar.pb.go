@@ -2056,7 +2056,12 @@ type Snapshot struct {
 	Profiles []byte `protobuf:"bytes,6,opt,name=profiles,proto3" json:"profiles,omitempty"`
 	// Per requested event type, what the stream did not send (interval
 	// snapshots only, not event batches).
-	EventDrops    []*EventDrops `protobuf:"bytes,7,rep,name=event_drops,json=eventDrops,proto3" json:"event_drops,omitempty"`
+	EventDrops []*EventDrops `protobuf:"bytes,7,rep,name=event_drops,json=eventDrops,proto3" json:"event_drops,omitempty"`
+	// What the stream's programs cost in the kernel, one per BPF program of
+	// each (interval snapshots only, not event batches).
+	ProgramCosts []*ProgramCost `protobuf:"bytes,8,rep,name=program_costs,json=programCosts,proto3" json:"program_costs,omitempty"`
+	// What the sidecar process costs (interval snapshots only).
+	SidecarCost   *SidecarCost `protobuf:"bytes,9,opt,name=sidecar_cost,json=sidecarCost,proto3" json:"sidecar_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2140,6 +2145,191 @@ func (x *Snapshot) GetEventDrops() []*EventDrops {
 	return nil
 }
 
+func (x *Snapshot) GetProgramCosts() []*ProgramCost {
+	if x != nil {
+		return x.ProgramCosts
+	}
+	return nil
+}
+
+func (x *Snapshot) GetSidecarCost() *SidecarCost {
+	if x != nil {
+		return x.SidecarCost
+	}
+	return nil
+}
+
+// One BPF program of a loaded catalog program (one per hook), its kernel
+// accounting from bpf_prog_info, cumulative since it was loaded.
+type ProgramCost struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Program string                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// The hook the BPF program runs on, as Program.hooks names it, e.g.
+	// "raw_tracepoint:sys_enter".
+	Hook string `protobuf:"bytes,2,opt,name=hook,proto3" json:"hook,omitempty"`
+	// When the program was attached: the counts start there.
+	AttachTimeUnixNano uint64 `protobuf:"fixed64,3,opt,name=attach_time_unix_nano,json=attachTimeUnixNano,proto3" json:"attach_time_unix_nano,omitempty"`
+	// Time spent in the program and the number of times it ran, counted by the
+	// kernel only while BPF run-time statistics are enabled (the sidecar holds
+	// them enabled with BPF_ENABLE_STATS while it runs, see
+	// SidecarCost.run_time_stats; or the sysctl kernel.bpf_stats_enabled).
+	RunTimeNs uint64 `protobuf:"varint,4,opt,name=run_time_ns,json=runTimeNs,proto3" json:"run_time_ns,omitempty"`
+	Runs      uint64 `protobuf:"varint,5,opt,name=runs,proto3" json:"runs,omitempty"`
+	// Times the kernel skipped the program because a BPF program was already
+	// running on that CPU (its recursion protection), always counted. Each is
+	// an event the program's maps did not see.
+	RecursionMisses uint64 `protobuf:"varint,6,opt,name=recursion_misses,json=recursionMisses,proto3" json:"recursion_misses,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ProgramCost) Reset() {
+	*x = ProgramCost{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgramCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgramCost) ProtoMessage() {}
+
+func (x *ProgramCost) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgramCost.ProtoReflect.Descriptor instead.
+func (*ProgramCost) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ProgramCost) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *ProgramCost) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *ProgramCost) GetAttachTimeUnixNano() uint64 {
+	if x != nil {
+		return x.AttachTimeUnixNano
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRunTimeNs() uint64 {
+	if x != nil {
+		return x.RunTimeNs
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRuns() uint64 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+func (x *ProgramCost) GetRecursionMisses() uint64 {
+	if x != nil {
+		return x.RecursionMisses
+	}
+	return 0
+}
+
+// The sidecar process's own cost.
+type SidecarCost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the sidecar started (Unix ns): cpu_time_ns counts from then.
+	StartTimeUnixNano uint64 `protobuf:"fixed64,1,opt,name=start_time_unix_nano,json=startTimeUnixNano,proto3" json:"start_time_unix_nano,omitempty"`
+	// CPU time (user + system) of all its threads since it started.
+	CpuTimeNs uint64 `protobuf:"varint,2,opt,name=cpu_time_ns,json=cpuTimeNs,proto3" json:"cpu_time_ns,omitempty"`
+	// Resident set size now (VmRSS).
+	MemoryRssBytes uint64 `protobuf:"varint,3,opt,name=memory_rss_bytes,json=memoryRssBytes,proto3" json:"memory_rss_bytes,omitempty"`
+	// The sidecar holds BPF run-time statistics enabled (BPF_ENABLE_STATS);
+	// when false, ProgramCost run_time_ns and runs grow only while the sysctl
+	// kernel.bpf_stats_enabled is 1.
+	RunTimeStats  bool `protobuf:"varint,4,opt,name=run_time_stats,json=runTimeStats,proto3" json:"run_time_stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SidecarCost) Reset() {
+	*x = SidecarCost{}
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SidecarCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SidecarCost) ProtoMessage() {}
+
+func (x *SidecarCost) ProtoReflect() protoreflect.Message {
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SidecarCost.ProtoReflect.Descriptor instead.
+func (*SidecarCost) Descriptor() ([]byte, []int) {
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SidecarCost) GetStartTimeUnixNano() uint64 {
+	if x != nil {
+		return x.StartTimeUnixNano
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetCpuTimeNs() uint64 {
+	if x != nil {
+		return x.CpuTimeNs
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetMemoryRssBytes() uint64 {
+	if x != nil {
+		return x.MemoryRssBytes
+	}
+	return 0
+}
+
+func (x *SidecarCost) GetRunTimeStats() bool {
+	if x != nil {
+		return x.RunTimeStats
+	}
+	return false
+}
+
 // Events of one type a stream did not send, cumulative.
 type EventDrops struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2160,7 +2350,7 @@ type EventDrops struct {
 
 func (x *EventDrops) Reset() {
 	*x = EventDrops{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2362,7 @@ func (x *EventDrops) String() string {
 func (*EventDrops) ProtoMessage() {}
 
 func (x *EventDrops) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[21]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2375,7 @@ func (x *EventDrops) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventDrops.ProtoReflect.Descriptor instead.
 func (*EventDrops) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{21}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EventDrops) GetProgram() string {
@@ -2247,7 +2437,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2449,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[22]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2462,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{22}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FieldError) GetField() string {
@@ -2304,7 +2494,7 @@ type PlannedProgram struct {
 
 func (x *PlannedProgram) Reset() {
 	*x = PlannedProgram{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2506,7 @@ func (x *PlannedProgram) String() string {
 func (*PlannedProgram) ProtoMessage() {}
 
 func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[23]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2519,7 @@ func (x *PlannedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedProgram.ProtoReflect.Descriptor instead.
 func (*PlannedProgram) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{23}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlannedProgram) GetName() string {
@@ -2365,7 +2555,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2567,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[24]
+	mi := &file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2580,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{24}
+	return file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PlanResponse) GetErrors() []*FieldError {
@@ -2573,7 +2763,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x14packed_value_columns\x18\v \x03(\v2%.ebpfreceiver.sidecar.v1.PackedColumnR\x12packedValueColumns\x12!\n" +
 	"\fchanges_only\x18\f \x01(\bR\vchangesOnly\x12\x14\n" +
 	"\x05slots\x18\r \x01(\fR\x05slots\x12#\n" +
-	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xbc\x02\n" +
+	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xd0\x03\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +
@@ -2582,7 +2772,21 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x04logs\x18\x05 \x01(\fR\x04logs\x12\x1a\n" +
 	"\bprofiles\x18\x06 \x01(\fR\bprofiles\x12D\n" +
 	"\vevent_drops\x18\a \x03(\v2#.ebpfreceiver.sidecar.v1.EventDropsR\n" +
-	"eventDrops\"\xe1\x01\n" +
+	"eventDrops\x12I\n" +
+	"\rprogram_costs\x18\b \x03(\v2$.ebpfreceiver.sidecar.v1.ProgramCostR\fprogramCosts\x12G\n" +
+	"\fsidecar_cost\x18\t \x01(\v2$.ebpfreceiver.sidecar.v1.SidecarCostR\vsidecarCost\"\xcd\x01\n" +
+	"\vProgramCost\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x12\n" +
+	"\x04hook\x18\x02 \x01(\tR\x04hook\x121\n" +
+	"\x15attach_time_unix_nano\x18\x03 \x01(\x06R\x12attachTimeUnixNano\x12\x1e\n" +
+	"\vrun_time_ns\x18\x04 \x01(\x04R\trunTimeNs\x12\x12\n" +
+	"\x04runs\x18\x05 \x01(\x04R\x04runs\x12)\n" +
+	"\x10recursion_misses\x18\x06 \x01(\x04R\x0frecursionMisses\"\xae\x01\n" +
+	"\vSidecarCost\x12/\n" +
+	"\x14start_time_unix_nano\x18\x01 \x01(\x06R\x11startTimeUnixNano\x12\x1e\n" +
+	"\vcpu_time_ns\x18\x02 \x01(\x04R\tcpuTimeNs\x12(\n" +
+	"\x10memory_rss_bytes\x18\x03 \x01(\x04R\x0ememoryRssBytes\x12$\n" +
+	"\x0erun_time_stats\x18\x04 \x01(\bR\frunTimeStats\"\xe1\x01\n" +
 	"\n" +
 	"EventDrops\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x14\n" +
@@ -2646,7 +2850,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ebpfreceiver_sidecar_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(MapKind)(0),                // 0: ebpfreceiver.sidecar.v1.MapKind
 	(FieldType)(0),              // 1: ebpfreceiver.sidecar.v1.FieldType
@@ -2673,18 +2877,20 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_goTypes = []any{
 	(*PackedColumn)(nil),        // 22: ebpfreceiver.sidecar.v1.PackedColumn
 	(*MapSnapshot)(nil),         // 23: ebpfreceiver.sidecar.v1.MapSnapshot
 	(*Snapshot)(nil),            // 24: ebpfreceiver.sidecar.v1.Snapshot
-	(*EventDrops)(nil),          // 25: ebpfreceiver.sidecar.v1.EventDrops
-	(*FieldError)(nil),          // 26: ebpfreceiver.sidecar.v1.FieldError
-	(*PlannedProgram)(nil),      // 27: ebpfreceiver.sidecar.v1.PlannedProgram
-	(*PlanResponse)(nil),        // 28: ebpfreceiver.sidecar.v1.PlanResponse
-	nil,                         // 29: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
-	nil,                         // 30: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
+	(*ProgramCost)(nil),         // 25: ebpfreceiver.sidecar.v1.ProgramCost
+	(*SidecarCost)(nil),         // 26: ebpfreceiver.sidecar.v1.SidecarCost
+	(*EventDrops)(nil),          // 27: ebpfreceiver.sidecar.v1.EventDrops
+	(*FieldError)(nil),          // 28: ebpfreceiver.sidecar.v1.FieldError
+	(*PlannedProgram)(nil),      // 29: ebpfreceiver.sidecar.v1.PlannedProgram
+	(*PlanResponse)(nil),        // 30: ebpfreceiver.sidecar.v1.PlanResponse
+	nil,                         // 31: ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	nil,                         // 32: ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	(*durationpb.Duration)(nil), // 33: google.protobuf.Duration
 }
 var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	6,  // 0: ebpfreceiver.sidecar.v1.DescribeResponse.kernel:type_name -> ebpfreceiver.sidecar.v1.KernelInfo
 	7,  // 1: ebpfreceiver.sidecar.v1.DescribeResponse.programs:type_name -> ebpfreceiver.sidecar.v1.Program
-	31, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
+	33, // 2: ebpfreceiver.sidecar.v1.DescribeResponse.min_interval:type_name -> google.protobuf.Duration
 	12, // 3: ebpfreceiver.sidecar.v1.Program.maps:type_name -> ebpfreceiver.sidecar.v1.Map
 	9,  // 4: ebpfreceiver.sidecar.v1.Program.parameters:type_name -> ebpfreceiver.sidecar.v1.Parameter
 	15, // 5: ebpfreceiver.sidecar.v1.Program.default_metrics:type_name -> ebpfreceiver.sidecar.v1.MetricBinding
@@ -2699,10 +2905,10 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	3,  // 14: ebpfreceiver.sidecar.v1.MetricBinding.type:type_name -> ebpfreceiver.sidecar.v1.MetricType
 	13, // 15: ebpfreceiver.sidecar.v1.MetricBinding.attributes:type_name -> ebpfreceiver.sidecar.v1.AttributeBinding
 	14, // 16: ebpfreceiver.sidecar.v1.MetricBinding.value_fields:type_name -> ebpfreceiver.sidecar.v1.ValueFieldBinding
-	29, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
+	31, // 17: ebpfreceiver.sidecar.v1.ProgramRequest.parameters:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest.ParametersEntry
 	16, // 18: ebpfreceiver.sidecar.v1.StreamRequest.programs:type_name -> ebpfreceiver.sidecar.v1.ProgramRequest
 	17, // 19: ebpfreceiver.sidecar.v1.StreamRequest.maps:type_name -> ebpfreceiver.sidecar.v1.MapRequest
-	31, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
+	33, // 20: ebpfreceiver.sidecar.v1.StreamRequest.interval:type_name -> google.protobuf.Duration
 	18, // 21: ebpfreceiver.sidecar.v1.StreamRequest.events:type_name -> ebpfreceiver.sidecar.v1.EventRequest
 	20, // 22: ebpfreceiver.sidecar.v1.StreamRequest.profiles:type_name -> ebpfreceiver.sidecar.v1.ProfilesRequest
 	1,  // 23: ebpfreceiver.sidecar.v1.PackedColumn.type:type_name -> ebpfreceiver.sidecar.v1.FieldType
@@ -2711,23 +2917,25 @@ var file_ebpfreceiver_sidecar_v1_sidecar_proto_depIdxs = []int32{
 	22, // 26: ebpfreceiver.sidecar.v1.MapSnapshot.packed_key_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
 	22, // 27: ebpfreceiver.sidecar.v1.MapSnapshot.packed_value_columns:type_name -> ebpfreceiver.sidecar.v1.PackedColumn
 	23, // 28: ebpfreceiver.sidecar.v1.Snapshot.maps:type_name -> ebpfreceiver.sidecar.v1.MapSnapshot
-	31, // 29: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
-	25, // 30: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
-	30, // 31: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
-	12, // 32: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
-	26, // 33: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
-	27, // 34: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
-	4,  // 35: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
-	19, // 36: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	19, // 37: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
-	5,  // 38: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
-	24, // 39: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
-	28, // 40: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
-	38, // [38:41] is the sub-list for method output_type
-	35, // [35:38] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	33, // 29: ebpfreceiver.sidecar.v1.Snapshot.read_duration:type_name -> google.protobuf.Duration
+	27, // 30: ebpfreceiver.sidecar.v1.Snapshot.event_drops:type_name -> ebpfreceiver.sidecar.v1.EventDrops
+	25, // 31: ebpfreceiver.sidecar.v1.Snapshot.program_costs:type_name -> ebpfreceiver.sidecar.v1.ProgramCost
+	26, // 32: ebpfreceiver.sidecar.v1.Snapshot.sidecar_cost:type_name -> ebpfreceiver.sidecar.v1.SidecarCost
+	32, // 33: ebpfreceiver.sidecar.v1.PlannedProgram.parameters:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram.ParametersEntry
+	12, // 34: ebpfreceiver.sidecar.v1.PlannedProgram.maps:type_name -> ebpfreceiver.sidecar.v1.Map
+	28, // 35: ebpfreceiver.sidecar.v1.PlanResponse.errors:type_name -> ebpfreceiver.sidecar.v1.FieldError
+	29, // 36: ebpfreceiver.sidecar.v1.PlanResponse.programs:type_name -> ebpfreceiver.sidecar.v1.PlannedProgram
+	4,  // 37: ebpfreceiver.sidecar.v1.Sidecar.Describe:input_type -> ebpfreceiver.sidecar.v1.DescribeRequest
+	19, // 38: ebpfreceiver.sidecar.v1.Sidecar.Stream:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	19, // 39: ebpfreceiver.sidecar.v1.Sidecar.Plan:input_type -> ebpfreceiver.sidecar.v1.StreamRequest
+	5,  // 40: ebpfreceiver.sidecar.v1.Sidecar.Describe:output_type -> ebpfreceiver.sidecar.v1.DescribeResponse
+	24, // 41: ebpfreceiver.sidecar.v1.Sidecar.Stream:output_type -> ebpfreceiver.sidecar.v1.Snapshot
+	30, // 42: ebpfreceiver.sidecar.v1.Sidecar.Plan:output_type -> ebpfreceiver.sidecar.v1.PlanResponse
+	40, // [40:43] is the sub-list for method output_type
+	37, // [37:40] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_ebpfreceiver_sidecar_v1_sidecar_proto_init() }
@@ -2741,7 +2949,7 @@ func file_ebpfreceiver_sidecar_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc), len(file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from ebpf_sidecar import __version__, kernel, listen, pins, privileges, trust, unix_socket
+from ebpf_sidecar import __version__, cost, kernel, listen, pins, privileges, trust, unix_socket
 from ebpf_sidecar.catalog import CatalogError
 from ebpf_sidecar.decoders import ksym
 from ebpf_sidecar.manifest import load_catalog
@@ -125,6 +125,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pins a dead sidecar left are adopted for this long after its last heartbeat, "
         "then removed (default %(default)s)",
     )
+    p.add_argument(
+        "--run-time-stats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold BPF run-time statistics enabled (BPF_ENABLE_STATS) while the sidecar "
+        "runs, so that programs' run time and run counts reach the receiver's "
+        "self-metrics; they cost every BPF program on the node a few ns a run "
+        "(default: on)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
@@ -208,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     # tracefs (above), the memlock limit, kallsyms, the socket's folder.
     privileges.lift_memlock_limit()
     ksym.KSYMS.keep_open()
+    # BPF_ENABLE_STATS needs CAP_SYS_ADMIN; held (never closed) until we exit
+    stats_fd = cost.enable_run_time_stats() if args.run_time_stats else None
     pin_root = _prepare_pins(Path(args.pin_dir)) if args.pin_dir else None
     path = unix_path(args.listen)
     try:
@@ -227,7 +238,13 @@ def main(argv: list[str] | None = None) -> int:
             catalog, args.max_instances_per_program, pin_root=pin_root, lease_s=args.pin_lease
         )
         programs.start()  # removes expired pins before anything loads
-        service = SidecarService(catalog, programs, info, args.max_streams)
+        service = SidecarService(
+            catalog,
+            programs,
+            info,
+            args.max_streams,
+            usage=cost.SidecarUsage(run_time_stats=stats_fd is not None),
+        )
         server = serve(service, args.listen, prepared=prepared, tls=tls)
     except unix_socket.SocketError as e:
         log.error("%s", e)

@@ -10,6 +10,9 @@ is gone. A sidecar pins each shared instance under
 
 - ``link_<n>``: the hooks (keeping the programs attached and counting);
 - ``map_<name>``: the maps the manifest reads, and their dropped counters;
+- ``prog_<n>``: the BPF programs, by the layout's hook list, so that a
+  successor reads their run-time statistics (opening them by id from the
+  links would take CAP_SYS_ADMIN, which it no longer has);
 - ``meta``: a 4-entry u64 array: attach time (ns since the epoch), heartbeat
   (ns since the epoch), owner pid, owner start time (clock ticks after boot,
   so a new process that got the same pid is not taken for the owner);

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ebpf_sidecar import includes, kernel, pins
+from ebpf_sidecar import cost, includes, kernel, pins
 from ebpf_sidecar.catalog import Catalog, Program
 from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
+from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,16 @@ class LoadedProgram:
     # map fds of an adopted instance (a fresh one's belong to BCC)
     map_fds: list[int] = field(default_factory=list)
     adopted: bool = False
+    # its BPF programs' fds by hook, for their run-time statistics (a fresh
+    # instance's belong to BCC, an adopted one's to this instance)
+    progs: dict[str, int] = field(default_factory=dict)
+
+    def costs(self) -> list[pb.ProgramCost]:
+        """What each of its BPF programs cost in the kernel since it was loaded."""
+        return [
+            cost.program_cost(self.program.name, hook, self.attach_time_ns, fd)
+            for hook, fd in sorted(self.progs.items())
+        ]
 
     def detach_hooks(self) -> None:
         """Detach the hooks, keeping programs and maps (the overhead benchmark's "off")."""
@@ -102,9 +113,13 @@ class LoadedProgram:
         if self.pins is not None:
             self.pins.remove()
             self.pins = None
-        for fd in [*(self.links or []), *self.map_fds]:
+        for fd in [
+            *(self.links or []),
+            *self.map_fds,
+            *(self.progs.values() if self.adopted else []),
+        ]:
             os.close(fd)
-        self.links, self.map_fds = [], []
+        self.links, self.map_fds, self.progs = [], [], {}
         if self.bpf is not None:
             self.bpf.cleanup()
 
@@ -398,6 +413,7 @@ class ProgramManager:
             attach_time_ns=time.time_ns(),
             exclusive=key[2],
             links=links,
+            progs={cost.hook_of(n.decode()): f.fd for n, f in bpf.funcs.items()},
         )
         try:
             loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
@@ -437,6 +453,9 @@ class ProgramManager:
             "maps": {},
             # ring buffer -> the event struct's members, as BCC described them
             "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
+            # pinned as prog_<n>, for their run-time statistics: a successor
+            # without CAP_SYS_ADMIN cannot open them by id from the links
+            "progs": sorted(loaded.progs),
         }
         for m in names:
             t = bpf[m.encode()]
@@ -457,6 +476,8 @@ class ProgramManager:
                 pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
             for i, fd in enumerate(loaded.links or []):
                 pin_dir.pin(fd, f"link_{i}")
+            for i, hook in enumerate(layout["progs"]):
+                pin_dir.pin(loaded.progs[hook], f"prog_{i}")
         except OSError as e:
             pin_dir.remove()
             log.warning(
@@ -524,6 +545,11 @@ class ProgramManager:
             for link in sorted(pin_dir.path.glob("link_*")):
                 links.append(pin_dir.get(link.name))
                 fds.append(links[-1])
+            # (pins of a sidecar from before run-time statistics have none)
+            progs = {}
+            for i, hook in enumerate(layout.get("progs", [])):
+                progs[hook] = pin_dir.get(f"prog_{i}")
+                fds.append(progs[hook])
             pin_dir.write_owner()
         except _NotPinnable:
             raise
@@ -554,8 +580,9 @@ class ProgramManager:
             events=sources,
             links=links,
             pins=pin_dir,
-            map_fds=[fd for fd in fds if fd not in links],
+            map_fds=[fd for fd in fds if fd not in links and fd not in progs.values()],
             adopted=True,
+            progs=progs,
         )
 
     def _check_room(self, name: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from ebpf_sidecar import PROTOCOL_VERSION, __version__, events, unix_socket
+from ebpf_sidecar import PROTOCOL_VERSION, __version__, cost, events, unix_socket
 from ebpf_sidecar import listen as listening
 from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.kernel import KernelInfo
@@ -66,8 +66,11 @@ class SidecarService(pb_grpc.SidecarServicer):
         programs: ProgramManager,
         kernel: KernelInfo,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        usage: cost.SidecarUsage | None = None,
     ) -> None:
         self.catalog = catalog
+        # the sidecar's own cost, sent with every interval snapshot
+        self.usage = usage or cost.SidecarUsage(run_time_stats=False)
         self.programs = programs
         self.kernel = kernel
         self.max_streams = max_streams
@@ -162,6 +165,7 @@ class SidecarService(pb_grpc.SidecarServicer):
                 snap = self._snapshot(
                     sequence, wanted, by_name, token, request.packed_columns, changes
                 )
+                self._add_costs(snap, by_name)
                 self._add_events(snap, judged.events, by_name, sink)
                 if profiles is not None:
                     profiles.add_to(snap)
@@ -223,6 +227,19 @@ class SidecarService(pb_grpc.SidecarServicer):
                 rate_limited=sink.dropped[(name, events.RATE_LIMITED)],
                 stream_behind=sink.dropped[(name, events.STREAM_BEHIND)],
             )
+
+    def _add_costs(self, snap: pb.Snapshot, loaded: dict[str, LoadedProgram]) -> None:
+        """What the stream's programs and the sidecar cost, as snap.program_costs
+        and snap.sidecar_cost."""
+        for name, prog in loaded.items():
+            try:
+                snap.program_costs.extend(prog.costs())
+            except OSError as e:  # the metrics go on without it
+                log.warning("reading the run-time statistics of %s failed: %s", name, e)
+        try:
+            snap.sidecar_cost.CopyFrom(self.usage.cost())
+        except OSError as e:
+            log.warning("reading the sidecar's own CPU time and RSS failed: %s", e)
 
     def Plan(self, request: pb.StreamRequest, context: grpc.ServicerContext) -> pb.PlanResponse:
         return plan(self.catalog, request).to_proto()

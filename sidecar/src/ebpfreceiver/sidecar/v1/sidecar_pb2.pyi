@@ -372,7 +372,7 @@ class MapSnapshot(_message.Message):
     def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ..., packed_key_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., packed_value_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., changes_only: _Optional[bool] = ..., slots: _Optional[bytes] = ..., removed_slots: _Optional[bytes] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles", "event_drops")
+    __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles", "event_drops", "program_costs", "sidecar_cost")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
@@ -380,6 +380,8 @@ class Snapshot(_message.Message):
     LOGS_FIELD_NUMBER: _ClassVar[int]
     PROFILES_FIELD_NUMBER: _ClassVar[int]
     EVENT_DROPS_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_COSTS_FIELD_NUMBER: _ClassVar[int]
+    SIDECAR_COST_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time_unix_nano: int
     maps: _containers.RepeatedCompositeFieldContainer[MapSnapshot]
@@ -387,7 +389,37 @@ class Snapshot(_message.Message):
     logs: bytes
     profiles: bytes
     event_drops: _containers.RepeatedCompositeFieldContainer[EventDrops]
-    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., logs: _Optional[bytes] = ..., profiles: _Optional[bytes] = ..., event_drops: _Optional[_Iterable[_Union[EventDrops, _Mapping]]] = ...) -> None: ...
+    program_costs: _containers.RepeatedCompositeFieldContainer[ProgramCost]
+    sidecar_cost: SidecarCost
+    def __init__(self, sequence: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., maps: _Optional[_Iterable[_Union[MapSnapshot, _Mapping]]] = ..., read_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., logs: _Optional[bytes] = ..., profiles: _Optional[bytes] = ..., event_drops: _Optional[_Iterable[_Union[EventDrops, _Mapping]]] = ..., program_costs: _Optional[_Iterable[_Union[ProgramCost, _Mapping]]] = ..., sidecar_cost: _Optional[_Union[SidecarCost, _Mapping]] = ...) -> None: ...
+
+class ProgramCost(_message.Message):
+    __slots__ = ("program", "hook", "attach_time_unix_nano", "run_time_ns", "runs", "recursion_misses")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    RECURSION_MISSES_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    hook: str
+    attach_time_unix_nano: int
+    run_time_ns: int
+    runs: int
+    recursion_misses: int
+    def __init__(self, program: _Optional[str] = ..., hook: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., run_time_ns: _Optional[int] = ..., runs: _Optional[int] = ..., recursion_misses: _Optional[int] = ...) -> None: ...
+
+class SidecarCost(_message.Message):
+    __slots__ = ("start_time_unix_nano", "cpu_time_ns", "memory_rss_bytes", "run_time_stats")
+    START_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIME_STATS_FIELD_NUMBER: _ClassVar[int]
+    start_time_unix_nano: int
+    cpu_time_ns: int
+    memory_rss_bytes: int
+    run_time_stats: bool
+    def __init__(self, start_time_unix_nano: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., memory_rss_bytes: _Optional[int] = ..., run_time_stats: _Optional[bool] = ...) -> None: ...
 
 class EventDrops(_message.Message):
     __slots__ = ("program", "event", "attach_time_unix_nano", "ring_buffer_full", "rate_limited", "stream_behind")
