@@ -18,22 +18,27 @@ import contextlib
 import errno
 import functools
 import hashlib
+import importlib.util
 import itertools
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ebpf_sidecar import includes, kernel, pins
-from ebpf_sidecar.catalog import Catalog, Program
+from ebpf_sidecar.catalog import Catalog, Program, RequestError
 from ebpf_sidecar.events import EventSource, compiled_members
-from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
+from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable, flat_type
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +278,18 @@ def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Pat
     ]
 
 
+@functools.cache
+def _bcc_version() -> str:
+    """BCC's version, read without importing it (which would load LLVM here)."""
+    spec = importlib.util.find_spec("bcc")
+    folder = spec.submodule_search_locations if spec is not None else None
+    if not folder:
+        return ""
+    text = (Path(next(iter(folder))) / "version.py").read_text()
+    found = re.search(r"""__version__\s*=\s*['"]([^'"]*)['"]""", text)
+    return found.group(1) if found else ""
+
+
 def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[str]) -> str:
     """A name for one compiled instance: a changed program never gets an old one's name.
 
@@ -280,11 +297,9 @@ def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[s
     kernel's tracepoint fields and BTF offsets), the source and every header
     it may include, and the BCC version.
     """
-    import bcc
-
     h = hashlib.sha256()
     h.update(json.dumps([program.name, sorted(values.items()), list(cflags)]).encode())
-    h.update(str(getattr(bcc, "__version__", "")).encode())
+    h.update(_bcc_version().encode())
     for d in [program.source.parent, *(Path(f[2:]) for f in cflags if f.startswith("-I"))]:
         for f in sorted(d.glob("*.[ch]")) if d.is_dir() else []:
             h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -307,6 +322,142 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     return bpf, time.monotonic() - start
 
 
+def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
+    """Pin a freshly compiled instance's links, maps and layout at ``pin_dir``.
+
+    The layout holds BCC's descriptions of each map's key and value types and
+    the same types flattened (:func:`ebpf_sidecar.maps.flat_type`), which an
+    adopting process rebuilds without loading BCC. On failure (OSError)
+    nothing stays pinned.
+    """
+    from bcc import table as bcc_table
+    from bcc.libbcc import lib
+
+    bpf = loaded.bpf
+    names = [
+        *loaded.readers,
+        *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
+        *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
+    ]
+    layout: dict[str, Any] = {
+        "program": loaded.program.name,
+        "maps": {},
+        # ring buffer -> the event struct's members, as BCC described them
+        "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
+    }
+    for m in names:
+        t = bpf[m.encode()]
+        per_cpu = hasattr(t, "sLeaf")
+        layout["maps"][m] = {
+            "key": lib.bpf_table_key_desc(bpf.module, m.encode()).decode(),
+            "leaf": lib.bpf_table_leaf_desc(bpf.module, m.encode()).decode(),
+            "key_type": flat_type(t.Key),
+            "leaf_type": flat_type(t.sLeaf if per_cpu else t.Leaf),
+            "per_cpu": per_cpu,
+            "array": isinstance(t, bcc_table.ArrayBase),
+            "max_entries": int(t.max_entries),
+        }
+    try:
+        if pin_dir.path.exists():
+            pin_dir.remove()  # expired or unusable: _adopt said so
+        pin_dir.create(loaded.attach_time_ns, layout)
+        for m in names:
+            pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
+        for source in loaded.events.values():
+            pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
+        for i, fd in enumerate(loaded.links or []):
+            pin_dir.pin(fd, f"link_{i}")
+    except OSError:
+        pin_dir.remove()
+        raise
+    loaded.pins = pin_dir
+
+
+def load_fresh(
+    program: Program,
+    parameters: tuple[tuple[str, str], ...],
+    exclusive: int,
+    full: list[str],
+    values: Mapping[str, int],
+) -> tuple[LoadedProgram, float]:
+    """Compile, load and attach ``program`` in this process; and how long it took."""
+    bpf, seconds = _compile(program, full)
+    try:
+        links = _attach(bpf)
+        attach_perf_events(bpf, program, values)
+    except Exception as e:  # OSError, or the plain Exception of a BCC attach
+        bpf.cleanup()
+        raise LoadError(f"program {program.name!r} was compiled but not attached: {e}") from None
+    loaded = LoadedProgram(
+        program=program,
+        parameters=parameters,
+        bpf=bpf,
+        attach_time_ns=time.time_ns(),
+        exclusive=exclusive,
+        links=links,
+    )
+    try:
+        loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
+        loaded.events = _event_sources(
+            program,
+            lambda rb: (bpf[rb.encode()].map_fd, compiled_members(bpf, rb)),
+            lambda m: bpf[m.encode()],
+        )
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded, seconds
+
+
+# Loader processes compiling at once (each holds clang and LLVM, ~100 MiB, for
+# a fraction of a second): one per CPU, at least two.
+LOADERS = max(2, os.cpu_count() or 1)
+
+
+@dataclass
+class LoaderResult:
+    pid: int
+    seconds: float
+    error: str | None = None
+
+
+def run_loader(
+    program: Program, parameters: dict[str, str], full: list[str], pin_dir: pins.PinDir
+) -> LoaderResult:
+    """Compile, attach and pin one instance in a loader process (:mod:`ebpf_sidecar.loader`).
+
+    The compiler's memory and time live and die there: this process never
+    maps LLVM. What the loader pinned at ``pin_dir`` is adopted afterwards.
+    """
+    request = {
+        "manifest": str(program.source.parent / "manifest.yaml"),
+        "parameters": parameters,
+        "cflags": full,
+        "pin_dir": str(pin_dir.path),
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ebpf_sidecar.loader"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+    )
+    out, err = proc.communicate(json.dumps(request).encode())
+    seconds = time.monotonic() - started
+    try:
+        reply = json.loads(out)
+    except ValueError:
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-_ERROR_LINES:])
+        return LoaderResult(
+            proc.pid,
+            seconds,
+            f"program {program.name!r}: its loader process failed (exit status "
+            f"{proc.returncode})\n{tail}".rstrip(),
+        )
+    return LoaderResult(proc.pid, seconds, reply.get("error"))
+
+
 class ProgramManager:
     """Loaded instances, shared between streams; pinned under ``pin_root`` if given.
 
@@ -323,8 +474,14 @@ class ProgramManager:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         pin_root: Path | None = None,
         lease_s: float = pins.DEFAULT_LEASE_S,
+        loader: bool | None = None,
     ) -> None:
         self.catalog = catalog
+        # Pinned instances compile in loader processes; by default when root,
+        # whose capabilities an exec keeps (the bounding set's, after the drop).
+        self.loader = (os.geteuid() == 0) if loader is None else loader
+        self._loader_lock = threading.Lock()
+        self._loader_results: dict[str, LoaderResult] = {}
         self.max_instances = max_instances
         self.pin_root = pin_root
         self.lease_s = lease_s
@@ -364,6 +521,12 @@ class ProgramManager:
         pin_dir = None
         if self.pin_root is not None and not key[2]:
             pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
+            with self._loader_lock:
+                prepared = pin_dir.path.name in self._loader_results
+            if prepared:  # by our loader, in prepare(): ours, not adopted
+                loaded = self._load_in_loader(program, key, values, full, pin_dir)
+                if loaded is not None:
+                    return loaded
             try:
                 adopted = self._adopt(program, key, values, pin_dir)
             except _NotPinnable:
@@ -371,32 +534,12 @@ class ProgramManager:
             else:
                 if adopted is not None:
                     return adopted
-        bpf, seconds = _compile(program, full)
-        try:
-            links = _attach(bpf)
-            attach_perf_events(bpf, program, values)
-        except Exception as e:  # OSError, or the plain Exception of a BCC attach
-            bpf.cleanup()
-            raise LoadError(f"program {name!r} was compiled but not attached: {e}") from None
-        loaded = LoadedProgram(
-            program=program,
-            parameters=key[1],
-            bpf=bpf,
-            attach_time_ns=time.time_ns(),
-            exclusive=key[2],
-            links=links,
-        )
-        try:
-            loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
-            loaded.events = _event_sources(
-                program,
-                lambda rb: (bpf[rb.encode()].map_fd, compiled_members(bpf, rb)),
-                lambda m: bpf[m.encode()],
-            )
-        except BaseException:
-            loaded.close()
-            raise
-        if pin_dir is not None and links is not None:
+                if self._in_loader(program):
+                    loaded = self._load_in_loader(program, key, values, full, pin_dir)
+                    if loaded is not None:
+                        return loaded
+        loaded, seconds = load_fresh(program, key[1], key[2], full, values)
+        if pin_dir is not None and loaded.links is not None:
             self._pin(loaded, pin_dir)
         log.info(
             "loaded program %s %s in %.2fs (hooks: %s)%s",
@@ -408,44 +551,92 @@ class ProgramManager:
         )
         return loaded
 
+    def _in_loader(self, program: Program) -> bool:
+        """Whether a loader process compiles ``program`` (pinned instances only).
+
+        Perf event hooks (the profile program) are attached with BCC's perf
+        event fds, which die with the process that opened them: those
+        programs compile here.
+        """
+        if not self.loader:
+            return False
+        return not any(h.partition(":")[0] == "perf_event" for h in program.hooks)
+
+    def _load_in_loader(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        values: Mapping[str, int],
+        full: list[str],
+        pin_dir: pins.PinDir,
+    ) -> LoadedProgram | None:
+        """Compile in a loader process, then adopt what it pinned; None: compile here."""
+        with self._loader_lock:
+            result = self._loader_results.pop(pin_dir.path.name, None)
+        if result is None:
+            result = run_loader(program, dict(key[1]), full, pin_dir)
+        if result.error is not None:
+            raise LoadError(result.error)
+        adopted = self._adopt(program, key, values, pin_dir, fresh=True)
+        if adopted is None:
+            log.warning(
+                "program %s: the loader's pins cannot be adopted; compiling here", program.name
+            )
+            return None
+        log.info(
+            "loaded program %s %s in %.2fs by loader process %d (hooks: %s); pinned at %s",
+            program.name,
+            dict(key[1]) or "",
+            result.seconds,
+            result.pid,
+            ", ".join(program.hooks),
+            pin_dir.path,
+        )
+        return adopted
+
+    def prepare(self, wanted: Sequence[tuple[str, Mapping[str, str], bool]]) -> None:
+        """Compile, concurrently, what :meth:`acquire` of each (name, parameters,
+        exclusive) would compile one after another.
+
+        Each program that would be compiled in a loader process is compiled
+        by one now, up to :data:`LOADERS` at once; the :meth:`acquire` calls
+        that follow adopt their pins (or raise their errors). Nothing else is
+        done ahead: a request that fails validation fails in its acquire.
+        """
+        if self.pin_root is None or not self.loader:
+            return
+        jobs: dict[str, tuple[Program, dict[str, str], list[str], pins.PinDir]] = {}
+        for name, parameters, exclusive in wanted:
+            if exclusive:
+                continue
+            try:
+                program = self.catalog.program(name)
+                cflags = program.cflags(parameters)
+                values = program.parameter_values(parameters)
+                key = (name, tuple(sorted(parameters.items())), 0)
+                with self._lock:
+                    if key in self._loaded:
+                        continue
+                if not self._in_loader(program):
+                    continue
+                full = _full_cflags(program, cflags, self.catalog.include_dirs)
+            except (RequestError, LoadError):
+                continue  # acquire says so
+            pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
+            if not pin_dir.path.exists():  # else: adopted, or not ours to compile
+                jobs[pin_dir.path.name] = (program, dict(parameters), full, pin_dir)
+        if len(jobs) < 2:
+            return  # nothing to do at once: acquire runs the one loader itself
+        with futures.ThreadPoolExecutor(LOADERS) as pool:
+            done = pool.map(lambda job: (job[3].path.name, run_loader(*job)), jobs.values())
+            with self._loader_lock:
+                self._loader_results.update(done)
+
     def _pin(self, loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
         """Pin a fresh instance; a failure leaves it loaded, only unpinned."""
-        from bcc import table as bcc_table
-        from bcc.libbcc import lib
-
-        bpf = loaded.bpf
-        names = [
-            *loaded.readers,
-            *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
-            *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
-        ]
-        layout: dict[str, Any] = {
-            "program": loaded.program.name,
-            "maps": {},
-            # ring buffer -> the event struct's members, as BCC described them
-            "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
-        }
-        for m in names:
-            t = bpf[m.encode()]
-            layout["maps"][m] = {
-                "key": lib.bpf_table_key_desc(bpf.module, m.encode()).decode(),
-                "leaf": lib.bpf_table_leaf_desc(bpf.module, m.encode()).decode(),
-                "per_cpu": hasattr(t, "sLeaf"),
-                "array": isinstance(t, bcc_table.ArrayBase),
-                "max_entries": int(t.max_entries),
-            }
         try:
-            if pin_dir.path.exists():
-                pin_dir.remove()  # expired or unusable: _adopt said so
-            pin_dir.create(loaded.attach_time_ns, layout)
-            for m in names:
-                pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
-            for source in loaded.events.values():
-                pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
-            for i, fd in enumerate(loaded.links or []):
-                pin_dir.pin(fd, f"link_{i}")
+            pin(loaded, pin_dir)
         except OSError as e:
-            pin_dir.remove()
             log.warning(
                 "program %s is loaded but not pinned (%s): it will not survive a crash "
                 "of the sidecar",
@@ -453,7 +644,6 @@ class ProgramManager:
                 e,
             )
             return
-        loaded.pins = pin_dir
 
     def _adopt(
         self,
@@ -461,8 +651,12 @@ class ProgramManager:
         key: tuple[str, tuple[tuple[str, str], ...], int],
         values: Mapping[str, int],
         pin_dir: pins.PinDir,
+        fresh: bool = False,
     ) -> LoadedProgram | None:
-        """The instance a dead sidecar pinned at ``pin_dir``, if it may be adopted."""
+        """The instance a dead sidecar pinned at ``pin_dir``, if it may be adopted.
+
+        ``fresh``: our own loader process pinned it just now (not "adopted").
+        """
         if not pin_dir.path.is_dir():
             return None
         fds: list[int] = []
@@ -525,7 +719,8 @@ class ProgramManager:
             )
             pin_dir.remove()
             return None
-        log.info(
+        log.log(
+            logging.DEBUG if fresh else logging.INFO,
             "adopted program %s %s pinned at %s (attached %.1fs ago)",
             program.name,
             dict(key[1]) or "",
@@ -542,7 +737,7 @@ class ProgramManager:
             links=links,
             pins=pin_dir,
             map_fds=[fd for fd in fds if fd not in links],
-            adopted=True,
+            adopted=not fresh,
         )
 
     def _check_room(self, name: str) -> None:
