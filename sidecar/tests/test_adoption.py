@@ -275,3 +275,59 @@ def test_events_written_while_no_sidecar_lived_reach_the_successor(
         successor.release(loaded)
     finally:
         successor.close()
+
+
+# Loads the default set as the sidecar does (loaders at once, then adopted) and
+# prints which of the compiler's libraries this process has mapped.
+LEAN_SIDECAR = r"""
+import json, sys
+from pathlib import Path
+from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.programs import ProgramManager
+m = ProgramManager(load_catalog([Path(sys.argv[1])]), pin_root=Path(sys.argv[2]), loader=True)
+names = sys.argv[3:]
+m.prepare([(n, {}, False) for n in names])
+loaded = [m.acquire(n, {}) for n in names]
+maps = Path("/proc/self/maps").read_text()
+print(json.dumps({
+    "mapped": sorted({lib for lib in ("libbcc", "libLLVM", "libclang") if lib in maps}),
+    "fresh": [not lp.adopted and lp.pins is not None and lp.bpf is None for lp in loaded],
+}))
+m.close()
+"""
+
+
+def test_loader_processes_compile_and_the_sidecar_never_maps_llvm(pin_root: Path) -> None:
+    names = ["syscalls", "process", "oom"]
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_SIDECAR, str(CATALOG_DIR), str(pin_root), *names],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["mapped"] == [], "the compiler was loaded into the sidecar"
+    assert result["fresh"] == [True] * len(names), "not loaded by loaders and pinned"
+    assert not _left(pin_root), "a clean close left pins"
+
+
+def test_a_delta_streams_instance_from_a_loader_is_not_left_pinned(
+    catalog: Catalog, pin_root: Path
+) -> None:
+    manager = ProgramManager(catalog, pin_root=pin_root, loader=True)
+    comm = Path("/proc/self/comm").read_text().strip()
+    before = prog_ids_held_by(os.getpid())
+    try:
+        loaded = manager.acquire("syscalls", {}, exclusive=True)
+        assert loaded.pins is None and not _left(pin_root), "an exclusive instance stayed pinned"
+        ids = prog_ids_held_by(os.getpid()) - before
+        assert ids, "the adopted instance's programs are not held"
+        for _ in range(50):
+            os.getppid()
+        snap = pb.MapSnapshot()
+        loaded.readers["syscalls"].read(snap, clear=True)
+        assert _count(snap, "getppid", comm) >= 50
+        manager.release(loaded)
+        assert not wait_unloaded(ids), "released, but its programs are still loaded"
+    finally:
+        manager.close()

@@ -517,8 +517,18 @@ class ProgramManager:
     ) -> LoadedProgram:
         name = program.name
         full = _full_cflags(program, cflags, self.catalog.include_dirs)
-        # Delta streams (exclusive) start from zero anyway: never pinned.
+        # Delta streams (exclusive) start from zero anyway: never pinned
+        # (a loader pins them, but only until they are adopted).
         pin_dir = None
+        if self.pin_root is not None and key[2] and self._in_loader(program):
+            own = pins.PinDir(
+                self.pin_root / f"{instance_key(program, values, full)}-{os.getpid()}-{key[2]}"
+            )
+            loaded = self._load_in_loader(program, key, values, full, own)
+            if loaded is not None:
+                own.remove()  # the links and maps stay, held by our fds
+                loaded.pins = None
+                return loaded
         if self.pin_root is not None and not key[2]:
             pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
             with self._loader_lock:
@@ -584,13 +594,13 @@ class ProgramManager:
             )
             return None
         log.info(
-            "loaded program %s %s in %.2fs by loader process %d (hooks: %s); pinned at %s",
+            "loaded program %s %s in %.2fs by loader process %d (hooks: %s)%s",
             program.name,
             dict(key[1]) or "",
             result.seconds,
             result.pid,
             ", ".join(program.hooks),
-            pin_dir.path,
+            "" if key[2] else f"; pinned at {pin_dir.path}",
         )
         return adopted
 
@@ -732,6 +742,7 @@ class ProgramManager:
             parameters=key[1],
             bpf=None,
             attach_time_ns=meta.attach_time_ns,
+            exclusive=key[2],
             readers=readers,
             events=sources,
             links=links,
