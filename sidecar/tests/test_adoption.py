@@ -8,6 +8,7 @@ own, killed with SIGKILL as a crash would; the end-to-end test
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -331,3 +332,60 @@ def test_a_delta_streams_instance_from_a_loader_is_not_left_pinned(
         assert not wait_unloaded(ids), "released, but its programs are still loaded"
     finally:
         manager.close()
+
+
+def test_a_restart_loads_the_program_from_the_compile_cache_and_it_counts(
+    catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        first.release(first.acquire("syscalls", {}))
+    finally:
+        first.close()
+    [entry] = cache.glob("syscalls-*.json")
+    comm = Path("/proc/self/comm").read_text().strip()
+    second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        with caplog.at_level(logging.INFO, logger="ebpf_sidecar.programs"):
+            loaded = second.acquire("syscalls", {})
+        assert "syscalls  in" in caplog.text and "from the compile cache" in caplog.text
+        assert loaded.pins is not None and not loaded.adopted
+
+        def count() -> int:
+            snap = pb.MapSnapshot()
+            loaded.readers["syscalls"].read(snap)
+            return _count(snap, "getppid", comm)
+
+        before = count()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before + 100
+        second.release(loaded)
+    finally:
+        second.close()
+    assert not _left(pin_root)
+    assert entry.exists()
+
+
+def test_a_cache_entry_of_another_kernel_is_replaced_by_a_compile(
+    catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        first.release(first.acquire("oom", {}))
+    finally:
+        first.close()
+    [entry] = cache.glob("oom-*.json")
+    recorded = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**recorded, "kernel": "Linux version 0.0.1"}))
+    second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        with caplog.at_level(logging.INFO, logger="ebpf_sidecar"):
+            second.release(second.acquire("oom", {}))
+        assert "recorded for another kernel" in caplog.text
+        assert "by loader process" in caplog.text
+    finally:
+        second.close()
+    assert json.loads(entry.read_text())["kernel"] == recorded["kernel"], "not recorded again"

@@ -30,12 +30,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ebpf_sidecar import includes, kernel, pins
+from ebpf_sidecar import compile_cache, includes, kernel, pins
 from ebpf_sidecar.catalog import Catalog, Program, RequestError
 from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable, flat_type
@@ -322,13 +321,13 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     return bpf, time.monotonic() - start
 
 
-def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
+def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> dict[str, Any]:
     """Pin a freshly compiled instance's links, maps and layout at ``pin_dir``.
 
     The layout holds BCC's descriptions of each map's key and value types and
     the same types flattened (:func:`ebpf_sidecar.maps.flat_type`), which an
     adopting process rebuilds without loading BCC. On failure (OSError)
-    nothing stays pinned.
+    nothing stays pinned. Returns the layout it pinned.
     """
     from bcc import table as bcc_table
     from bcc.libbcc import lib
@@ -371,6 +370,7 @@ def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
         pin_dir.remove()
         raise
     loaded.pins = pin_dir
+    return layout
 
 
 def load_fresh(
@@ -409,32 +409,37 @@ def load_fresh(
     return loaded, seconds
 
 
-# Loader processes compiling at once (each holds clang and LLVM, ~100 MiB, for
-# a fraction of a second): one per CPU, at least two.
-LOADERS = max(2, os.cpu_count() or 1)
-
-
 @dataclass
 class LoaderResult:
-    pid: int
-    seconds: float
+    pid: int  # of the process that compiled
+    seconds: float  # from starting the loader to this instance pinned
     error: str | None = None
 
 
-def run_loader(
-    program: Program, parameters: dict[str, str], full: list[str], pin_dir: pins.PinDir
-) -> LoaderResult:
-    """Compile, attach and pin one instance in a loader process (:mod:`ebpf_sidecar.loader`).
+# program, parameters, complete cflags, pin folder, instance key
+LoaderJob = tuple[Program, dict[str, str], list[str], pins.PinDir, str]
 
-    The compiler's memory and time live and die there: this process never
-    maps LLVM. What the loader pinned at ``pin_dir`` is adopted afterwards.
+
+def run_loaders(jobs: Sequence[LoaderJob], cache: Path | None = None) -> list[LoaderResult]:
+    """Compile, attach and pin instances in a loader process (:mod:`ebpf_sidecar.loader`).
+
+    Each job is (program, parameters, complete cflags, pin folder, instance key). The
+    loader imports BCC once and forks a worker per instance, one per CPU at
+    a time: the compiler's memory and time live and die there, and this
+    process never maps LLVM. What the loader pinned is adopted afterwards.
+    ``cache``: where the loader records what it loaded (:mod:`ebpf_sidecar.compile_cache`).
     """
-    request = {
-        "manifest": str(program.source.parent / "manifest.yaml"),
-        "parameters": parameters,
-        "cflags": full,
-        "pin_dir": str(pin_dir.path),
-    }
+    request = [
+        {
+            "manifest": str(program.source.parent / "manifest.yaml"),
+            "parameters": parameters,
+            "cflags": full,
+            "pin_dir": str(pin_dir.path),
+            "cache": str(cache) if cache is not None else None,
+            "instance": instance,
+        }
+        for program, parameters, full, pin_dir, instance in jobs
+    ]
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ebpf_sidecar.loader"],
@@ -444,18 +449,22 @@ def run_loader(
         close_fds=True,
     )
     out, err = proc.communicate(json.dumps(request).encode())
-    seconds = time.monotonic() - started
     try:
-        reply = json.loads(out)
-    except ValueError:
+        replies = json.loads(out)
+        assert len(replies) == len(jobs)
+    except (ValueError, AssertionError):
         tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-_ERROR_LINES:])
-        return LoaderResult(
-            proc.pid,
-            seconds,
-            f"program {program.name!r}: its loader process failed (exit status "
-            f"{proc.returncode})\n{tail}".rstrip(),
-        )
-    return LoaderResult(proc.pid, seconds, reply.get("error"))
+        seconds = time.monotonic() - started
+        return [
+            LoaderResult(
+                proc.pid,
+                seconds,
+                f"program {job[0].name!r}: its loader process failed (exit status "
+                f"{proc.returncode})\n{tail}".rstrip(),
+            )
+            for job in jobs
+        ]
+    return [LoaderResult(r["pid"], r["seconds"], r.get("error")) for r in replies]
 
 
 class ProgramManager:
@@ -475,6 +484,7 @@ class ProgramManager:
         pin_root: Path | None = None,
         lease_s: float = pins.DEFAULT_LEASE_S,
         loader: bool | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
         self.catalog = catalog
         # Pinned instances compile in loader processes; by default when root,
@@ -482,6 +492,9 @@ class ProgramManager:
         self.loader = (os.geteuid() == 0) if loader is None else loader
         self._loader_lock = threading.Lock()
         self._loader_results: dict[str, LoaderResult] = {}
+        # where loaders record what they compiled, for the next start
+        # (:mod:`ebpf_sidecar.compile_cache`); used with loaders only
+        self.compile_cache = compile_cache if self.loader else None
         self.max_instances = max_instances
         self.pin_root = pin_root
         self.lease_s = lease_s
@@ -521,10 +534,9 @@ class ProgramManager:
         # (a loader pins them, but only until they are adopted).
         pin_dir = None
         if self.pin_root is not None and key[2] and self._in_loader(program):
-            own = pins.PinDir(
-                self.pin_root / f"{instance_key(program, values, full)}-{os.getpid()}-{key[2]}"
-            )
-            loaded = self._load_in_loader(program, key, values, full, own)
+            instance = instance_key(program, values, full)
+            own = pins.PinDir(self.pin_root / f"{instance}-{os.getpid()}-{key[2]}")
+            loaded = self._load_in_loader(program, key, values, full, own, instance)
             if loaded is not None:
                 own.remove()  # the links and maps stay, held by our fds
                 loaded.pins = None
@@ -534,7 +546,9 @@ class ProgramManager:
             with self._loader_lock:
                 prepared = pin_dir.path.name in self._loader_results
             if prepared:  # by our loader, in prepare(): ours, not adopted
-                loaded = self._load_in_loader(program, key, values, full, pin_dir)
+                loaded = self._load_in_loader(
+                    program, key, values, full, pin_dir, pin_dir.path.name
+                )
                 if loaded is not None:
                     return loaded
             try:
@@ -545,7 +559,9 @@ class ProgramManager:
                 if adopted is not None:
                     return adopted
                 if self._in_loader(program):
-                    loaded = self._load_in_loader(program, key, values, full, pin_dir)
+                    loaded = self._load_in_loader(
+                        program, key, values, full, pin_dir, pin_dir.path.name
+                    )
                     if loaded is not None:
                         return loaded
         loaded, seconds = load_fresh(program, key[1], key[2], full, values)
@@ -579,12 +595,18 @@ class ProgramManager:
         values: Mapping[str, int],
         full: list[str],
         pin_dir: pins.PinDir,
+        instance: str,
     ) -> LoadedProgram | None:
-        """Compile in a loader process, then adopt what it pinned; None: compile here."""
+        """Load from the compile cache or in a loader process, then adopt what
+        was pinned; None: compile here."""
         with self._loader_lock:
             result = self._loader_results.pop(pin_dir.path.name, None)
         if result is None:
-            result = run_loader(program, dict(key[1]), full, pin_dir)
+            result = self._from_cache(instance, pin_dir)
+        if result is None:
+            [result] = run_loaders(
+                [(program, dict(key[1]), full, pin_dir, instance)], self.compile_cache
+            )
         if result.error is not None:
             raise LoadError(result.error)
         adopted = self._adopt(program, key, values, pin_dir, fresh=True)
@@ -594,11 +616,13 @@ class ProgramManager:
             )
             return None
         log.info(
-            "loaded program %s %s in %.2fs by loader process %d (hooks: %s)%s",
+            "loaded program %s %s in %.2fs %s (hooks: %s)%s",
             program.name,
             dict(key[1]) or "",
             result.seconds,
-            result.pid,
+            "from the compile cache"
+            if result.pid == os.getpid()
+            else f"by loader process {result.pid}",
             ", ".join(program.hooks),
             "" if key[2] else f"; pinned at {pin_dir.path}",
         )
@@ -609,13 +633,13 @@ class ProgramManager:
         exclusive) would compile one after another.
 
         Each program that would be compiled in a loader process is compiled
-        by one now, up to :data:`LOADERS` at once; the :meth:`acquire` calls
+        now, all in one loader, one per CPU at a time; the :meth:`acquire` calls
         that follow adopt their pins (or raise their errors). Nothing else is
         done ahead: a request that fails validation fails in its acquire.
         """
         if self.pin_root is None or not self.loader:
             return
-        jobs: dict[str, tuple[Program, dict[str, str], list[str], pins.PinDir]] = {}
+        jobs: dict[str, LoaderJob] = {}
         for name, parameters, exclusive in wanted:
             if exclusive:
                 continue
@@ -632,15 +656,31 @@ class ProgramManager:
                 full = _full_cflags(program, cflags, self.catalog.include_dirs)
             except (RequestError, LoadError):
                 continue  # acquire says so
-            pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
-            if not pin_dir.path.exists():  # else: adopted, or not ours to compile
-                jobs[pin_dir.path.name] = (program, dict(parameters), full, pin_dir)
+            instance = instance_key(program, values, full)
+            pin_dir = pins.PinDir(self.pin_root / instance)
+            if pin_dir.path.exists() or instance in jobs:
+                continue  # adopted, or not ours to compile
+            cached = self._from_cache(instance, pin_dir)
+            if cached is not None:
+                with self._loader_lock:
+                    self._loader_results[instance] = cached
+                continue
+            jobs[instance] = (program, dict(parameters), full, pin_dir, instance)
         if len(jobs) < 2:
             return  # nothing to do at once: acquire runs the one loader itself
-        with futures.ThreadPoolExecutor(LOADERS) as pool:
-            done = pool.map(lambda job: (job[3].path.name, run_loader(*job)), jobs.values())
-            with self._loader_lock:
-                self._loader_results.update(done)
+        results = run_loaders(list(jobs.values()), self.compile_cache)
+        with self._loader_lock:
+            self._loader_results.update(zip(jobs, results, strict=True))
+
+    def _from_cache(self, instance: str, pin_dir: pins.PinDir) -> LoaderResult | None:
+        """``instance`` loaded from the compile cache and pinned at ``pin_dir``; None: a miss."""
+        if self.compile_cache is None:
+            return None
+        try:
+            seconds = compile_cache.load(self.compile_cache, instance, pin_dir)
+        except compile_cache.CacheMiss:
+            return None
+        return LoaderResult(os.getpid(), seconds)
 
     def _pin(self, loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
         """Pin a fresh instance; a failure leaves it loaded, only unpinned."""
@@ -672,7 +712,7 @@ class ProgramManager:
         fds: list[int] = []
         try:
             meta = pin_dir.read_meta()
-            if meta.owner_alive():
+            if meta.owner_alive() and not fresh:  # fresh: made for us (cache: by us)
                 log.warning(
                     "program %s is pinned at %s by a running process (pid %d), another "
                     "sidecar: loading a copy of our own that is not pinned",
