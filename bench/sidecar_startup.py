@@ -13,8 +13,10 @@ oom) with the maps of their default metrics, and measures:
   reached (compiler processes, where the checkout has them; sampled).
 
 Each checkout runs --runs times in a row, stopping the sidecar cleanly between
-runs (which removes its pins, so every run compiles: "warm" is a restart on a
-machine where the sidecar ran before, page cache and any compile cache warm).
+runs (which removes its pins, so no run adopts anything: "warm" is a restart
+on a machine where the sidecar ran before, page cache and compile cache warm).
+A checkout with --compile-cache gets a cache folder of its own, empty at its
+first run.
 With --drop-caches the first run starts with the page cache dropped (cold;
 this slows everything else on the machine for a moment). --baseline adds a
 second checkout (e.g. a worktree of main) run the same way, first.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -123,12 +126,18 @@ class Run:
     hwm: float
     child_peak: float
     children: int
+    llvm: bool  # LLVM or clang mapped into the sidecar in steady state
 
 
 def one_run(repo: Path, programs: list[str], snapshots: int, tmp: Path, n: str) -> Run:
     sock = tmp / f"s{n}.sock"
     pin_dir = PIN_PARENT / f"bench-startup-{os.getpid()}-{n}"
     log = (tmp / f"sidecar{n}.log").open("wb")
+    # a compile cache of the run's own (where the checkout has one): empty at
+    # its first start, so that start compiles and the later ones need not
+    cache: list[str] = []
+    if "--compile-cache" in (repo / "sidecar/src/ebpf_sidecar/cli.py").read_text():
+        cache = ["--compile-cache", str(tmp / f"cache-{n.rstrip('0123456789')}")]
     t0 = time.monotonic()
     side = subprocess.Popen(
         [
@@ -139,6 +148,7 @@ def one_run(repo: Path, programs: list[str], snapshots: int, tmp: Path, n: str) 
             f"unix://{sock}",
             "--pin-dir",
             str(pin_dir),
+            *cache,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -188,6 +198,8 @@ def one_run(repo: Path, programs: list[str], snapshots: int, tmp: Path, n: str) 
                     break
             steady = memory(side.pid)
             hwm = status(side.pid, "VmHWM")
+            mapped = Path(f"/proc/{side.pid}/maps").read_text()
+            llvm = "libLLVM" in mapped or "libclang" in mapped
             stream.cancel()
     finally:
         peak.stop()
@@ -196,7 +208,7 @@ def one_run(repo: Path, programs: list[str], snapshots: int, tmp: Path, n: str) 
         log.close()
         if pin_dir.exists():
             subprocess.run(["rm", "-rf", str(pin_dir)], check=False)
-    return Run(started, attach, start_mem, steady, hwm, peak.peak_mib, peak.seen)
+    return Run(started, attach, start_mem, steady, hwm, peak.peak_mib, peak.seen, llvm)
 
 
 def drop_caches() -> None:
@@ -220,6 +232,8 @@ def main() -> None:
         if args.log_dir:
             args.log_dir.mkdir(parents=True, exist_ok=True)
             tmp = str(args.log_dir)
+            for old in args.log_dir.glob("cache-*"):
+                shutil.rmtree(old)  # each checkout's first run starts without one
         for label, repo in checkouts:
             if args.drop_caches:
                 drop_caches()
@@ -232,9 +246,11 @@ def main() -> None:
     print(f"# programs: {', '.join(programs)}; steady state after {args.snapshots} snapshots")
     head = (
         "checkout", "run", "socket s", "attach s", "RSS start", "PSS start",
-        "RSS steady", "PSS steady", "anon steady", "VmHWM", "child peak",
+        "RSS steady", "PSS steady", "anon steady", "VmHWM", "LLVM", "child peak",
     )  # fmt: skip
-    print("{:18} {:>4} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10} {:>11} {:>7} {:>10}".format(*head))
+    print(
+        "{:18} {:>4} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10} {:>11} {:>7} {:>4} {:>10}".format(*head)
+    )
     for label, repo in checkouts:
         name = f"{label} ({repo.name})"
         for i, r in enumerate(results[label]):
@@ -243,7 +259,7 @@ def main() -> None:
                 f"{name:18} {run:>4} {r.started_s:8.2f} {r.attach_s:8.2f} "
                 f"{r.start_mem['Rss']:7.1f}Mi {r.start_mem['Pss']:7.1f}Mi "
                 f"{r.steady_mem['Rss']:8.1f}Mi {r.steady_mem['Pss']:8.1f}Mi "
-                f"{r.steady_mem['Anonymous']:9.1f}Mi {r.hwm:5.0f}Mi "
+                f"{r.steady_mem['Anonymous']:9.1f}Mi {r.hwm:5.0f}Mi {'yes' if r.llvm else 'no':>4} "
                 + (f"{r.child_peak:6.0f}Mi x{r.children}" if r.children else f"{'-':>10}")
             )
         warm = results[label][1:] or results[label]
