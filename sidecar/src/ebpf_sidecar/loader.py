@@ -36,6 +36,10 @@ from ebpf_sidecar.manifest import load_manifest
 from ebpf_sidecar.programs import LoadError, load_fresh, pin
 
 
+class NotLinked(Exception):
+    """The hooks are not BPF links: the sidecar compiles the program itself."""
+
+
 def load(request: dict[str, object]) -> None:
     """Compile, attach and pin as ``request`` says; LoadError if that fails."""
     program = load_manifest(Path(str(request["manifest"])))
@@ -44,10 +48,9 @@ def load(request: dict[str, object]) -> None:
     cflags = [str(f) for f in request["cflags"]]  # type: ignore[attr-defined]
     loaded, _ = load_fresh(program, tuple(sorted(parameters.items())), 0, cflags, values)
     if loaded.links is None:
-        raise LoadError(
-            f"program {program.name!r}: its hooks cannot be attached as BPF links here, "
-            "so they would not outlive the loader"
-        )
+        # BCC attached the hooks itself (kprobes, kfuncs, LSM; or a kernel
+        # without BPF links for tracepoints): they die with this process
+        raise NotLinked(f"program {program.name!r}: its hooks cannot be pinned")
     try:
         layout = pin(loaded, pins.PinDir(Path(str(request["pin_dir"]))))
     except OSError as e:
@@ -76,6 +79,8 @@ def _worker(request: dict[str, object], started: float, out: int) -> None:
             reply: dict[str, object] = {}
         except (LoadError, CatalogError, RequestError) as e:
             reply = {"error": str(e)[-_REPLY_MAX // 2 :]}
+        except NotLinked as e:
+            reply = {"error": str(e), "in_process": True}
         reply.update(pid=os.getpid(), seconds=time.monotonic() - started)
         os.write(out, json.dumps(reply).encode()[:_REPLY_MAX])
     except BaseException:

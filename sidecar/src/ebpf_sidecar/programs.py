@@ -414,6 +414,8 @@ class LoaderResult:
     pid: int  # of the process that compiled
     seconds: float  # from starting the loader to this instance pinned
     error: str | None = None
+    # the hooks are not BPF links (kprobes, say): to be compiled in the sidecar
+    in_process: bool = False
 
 
 # program, parameters, complete cflags, pin folder, instance key
@@ -464,7 +466,10 @@ def run_loaders(jobs: Sequence[LoaderJob], cache: Path | None = None) -> list[Lo
             )
             for job in jobs
         ]
-    return [LoaderResult(r["pid"], r["seconds"], r.get("error")) for r in replies]
+    return [
+        LoaderResult(r["pid"], r["seconds"], r.get("error"), bool(r.get("in_process")))
+        for r in replies
+    ]
 
 
 class ProgramManager:
@@ -601,12 +606,16 @@ class ProgramManager:
         was pinned; None: compile here."""
         with self._loader_lock:
             result = self._loader_results.pop(pin_dir.path.name, None)
+        if result is not None and result.error is None and not pin_dir.path.is_dir():
+            result = None  # prepared long ago, and its pins were swept since
         if result is None:
             result = self._from_cache(instance, pin_dir)
         if result is None:
             [result] = run_loaders(
                 [(program, dict(key[1]), full, pin_dir, instance)], self.compile_cache
             )
+        if result.in_process:
+            return None
         if result.error is not None:
             raise LoadError(result.error)
         adopted = self._adopt(program, key, values, pin_dir, fresh=True)
