@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from bpf_helpers import loaded_prog_ids, prog_ids_held_by, wait_unloaded
 from conftest import CATALOG_DIR
 from ebpf_sidecar import events, pins
 from ebpf_sidecar.catalog import Catalog
-from ebpf_sidecar.programs import ProgramManager
+from ebpf_sidecar.programs import LoadedProgram, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -389,3 +390,30 @@ def test_a_cache_entry_of_another_kernel_is_replaced_by_a_compile(
     finally:
         second.close()
     assert json.loads(entry.read_text())["kernel"] == recorded["kernel"], "not recorded again"
+
+
+def test_streams_preparing_the_same_programs_at_once_share_one_instance_each(
+    catalog: Catalog, pin_root: Path
+) -> None:
+    manager = ProgramManager(catalog, pin_root=pin_root, loader=True)
+    names = ["process", "oom"]
+    got: dict[int, list[LoadedProgram]] = {}
+
+    def stream(i: int) -> None:
+        manager.prepare([(n, {}, False) for n in names])
+        got[i] = [manager.acquire(n, {}) for n in names]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [id(lp) for lp in got[0]] == [id(lp) for lp in got[1]]
+        assert all(lp.pins is not None and not lp.adopted for lp in got[0])
+        assert len(_left(pin_root)) == len(names)
+    finally:
+        for lp in [*got.get(0, []), *got.get(1, [])]:
+            manager.release(lp)
+        manager.close()
+    assert not _left(pin_root)

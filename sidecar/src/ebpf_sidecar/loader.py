@@ -7,10 +7,10 @@ adopts a crashed predecessor's pins: clang and LLVM (about 60 MiB mapped,
 and die with this process. The hooks are BPF links pinned in bpffs, so they
 stay attached after it exits.
 
-BCC is imported once; then a worker is forked per instance, one per CPU at
-a time (this process has no threads, so forking is safe), and ends with
-``os._exit`` as soon as its instance is pinned, skipping LLVM's and Python's
-teardown.
+BCC is imported once; then a worker is forked per instance, one per CPU
+(at most :data:`MAX_WORKERS`) at a time (this process has no threads, so
+forking is safe), and ends with ``os._exit`` as soon as its instance is
+pinned, skipping LLVM's and Python's teardown.
 
 Reads a JSON list of requests on stdin, each with ``manifest`` (the
 program's manifest.yaml), ``parameters`` (as given), ``cflags`` (complete, as
@@ -66,6 +66,10 @@ def load(request: dict[str, object]) -> None:
             print(f"not recorded in the compile cache: {e}", file=sys.stderr)
 
 
+# Compilers at once: one per CPU, but no more than this many, since each
+# holds tens of MiB of clang and LLVM heap in the sidecar container's memory
+# cgroup (docs/reliability.md: the container's limit covers maps too).
+MAX_WORKERS = 4
 # A reply longer than a pipe holds would block its worker before it exits.
 _REPLY_MAX = 32 * 1024
 
@@ -98,7 +102,7 @@ def main() -> int:
     replies: list[dict[str, object] | None] = [None] * len(requests)
     running: dict[int, tuple[int, int]] = {}  # pid -> (request index, pipe)
     todo = list(enumerate(requests))
-    at_once = max(1, os.cpu_count() or 1)
+    at_once = max(1, min(os.cpu_count() or 1, MAX_WORKERS))
     while todo or running:
         while todo and len(running) < at_once:
             i, request = todo.pop(0)

@@ -426,7 +426,7 @@ def run_loaders(jobs: Sequence[LoaderJob], cache: Path | None = None) -> list[Lo
     """Compile, attach and pin instances in a loader process (:mod:`ebpf_sidecar.loader`).
 
     Each job is (program, parameters, complete cflags, pin folder, instance key). The
-    loader imports BCC once and forks a worker per instance, one per CPU at
+    loader imports BCC once and forks a worker per instance, one per CPU (up to 4) at
     a time: the compiler's memory and time live and die there, and this
     process never maps LLVM. What the loader pinned is adopted afterwards.
     ``cache``: where the loader records what it loaded (:mod:`ebpf_sidecar.compile_cache`).
@@ -495,7 +495,8 @@ class ProgramManager:
         # Pinned instances compile in loader processes; by default when root,
         # whose capabilities an exec keeps (the bounding set's, after the drop).
         self.loader = (os.geteuid() == 0) if loader is None else loader
-        self._loader_lock = threading.Lock()
+        self._loader_lock = threading.Lock()  # _loader_results
+        self._loading = threading.Lock()  # loaders and loads (see prepare)
         self._loader_results: dict[str, LoaderResult] = {}
         # where loaders record what they compiled, for the next start
         # (:mod:`ebpf_sidecar.compile_cache`); used with loaders only
@@ -527,6 +528,16 @@ class ProgramManager:
             return loaded
 
     def _load(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        cflags: list[str],
+        values: Mapping[str, int],
+    ) -> LoadedProgram:
+        with self._loading:
+            return self._load_now(program, key, cflags, values)
+
+    def _load_now(
         self,
         program: Program,
         key: tuple[str, tuple[tuple[str, str], ...], int],
@@ -648,7 +659,7 @@ class ProgramManager:
         """
         if self.pin_root is None or not self.loader:
             return
-        jobs: dict[str, LoaderJob] = {}
+        candidates: list[LoaderJob] = []
         for name, parameters, exclusive in wanted:
             if exclusive:
                 continue
@@ -667,19 +678,27 @@ class ProgramManager:
                 continue  # acquire says so
             instance = instance_key(program, values, full)
             pin_dir = pins.PinDir(self.pin_root / instance)
-            if pin_dir.path.exists() or instance in jobs:
-                continue  # adopted, or not ours to compile
-            cached = self._from_cache(instance, pin_dir)
-            if cached is not None:
-                with self._loader_lock:
-                    self._loader_results[instance] = cached
-                continue
-            jobs[instance] = (program, dict(parameters), full, pin_dir, instance)
-        if len(jobs) < 2:
-            return  # nothing to do at once: acquire runs the one loader itself
-        results = run_loaders(list(jobs.values()), self.compile_cache)
-        with self._loader_lock:
-            self._loader_results.update(zip(jobs, results, strict=True))
+            candidates.append((program, dict(parameters), full, pin_dir, instance))
+        # One stream's loaders at a time, and never next to a _load: two
+        # loaders must not compile the same instance into one pin folder.
+        # (Not under self._lock, which _load holds while it waits for this.)
+        with self._loading:
+            jobs: dict[str, LoaderJob] = {}
+            for job in candidates:
+                pin_dir, instance = job[3], job[4]
+                if pin_dir.path.exists() or instance in jobs:
+                    continue  # loaded or prepared meanwhile, or not ours to compile
+                cached = self._from_cache(instance, pin_dir)
+                if cached is not None:
+                    with self._loader_lock:
+                        self._loader_results[instance] = cached
+                    continue
+                jobs[instance] = job
+            if len(jobs) < 2:
+                return  # nothing to do at once: acquire runs the one loader itself
+            results = run_loaders(list(jobs.values()), self.compile_cache)
+            with self._loader_lock:
+                self._loader_results.update(zip(jobs, results, strict=True))
 
     def _from_cache(self, instance: str, pin_dir: pins.PinDir) -> LoaderResult | None:
         """``instance`` loaded from the compile cache and pinned at ``pin_dir``; None: a miss."""
