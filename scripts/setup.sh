@@ -16,6 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- system packages -------------------------------------------------------
 DEB_PACKAGES=(
   python3-bpfcc   # BCC and its Python binding (PyPI has no real one)
+  libbpf1         # the sidecar reads maps with libbpf, loading BCC (LLVM) only in loader processes
   python3-cap-ng  # libcap-ng's binding: the sidecar drops capabilities once started
   python3-venv    # virtualenv over the system Python, so `import bcc` works
   bpftool         # tests check that no program is left loaded

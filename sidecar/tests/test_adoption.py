@@ -8,11 +8,13 @@ own, killed with SIGKILL as a crash would; the end-to-end test
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from bpf_helpers import loaded_prog_ids, prog_ids_held_by, wait_unloaded
 from conftest import CATALOG_DIR
 from ebpf_sidecar import events, pins
 from ebpf_sidecar.catalog import Catalog
-from ebpf_sidecar.programs import ProgramManager
+from ebpf_sidecar.programs import LoadedProgram, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -280,3 +282,143 @@ def test_events_written_while_no_sidecar_lived_reach_the_successor(
         successor.release(loaded)
     finally:
         successor.close()
+
+
+# Loads the default set as the sidecar does (loaders at once, then adopted) and
+# prints which of the compiler's libraries this process has mapped.
+LEAN_SIDECAR = r"""
+import json, sys
+from pathlib import Path
+from ebpf_sidecar.manifest import load_catalog
+from ebpf_sidecar.programs import ProgramManager
+m = ProgramManager(load_catalog([Path(sys.argv[1])]), pin_root=Path(sys.argv[2]), loader=True)
+names = sys.argv[3:]
+m.prepare([(n, {}, False) for n in names])
+loaded = [m.acquire(n, {}) for n in names]
+maps = Path("/proc/self/maps").read_text()
+print(json.dumps({
+    "mapped": sorted({lib for lib in ("libbcc", "libLLVM", "libclang") if lib in maps}),
+    "fresh": [not lp.adopted and lp.pins is not None and lp.bpf is None for lp in loaded],
+}))
+m.close()
+"""
+
+
+def test_loader_processes_compile_and_the_sidecar_never_maps_llvm(pin_root: Path) -> None:
+    names = ["syscalls", "process", "oom"]
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_SIDECAR, str(CATALOG_DIR), str(pin_root), *names],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["mapped"] == [], "the compiler was loaded into the sidecar"
+    assert result["fresh"] == [True] * len(names), "not loaded by loaders and pinned"
+    assert not _left(pin_root), "a clean close left pins"
+
+
+def test_a_delta_streams_instance_from_a_loader_is_not_left_pinned(
+    catalog: Catalog, pin_root: Path
+) -> None:
+    manager = ProgramManager(catalog, pin_root=pin_root, loader=True)
+    comm = Path("/proc/self/comm").read_text().strip()
+    before = prog_ids_held_by(os.getpid())
+    try:
+        loaded = manager.acquire("syscalls", {}, exclusive=True)
+        assert loaded.pins is None and not _left(pin_root), "an exclusive instance stayed pinned"
+        ids = prog_ids_held_by(os.getpid()) - before
+        assert ids, "the adopted instance's programs are not held"
+        for _ in range(50):
+            os.getppid()
+        snap = pb.MapSnapshot()
+        loaded.readers["syscalls"].read(snap, clear=True)
+        assert _count(snap, "getppid", comm) >= 50
+        manager.release(loaded)
+        assert not wait_unloaded(ids), "released, but its programs are still loaded"
+    finally:
+        manager.close()
+
+
+def test_a_restart_loads_the_program_from_the_compile_cache_and_it_counts(
+    catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        first.release(first.acquire("syscalls", {}))
+    finally:
+        first.close()
+    [entry] = cache.glob("syscalls-*.json")
+    comm = Path("/proc/self/comm").read_text().strip()
+    second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        with caplog.at_level(logging.INFO, logger="ebpf_sidecar.programs"):
+            loaded = second.acquire("syscalls", {})
+        assert "syscalls  in" in caplog.text and "from the compile cache" in caplog.text
+        assert loaded.pins is not None and not loaded.adopted
+
+        def count() -> int:
+            snap = pb.MapSnapshot()
+            loaded.readers["syscalls"].read(snap)
+            return _count(snap, "getppid", comm)
+
+        before = count()
+        for _ in range(100):
+            os.getppid()
+        assert count() == before + 100
+        second.release(loaded)
+    finally:
+        second.close()
+    assert not _left(pin_root)
+    assert entry.exists()
+
+
+def test_a_cache_entry_of_another_kernel_is_replaced_by_a_compile(
+    catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        first.release(first.acquire("oom", {}))
+    finally:
+        first.close()
+    [entry] = cache.glob("oom-*.json")
+    recorded = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**recorded, "kernel": "Linux version 0.0.1"}))
+    second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        with caplog.at_level(logging.INFO, logger="ebpf_sidecar"):
+            second.release(second.acquire("oom", {}))
+        assert "recorded for another kernel" in caplog.text
+        assert "by loader process" in caplog.text
+    finally:
+        second.close()
+    assert json.loads(entry.read_text())["kernel"] == recorded["kernel"], "not recorded again"
+
+
+def test_streams_preparing_the_same_programs_at_once_share_one_instance_each(
+    catalog: Catalog, pin_root: Path
+) -> None:
+    manager = ProgramManager(catalog, pin_root=pin_root, loader=True)
+    names = ["process", "oom"]
+    got: dict[int, list[LoadedProgram]] = {}
+
+    def stream(i: int) -> None:
+        manager.prepare([(n, {}, False) for n in names])
+        got[i] = [manager.acquire(n, {}) for n in names]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [id(lp) for lp in got[0]] == [id(lp) for lp in got[1]]
+        assert all(lp.pins is not None and not lp.adopted for lp in got[0])
+        assert len(_left(pin_root)) == len(names)
+    finally:
+        for lp in [*got.get(0, []), *got.get(1, [])]:
+            manager.release(lp)
+        manager.close()
+    assert not _left(pin_root)

@@ -23,6 +23,7 @@ from ebpf_sidecar.programs import DEFAULT_MAX_INSTANCES, ProgramManager, log_str
 from ebpf_sidecar.server import DEFAULT_MAX_STREAMS, SidecarService, serve, unix_path
 
 DEFAULT_LISTEN = "unix:///run/ebpf-sidecar/sidecar.sock"
+DEFAULT_COMPILE_CACHE = Path("/var/cache/ebpf-sidecar")
 # In a checkout the catalog sits at the repository root; images pass --catalog.
 _REPO_CATALOG = Path(__file__).resolve().parents[3] / "bpf"
 
@@ -134,6 +135,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "self-metrics; they cost every BPF program on the node a few ns a run "
         "(default: on)",
     )
+    p.add_argument(
+        "--compile-cache",
+        default=str(DEFAULT_COMPILE_CACHE),
+        metavar="DIR",
+        help="folder (root's, writable by nobody else) where compiled programs are kept for "
+        "this kernel, so that a restart loads them in milliseconds without compiling "
+        "(default %(default)s; in Kubernetes an emptyDir or hostPath volume); '' turns it off",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
@@ -170,6 +179,19 @@ def _prepare_pins(root: Path) -> Path | None:
         log.warning("cannot create %s (%s): programs will not survive a crash", root, e)
         return None
     return root
+
+
+def _prepare_compile_cache(folder: Path) -> Path | None:
+    """The compile cache's folder, made root's and private; None if it cannot be trusted."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        trust.check_tree(
+            folder, f"--compile-cache {folder}: what is there is loaded into the kernel, so"
+        )
+    except (OSError, trust.UntrustedPath) as e:
+        log.warning("not using the compile cache (%s): programs compile at every start", e)
+        return None
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     # BPF_ENABLE_STATS needs CAP_SYS_ADMIN; held (never closed) until we exit
     stats_fd = cost.enable_run_time_stats() if args.run_time_stats else None
     pin_root = _prepare_pins(Path(args.pin_dir)) if args.pin_dir else None
+    cache = _prepare_compile_cache(Path(args.compile_cache)) if args.compile_cache else None
     path = unix_path(args.listen)
     try:
         prepared = None if path is None else unix_socket.prepare(path, args.socket_group)
@@ -235,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         programs = ProgramManager(
-            catalog, args.max_instances_per_program, pin_root=pin_root, lease_s=args.pin_lease
+            catalog,
+            args.max_instances_per_program,
+            pin_root=pin_root,
+            lease_s=args.pin_lease,
+            compile_cache=cache,
         )
         programs.start()  # removes expired pins before anything loads
         service = SidecarService(

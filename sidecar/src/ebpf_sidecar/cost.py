@@ -52,7 +52,7 @@ def enable_run_time_stats() -> int | None:
     CAP_SYS_ADMIN. Programs' run counts and times then stay 0 unless the
     sysctl kernel.bpf_stats_enabled is set.
     """
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     fd = int(lib.bpf_enable_stats(_BPF_STATS_RUN_TIME))
     if fd < 0:
@@ -75,7 +75,7 @@ class RunStats:
 
 
 def _info(fd: int, size: int) -> bytes:
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     buf = ct.create_string_buffer(size)
     length = ct.c_uint32(size)

@@ -430,7 +430,7 @@ class EventSource:
             thread.join()
 
     def _run(self) -> None:
-        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+        from ebpf_sidecar.libbpf import RINGBUF_CB_TYPE, lib
 
         batch: list[bytes] = []
 
@@ -438,7 +438,7 @@ class EventSource:
             batch.append(ct.string_at(data, size))
             return 0
 
-        callback = _RINGBUF_CB_TYPE(collect)
+        callback = RINGBUF_CB_TYPE(collect)
         rb = lib.bpf_new_ringbuf(self.fd, callback, None)
         if not rb:
             log.error("cannot read the ring buffer of %s", self.spec.name)

@@ -167,14 +167,25 @@ def _headers_dir(release: str) -> str:
     return ""
 
 
-def detect() -> KernelInfo:
-    from bcc import BPF
+def _has_ksym(*names: str, kallsyms: Path = Path("/proc/kallsyms")) -> bool:
+    """Whether the kernel has any of these symbols (names are whole words there)."""
+    wanted = {n.encode() for n in names}
+    with kallsyms.open("rb") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] in wanted:
+                return True
+    return False
 
+
+def detect() -> KernelInfo:
     release = platform.release()
     return KernelInfo(
         release=release,
         btf=BTF_VMLINUX.exists(),
-        raw_tracepoints=bool(BPF.support_raw_tracepoint()),
+        # what BCC's BPF.support_raw_tracepoint() looks for, without loading
+        # BCC (and LLVM with it) into the sidecar's address space
+        raw_tracepoints=_has_ksym("bpf_find_raw_tracepoint", "bpf_get_raw_tracepoint"),
         perf_events=Path("/proc/sys/kernel/perf_event_paranoid").exists(),
         kprobes=(tracefs() / "kprobe_events").exists(),
         headers=_headers_dir(release),

@@ -163,7 +163,7 @@ class BatchBuffers:
 def _lookup_batch(map_fd: int, buffers: BatchBuffers, capacity: int, delete: bool = False) -> int:
     """Every entry of a map into ``buffers``, their number; with ``delete``,
     removed as they are read (one syscall a batch)."""
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     call = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
     what = "BPF_MAP_LOOKUP_AND_DELETE_BATCH" if delete else "BPF_MAP_LOOKUP_BATCH"
@@ -200,7 +200,7 @@ def _lookup_batch(map_fd: int, buffers: BatchBuffers, capacity: int, delete: boo
 
 
 def _delete_batch(map_fd: int, keys: bytes, key_size: int) -> None:
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     count = ct.c_uint32(len(keys) // key_size)
     buf = ct.create_string_buffer(keys, len(keys))
@@ -603,15 +603,13 @@ class MapReader:
 
         ``max_entries``: the size the manifest gives the map for the parameters used.
         """
-        from bcc import table as bcc_table
-
         self.table = table
         self.spec = spec
         self.dropped_table = dropped_table
         self.dropped_name = dropped_name
         self.cpus = int(getattr(table, "total_cpu", 1))
         self.per_cpu = hasattr(table, "sLeaf")
-        self.is_array = isinstance(table, (bcc_table.ArrayBase, PinnedArray))
+        self.is_array = _is_array(table)
         self.key_size = ct.sizeof(table.Key)
         self.value_size = ct.sizeof(table.Leaf)  # all CPUs' values for per-CPU maps
         self.capacity = int(table.max_entries)
@@ -856,19 +854,20 @@ class PinnedTable:
 
     @staticmethod
     def from_desc(fd: int, desc: dict[str, Any]) -> PinnedTable:
-        import json
+        """``desc``: what :func:`describe_table` stored when the instance was pinned."""
+        from ebpf_sidecar.libbpf import possible_cpus
 
-        from bcc import BPF
-        from bcc.utils import get_possible_cpus
-
-        key = BPF._decode_table_type(json.loads(desc["key"]))
-        leaf = BPF._decode_table_type(json.loads(desc["leaf"]))
+        if "key_type" not in desc:
+            # pinned by a sidecar before this layout was stored: BCC's own
+            # descriptions only, which take BCC to decode; compile it afresh
+            raise ValueError("the pinned layout predates flat type descriptions")
+        key, leaf = flat_ctype(desc["key_type"]), flat_ctype(desc["leaf_type"])
         kind: type[PinnedTable] = PinnedArray if desc["array"] else PinnedTable
         table = kind(fd, key, leaf, int(desc["max_entries"]))
         if desc["per_cpu"]:
             # as BCC's PerCpuHash/PerCpuArray: values padded to 8 bytes per CPU
             table.sLeaf = leaf
-            table.total_cpu = len(get_possible_cpus())
+            table.total_cpu = possible_cpus()
             if ct.sizeof(leaf) % 8 == 0:
                 table.Leaf = leaf * table.total_cpu
             elif leaf == ct.c_uint:
@@ -883,7 +882,7 @@ class PinnedTable:
     total_cpu: int
 
     def __getitem__(self, key: Any) -> Any:
-        from bcc.libbcc import lib
+        from ebpf_sidecar.libbpf import lib
 
         k = self.Key(key.value) if hasattr(key, "value") else key
         leaf = self.Leaf()
@@ -895,6 +894,77 @@ class PinnedTable:
 
 class PinnedArray(PinnedTable):
     """A pinned array map (reads with clear subtract, never delete)."""
+
+
+def _is_array(table: Any) -> bool:
+    if isinstance(table, PinnedTable):
+        return isinstance(table, PinnedArray)
+    from bcc import table as bcc_table  # a BCC table: BCC is loaded already
+
+    return isinstance(table, bcc_table.ArrayBase)
+
+
+_SCALARS = {
+    (1, False): ct.c_uint8,
+    (2, False): ct.c_uint16,
+    (4, False): ct.c_uint32,
+    (8, False): ct.c_uint64,
+    (1, True): ct.c_int8,
+    (2, True): ct.c_int16,
+    (4, True): ct.c_int32,
+    (8, True): ct.c_int64,
+}
+
+
+def _flat_member(ctype: Any) -> list[Any]:
+    """[size, signed] of an integer type; [size, None] of anything else."""
+    size = ct.sizeof(ctype)
+    if issubclass(ctype, ct._SimpleCData) and (size, False) in _SCALARS and ctype._type_ != "?":
+        try:
+            return [size, ctype(-1).value < 0]
+        except TypeError:  # char, pointers
+            pass
+    return [size, None]
+
+
+def flat_type(ctype: Any) -> dict[str, Any]:
+    """A compiled key or value type as JSON: its size, and its top-level members'
+    names, offsets, sizes and signedness, all that :class:`MapReader` uses of it.
+
+    Stored with the pins, so that an adopting process rebuilds the type
+    (:func:`flat_ctype`) without loading BCC (and with it LLVM) to decode it.
+    """
+    if hasattr(ctype, "_fields_"):
+        members = []
+        for name, *_ in ctype._fields_:
+            m = getattr(ctype, name)
+            member_type = next(f[1] for f in ctype._fields_ if f[0] == name)
+            members.append([name, m.offset, *_flat_member(member_type)])
+        return {"size": ct.sizeof(ctype), "members": members}
+    return {"size": ct.sizeof(ctype), "scalar": _flat_member(ctype)[1]}
+
+
+def flat_ctype(desc: dict[str, Any]) -> Any:
+    """The ctypes type :func:`flat_type` described: same size and member places."""
+    size = int(desc["size"])
+    if "members" not in desc:
+        signed = desc["scalar"]
+        if signed is not None and (size, bool(signed)) in _SCALARS:
+            return _SCALARS[(size, bool(signed))]
+        return ct.c_uint8 * size
+    fields: list[tuple[str, Any]] = []
+    pos = 0
+    for name, offset, msize, signed in sorted(desc["members"], key=lambda m: int(m[1])):
+        if offset < pos:
+            raise ValueError(f"member {name} overlaps the one before it (a union)")
+        if offset > pos:
+            fields.append((f"__pad_{pos}", ct.c_uint8 * (offset - pos)))
+        scalar = _SCALARS.get((msize, bool(signed))) if signed is not None else None
+        fields.append((name, scalar or ct.c_uint8 * msize))
+        pos = offset + msize
+    if size > pos:
+        fields.append((f"__pad_{pos}", ct.c_uint8 * (size - pos)))
+    return type("PinnedStruct", (ct.Structure,), {"_pack_": 1, "_fields_": fields})
 
 
 def _check_size(spec: MapSpec, where: str, declared: int, compiled: int, array: bool) -> None:

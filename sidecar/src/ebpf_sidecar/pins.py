@@ -108,7 +108,7 @@ def create_array(value_size: int, entries: int) -> int:
 
 
 def _update(fd: int, index: int, value: bytes) -> None:
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     key = ct.c_uint32(index)
     buf = ct.create_string_buffer(value, len(value))
@@ -118,7 +118,7 @@ def _update(fd: int, index: int, value: bytes) -> None:
 
 
 def _lookup(fd: int, index: int, size: int) -> bytes:
-    from bcc.libbcc import lib
+    from ebpf_sidecar.libbpf import lib
 
     key = ct.c_uint32(index)
     buf = ct.create_string_buffer(size)

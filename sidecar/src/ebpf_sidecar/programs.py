@@ -19,10 +19,14 @@ import ctypes
 import errno
 import functools
 import hashlib
+import importlib.util
 import itertools
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ebpf_sidecar import cost, includes, kernel, pins
-from ebpf_sidecar.catalog import Catalog, Program
+from ebpf_sidecar import compile_cache, cost, includes, kernel, pins
+from ebpf_sidecar.catalog import Catalog, Program, RequestError
 from ebpf_sidecar.events import EventSource, compiled_members
-from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable
+from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable, flat_type
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -81,8 +85,8 @@ class LoadedProgram:
     # map fds of an adopted instance (a fresh one's belong to BCC)
     map_fds: list[int] = field(default_factory=list)
     adopted: bool = False
-    # its BPF programs' fds by hook, for their run-time statistics (a fresh
-    # instance's belong to BCC, an adopted one's to this instance)
+    # its BPF programs' fds by hook, for their run-time statistics (those of
+    # an instance BCC compiled here belong to BCC, pinned ones to this instance)
     progs: dict[str, int] = field(default_factory=dict)
 
     def costs(self) -> list[pb.ProgramCost]:
@@ -116,7 +120,7 @@ class LoadedProgram:
         for fd in [
             *(self.links or []),
             *self.map_fds,
-            *(self.progs.values() if self.adopted else []),
+            *(self.progs.values() if self.bpf is None else []),  # else BCC's
         ]:
             os.close(fd)
         self.links, self.map_fds, self.progs = [], [], {}
@@ -289,6 +293,18 @@ def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Pat
     ]
 
 
+@functools.cache
+def _bcc_version() -> str:
+    """BCC's version, read without importing it (which would load LLVM here)."""
+    spec = importlib.util.find_spec("bcc")
+    folder = spec.submodule_search_locations if spec is not None else None
+    if not folder:
+        return ""
+    text = (Path(next(iter(folder))) / "version.py").read_text()
+    found = re.search(r"""__version__\s*=\s*['"]([^'"]*)['"]""", text)
+    return found.group(1) if found else ""
+
+
 def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[str]) -> str:
     """A name for one compiled instance: a changed program never gets an old one's name.
 
@@ -296,11 +312,9 @@ def instance_key(program: Program, values: Mapping[str, int], cflags: Sequence[s
     kernel's tracepoint fields and BTF offsets), the source and every header
     it may include, and the BCC version.
     """
-    import bcc
-
     h = hashlib.sha256()
     h.update(json.dumps([program.name, sorted(values.items()), list(cflags)]).encode())
-    h.update(str(getattr(bcc, "__version__", "")).encode())
+    h.update(_bcc_version().encode())
     for d in [program.source.parent, *(Path(f[2:]) for f in cflags if f.startswith("-I"))]:
         for f in sorted(d.glob("*.[ch]")) if d.is_dir() else []:
             h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -335,6 +349,163 @@ def _compile(program: Program, cflags: list[str]) -> tuple[Any, float]:
     return bpf, time.monotonic() - start
 
 
+def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> dict[str, Any]:
+    """Pin a freshly compiled instance's links, maps and layout at ``pin_dir``.
+
+    The layout holds BCC's descriptions of each map's key and value types and
+    the same types flattened (:func:`ebpf_sidecar.maps.flat_type`), which an
+    adopting process rebuilds without loading BCC. On failure (OSError)
+    nothing stays pinned. Returns the layout it pinned.
+    """
+    from bcc import table as bcc_table
+    from bcc.libbcc import lib
+
+    bpf = loaded.bpf
+    names = [
+        *loaded.readers,
+        *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
+        *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
+    ]
+    layout: dict[str, Any] = {
+        "program": loaded.program.name,
+        "maps": {},
+        # ring buffer -> the event struct's members, as BCC described them
+        "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
+        # pinned as prog_<n>, for their run-time statistics: a successor
+        # without CAP_SYS_ADMIN cannot open them by id from the links
+        "progs": sorted(loaded.progs),
+    }
+    for m in names:
+        t = bpf[m.encode()]
+        per_cpu = hasattr(t, "sLeaf")
+        layout["maps"][m] = {
+            "key": lib.bpf_table_key_desc(bpf.module, m.encode()).decode(),
+            "leaf": lib.bpf_table_leaf_desc(bpf.module, m.encode()).decode(),
+            "key_type": flat_type(t.Key),
+            "leaf_type": flat_type(t.sLeaf if per_cpu else t.Leaf),
+            "per_cpu": per_cpu,
+            "array": isinstance(t, bcc_table.ArrayBase),
+            "max_entries": int(t.max_entries),
+        }
+    try:
+        if pin_dir.path.exists():
+            pin_dir.remove()  # expired or unusable: _adopt said so
+        pin_dir.create(loaded.attach_time_ns, layout)
+        for m in names:
+            pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
+        for source in loaded.events.values():
+            pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
+        for i, fd in enumerate(loaded.links or []):
+            pin_dir.pin(fd, f"link_{i}")
+        for i, hook in enumerate(layout["progs"]):
+            pin_dir.pin(loaded.progs[hook], f"prog_{i}")
+    except OSError:
+        pin_dir.remove()
+        raise
+    loaded.pins = pin_dir
+    return layout
+
+
+def load_fresh(
+    program: Program,
+    parameters: tuple[tuple[str, str], ...],
+    exclusive: int,
+    full: list[str],
+    values: Mapping[str, int],
+) -> tuple[LoadedProgram, float]:
+    """Compile, load and attach ``program`` in this process; and how long it took."""
+    bpf, seconds = _compile(program, full)
+    try:
+        links = _attach(bpf)
+        attach_perf_events(bpf, program, values)
+    except Exception as e:  # OSError, or the plain Exception of a BCC attach
+        bpf.cleanup()
+        raise LoadError(f"program {program.name!r} was compiled but not attached: {e}") from None
+    loaded = LoadedProgram(
+        program=program,
+        parameters=parameters,
+        bpf=bpf,
+        attach_time_ns=time.time_ns(),
+        exclusive=exclusive,
+        links=links,
+        progs={cost.hook_of(n.decode()): f.fd for n, f in bpf.funcs.items()},
+    )
+    try:
+        loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
+        loaded.events = _event_sources(
+            program,
+            lambda rb: (bpf[rb.encode()].map_fd, compiled_members(bpf, rb)),
+            lambda m: bpf[m.encode()],
+        )
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded, seconds
+
+
+@dataclass
+class LoaderResult:
+    pid: int  # of the process that compiled
+    seconds: float  # from starting the loader to this instance pinned
+    error: str | None = None
+    # the hooks are not BPF links (kprobes, say): to be compiled in the sidecar
+    in_process: bool = False
+
+
+# program, parameters, complete cflags, pin folder, instance key
+LoaderJob = tuple[Program, dict[str, str], list[str], pins.PinDir, str]
+
+
+def run_loaders(jobs: Sequence[LoaderJob], cache: Path | None = None) -> list[LoaderResult]:
+    """Compile, attach and pin instances in a loader process (:mod:`ebpf_sidecar.loader`).
+
+    Each job is (program, parameters, complete cflags, pin folder, instance key). The
+    loader imports BCC once and forks a worker per instance, one per CPU (up to 4) at
+    a time: the compiler's memory and time live and die there, and this
+    process never maps LLVM. What the loader pinned is adopted afterwards.
+    ``cache``: where the loader records what it loaded (:mod:`ebpf_sidecar.compile_cache`).
+    """
+    request = [
+        {
+            "manifest": str(program.source.parent / "manifest.yaml"),
+            "parameters": parameters,
+            "cflags": full,
+            "pin_dir": str(pin_dir.path),
+            "cache": str(cache) if cache is not None else None,
+            "instance": instance,
+        }
+        for program, parameters, full, pin_dir, instance in jobs
+    ]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ebpf_sidecar.loader"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+    )
+    out, err = proc.communicate(json.dumps(request).encode())
+    try:
+        replies = json.loads(out)
+        assert len(replies) == len(jobs)
+    except (ValueError, AssertionError):
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-_ERROR_LINES:])
+        seconds = time.monotonic() - started
+        return [
+            LoaderResult(
+                proc.pid,
+                seconds,
+                f"program {job[0].name!r}: its loader process failed (exit status "
+                f"{proc.returncode})\n{tail}".rstrip(),
+            )
+            for job in jobs
+        ]
+    return [
+        LoaderResult(r["pid"], r["seconds"], r.get("error"), bool(r.get("in_process")))
+        for r in replies
+    ]
+
+
 class ProgramManager:
     """Loaded instances, shared between streams; pinned under ``pin_root`` if given.
 
@@ -351,8 +522,19 @@ class ProgramManager:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         pin_root: Path | None = None,
         lease_s: float = pins.DEFAULT_LEASE_S,
+        loader: bool | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
         self.catalog = catalog
+        # Pinned instances compile in loader processes; by default when root,
+        # whose capabilities an exec keeps (the bounding set's, after the drop).
+        self.loader = (os.geteuid() == 0) if loader is None else loader
+        self._loader_lock = threading.Lock()  # _loader_results
+        self._loading = threading.Lock()  # loaders and loads (see prepare)
+        self._loader_results: dict[str, LoaderResult] = {}
+        # where loaders record what they compiled, for the next start
+        # (:mod:`ebpf_sidecar.compile_cache`); used with loaders only
+        self.compile_cache = compile_cache if self.loader else None
         self.max_instances = max_instances
         self.pin_root = pin_root
         self.lease_s = lease_s
@@ -386,12 +568,39 @@ class ProgramManager:
         cflags: list[str],
         values: Mapping[str, int],
     ) -> LoadedProgram:
+        with self._loading:
+            return self._load_now(program, key, cflags, values)
+
+    def _load_now(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        cflags: list[str],
+        values: Mapping[str, int],
+    ) -> LoadedProgram:
         name = program.name
         full = _full_cflags(program, cflags, self.catalog.include_dirs)
-        # Delta streams (exclusive) start from zero anyway: never pinned.
+        # Delta streams (exclusive) start from zero anyway: never pinned
+        # (a loader pins them, but only until they are adopted).
         pin_dir = None
+        if self.pin_root is not None and key[2] and self._in_loader(program):
+            instance = instance_key(program, values, full)
+            own = pins.PinDir(self.pin_root / f"{instance}-{os.getpid()}-{key[2]}")
+            loaded = self._load_in_loader(program, key, values, full, own, instance)
+            if loaded is not None:
+                own.remove()  # the links and maps stay, held by our fds
+                loaded.pins = None
+                return loaded
         if self.pin_root is not None and not key[2]:
             pin_dir = pins.PinDir(self.pin_root / instance_key(program, values, full))
+            with self._loader_lock:
+                prepared = pin_dir.path.name in self._loader_results
+            if prepared:  # by our loader, in prepare(): ours, not adopted
+                loaded = self._load_in_loader(
+                    program, key, values, full, pin_dir, pin_dir.path.name
+                )
+                if loaded is not None:
+                    return loaded
             try:
                 adopted = self._adopt(program, key, values, pin_dir)
             except _NotPinnable:
@@ -399,33 +608,14 @@ class ProgramManager:
             else:
                 if adopted is not None:
                     return adopted
-        bpf, seconds = _compile(program, full)
-        try:
-            links = _attach(bpf)
-            attach_perf_events(bpf, program, values)
-        except Exception as e:  # OSError, or the plain Exception of a BCC attach
-            bpf.cleanup()
-            raise LoadError(f"program {name!r} was compiled but not attached: {e}") from None
-        loaded = LoadedProgram(
-            program=program,
-            parameters=key[1],
-            bpf=bpf,
-            attach_time_ns=time.time_ns(),
-            exclusive=key[2],
-            links=links,
-            progs={cost.hook_of(n.decode()): f.fd for n, f in bpf.funcs.items()},
-        )
-        try:
-            loaded.readers = _readers(program, values, lambda m: bpf[m.encode()])
-            loaded.events = _event_sources(
-                program,
-                lambda rb: (bpf[rb.encode()].map_fd, compiled_members(bpf, rb)),
-                lambda m: bpf[m.encode()],
-            )
-        except BaseException:
-            loaded.close()
-            raise
-        if pin_dir is not None and links is not None:
+                if self._in_loader(program):
+                    loaded = self._load_in_loader(
+                        program, key, values, full, pin_dir, pin_dir.path.name
+                    )
+                    if loaded is not None:
+                        return loaded
+        loaded, seconds = load_fresh(program, key[1], key[2], full, values)
+        if pin_dir is not None and loaded.links is not None:
             self._pin(loaded, pin_dir)
         log.info(
             "loaded program %s %s in %.2fs (hooks: %s)%s",
@@ -437,49 +627,128 @@ class ProgramManager:
         )
         return loaded
 
+    def _in_loader(self, program: Program) -> bool:
+        """Whether a loader process compiles ``program`` (pinned instances only).
+
+        Perf event hooks (the profile program) are attached with BCC's perf
+        event fds, which die with the process that opened them: those
+        programs compile here.
+        """
+        if not self.loader:
+            return False
+        return not any(h.partition(":")[0] == "perf_event" for h in program.hooks)
+
+    def _load_in_loader(
+        self,
+        program: Program,
+        key: tuple[str, tuple[tuple[str, str], ...], int],
+        values: Mapping[str, int],
+        full: list[str],
+        pin_dir: pins.PinDir,
+        instance: str,
+    ) -> LoadedProgram | None:
+        """Load from the compile cache or in a loader process, then adopt what
+        was pinned; None: compile here."""
+        with self._loader_lock:
+            result = self._loader_results.pop(pin_dir.path.name, None)
+        if result is not None and result.error is None and not pin_dir.path.is_dir():
+            result = None  # prepared long ago, and its pins were swept since
+        if result is None:
+            result = self._from_cache(instance, pin_dir)
+        if result is None:
+            [result] = run_loaders(
+                [(program, dict(key[1]), full, pin_dir, instance)], self.compile_cache
+            )
+        if result.in_process:
+            return None
+        if result.error is not None:
+            raise LoadError(result.error)
+        adopted = self._adopt(program, key, values, pin_dir, fresh=True)
+        if adopted is None:
+            log.warning(
+                "program %s: the loader's pins cannot be adopted; compiling here", program.name
+            )
+            return None
+        log.info(
+            "loaded program %s %s in %.2fs %s (hooks: %s)%s",
+            program.name,
+            dict(key[1]) or "",
+            result.seconds,
+            "from the compile cache"
+            if result.pid == os.getpid()
+            else f"by loader process {result.pid}",
+            ", ".join(program.hooks),
+            "" if key[2] else f"; pinned at {pin_dir.path}",
+        )
+        return adopted
+
+    def prepare(self, wanted: Sequence[tuple[str, Mapping[str, str], bool]]) -> None:
+        """Compile, concurrently, what :meth:`acquire` of each (name, parameters,
+        exclusive) would compile one after another.
+
+        Each program that would be compiled in a loader process is compiled
+        now, all in one loader, one per CPU at a time; the :meth:`acquire` calls
+        that follow adopt their pins (or raise their errors). Nothing else is
+        done ahead: a request that fails validation fails in its acquire.
+        """
+        if self.pin_root is None or not self.loader:
+            return
+        candidates: list[LoaderJob] = []
+        for name, parameters, exclusive in wanted:
+            if exclusive:
+                continue
+            try:
+                program = self.catalog.program(name)
+                cflags = program.cflags(parameters)
+                values = program.parameter_values(parameters)
+                key = (name, tuple(sorted(parameters.items())), 0)
+                with self._lock:
+                    if key in self._loaded:
+                        continue
+                if not self._in_loader(program):
+                    continue
+                full = _full_cflags(program, cflags, self.catalog.include_dirs)
+            except (RequestError, LoadError):
+                continue  # acquire says so
+            instance = instance_key(program, values, full)
+            pin_dir = pins.PinDir(self.pin_root / instance)
+            candidates.append((program, dict(parameters), full, pin_dir, instance))
+        # One stream's loaders at a time, and never next to a _load: two
+        # loaders must not compile the same instance into one pin folder.
+        # (Not under self._lock, which _load holds while it waits for this.)
+        with self._loading:
+            jobs: dict[str, LoaderJob] = {}
+            for job in candidates:
+                pin_dir, instance = job[3], job[4]
+                if pin_dir.path.exists() or instance in jobs:
+                    continue  # loaded or prepared meanwhile, or not ours to compile
+                cached = self._from_cache(instance, pin_dir)
+                if cached is not None:
+                    with self._loader_lock:
+                        self._loader_results[instance] = cached
+                    continue
+                jobs[instance] = job
+            if len(jobs) < 2:
+                return  # nothing to do at once: acquire runs the one loader itself
+            results = run_loaders(list(jobs.values()), self.compile_cache)
+            with self._loader_lock:
+                self._loader_results.update(zip(jobs, results, strict=True))
+
+    def _from_cache(self, instance: str, pin_dir: pins.PinDir) -> LoaderResult | None:
+        """``instance`` loaded from the compile cache and pinned at ``pin_dir``; None: a miss."""
+        if self.compile_cache is None:
+            return None
+        try:
+            seconds = compile_cache.load(self.compile_cache, instance, pin_dir)
+        except compile_cache.CacheMiss:
+            return None
+        return LoaderResult(os.getpid(), seconds)
+
     def _pin(self, loaded: LoadedProgram, pin_dir: pins.PinDir) -> None:
         """Pin a fresh instance; a failure leaves it loaded, only unpinned."""
-        from bcc import table as bcc_table
-        from bcc.libbcc import lib
-
-        bpf = loaded.bpf
-        names = [
-            *loaded.readers,
-            *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
-            *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
-        ]
-        layout: dict[str, Any] = {
-            "program": loaded.program.name,
-            "maps": {},
-            # ring buffer -> the event struct's members, as BCC described them
-            "events": {s.spec.ring_buffer: s.members for s in loaded.events.values()},
-            # pinned as prog_<n>, for their run-time statistics: a successor
-            # without CAP_SYS_ADMIN cannot open them by id from the links
-            "progs": sorted(loaded.progs),
-        }
-        for m in names:
-            t = bpf[m.encode()]
-            layout["maps"][m] = {
-                "key": lib.bpf_table_key_desc(bpf.module, m.encode()).decode(),
-                "leaf": lib.bpf_table_leaf_desc(bpf.module, m.encode()).decode(),
-                "per_cpu": hasattr(t, "sLeaf"),
-                "array": isinstance(t, bcc_table.ArrayBase),
-                "max_entries": int(t.max_entries),
-            }
         try:
-            if pin_dir.path.exists():
-                pin_dir.remove()  # expired or unusable: _adopt said so
-            pin_dir.create(loaded.attach_time_ns, layout)
-            for m in names:
-                pin_dir.pin(bpf[m.encode()].map_fd, f"map_{m}")
-            for source in loaded.events.values():
-                pin_dir.pin(source.fd, f"ringbuf_{source.spec.ring_buffer}")
-            for i, fd in enumerate(loaded.links or []):
-                pin_dir.pin(fd, f"link_{i}")
-            for i, hook in enumerate(layout["progs"]):
-                pin_dir.pin(loaded.progs[hook], f"prog_{i}")
+            pin(loaded, pin_dir)
         except OSError as e:
-            pin_dir.remove()
             log.warning(
                 "program %s is loaded but not pinned (%s): it will not survive a crash "
                 "of the sidecar",
@@ -487,7 +756,6 @@ class ProgramManager:
                 e,
             )
             return
-        loaded.pins = pin_dir
 
     def _adopt(
         self,
@@ -495,14 +763,18 @@ class ProgramManager:
         key: tuple[str, tuple[tuple[str, str], ...], int],
         values: Mapping[str, int],
         pin_dir: pins.PinDir,
+        fresh: bool = False,
     ) -> LoadedProgram | None:
-        """The instance a dead sidecar pinned at ``pin_dir``, if it may be adopted."""
+        """The instance a dead sidecar pinned at ``pin_dir``, if it may be adopted.
+
+        ``fresh``: our own loader process pinned it just now (not "adopted").
+        """
         if not pin_dir.path.is_dir():
             return None
         fds: list[int] = []
         try:
             meta = pin_dir.read_meta()
-            if meta.owner_alive():
+            if meta.owner_alive() and not fresh:  # fresh: made for us (cache: by us)
                 log.warning(
                     "program %s is pinned at %s by a running process (pid %d), another "
                     "sidecar: loading a copy of our own that is not pinned",
@@ -564,7 +836,8 @@ class ProgramManager:
             )
             pin_dir.remove()
             return None
-        log.info(
+        log.log(
+            logging.DEBUG if fresh else logging.INFO,
             "adopted program %s %s pinned at %s (attached %.1fs ago)",
             program.name,
             dict(key[1]) or "",
@@ -576,12 +849,13 @@ class ProgramManager:
             parameters=key[1],
             bpf=None,
             attach_time_ns=meta.attach_time_ns,
+            exclusive=key[2],
             readers=readers,
             events=sources,
             links=links,
             pins=pin_dir,
             map_fds=[fd for fd in fds if fd not in links and fd not in progs.values()],
-            adopted=True,
+            adopted=not fresh,
             progs=progs,
         )
 

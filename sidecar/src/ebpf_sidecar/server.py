@@ -117,6 +117,10 @@ class SidecarService(pb_grpc.SidecarServicer):
             # profiles clear the sample counts every read: an instance of their own
             if judged.profiles is not None:
                 clearing.add(judged.profiles.program)
+            # compiled at once, in loader processes; then acquired in order
+            self.programs.prepare(
+                [(p.program.name, p.requested, p.program.name in clearing) for p in judged.programs]
+            )
             for p in judged.programs:
                 name = p.program.name
                 loaded = self.programs.acquire(name, p.requested, exclusive=name in clearing)
