@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ebpf_sidecar import kernel, pins
+from ebpf_sidecar import cost, kernel, pins
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def load(folder: Path, instance: str, pin_dir: pins.PinDir) -> float:
             opened.append(fd)
             new[old] = fd
         links = []
+        progs: dict[str, int] = {}  # by hook, for their run-time statistics
         license = entry["license"].encode()
         for hook in entry["hooks"]:
             insns = bytearray(base64.b64decode(hook["insns"]))
@@ -230,6 +231,7 @@ def load(folder: Path, instance: str, pin_dir: pins.PinDir) -> float:
             if prog < 0:
                 raise OSError(-prog, f"loading {hook['name']}: {os.strerror(-prog)}")
             opened.append(prog)
+            progs[cost.hook_of(hook["name"])] = prog
             if hook["kind"] == "tracepoint":
                 category, event = hook["target"].split(":")
                 links.append(pins.link_tracepoint(prog, category, event, kernel.tracefs()))
@@ -246,6 +248,8 @@ def load(folder: Path, instance: str, pin_dir: pins.PinDir) -> float:
                 pin_dir.pin(new[old], name)
             for i, fd in enumerate(links):
                 pin_dir.pin(fd, f"link_{i}")
+            for i, hook_name in enumerate(layout.get("progs", [])):
+                pin_dir.pin(progs[hook_name], f"prog_{i}")
         except BaseException:
             pin_dir.remove()
             raise
