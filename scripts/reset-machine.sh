@@ -102,6 +102,15 @@ if [ -e /run/ebpf-sidecar ]; then
   rm -rf /run/ebpf-sidecar
 fi
 
+# The sidecar's compile cache (--compile-cache) and the test sessions' own:
+# a new machine has compiled nothing.
+for cache in /var/cache/ebpf-sidecar /run/ebpfreceiver-test-compile-cache-*; do
+  if [ -e "$cache" ]; then
+    log "removing $cache"
+    rm -rf "$cache"
+  fi
+done
+
 # What is left must be what a new machine has.
 problems=()
 mounted /sys/kernel/tracing && problems+=("tracefs is mounted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,10 @@ pytest_plugins = ["machine_state"]
 PYTHON = REPO / ".venv" / "bin" / "python"
 COLLECTOR = REPO / "build" / "otelcol-ebpf" / "otelcol-ebpf"
 DEFAULT_SOCKET = Path("/run/ebpf-sidecar/sidecar.sock")
+# The sidecars of one test session share a compile cache of their own (under
+# /run: root's, as the sidecar requires), made empty at the start and removed
+# at the end, so that no run starts from what an earlier one compiled.
+COMPILE_CACHE = Path(f"/run/ebpfreceiver-test-compile-cache-{os.getpid()}")
 
 T = TypeVar("T")
 
@@ -38,6 +43,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("end-to-end tests load BPF programs: run them as root")
     if not COLLECTOR.exists():
         raise pytest.UsageError(f"{COLLECTOR} is missing: run `make setup` first")
+    shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
+
+
+def with_compile_cache(extra: tuple[str, ...]) -> list[str]:
+    """A sidecar's flags, with the session's compile cache unless they name one."""
+    if any(flag.startswith("--compile-cache") for flag in extra):
+        return list(extra)
+    return [*extra, "--compile-cache", str(COMPILE_CACHE)]
 
 
 def free_port() -> int:
@@ -108,7 +125,11 @@ class Process:
 def start_sidecar(socket_path: Path, log: Path, *extra: str) -> Process:
     p = Process(
         "sidecar",
-        [str(PYTHON), "-m", "ebpf_sidecar", "--listen", f"unix://{socket_path}", *extra],
+        [
+            str(PYTHON),
+            *("-m", "ebpf_sidecar", "--listen", f"unix://{socket_path}"),
+            *with_compile_cache(extra),
+        ],
         log,
     )
     wait_for(
@@ -160,7 +181,11 @@ class Pki:
 
 def start_tcp_sidecar(listen: str, log: Path, *extra: str) -> Process:
     """The sidecar on TCP (``--listen host:port``, TLS flags in ``extra``)."""
-    p = Process("sidecar", [str(PYTHON), "-m", "ebpf_sidecar", "--listen", listen, *extra], log)
+    p = Process(
+        "sidecar",
+        [str(PYTHON), "-m", "ebpf_sidecar", "--listen", listen, *with_compile_cache(extra)],
+        log,
+    )
     try:
         wait_for(
             f"the sidecar to listen on {listen}\n{log}",
