@@ -326,7 +326,7 @@ def _trim_heap() -> None:
 
     Compiling leaves tens of MiB of freed heap that glibc keeps for reuse;
     a sidecar compiles only when a stream starts, so the memory would sit
-    idle in its RSS (bench/sidecar_memory.py, docs/overhead.md).
+    idle in its RSS (the loader's, or the sidecar's when it compiles in-process).
     """
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
         ctypes.CDLL(None).malloc_trim(0)
