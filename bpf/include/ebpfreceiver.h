@@ -54,6 +54,78 @@ static __always_inline u32 log2_slot(u64 value, u32 slots) {
     return slot < slots ? slot : slots - 1;
 }
 
+// Base-2 exponential histograms, as OpenTelemetry defines them: at scale s
+// bucket index i holds (2^(i/2^s), 2^((i+1)/2^s)], so 2^s buckets per power
+// of two, each 2^(1/2^s) times as wide as the one below (scale 2: 19 %, so
+// a bucket's geometric midpoint is within 9 % of any value in it; scale 0,
+// BCC's log2, is within 41 %).
+//
+// exp_index(v, scale) is that index for an integer v >= 2, computed exactly
+// with integers: e = floor(log2 v); the mantissa m = v << (63 - e) is v with
+// its top bit at bit 63; and k = how many of the thresholds 2^63 * 2^(j/2^s),
+// j = 0 .. 2^s - 1, are below m (one compare each). Then
+// 2^(e + (k-1)/2^s) < v <= 2^(e + k/2^s), i.e. the index is e*2^s + k - 1.
+// Each threshold for j >= 1 is irrational, so comparing m against its floor
+// is exact: T_s_j = floor(2^(63 + j/2^s)), computed in Python as
+// isqrt applied s times to 2^(63*2^s + j). Scales 1, 2 and 3; scale is a
+// compile-time constant in every caller, so the compiler keeps only its
+// compares. sidecar/tests/test_exp_histogram.py checks this against an exact
+// reference for every boundary and many values.
+#define EXP_T_1_1 0xb504f333f9de6484ULL
+#define EXP_T_2_1 0x9837f0518db8a96fULL
+#define EXP_T_2_3 0xd744fccad69d6af4ULL
+#define EXP_T_3_1 0x8b95c1e3ea8bd6e6ULL
+#define EXP_T_3_3 0xa5fed6a9b15138eaULL
+#define EXP_T_3_5 0xc5672a115506daddULL
+#define EXP_T_3_7 0xeac0c6e7dd24392eULL
+
+static __always_inline u32 exp_index(u64 v, u32 scale) {
+    u32 e = bpf_log2l(v) - 1; // floor(log2 v) for v >= 1
+    u64 m = v << (63 - e);
+    u32 k = m > 0x8000000000000000ULL; // j = 0: v is not a power of two
+    if (scale == 1) {
+        k += m > EXP_T_1_1;
+    } else if (scale == 2) {
+        k += (m > EXP_T_2_1) + (m > EXP_T_1_1) + (m > EXP_T_2_3);
+    } else if (scale == 3) {
+        k += (m > EXP_T_3_1) + (m > EXP_T_2_1) + (m > EXP_T_3_3) + (m > EXP_T_1_1) +
+             (m > EXP_T_3_5) + (m > EXP_T_2_3) + (m > EXP_T_3_7);
+    }
+    return (e << scale) + k - 1;
+}
+
+// The slots of an exponential histogram of values in units from 2^min_log2
+// to 2^max_log2 at scale 1..3 (the manifest's `convention: exponential`,
+// SLOT_CONVENTION_EXPONENTIAL with index_offset min_log2 * 2^scale): slot 0
+// holds every value up to 2^min_log2 (OpenTelemetry's zero bucket, with that
+// zero threshold), slot s >= 1 holds bucket index min_log2 * 2^scale + s - 1,
+// and the last slot, index max_log2 * 2^scale, also everything above.
+#define EXP_SLOTS(scale, min_log2, max_log2) ((((max_log2) - (min_log2)) << (scale)) + 2)
+
+static __always_inline u32 exp_slot(u64 value, u32 scale, u32 min_log2, u32 max_log2) {
+    if (value <= (1ULL << min_log2))
+        return 0;
+    u32 slot = exp_index(value, scale) - (min_log2 << scale) + 1;
+    u32 last = EXP_SLOTS(scale, min_log2, max_log2) - 1;
+    return slot < last ? slot : last;
+}
+
+// A latency histogram's slot at the scale its program's histogram_scale
+// parameter gives (HISTOGRAM_SCALE): exp_slot() at scale 1..3, and at scale
+// 0 BCC's log2 slots (log2_slot(), max_log2 + 2 of them, the last holding
+// everything from 2^max_log2 up), the layout BCC's tools and earlier
+// versions of the catalog use. LATENCY_SLOTS is the number of slots, the
+// size of the map (or the slots per series). The manifest's histogram says
+// the same: convention exponential, scale histogram_scale, min_log2, max_log2.
+#define LATENCY_SLOTS(scale, min_log2, max_log2) \
+    ((scale) ? EXP_SLOTS(scale, min_log2, max_log2) : (max_log2) + 2)
+
+static __always_inline u32 latency_slot(u64 value, u32 scale, u32 min_log2, u32 max_log2) {
+    if (scale == 0)
+        return log2_slot(value, (max_log2) + 2);
+    return exp_slot(value, scale, min_log2, max_log2);
+}
+
 // The id of a cgroup v2 (struct cgroup *), as bpf_get_current_cgroup_id()
 // gives it for the current task: cgrp->kn->id, at offsets the sidecar reads
 // from the running kernel's BTF when a manifest lists cgroup.kn and

@@ -156,6 +156,14 @@ const (
 	// (inclusive, as OpenTelemetry explicit buckets); the last slot, one past
 	// the bounds, holds everything above.
 	SlotConvention_SLOT_CONVENTION_FIXED SlotConvention = 4
+	// OpenTelemetry's base-2 exponential buckets at HistogramLayout.scale
+	// (bucket index i holds (2^(i/2^scale), 2^((i+1)/2^scale)] units), from
+	// index HistogramLayout.index_offset on: slot 0 holds every value from 0
+	// up to 2^(index_offset/2^scale) inclusive (the zero bucket, with that
+	// zero threshold), slot s >= 1 holds bucket index index_offset + s - 1.
+	// The upper bound of slot s is 2^((index_offset + s)/2^scale) units.
+	// ebpfreceiver.h's exp_slot() computes it exactly, with integers.
+	SlotConvention_SLOT_CONVENTION_EXPONENTIAL SlotConvention = 5
 )
 
 // Enum value maps for SlotConvention.
@@ -166,6 +174,7 @@ var (
 		2: "SLOT_CONVENTION_LOG2_EXPONENT",
 		3: "SLOT_CONVENTION_LINEAR",
 		4: "SLOT_CONVENTION_FIXED",
+		5: "SLOT_CONVENTION_EXPONENTIAL",
 	}
 	SlotConvention_value = map[string]int32{
 		"SLOT_CONVENTION_UNSPECIFIED":   0,
@@ -173,6 +182,7 @@ var (
 		"SLOT_CONVENTION_LOG2_EXPONENT": 2,
 		"SLOT_CONVENTION_LINEAR":        3,
 		"SLOT_CONVENTION_FIXED":         4,
+		"SLOT_CONVENTION_EXPONENTIAL":   5,
 	}
 )
 
@@ -872,7 +882,11 @@ type HistogramLayout struct {
 	// For SLOT_CONVENTION_LINEAR: the width of one slot, in unit.
 	LinearWidth float64 `protobuf:"fixed64,7,opt,name=linear_width,json=linearWidth,proto3" json:"linear_width,omitempty"`
 	// For SLOT_CONVENTION_FIXED: the upper bounds of slots 0..n-1, in unit.
-	Bounds        []float64 `protobuf:"fixed64,8,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`
+	Bounds []float64 `protobuf:"fixed64,8,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`
+	// For SLOT_CONVENTION_EXPONENTIAL: the scale (2^scale buckets per power
+	// of two; 1 to 20), and the bucket index of slot 1.
+	Scale         int32 `protobuf:"varint,9,opt,name=scale,proto3" json:"scale,omitempty"`
+	IndexOffset   int32 `protobuf:"zigzag32,10,opt,name=index_offset,json=indexOffset,proto3" json:"index_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,6 +975,20 @@ func (x *HistogramLayout) GetBounds() []float64 {
 		return x.Bounds
 	}
 	return nil
+}
+
+func (x *HistogramLayout) GetScale() int32 {
+	if x != nil {
+		return x.Scale
+	}
+	return 0
+}
+
+func (x *HistogramLayout) GetIndexOffset() int32 {
+	if x != nil {
+		return x.IndexOffset
+	}
+	return 0
 }
 
 type Map struct {
@@ -2651,7 +2679,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x04unit\x18\x05 \x01(\tR\x04unit\x12\x1c\n" +
 	"\tattribute\x18\x06 \x01(\tR\tattribute\x12 \n" +
 	"\vdescription\x18\a \x01(\tR\vdescription\x12!\n" +
-	"\fderived_from\x18\b \x01(\tR\vderivedFrom\"\x9c\x02\n" +
+	"\fderived_from\x18\b \x01(\tR\vderivedFrom\"\xd5\x02\n" +
 	"\x0fHistogramLayout\x12\x1d\n" +
 	"\n" +
 	"slot_field\x18\x01 \x01(\tR\tslotField\x12G\n" +
@@ -2664,7 +2692,10 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\tsum_field\x18\x05 \x01(\tR\bsumField\x12\x12\n" +
 	"\x04unit\x18\x06 \x01(\tR\x04unit\x12!\n" +
 	"\flinear_width\x18\a \x01(\x01R\vlinearWidth\x12\x16\n" +
-	"\x06bounds\x18\b \x03(\x01R\x06bounds\"\xfb\x02\n" +
+	"\x06bounds\x18\b \x03(\x01R\x06bounds\x12\x14\n" +
+	"\x05scale\x18\t \x01(\x05R\x05scale\x12!\n" +
+	"\findex_offset\x18\n" +
+	" \x01(\x11R\vindexOffset\"\xfb\x02\n" +
 	"\x03Map\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04kind\x18\x02 \x01(\x0e2 .ebpfreceiver.sidecar.v1.MapKindR\x04kind\x12\x1f\n" +
@@ -2819,13 +2850,14 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x16FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fFIELD_TYPE_UINT\x10\x01\x12\x12\n" +
 	"\x0eFIELD_TYPE_INT\x10\x02\x12\x15\n" +
-	"\x11FIELD_TYPE_STRING\x10\x03*\xa9\x01\n" +
+	"\x11FIELD_TYPE_STRING\x10\x03*\xca\x01\n" +
 	"\x0eSlotConvention\x12\x1f\n" +
 	"\x1bSLOT_CONVENTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18SLOT_CONVENTION_LOG2_BCC\x10\x01\x12!\n" +
 	"\x1dSLOT_CONVENTION_LOG2_EXPONENT\x10\x02\x12\x1a\n" +
 	"\x16SLOT_CONVENTION_LINEAR\x10\x03\x12\x19\n" +
-	"\x15SLOT_CONVENTION_FIXED\x10\x04*p\n" +
+	"\x15SLOT_CONVENTION_FIXED\x10\x04\x12\x1f\n" +
+	"\x1bSLOT_CONVENTION_EXPONENTIAL\x10\x05*p\n" +
 	"\n" +
 	"MetricType\x12\x1b\n" +
 	"\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +

@@ -30,6 +30,7 @@ class SlotConvention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLOT_CONVENTION_LOG2_EXPONENT: _ClassVar[SlotConvention]
     SLOT_CONVENTION_LINEAR: _ClassVar[SlotConvention]
     SLOT_CONVENTION_FIXED: _ClassVar[SlotConvention]
+    SLOT_CONVENTION_EXPONENTIAL: _ClassVar[SlotConvention]
 
 class MetricType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ SLOT_CONVENTION_LOG2_BCC: SlotConvention
 SLOT_CONVENTION_LOG2_EXPONENT: SlotConvention
 SLOT_CONVENTION_LINEAR: SlotConvention
 SLOT_CONVENTION_FIXED: SlotConvention
+SLOT_CONVENTION_EXPONENTIAL: SlotConvention
 METRIC_TYPE_UNSPECIFIED: MetricType
 METRIC_TYPE_SUM: MetricType
 METRIC_TYPE_GAUGE: MetricType
@@ -161,7 +163,7 @@ class Field(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., size: _Optional[int] = ..., decoders: _Optional[_Iterable[str]] = ..., unit: _Optional[str] = ..., attribute: _Optional[str] = ..., description: _Optional[str] = ..., derived_from: _Optional[str] = ...) -> None: ...
 
 class HistogramLayout(_message.Message):
-    __slots__ = ("slot_field", "convention", "slots", "count_field", "sum_field", "unit", "linear_width", "bounds")
+    __slots__ = ("slot_field", "convention", "slots", "count_field", "sum_field", "unit", "linear_width", "bounds", "scale", "index_offset")
     SLOT_FIELD_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +172,8 @@ class HistogramLayout(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     LINEAR_WIDTH_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_OFFSET_FIELD_NUMBER: _ClassVar[int]
     slot_field: str
     convention: SlotConvention
     slots: int
@@ -178,7 +182,9 @@ class HistogramLayout(_message.Message):
     unit: str
     linear_width: float
     bounds: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ..., linear_width: _Optional[float] = ..., bounds: _Optional[_Iterable[float]] = ...) -> None: ...
+    scale: int
+    index_offset: int
+    def __init__(self, slot_field: _Optional[str] = ..., convention: _Optional[_Union[SlotConvention, str]] = ..., slots: _Optional[int] = ..., count_field: _Optional[str] = ..., sum_field: _Optional[str] = ..., unit: _Optional[str] = ..., linear_width: _Optional[float] = ..., bounds: _Optional[_Iterable[float]] = ..., scale: _Optional[int] = ..., index_offset: _Optional[int] = ...) -> None: ...
 
 class Map(_message.Message):
     __slots__ = ("name", "kind", "max_entries", "key_fields", "value_fields", "histogram", "description", "enabled_by")
