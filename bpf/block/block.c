@@ -1,5 +1,5 @@
 // block: block-device I/O per device, direction (read/write) and issuing
-// cgroup: completed requests, bytes, and a log2 histogram of
+// cgroup: completed requests, bytes, and a histogram of
 // issue-to-completion latency, from the tracepoints block:block_bio_queue,
 // block:block_rq_issue and block:block_rq_complete.
 //
@@ -59,7 +59,14 @@
 #ifndef MAX_INFLIGHT
 #define MAX_INFLIGHT 10240
 #endif
-#define SLOTS 36 // log2 of ns: 2^34 ns ≈ 17 s; slower requests land in the last slot
+#ifndef HISTOGRAM_SCALE
+#define HISTOGRAM_SCALE 2
+#endif
+// Buckets from 2^10 ns (1 µs) to 2^34 ns (17 s); slower requests land in the
+// last slot. The manifest's histogram says the same.
+#define MIN_LOG2 10
+#define MAX_LOG2 34
+#define SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)
 #define DIRECTIONS 2
 
 #define DIR_READ 0
@@ -117,7 +124,7 @@ BPF_TABLE("lru_hash", struct start_key, u64, start, MAX_INFLIGHT);
 BPF_TABLE("lru_hash", struct start_key, u64, submitter, MAX_INFLIGHT);
 BPF_PERCPU_HASH(disk_io, struct io_key, struct io_value, MAX_SERIES);
 BPF_PERCPU_ARRAY(disk_io_dropped, u64, 1);
-// Shared by all CPUs (a per-CPU hash would take its 36 slots per series once
+// Shared by all CPUs (a per-CPU hash would take its SLOTS per series once
 // per CPU), so the counts are added atomically.
 BPF_HASH(disk_latency, struct latency_key, struct latency_value, MAX_SERIES * SLOTS);
 BPF_PERCPU_ARRAY(disk_latency_dropped, u64, 1);
@@ -225,7 +232,7 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
     lkey.cgroup_id = cgroup_id;
     lkey.dev = key.dev;
     lkey.direction = direction;
-    lkey.slot = log2_slot(delta, SLOTS);
+    lkey.slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
     struct latency_value lempty = {};
     struct latency_value *lat = disk_latency.lookup_or_try_init(&lkey, &lempty);
     if (lat) {

@@ -1,4 +1,4 @@
-// cpu: on-CPU time and context switches per process, and a log2 histogram of
+// cpu: on-CPU time and context switches per process, and a histogram of
 // on-CPU slice durations, all from the raw tracepoint sched_switch.
 //
 // A raw tracepoint, not the classic one: classic tracepoint programs are
@@ -21,7 +21,13 @@
 #ifndef MAX_PROCESSES
 #define MAX_PROCESSES 10240
 #endif
-#define SLOTS 40 // 2^39 ns ≈ 550 s; longer slices land in the last slot
+#ifndef HISTOGRAM_SCALE
+#define HISTOGRAM_SCALE 2
+#endif
+// Buckets from 2^10 ns (1 µs) to 2^38 ns (275 s); the manifest's histogram says the same.
+#define MIN_LOG2 10
+#define MAX_LOG2 38
+#define SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)
 
 #ifndef BTF_OFFSET_TASK_STRUCT_PID
 #error "the cpu program needs the offset of task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)"
@@ -72,7 +78,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
         u64 delta = 0;
         if (since->ts != 0 && since->tid == prev) {
             delta = now - since->ts;
-            u32 slot = log2_slot(delta, SLOTS);
+            u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
             struct slice_value *slice = cpu_usage.lookup(&slot);
             if (slice) {
                 slice->count++;

@@ -1,5 +1,5 @@
 // runqlat: how long runnable tasks wait on a CPU run queue before they run,
-// as a log2 histogram, like BCC's runqlat. From the raw tracepoints
+// as a histogram (exponential, or BCC's log2 at histogram_scale 0), like BCC's runqlat. From the raw tracepoints
 // sched_wakeup, sched_wakeup_new and sched_switch.
 //
 // A task is enqueued when it is woken (or, new, first woken) and when it is
@@ -20,7 +20,13 @@
 #ifndef MAX_WAITING
 #define MAX_WAITING 10240
 #endif
-#define SLOTS 40 // 2^39 ns ≈ 550 s; longer waits land in the last slot
+#ifndef HISTOGRAM_SCALE
+#define HISTOGRAM_SCALE 2
+#endif
+// Buckets from 2^10 ns (1 µs) to 2^38 ns (275 s); the manifest's histogram says the same.
+#define MIN_LOG2 10
+#define MAX_LOG2 38
+#define SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)
 
 #ifndef PER_CGROUP
 #define PER_CGROUP 0
@@ -124,7 +130,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
         return 0; // woken before the program was attached
     u64 now = bpf_ktime_get_ns();
     u64 delta = now > start->ts ? now - start->ts : 0;
-    struct cgroup_slot key = {.cgroup_id = start->cgroup_id, .slot = log2_slot(delta, SLOTS)};
+    struct cgroup_slot key = {.cgroup_id = start->cgroup_id, .slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)};
     enqueued_at.delete(&next);
     struct slot_value zero = {};
     struct slot_value *v = runqueue_latency_by_cgroup.lookup_or_try_init(&key, &zero);
@@ -140,7 +146,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u64 now = bpf_ktime_get_ns();
     u64 delta = now > *start ? now - *start : 0;
     enqueued_at.delete(&next);
-    u32 slot = log2_slot(delta, SLOTS);
+    u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
     struct slot_value *v = runqueue_latency.lookup(&slot);
     if (v) {
         v->count++;

@@ -1,4 +1,4 @@
-// tcp: retransmitted segments per peer, a log2 histogram of smoothed RTT
+// tcp: retransmitted segments per peer, a histogram of smoothed RTT
 // samples, and resets sent and received, each by the container and pod of
 // the socket's owner. Tracepoints only (tcp:*): their fields come from
 // tracefs at run time.
@@ -24,7 +24,14 @@
 #ifndef MAX_CGROUPS
 #define MAX_CGROUPS 256
 #endif
-#define RTT_SLOTS 32 // 2^31 us ≈ 36 min; longer srtt lands in the last slot
+#ifndef HISTOGRAM_SCALE
+#define HISTOGRAM_SCALE 2
+#endif
+// RTT buckets from 2^2 us to 2^30 us (18 min); longer srtt lands in the last
+// slot. The manifest's histogram says the same.
+#define RTT_MIN_LOG2 2
+#define RTT_MAX_LOG2 30
+#define RTT_SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, RTT_MIN_LOG2, RTT_MAX_LOG2)
 
 // tcp_send_reset's format (Linux 6.10+) has a field of type enum sk_rst_reason,
 // which BCC copies into the args struct it generates; headers older than the
@@ -68,7 +75,7 @@ BPF_PERCPU_HASH(retransmits_by_cgroup, struct peer_key, u64, MAX_CGROUPS);
 #endif
 BPF_PERCPU_ARRAY(retransmits_dropped, u64, 1);
 #if RTT
-// Shared by all CPUs (per CPU it would take 32 slots per cgroup per CPU),
+// Shared by all CPUs (per CPU it would take RTT_SLOTS per cgroup per CPU),
 // so the counts are added atomically.
 BPF_HASH(rtt, struct rtt_key, struct rtt_value, MAX_CGROUPS * RTT_SLOTS);
 BPF_PERCPU_ARRAY(rtt_dropped, u64, 1);
@@ -159,7 +166,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe) {
 #ifdef TP_TCP_PROBE_HAS_SKADDR // the socket came with the tracepoint in Linux 6.x
     key.cgroup_id = sock_cgroup_id(args->skaddr);
 #endif
-    key.slot = log2_slot(srtt, RTT_SLOTS);
+    key.slot = latency_slot(srtt, HISTOGRAM_SCALE, RTT_MIN_LOG2, RTT_MAX_LOG2);
     struct rtt_value zero = {};
     struct rtt_value *v = rtt.lookup_or_try_init(&key, &zero);
     if (v) {

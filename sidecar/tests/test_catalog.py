@@ -80,17 +80,39 @@ def test_cpu_processes_carry_container_and_pod_identity(catalog: Catalog) -> Non
 
 def test_describe_sizes_maps_for_the_parameters_defaults(catalog: Catalog) -> None:
     block = {m.name: m.max_entries for m in catalog.program("block").to_proto().maps}
-    assert block == {"disk_io": 1024, "disk_latency": 1024 * 36}
+    assert block == {"disk_io": 1024, "disk_latency": 1024 * 98}  # 98 slots at scale 2
     cpu = {m.name: m.max_entries for m in catalog.program("cpu").to_proto().maps}
-    assert cpu == {"process_cpu": 10240, "cpu_usage": 40}
+    assert cpu == {"process_cpu": 10240, "cpu_usage": 114}
 
 
 def test_map_sizes_follow_parameter_values(catalog: Catalog) -> None:
     block = catalog.program("block")
     values = block.parameter_values({"max_series": "64"})
-    assert values == {"max_inflight": 10240, "max_series": 64}
-    assert block.maps["disk_latency"].size.entries(values) == 64 * 36
-    assert str(block.maps["disk_latency"].size) == "max_series * 36"
+    assert values == {"histogram_scale": 2, "max_inflight": 10240, "max_series": 64}
+    assert block.maps["disk_latency"].entries(values) == 64 * 98
+    assert str(block.maps["disk_latency"].size) == "max_series * slots"
+
+
+@pytest.mark.parametrize(
+    ("scale", "convention", "slots", "offset"),
+    [
+        # BCC's log2 slots, as before histogram_scale: 2^34 ns and up in slot 35
+        ("0", pb.SLOT_CONVENTION_LOG2_BCC, 36, 0),
+        ("1", pb.SLOT_CONVENTION_EXPONENTIAL, 2 * 24 + 2, 10 * 2),
+        ("2", pb.SLOT_CONVENTION_EXPONENTIAL, 4 * 24 + 2, 10 * 4),
+        ("3", pb.SLOT_CONVENTION_EXPONENTIAL, 8 * 24 + 2, 10 * 8),
+    ],
+)
+def test_histogram_layouts_follow_histogram_scale(
+    catalog: Catalog, scale: str, convention: int, slots: int, offset: int
+) -> None:
+    block = catalog.program("block")
+    values = block.parameter_values({"histogram_scale": scale, "max_series": "64"})
+    latency = block.maps["disk_latency"].to_proto(values)
+    assert latency.max_entries == 64 * slots
+    h = latency.histogram
+    assert (h.convention, h.slots, h.index_offset) == (convention, slots, offset)
+    assert h.scale == (int(scale) if convention == pb.SLOT_CONVENTION_EXPONENTIAL else 0)
 
 
 def test_enum_and_bool_parameters_name_their_choices() -> None:

@@ -130,7 +130,5 @@ def test_latency_slot_at_scale_0_is_bccs_log2(helpers: dict[str, int]) -> None:
     vs = [0, *values()]
     wrong = [(v, r) for v in vs if (r := run(helpers["latency_0"], v)) != bcc_log2_slot(v, 40)]
     assert not wrong, f"(value, kernel): {wrong[:10]}"
-    wrong = [
-        (v, r) for v in vs if (r := run(helpers["latency_2"], v)) != exp_slot(v, 2, 10, 38)
-    ]
+    wrong = [(v, r) for v in vs if (r := run(helpers["latency_2"], v)) != exp_slot(v, 2, 10, 38)]
     assert not wrong, f"(value, kernel): {wrong[:10]}"

@@ -144,11 +144,63 @@ def test_histogram_conventions_reach_the_wire(tmp_path: Path) -> None:
         ("convention: cubic", r"'cubic' is not one of log2_bcc, log2_exponent, linear, fixed"),
         ("convention: linear", r"linear_width: a linear histogram needs a width above 0"),
         ("convention: fixed, bounds: [10, 5, 100]", r"needs 3 strictly increasing bounds"),
+        (
+            "convention: exponential, scale: 2, min_log2: 0, max_log2: 8",
+            r"histogram\.slots: an exponential histogram's slots follow from scale",
+        ),
     ],
 )
 def test_bad_histogram_layouts(tmp_path: Path, convention: str, error: str) -> None:
     with pytest.raises(CatalogError, match=error):
         load_manifest(_write(tmp_path, HIST.replace("CONVENTION", convention)))
+
+
+EXP = """
+name: prog
+hooks: [tracepoint:a:b]
+parameters:
+  - {name: scale, type: int, default: 2, min: 0, max: MAX, define: SCALE}
+maps:
+  - name: m
+    max_entries: SIZE
+    key: [{name: slot, type: u32}]
+    value: [{name: count, type: u64}]
+    histogram: {slot_field: slot, count_field: count, unit: us, convention: exponential, LAYOUT}
+"""
+
+
+@pytest.mark.parametrize(
+    ("replace", "error"),
+    [
+        ({"LAYOUT": "scale: 4, min_log2: 0, max_log2: 8"}, r"scale: 4 is not one of 0\.\.3"),
+        ({"MAX": "5"}, r"scale: 'scale' is no int parameter of the program within 0\.\.3"),
+        ({"LAYOUT": "scale: scale, min_log2: 8, max_log2: 8"}, r"0 <= min_log2 < max_log2"),
+        ({"SIZE": "114"}, r"max_entries: an exponential histogram's slots follow its scale"),
+    ],
+)
+def test_bad_exponential_histograms(tmp_path: Path, replace: dict[str, str], error: str) -> None:
+    doc = EXP
+    for k, v in {
+        "MAX": "3",
+        "SIZE": "slots",
+        "LAYOUT": "scale: scale, min_log2: 0, max_log2: 8",
+        **replace,
+    }.items():
+        doc = doc.replace(k, v)
+    with pytest.raises(CatalogError, match=error):
+        load_manifest(_write(tmp_path, doc))
+
+
+def test_an_exponential_histograms_slots_follow_its_scale_parameter(tmp_path: Path) -> None:
+    doc = EXP.replace("MAX", "3").replace("SIZE", "slots * 2")
+    prog = load_manifest(
+        _write(tmp_path, doc.replace("LAYOUT", "scale: scale, min_log2: 3, max_log2: 8"))
+    )
+    m = prog.maps["m"]
+    for scale, slots in ((0, 10), (1, 12), (2, 22), (3, 42)):
+        layout = m.to_proto({"scale": scale})
+        assert (layout.max_entries, layout.histogram.slots) == (2 * slots, slots)
+        assert layout.histogram.index_offset == (3 << scale if scale else 0)
 
 
 METRIC = DERIVED.replace(

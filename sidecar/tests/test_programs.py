@@ -244,6 +244,29 @@ def test_map_sizes_follow_their_parameters(catalog: Catalog) -> None:
         mgr.release(loaded)
 
 
+@pytest.mark.parametrize("scale", ["0", "1", "2", "3"])
+def test_latency_histograms_compile_at_every_histogram_scale(
+    programs: ProgramManager, scale: str
+) -> None:
+    """The C sources size their histograms as the manifests say at every scale
+    (MapReader compares the compiled maps with the manifest's sizes)."""
+    wanted = [
+        ("runqlat", {}, "runqueue_latency"),
+        ("runqlat", {"per_cgroup": "true"}, "runqueue_latency_by_cgroup"),
+        ("cpu", {}, "cpu_usage"),
+        ("block", {}, "disk_latency"),
+        ("tcp", {"rtt": "true"}, "rtt"),
+    ]
+    for name, params, map_name in wanted:
+        loaded = programs.acquire(name, {**params, "histogram_scale": scale})
+        try:
+            snap = pb.MapSnapshot()
+            loaded.readers[map_name].read(snap)
+            assert not snap.error, (name, snap.error)
+        finally:
+            programs.release(loaded)
+
+
 def test_a_manifest_size_the_source_does_not_have_loads_nothing(tmp_path: Path) -> None:
     from ebpf_sidecar.programs import LoadError
 

@@ -108,25 +108,54 @@ class DerivedSpec:
 @dataclass(frozen=True)
 class HistogramSpec:
     slot_field: str
-    slots: int
+    slots: int  # 0 for "exponential": its slots follow from scale, min_log2, max_log2
     count_field: str
     sum_field: str
     unit: str
     convention: str = "log2_bcc"
     linear_width: float = 0.0
     bounds: tuple[float, ...] = ()
+    # "exponential": the scale (a number, or an int parameter such as
+    # histogram_scale), and the powers of two of the unit the buckets span:
+    # slot 0 holds values up to 2^min_log2, the last slot those above
+    # 2^max_log2. A scale of 0 is BCC's log2 slots, max_log2 + 2 of them (the
+    # last from 2^max_log2 up): ebpfreceiver.h's latency_slot() and
+    # LATENCY_SLOTS() compute the same.
+    scale: int | str = 0
+    min_log2: int = 0
+    max_log2: int = 0
 
-    def to_proto(self) -> pb.HistogramLayout:
-        return pb.HistogramLayout(
+    def scale_for(self, parameters: Mapping[str, int]) -> int:
+        return parameters[self.scale] if isinstance(self.scale, str) else self.scale
+
+    def slots_for(self, parameters: Mapping[str, int]) -> int:
+        """The number of slots for these parameter values (Program.parameter_values)."""
+        if self.convention != "exponential":
+            return self.slots
+        scale = self.scale_for(parameters)
+        if scale == 0:
+            return self.max_log2 + 2
+        return ((self.max_log2 - self.min_log2) << scale) + 2
+
+    def to_proto(self, parameters: Mapping[str, int]) -> pb.HistogramLayout:
+        layout = pb.HistogramLayout(
             slot_field=self.slot_field,
             convention=SLOT_CONVENTIONS[self.convention],
-            slots=self.slots,
+            slots=self.slots_for(parameters),
             count_field=self.count_field,
             sum_field=self.sum_field,
             unit=self.unit,
             linear_width=self.linear_width,
             bounds=list(self.bounds),
         )
+        if self.convention == "exponential":
+            scale = self.scale_for(parameters)
+            if scale == 0:
+                layout.convention = pb.SLOT_CONVENTION_LOG2_BCC
+            else:
+                layout.scale = scale
+                layout.index_offset = self.min_log2 << scale
+        return layout
 
 
 # Manifest names of the slot conventions (see SlotConvention in the proto).
@@ -135,7 +164,14 @@ SLOT_CONVENTIONS = {
     "log2_exponent": pb.SLOT_CONVENTION_LOG2_EXPONENT,
     "linear": pb.SLOT_CONVENTION_LINEAR,
     "fixed": pb.SLOT_CONVENTION_FIXED,
+    "exponential": pb.SLOT_CONVENTION_EXPONENTIAL,
 }
+# The scales ebpfreceiver.h's exp_slot() computes (0: BCC's log2 slots).
+EXPONENTIAL_SCALES = range(4)
+
+
+# The factor of a map's max_entries that is its histogram's number of slots.
+SLOTS = "slots"
 
 
 @dataclass(frozen=True)
@@ -146,13 +182,18 @@ class MapSize:
     and checks follows the parameter that sizes the map in the C source.
     """
 
-    factors: tuple[int | str, ...]  # a number, or the name of an int parameter
+    # a number, the name of an int parameter, or SLOTS: the map's histogram
+    # slots for the parameters (which can follow a parameter, histogram_scale)
+    factors: tuple[int | str, ...]
 
-    def entries(self, parameters: Mapping[str, int]) -> int:
+    def entries(self, parameters: Mapping[str, int], slots: int = 0) -> int:
         """The size for these parameter values (Program.parameter_values)."""
         size = 1
         for factor in self.factors:
-            size *= parameters[factor] if isinstance(factor, str) else factor
+            if factor == SLOTS:
+                size *= slots
+            else:
+                size *= parameters[factor] if isinstance(factor, str) else factor
         return size
 
     def __str__(self) -> str:
@@ -188,19 +229,24 @@ class MapSpec:
         """Every key column of a snapshot: the map's key fields, then derived ones."""
         return [f.name for f in self.key] + [d.name for d in self.derived]
 
+    def entries(self, parameters: Mapping[str, int]) -> int:
+        """max_entries for these parameter values (Program.parameter_values)."""
+        slots = self.histogram.slots_for(parameters) if self.histogram else 0
+        return self.size.entries(parameters, slots)
+
     def to_proto(self, parameters: Mapping[str, int]) -> pb.Map:
-        """The map as Describe shows it, sized for these parameter values."""
+        """The map as Describe shows it, sized and laid out for these parameter values."""
         m = pb.Map(
             name=self.name,
             kind=pb.MAP_KIND_HISTOGRAM if self.histogram else pb.MAP_KIND_COUNTERS,
-            max_entries=self.size.entries(parameters),
+            max_entries=self.entries(parameters),
             key_fields=[f.to_proto() for f in self.key] + [d.to_proto() for d in self.derived],
             value_fields=[f.to_proto() for f in self.value],
             description=self.description,
             enabled_by=self.enabled_by,
         )
         if self.histogram:
-            m.histogram.CopyFrom(self.histogram.to_proto())
+            m.histogram.CopyFrom(self.histogram.to_proto(parameters))
         return m
 
 

@@ -26,7 +26,9 @@ import yaml
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import (
     C_TYPES,
+    EXPONENTIAL_SCALES,
     SEVERITIES,
+    SLOTS,
     SLOT_CONVENTIONS,
     Catalog,
     CatalogError,
@@ -82,13 +84,17 @@ class DerivedDoc(_Schema):
 
 class HistogramDoc(_Schema):
     slot_field: str
-    slots: int
     count_field: str
     unit: str
+    slots: int = 0  # every convention but exponential
     sum_field: str = ""
     convention: str = "log2_bcc"
     linear_width: float = 0.0
     bounds: list[float] = []
+    # exponential: a number, or an int parameter (histogram_scale)
+    scale: int | str = 0
+    min_log2: int = 0
+    max_log2: int = 0
 
 
 class MapDoc(_Schema):
@@ -510,28 +516,44 @@ def _derived(doc: DerivedDoc, key: Mapping[str, FieldSpec], where: str) -> Deriv
     )
 
 
-def _size(doc: int | str, params: Mapping[str, ParameterSpec], where: str) -> MapSize:
+def _size(
+    doc: int | str,
+    params: Mapping[str, ParameterSpec],
+    hist: HistogramSpec | None,
+    where: str,
+) -> MapSize:
     ints = [name for name, p in params.items() if p.type == "int"]
     factors: list[int | str] = []
     for part in str(doc).split("*"):
         part = part.strip()
         if part.isdigit() and int(part) > 0:
             factors.append(int(part))
+        elif part == SLOTS and hist is not None:
+            factors.append(part)
         elif part in ints:
             factors.append(part)
         else:
             raise CatalogError(
                 f"{where}: {part!r} is neither a number above 0 nor an int parameter of the "
                 f"program ({', '.join(ints) or 'none'}); write a number, a parameter or a "
-                "product of them, e.g. max_devices * 2"
+                "product of them, e.g. max_devices * 2 (and, for a histogram map, slots)"
             )
+    if hist is not None and hist.convention == "exponential" and SLOTS not in factors:
+        raise CatalogError(
+            f"{where}: an exponential histogram's slots follow its scale; write its size "
+            f"with slots, e.g. slots, or max_cgroups * slots"
+        )
     return MapSize(tuple(factors))
 
 
 def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpec:
     key = tuple(_field(f, f"{where}.key[{i}] ({f.name})") for i, f in enumerate(doc.key))
     value = tuple(_field(f, f"{where}.value[{i}] ({f.name})") for i, f in enumerate(doc.value))
-    hist = _histogram(doc.histogram, key, value, f"{where}.histogram") if doc.histogram else None
+    hist = (
+        _histogram(doc.histogram, key, value, params, f"{where}.histogram")
+        if doc.histogram
+        else None
+    )
     by_name = {f.name: f for f in key}
     derived: list[DerivedSpec] = []
     for i, d in enumerate(doc.derived):
@@ -548,7 +570,7 @@ def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpe
         )
     return MapSpec(
         name=doc.name,
-        size=_size(doc.max_entries, params, f"{where}.max_entries"),
+        size=_size(doc.max_entries, params, hist, f"{where}.max_entries"),
         key=key,
         value=value,
         description=doc.description,
@@ -561,13 +583,19 @@ def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpe
 
 
 def _histogram(
-    doc: HistogramDoc, key: Sequence[FieldSpec], value: Sequence[FieldSpec], where: str
+    doc: HistogramDoc,
+    key: Sequence[FieldSpec],
+    value: Sequence[FieldSpec],
+    params: Mapping[str, ParameterSpec],
+    where: str,
 ) -> HistogramSpec:
     if doc.convention not in SLOT_CONVENTIONS:
         raise CatalogError(
             f"{where}.convention: {doc.convention!r} is not one of {', '.join(SLOT_CONVENTIONS)}"
         )
-    if doc.slots < 1:
+    if doc.convention == "exponential":
+        _exponential(doc, params, where)
+    elif doc.slots < 1:
         raise CatalogError(f"{where}.slots: {doc.slots} must be at least 1")
     if doc.convention == "linear" and doc.linear_width <= 0:
         raise CatalogError(f"{where}.linear_width: a linear histogram needs a width above 0")
@@ -599,7 +627,34 @@ def _histogram(
         convention=doc.convention,
         linear_width=doc.linear_width,
         bounds=tuple(doc.bounds),
+        scale=doc.scale,
+        min_log2=doc.min_log2,
+        max_log2=doc.max_log2,
     )
+
+
+def _exponential(doc: HistogramDoc, params: Mapping[str, ParameterSpec], where: str) -> None:
+    """An exponential histogram's scale, range and (absent) slot count."""
+    lo, hi = EXPONENTIAL_SCALES[0], EXPONENTIAL_SCALES[-1]
+    if isinstance(doc.scale, str):
+        p = params.get(doc.scale)
+        if p is None or p.type != "int" or p.min < lo or p.max > hi:
+            raise CatalogError(
+                f"{where}.scale: {doc.scale!r} is no int parameter of the program within "
+                f"{lo}..{hi} (the scales ebpfreceiver.h's exp_slot() computes)"
+            )
+    elif doc.scale not in EXPONENTIAL_SCALES:
+        raise CatalogError(f"{where}.scale: {doc.scale} is not one of {lo}..{hi}")
+    if not 0 <= doc.min_log2 < doc.max_log2 <= 63:
+        raise CatalogError(
+            f"{where}.max_log2: the buckets span 2^min_log2 .. 2^max_log2 units, "
+            f"0 <= min_log2 < max_log2 <= 63 (min_log2 {doc.min_log2}, max_log2 {doc.max_log2})"
+        )
+    if doc.slots:
+        raise CatalogError(
+            f"{where}.slots: an exponential histogram's slots follow from scale, min_log2 and "
+            "max_log2; remove slots"
+        )
 
 
 def _parameter(doc: ParameterDoc, where: str) -> ParameterSpec:

@@ -950,7 +950,7 @@ def _readers(
                 table(spec.name),
                 spec,
                 f"{program.source.parent}/manifest.yaml maps ({spec.name})",
-                spec.size.entries(values),
+                spec.entries(values),
                 table(dropped) if dropped else None,
                 dropped_name=dropped,
             )
