@@ -49,6 +49,12 @@ type metricBinding struct {
 	bounds      []float64
 	exponential bool
 	zeroSlot    bool
+	// For exponential output: the scale, the bucket index of the slot after
+	// the zero slot (or of slot 0 without one), and the zero threshold (the
+	// upper edge of the zero slot; 0 for LOG2_BCC, whose slot 0 holds only 0).
+	expScale      int32
+	indexOffset   int32
+	zeroThreshold float64
 
 	// scale converts the raw value (or slot bound and sum) into the metric
 	// unit; 1 keeps integers as integers.

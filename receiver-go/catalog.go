@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ebpfreceiver/ebpfreceiver/receiver-go/internal/sidecarpb"
 )
 
@@ -23,6 +25,29 @@ func newCatalog(desc *sidecarpb.DescribeResponse) *catalog {
 		c.order = append(c.order, p.GetName())
 	}
 	return c
+}
+
+// usePlanned replaces the maps of each planned program by its maps as the
+// judge planned them: sized and laid out for the config's parameter values
+// (a latency histogram's slots follow the program's histogram_scale), where
+// Describe shows them for the defaults. Maps the parameters compile out keep
+// Describe's shape, for error messages.
+func (c *catalog) usePlanned(planned []*sidecarpb.PlannedProgram) {
+	for _, pp := range planned {
+		p := c.programs[pp.GetName()]
+		if p == nil || len(pp.GetMaps()) == 0 {
+			continue
+		}
+		q := proto.Clone(p).(*sidecarpb.Program)
+		for i, m := range q.GetMaps() {
+			for _, pm := range pp.GetMaps() {
+				if pm.GetName() == m.GetName() {
+					q.Maps[i] = pm
+				}
+			}
+		}
+		c.programs[pp.GetName()] = q
+	}
 }
 
 func (c *catalog) programNames() string {

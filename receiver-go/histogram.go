@@ -19,6 +19,12 @@ import (
 //	               Upper bound of slot s: 2^(s+1).
 //	LINEAR         slot s holds [s*w, (s+1)*w). Upper bound: (s+1)*w.
 //	FIXED          slot s holds values up to bounds[s] inclusive.
+//	EXPONENTIAL    OpenTelemetry's buckets at the layout's scale, from its
+//	               index_offset o on: slot 0 holds [0, 2^(o/2^scale)] (the
+//	               zero bucket), slot s >= 1 bucket index o+s-1, i.e.
+//	               (2^((o+s-1)/2^scale), 2^((o+s)/2^scale)]. Upper bound of
+//	               slot s: 2^((o+s)/2^scale). Exact at every edge (the BPF
+//	               side computes the index with integers).
 //
 // Explicit buckets (the default): one bucket per slot, bucket i <-> slot i,
 // explicit bounds = the upper bounds of slots 0..n-2 times scale (scale
@@ -29,17 +35,18 @@ import (
 // in the bucket whose nominal range starts just above it. FIXED matches
 // OpenTelemetry exactly.
 //
-// Exponential buckets (histogram_format: exponential, log2 conventions
-// only, scale 0: bucket index i covers (2^i, 2^(i+1)], no rescaling): each
-// slot becomes the bucket with the same upper bound, so the nominal ranges
-// are those of the explicit buckets.
+// Exponential buckets (histogram_format: exponential, log2 and exponential
+// conventions only, no rescaling): each slot becomes the bucket with the
+// same upper bound, so the nominal ranges are those of the explicit buckets.
 //
-//	LOG2_BCC       slot 0 -> zero count (it can hold only the value 0),
-//	               slot s >= 1 -> bucket index s-1, (2^(s-1), 2^s].
-//	LOG2_EXPONENT  slot s -> bucket index s, (2^s, 2^(s+1)]; no zero count
-//	               (0 shares slot 0 with 1).
+//	LOG2_BCC       scale 0; slot 0 -> zero count (it can hold only the
+//	               value 0), slot s >= 1 -> bucket index s-1, (2^(s-1), 2^s].
+//	LOG2_EXPONENT  scale 0; slot s -> bucket index s, (2^s, 2^(s+1)]; no
+//	               zero count (0 shares slot 0 with 1).
+//	EXPONENTIAL    the layout's scale; slot 0 -> zero count with zero
+//	               threshold 2^(o/2^scale), slot s >= 1 -> index o+s-1.
 //
-// The positive buckets then start at index 0 (offset 0). The clamped last
+// The positive buckets then start at index 0 (offset 0), or o. The clamped last
 // slot is reported in its own bucket: exponential histograms have no +Inf
 // bucket. histogram_test.go pins all of this down at the edges.
 
@@ -52,6 +59,26 @@ func log2Bounds(slots uint32, shift int) []float64 {
 	b := make([]float64, slots-1)
 	for s := range b {
 		b[s] = math.Ldexp(1, s+shift)
+	}
+	return b
+}
+
+// maxExponentialScale is OpenTelemetry's largest scale.
+const maxExponentialScale = 20
+
+// exponentialBound is 2^(index/2^scale), the upper edge of bucket index-1
+// of a base-2 exponential histogram at scale.
+func exponentialBound(scale, index int32) float64 {
+	return math.Exp2(float64(index) / float64(int64(1)<<scale))
+}
+
+// exponentialBounds returns the upper bounds of EXPONENTIAL slots 0..n-2:
+// slot 0 (the zero bucket) ends at 2^(offset/2^scale), slot s >= 1 (index
+// offset+s-1) at 2^((offset+s)/2^scale).
+func exponentialBounds(slots uint32, scale, offset int32) []float64 {
+	b := make([]float64, slots-1)
+	for s := range b {
+		b[s] = exponentialBound(scale, offset+int32(s)) //nolint:gosec // s < maxHistogramSlots
 	}
 	return b
 }
@@ -121,12 +148,12 @@ func (h *histAcc) fill(dp pmetric.HistogramDataPoint, b *metricBinding, start, t
 }
 
 // fillExponential writes the accumulated histogram into dp as a base-2
-// exponential histogram at scale 0 (b.scale is 1: the unit is the slot
-// unit).
+// exponential histogram at the layout's scale (0 for the log2 conventions;
+// b.scale is 1: the unit is the slot unit).
 func (h *histAcc) fillExponential(dp pmetric.ExponentialHistogramDataPoint, b *metricBinding, start, ts pcommon.Timestamp) {
 	dp.SetStartTimestamp(start)
 	dp.SetTimestamp(ts)
-	dp.SetScale(0)
+	dp.SetScale(b.expScale)
 	dp.SetCount(h.total())
 	if b.hasSum {
 		dp.SetSum(h.sum)
@@ -134,8 +161,9 @@ func (h *histAcc) fillExponential(dp pmetric.ExponentialHistogramDataPoint, b *m
 	counts := h.counts
 	if b.zeroSlot && len(counts) > 0 {
 		dp.SetZeroCount(counts[0])
+		dp.SetZeroThreshold(b.zeroThreshold)
 		counts = counts[1:]
 	}
-	dp.Positive().SetOffset(0)
+	dp.Positive().SetOffset(b.indexOffset)
 	dp.Positive().BucketCounts().FromRaw(counts)
 }

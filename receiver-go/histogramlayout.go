@@ -24,6 +24,16 @@ func (b *metricBinding) layoutBuckets(path, where string, h *sidecarpb.Histogram
 			return fmt.Errorf("%s.map_name: histogram map %s uses linear slots of width %v; the width must be a positive number, so the sidecar's manifest is broken", path, where, w)
 		}
 		b.bounds = linearBounds(n, w)
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_EXPONENTIAL:
+		scale, offset := h.GetScale(), h.GetIndexOffset()
+		if scale < 1 || scale > maxExponentialScale || n < 2 {
+			return fmt.Errorf("%s.map_name: histogram map %s uses exponential slots at scale %d with %d slots; OpenTelemetry's scales for finer-than-log2 buckets are 1 to %d, and a zero slot and one bucket need 2 slots, so the sidecar's manifest is broken", path, where, scale, n, maxExponentialScale)
+		}
+		b.bounds = exponentialBounds(n, scale, offset)
+		b.zeroSlot = true
+		b.expScale = scale
+		b.indexOffset = offset
+		b.zeroThreshold = exponentialBound(scale, offset)
 	case sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED:
 		bounds := h.GetBounds()
 		if len(bounds)+1 != int(n) {
@@ -36,16 +46,24 @@ func (b *metricBinding) layoutBuckets(path, where string, h *sidecarpb.Histogram
 		}
 		b.bounds = append([]float64(nil), bounds...)
 	default:
-		return fmt.Errorf("%s.map_name: histogram map %s uses slot convention %s, which this receiver does not support (supported: %s, %s, %s, %s)", path, where, c,
+		return fmt.Errorf("%s.map_name: histogram map %s uses slot convention %s, which this receiver does not support (supported: %s, %s, %s, %s, %s)", path, where, c,
 			sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC, sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT,
-			sidecarpb.SlotConvention_SLOT_CONVENTION_LINEAR, sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED)
+			sidecarpb.SlotConvention_SLOT_CONVENTION_LINEAR, sidecarpb.SlotConvention_SLOT_CONVENTION_FIXED,
+			sidecarpb.SlotConvention_SLOT_CONVENTION_EXPONENTIAL)
 	}
-	if b.exponential && !isLog2(h.GetConvention()) {
-		return fmt.Errorf("%s.histogram_format: exponential needs power-of-two slots, but histogram map %s uses slot convention %s; use histogram_format explicit", path, where, h.GetConvention())
+	if b.exponential && !isExponential(h.GetConvention()) {
+		return fmt.Errorf("%s.histogram_format: exponential needs power-of-two or exponential slots, but histogram map %s uses slot convention %s; use histogram_format explicit", path, where, h.GetConvention())
 	}
 	return nil
 }
 
-func isLog2(c sidecarpb.SlotConvention) bool {
-	return c == sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC || c == sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT
+// isExponential says whether slots of convention c are buckets of a base-2
+// exponential histogram (scale 0 for the log2 conventions).
+func isExponential(c sidecarpb.SlotConvention) bool {
+	switch c {
+	case sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_BCC, sidecarpb.SlotConvention_SLOT_CONVENTION_LOG2_EXPONENT,
+		sidecarpb.SlotConvention_SLOT_CONVENTION_EXPONENTIAL:
+		return true
+	}
+	return false
 }

@@ -32,7 +32,7 @@ func TestResolveBrokenLayouts(t *testing.T) {
 		{
 			name:   "unknown convention",
 			mutate: func(h *sidecarpb.HistogramLayout) { h.Convention = 9 },
-			want:   `metrics[0].map_name: histogram map misc/fixed_wait uses slot convention 9, which this receiver does not support (supported: SLOT_CONVENTION_LOG2_BCC, SLOT_CONVENTION_LOG2_EXPONENT, SLOT_CONVENTION_LINEAR, SLOT_CONVENTION_FIXED)`,
+			want:   `metrics[0].map_name: histogram map misc/fixed_wait uses slot convention 9, which this receiver does not support (supported: SLOT_CONVENTION_LOG2_BCC, SLOT_CONVENTION_LOG2_EXPONENT, SLOT_CONVENTION_LINEAR, SLOT_CONVENTION_FIXED, SLOT_CONVENTION_EXPONENTIAL)`,
 		},
 	}
 	for _, tt := range tests {
@@ -52,7 +52,7 @@ func TestHistogramFormatFitsTheLayout(t *testing.T) {
 			name: "exponential of linear slots",
 			cfg: cfgWith(nil, MetricConfig{Name: "a", MapName: "linear_size", Type: MetricTypeHistogram,
 				HistogramFormat: HistogramFormatExponential}),
-			want: `metrics[0].histogram_format: exponential needs power-of-two slots, but histogram map misc/linear_size uses slot convention SLOT_CONVENTION_LINEAR; use histogram_format explicit`,
+			want: `metrics[0].histogram_format: exponential needs power-of-two or exponential slots, but histogram map misc/linear_size uses slot convention SLOT_CONVENTION_LINEAR; use histogram_format explicit`,
 		},
 	})
 }

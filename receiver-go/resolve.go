@@ -56,6 +56,7 @@ func resolveFor(cfg *Config, desc *sidecarpb.DescribeResponse, plan judge, withL
 		return nil, err
 	}
 	errs = append(errs, paths.translate(verdict.GetErrors())...)
+	cat.usePlanned(verdict.GetPrograms())
 	compiledIn := map[string]map[string]bool{} // program -> maps its parameters compile in
 	for _, pp := range verdict.GetPrograms() {
 		compiledIn[pp.GetName()] = map[string]bool{}
