@@ -28,8 +28,8 @@ from ebpf_sidecar.catalog import (
     C_TYPES,
     EXPONENTIAL_SCALES,
     SEVERITIES,
-    SLOTS,
     SLOT_CONVENTIONS,
+    SLOTS,
     Catalog,
     CatalogError,
     DerivedSpec,
@@ -528,9 +528,7 @@ def _size(
         part = part.strip()
         if part.isdigit() and int(part) > 0:
             factors.append(int(part))
-        elif part == SLOTS and hist is not None:
-            factors.append(part)
-        elif part in ints:
+        elif (part == SLOTS and hist is not None) or part in ints:
             factors.append(part)
         else:
             raise CatalogError(
