@@ -33,7 +33,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,7 @@ def test_percentiles_within_the_scales_bound(
     exact = traced_read_latencies(text)
     n = len(exact)
     assert n >= READS, n  # every read is one request (or more)
-    estimates = {
+    estimates: dict[str, tuple[int, Callable[[int], float], float]] = {
         # what: (samples, the estimate of the sample of a rank, its bound)
         "scale 2 explicit": (
             int(fine1[-1][1] - fine0[-1][1]),
