@@ -166,7 +166,10 @@ def exponential_points(path: Path, dev: str) -> list[dict[str, Any]]:
 def exponential_percentile(before: dict[str, Any], after: dict[str, Any], rank: int) -> float:
     """The geometric midpoint (ns) of the exponential bucket holding ``rank``."""
     scale = after["scale"]
+    # block's disk_latency at histogram_scale 2: slot 0 up to 2^10 ns, then index 40 on
     assert scale == 2
+    assert after["zeroThreshold"] == 1024
+    assert after["positive"]["offset"] == 10 * 2**scale
     assert int(after.get("zeroCount", 0)) == int(before.get("zeroCount", 0))
 
     def counts(dp: dict[str, Any]) -> dict[int, int]:
