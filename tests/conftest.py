@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -304,26 +303,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
     return sum(found) if found else None
-
-
-def tracepoint_misses(prefix: str) -> int:
-    """Runs the kernel skipped of the programs named ``prefix``… (BCC names a
-    classic tracepoint's program tracepoint__<category>__<event>), machine-wide.
-
-    A classic tracepoint's BPF program does not run when another BPF program
-    or a bpf() map syscall is running on the same CPU (bpf_prog_active);
-    bpftool shows how often, as recursion_misses.
-    """
-    progs = json.loads(
-        subprocess.run(
-            ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
-        ).stdout
-    )
-    return sum(
-        int(p.get("recursion_misses", 0))
-        for p in progs
-        if str(p.get("name", "")).startswith(prefix)
-    )
 
 
 # A process that spins on a CPU for argv[1] seconds once told "go" (stdin),
