@@ -505,7 +505,8 @@ class Bench:
                 try:
                     peer_row.body_ns = peer_body_run_time(process, self.helper, workload, ops)
                 except PeerError as e:
-                    peer_row.note = f"failed: {str(e).splitlines()[0]}"
+                    print(f"  {program.name}: {e}", file=sys.stderr)
+                    peer_row.note = f"failed: {str(e).splitlines()[0][:100]}"
                     del states[state]
             times: dict[str, list[float]] = {s: [] for s in states}
             names = list(states)
@@ -513,21 +514,23 @@ class Bench:
                 # Rotate the order so no state always runs first or last in a round.
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for state in order:
-                    attachment = states.get(state)
                     if state not in states:
                         continue  # a peer that failed in an earlier round
-                    if attachment is not None:
-                        try:
-                            attachment.on()
-                        except PeerError as e:
-                            peer_rows[state].note = f"failed: {str(e).splitlines()[0]}"
-                            del states[state]
-                            continue
+                    attachment = states[state]
                     try:
-                        times[state].append(workloads.run(self.helper, workload, ops))
-                    finally:
                         if attachment is not None:
-                            attachment.off()
+                            attachment.on()
+                        try:
+                            elapsed = workloads.run(self.helper, workload, ops)
+                        finally:
+                            if attachment is not None:
+                                attachment.off()
+                    except PeerError as e:  # only a peer raises it: the others go on
+                        print(f"  {program.name}: {e}", file=sys.stderr)
+                        peer_rows[state].note = f"failed: {str(e).splitlines()[0][:100]}"
+                        del states[state]
+                        continue
+                    times[state].append(elapsed)
         finally:
             for a in states.values():
                 if a is not None:
@@ -633,7 +636,8 @@ def print_program_table(rows: Sequence[Row]) -> None:
 def _ns_event(ns_op: float, mad_op: float, row: Row) -> str:
     """Added ns per event of the program's hooks, its spread, and the multiple of the floor."""
     text = f"{ns_op / row.events_per_op:.0f} ±{mad_op / row.events_per_op:.0f}"
-    if row.floor_ns_op > 0:
+    # A multiple of an unresolved floor would be noise: left out.
+    if row.floor_ns_op > 2 * row.floor_mad_op:
         text += f" ({ns_op / row.floor_ns_op:.2f}x)"
     if ns_op <= 2 * mad_op:
         text += " ?"
@@ -678,8 +682,8 @@ def print_peer_table(rows: Sequence[Row]) -> None:
         "the floor, ours and the peer alike: the same operations, the same denominator, so\n"
         "xfloor compares the peer with the empty program on our hooks (a peer on classic\n"
         "tracepoints pays their larger floor). ± spread of the per-round differences;\n"
-        "? = within 2x its spread. body ns: mean run time per run of the BPF functions\n"
-        "(kernel bpf_stats), without the hook's dispatch."
+        "? = within 2x its spread (no xfloor when the floor is). body ns: mean run time\n"
+        "per run of the BPF functions (kernel bpf_stats), without the hook's dispatch."
     )
     print()
     print("peers (bench/peers.py; BCC tools and bpftrace from bench/setup.sh):")
@@ -1192,6 +1196,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated programs for the per-event table (default: all), each "
         "optionally with parameters: runqlat:per_cgroup=true or tcp:per_peer=false;rtt=true",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds per program (default: the preset's); more on a busy machine",
+    )
     p.add_argument("--no-throughput", action="store_true", help="skip the nginx/wrk part")
     p.add_argument(
         "--no-peers",
@@ -1215,6 +1224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     settings = QUICK if args.quick else FULL
+    if args.rounds:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     # nginx, wrk and gcc: installed when missing (idempotent, quiet otherwise).
     subprocess.run([str(workloads.BENCH / "setup.sh")], check=True)
     catalog, problems = load_catalog()
@@ -1232,7 +1243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     started = time.monotonic()
-    print(f"# bench/overhead.py{' --quick' if args.quick else ''}: {machine()}")
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# bench/overhead.py {shown}: {machine()}".replace("  ", " "))
     print()
     with tempfile.TemporaryDirectory(prefix="ovhbench-") as tmpdir:
         tmp = Path(tmpdir)

@@ -215,6 +215,20 @@ class PeerError(RuntimeError):
     pass
 
 
+def _where(pid: int) -> str:
+    """State and wait channel of each thread of a process, for a hang's error message."""
+    parts = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            comm = (task / "comm").read_text().strip()
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = (task / "wchan").read_text().strip()
+        except OSError:
+            continue
+        parts.append(f"{comm}:{state}:{wchan or '-'}")
+    return ", ".join(parts) or "gone"
+
+
 class PeerProcess:
     """A peer tool switched on (started, all probes attached) and off (SIGINT, exited).
 
@@ -283,9 +297,14 @@ class PeerProcess:
                 try:
                     proc.wait(timeout=STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
+                    where = _where(proc.pid)
                     proc.kill()
                     proc.wait()
-                    raise PeerError(f"{self.peer.name} did not exit on SIGINT") from None
+                    raise PeerError(
+                        f"{self.peer.name} did not exit within {STOP_TIMEOUT_S:.0f} s of "
+                        f"SIGINT (killed; its threads were at: {where}); output: "
+                        f"{self._output().strip()[-300:]!r}"
+                    ) from None
         finally:
             if self.log is not None:
                 self.log.unlink(missing_ok=True)
