@@ -5,9 +5,9 @@ own tool where it runs without kprobes (this project's kernels may have none),
 or an equivalent bpftrace program. Each is an outside process that loads and
 attaches its own BPF programs; ``PeerProcess`` starts it, waits until all of
 its probes are attached (``bpftool perf`` lists them under its pid), and stops
-it with SIGINT as a user would (Ctrl-C), then checks that none of its BPF
-programs is left loaded. Both packages are installed by bench/setup.sh at the
-versions pinned in scripts/versions.sh.
+it with SIGINT as a user would (Ctrl-C) once it waits in its main loop, then
+checks that none of its BPF programs is left loaded. Both packages are
+installed by bench/setup.sh at the versions pinned in scripts/versions.sh.
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ from pathlib import Path
 BPFTRACE = "bpftrace"
 ATTACH_TIMEOUT_S = 120.0  # BCC compiles with LLVM at start: slow on a loaded 2-CPU machine
 STOP_TIMEOUT_S = 30.0
+# Where each kind of peer waits once it runs: bpftrace in its perf-buffer poll
+# loop, BCC's Python tools in time.sleep() inside their `except
+# KeyboardInterrupt`. A SIGINT that lands earlier is lost on bpftrace 0.17 (the
+# handler sets a flag, then epoll_wait blocks with no timeout and no event
+# ever comes), so a peer counts as started only once it is there.
+BPFTRACE_WAIT = "do_epoll_wait"
+BCC_WAIT = "hrtimer_nanosleep"
+# After SIGINT, a second one this many seconds later: it wakes a bpftrace that
+# still missed the first one (the flag is set, epoll_wait returns EINTR).
+SECOND_SIGINT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class Peer:
     # attachments under its pid (bpftrace's BEGIN/END are not among them).
     hooks: tuple[str, ...]
     job: str  # what it computes, for the legend
+    wait_channel: str = BCC_WAIT  # its main thread's /proc wchan once it runs
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class NoPeer:
 
 
 def bpftrace(name: str, program: str, hooks: tuple[str, ...], job: str) -> Peer:
-    return Peer(name, (BPFTRACE, "-e", program), hooks, job)
+    return Peer(name, (BPFTRACE, "-e", program), hooks, job, BPFTRACE_WAIT)
 
 
 # Catalog program -> its peers, in table order. The bpftrace programs are the
@@ -102,6 +113,7 @@ PEERS: dict[str, tuple[Peer | NoPeer, ...]] = {
                 "tracepoint:sched:sched_switch",
             ),
             "run-queue latency log2 histogram, wake-up time kept by pid",
+            BPFTRACE_WAIT,
         ),
     ),
     "faults": (
@@ -215,6 +227,13 @@ class PeerError(RuntimeError):
     pass
 
 
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _where(pid: int) -> str:
     """State and wait channel of each thread of a process, for a hang's error message."""
     parts = []
@@ -275,11 +294,14 @@ class PeerProcess:
                 ids = attached_programs(self.proc.pid)
                 if len(ids) >= len(self.peer.hooks):
                     self.prog_ids = ids
-                    return
+                    if _wchan(self.proc.pid) == self.peer.wait_channel:
+                        return
                 if time.monotonic() > deadline:
                     raise PeerError(
-                        f"{self.peer.name} did not attach {len(self.peer.hooks)} probes within "
-                        f"{ATTACH_TIMEOUT_S:.0f} s: {self._output().strip()[-500:]}"
+                        f"{self.peer.name} did not attach {len(self.peer.hooks)} probes and "
+                        f"wait in {self.peer.wait_channel} within {ATTACH_TIMEOUT_S:.0f} s "
+                        f"(attached {len(ids)}, at {_where(self.proc.pid)}): "
+                        f"{self._output().strip()[-500:]}"
                     )
                 time.sleep(0.05)
         except BaseException:
@@ -295,14 +317,19 @@ class PeerProcess:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:
+                    proc.wait(timeout=SECOND_SIGINT_S)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                try:
                     proc.wait(timeout=STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
                     where = _where(proc.pid)
                     proc.kill()
                     proc.wait()
+                    waited = SECOND_SIGINT_S + STOP_TIMEOUT_S
                     raise PeerError(
-                        f"{self.peer.name} did not exit within {STOP_TIMEOUT_S:.0f} s of "
-                        f"SIGINT (killed; its threads were at: {where}); output: "
+                        f"{self.peer.name} did not exit within {waited:.0f} s "
+                        f"of two SIGINTs (killed; its threads were at: {where}); output: "
                         f"{self._output().strip()[-300:]!r}"
                     ) from None
         finally:
