@@ -54,8 +54,13 @@ fuzz: setup
 	FUZZTIME=$${FUZZTIME:-5m} scripts/test.sh fuzz
 	cd sidecar && HYPOTHESIS_PROFILE=long ../.venv/bin/python -m pytest -q tests -k 'property or fuzz'
 
+# The benchmarks `make bench` runs one after the other, each printing its
+# tables (numbers and commands in docs/overhead.md): add further bench/*.py
+# scripts here. BENCH_ARGS is passed to each (e.g. BENCH_ARGS=--quick).
+BENCH_SCRIPTS := bench/overhead.py
+
 bench: setup
-	.venv/bin/python bench/overhead.py
+	set -e; for script in $(BENCH_SCRIPTS); do .venv/bin/python $$script $(BENCH_ARGS); done
 
 # A flame graph of DURATION seconds (default 30) of the node, of one process
 # (PID=1234) or of one container (CONTAINER=<id or prefix>), from the sidecar

@@ -1,10 +1,12 @@
 """Overhead of the catalog's BPF programs: a benchmark that prints tables (no assertions).
 
 1. Per program: the cost each event on its hooks adds, next to the floor (an
-   empty program on the same hooks), measured on a C workload that fires the
-   hooks at a known rate. Three states, interleaved round by round: nothing
-   attached, the empty program, the real program; medians of per-round
-   differences against the nothing-attached run of the same round.
+   empty program on the same hooks) and next to its peers (BCC's tool and a
+   bpftrace program doing the same job, bench/peers.py), measured on a C
+   workload that fires the hooks at a known rate. The states, interleaved
+   round by round: nothing attached, the empty program, the real program,
+   each peer running; medians of per-round differences against the
+   nothing-attached run of the same round.
 2. Throughput of nginx under wrk on loopback with the default program set
    (collector-config/default.yaml) attached vs detached, interleaved, and in
    runs of their own the events per request on every hook (whole machine).
@@ -16,6 +18,7 @@ then switched on and off by detaching and re-attaching their tracepoints, so
 rounds are cheap and interleaving is fine-grained. Needs root.
 
     .venv/bin/python bench/overhead.py [--quick] [--programs cpu,syscalls] [--no-throughput]
+        [--no-peers]
 
 See docs/overhead.md for how to read the output.
 """
@@ -29,6 +32,7 @@ import dataclasses
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -39,10 +43,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import peers
 import workloads
 import yaml
+from peers import NoPeer, PeerError, PeerProcess
 from workloads import Workload
 
 from ebpf_sidecar.catalog import Catalog, CatalogError, Program
@@ -240,6 +246,16 @@ class Attachment:
             self.loaded = None
 
 
+class Switch(Protocol):
+    """A state of the interleaved rounds: something switched on for a run and off after."""
+
+    def on(self) -> None: ...
+
+    def off(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 # --- the kernel's own accounting of BPF run time ----------------------------------------
 
 # __NR_bpf; BPF_ENABLE_STATS (32) with BPF_STATS_RUN_TIME (0) returns an fd that
@@ -301,7 +317,37 @@ def body_run_time(
     return (ns1 - ns0) / (count1 - count0) if count1 > count0 else None
 
 
+def peer_body_run_time(
+    peer: PeerProcess, helper: Path, workload: Workload, ops: int
+) -> float | None:
+    """Mean ns per run of a peer's BPF programs during one workload run (bpftool prog)."""
+    with bpf_run_time_stats() as enabled:
+        peer.on()
+        try:
+            if not enabled:
+                workloads.run(helper, workload, ops)  # still the peer's warm-up
+                return None
+            ns0, count0 = peers.program_run_totals(peer.prog_ids)
+            workloads.run(helper, workload, ops)
+            ns1, count1 = peers.program_run_totals(peer.prog_ids)
+        finally:
+            peer.off()
+    return (ns1 - ns0) / (count1 - count0) if count1 > count0 else None
+
+
 # --- part 1: cost per event ------------------------------------------------------------
+
+
+@dataclass
+class PeerRow:
+    """A peer's added cost on the same workload, from the same interleaved rounds."""
+
+    name: str
+    hooks: tuple[str, ...] = ()
+    note: str = ""  # why there are no numbers
+    ns_op: float = 0.0  # added ns per operation (median over rounds)
+    mad_op: float = 0.0
+    body_ns: float | None = None  # mean run time of its BPF programs per run
 
 
 @dataclass
@@ -321,6 +367,7 @@ class Row:
     # Mean run time of the BPF functions themselves (kernel bpf_stats), ns per run.
     floor_body_ns: float | None = None
     program_body_ns: float | None = None
+    peers: list[PeerRow] = dataclasses.field(default_factory=list)
 
     @property
     def floor_per_event(self) -> float:
@@ -362,8 +409,16 @@ class Row:
 
 
 class Bench:
-    def __init__(self, settings: Settings, helper: Path, tmp: Path, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        helper: Path,
+        tmp: Path,
+        catalog: Catalog,
+        with_peers: bool = True,
+    ) -> None:
         self.settings = settings
+        self.with_peers = with_peers
         self.helper = helper
         self.tmp = tmp
         self.manager = ProgramManager(catalog)
@@ -414,7 +469,21 @@ class Bench:
             return row
         empty = synthetic(f"bench_empty_{program.name}", empty_source(hooks), hooks, self.tmp)
         empty_manager = self.synthetic_manager([empty])
-        states: dict[str, Attachment | None] = {"base": None}
+        states: dict[str, Switch | None] = {"base": None}
+        peer_rows: dict[str, PeerRow] = {}
+        if self.with_peers:
+            for peer in peers.peers_of(program.name):
+                if isinstance(peer, NoPeer):
+                    row.peers.append(PeerRow(peer.name, note=peer.reason))
+                    continue
+                peer_row = PeerRow(peer.name, peer.hooks)
+                row.peers.append(peer_row)
+                reason = peers.missing(peer)
+                if reason is not None:
+                    peer_row.note = reason
+                else:
+                    peer_rows[f"peer {peer.name}"] = peer_row
+                    states[f"peer {peer.name}"] = PeerProcess(peer)
         try:
             floor = Attachment(empty_manager, empty.name, {})
             states["empty"] = floor
@@ -429,20 +498,39 @@ class Bench:
             real.off()
             row.floor_body_ns = body_run_time(floor, self.helper, workload, ops)
             row.program_body_ns = body_run_time(real, self.helper, workload, ops)
+            for state, peer_row in peer_rows.items():
+                # Also the peer's warm-up, and whether it runs here at all.
+                process = states[state]
+                assert isinstance(process, PeerProcess)
+                try:
+                    peer_row.body_ns = peer_body_run_time(process, self.helper, workload, ops)
+                except PeerError as e:
+                    print(f"  {program.name}: {e}", file=sys.stderr)
+                    peer_row.note = f"failed: {str(e).splitlines()[0][:100]}"
+                    del states[state]
             times: dict[str, list[float]] = {s: [] for s in states}
             names = list(states)
             for r in range(self.settings.rounds * workload.rounds_factor):
                 # Rotate the order so no state always runs first or last in a round.
-                order = names[r % 3 :] + names[: r % 3]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for state in order:
+                    if state not in states:
+                        continue  # a peer that failed in an earlier round
                     attachment = states[state]
-                    if attachment is not None:
-                        attachment.on()
                     try:
-                        times[state].append(workloads.run(self.helper, workload, ops))
-                    finally:
                         if attachment is not None:
-                            attachment.off()
+                            attachment.on()
+                        try:
+                            elapsed = workloads.run(self.helper, workload, ops)
+                        finally:
+                            if attachment is not None:
+                                attachment.off()
+                    except PeerError as e:  # only a peer raises it: the others go on
+                        print(f"  {program.name}: {e}", file=sys.stderr)
+                        peer_rows[state].note = f"failed: {str(e).splitlines()[0][:100]}"
+                        del states[state]
+                        continue
+                    times[state].append(elapsed)
         finally:
             for a in states.values():
                 if a is not None:
@@ -457,6 +545,11 @@ class Bench:
         row.program_ns_op, row.program_mad_op = median_mad(
             [p - b for p, b in zip(times["program"], base, strict=True)]
         )
+        for state, peer_row in peer_rows.items():
+            if state in states:
+                peer_row.ns_op, peer_row.mad_op = median_mad(
+                    [p - b for p, b in zip(times[state], base, strict=True)]
+                )
         return row
 
 
@@ -538,6 +631,71 @@ def print_program_table(rows: Sequence[Row]) -> None:
     print("workloads (one op):")
     for w in workloads.WORKLOADS:
         print(f"  {w.name:<8} {w.op}")
+
+
+def _ns_event(ns_op: float, mad_op: float, row: Row) -> str:
+    """Added ns per event of the program's hooks, its spread, and the multiple of the floor."""
+    text = f"{ns_op / row.events_per_op:.0f} ±{mad_op / row.events_per_op:.0f}"
+    # A multiple of an unresolved floor would be noise: left out.
+    if row.floor_ns_op > 2 * row.floor_mad_op:
+        text += f" ({ns_op / row.floor_ns_op:.2f}x)"
+    if ns_op <= 2 * mad_op:
+        text += " ?"
+    return text
+
+
+def print_peer_table(rows: Sequence[Row]) -> None:
+    """Each program next to its floor and its peers, from the same interleaved rounds."""
+    header = (
+        f"{'program':<9} {'hooks':<26} {'ev/op':>5} {'floor ns/ev':>13} "
+        f"{'ours ns/ev (xfloor)':>21} {'peer':<29} {'peer ns/ev (xfloor)':>21} "
+        f"{'body ns floor/ours/peer':>23}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        hooks = ",".join(short_hook(h) for h in row.hooks)
+        if len(hooks) > 26:
+            hooks = hooks[:23] + "..."
+        if row.note:
+            print(f"{row.program:<9} {hooks:<26} n/a: {row.note}")
+            continue
+        floor = f"{row.floor_per_event:.0f} ±{row.floor_mad_op / row.events_per_op:.0f}"
+        if row.floor_ns_op <= 2 * row.floor_mad_op:
+            floor += " ?"
+        ours = _ns_event(row.program_ns_op, row.program_mad_op, row)
+        for peer in row.peers or [PeerRow("-", note="peers not run (--no-peers)")]:
+            start = f"{row.program:<9} {hooks:<26} {row.events_per_op:>5.2f} {floor:>13} {ours:>21}"
+            if peer.note:
+                print(f"{start} {peer.name:<29} n/a: {peer.note}")
+                continue
+            body = "/".join(
+                "-" if b is None else f"{b:.0f}"
+                for b in (row.floor_body_ns, row.program_body_ns, peer.body_ns)
+            )
+            print(
+                f"{start} {peer.name:<29} {_ns_event(peer.ns_op, peer.mad_op, row):>21} {body:>23}"
+            )
+    print()
+    print(
+        "ns/ev: added ns per event on the PROGRAM's hooks (ev/op of them per operation), for\n"
+        "the floor, ours and the peer alike: the same operations, the same denominator, so\n"
+        "xfloor compares the peer with the empty program on our hooks (a peer on classic\n"
+        "tracepoints pays their larger floor). ± spread of the per-round differences;\n"
+        "? = within 2x its spread (no xfloor when the floor is). body ns: mean run time\n"
+        "per run of the BPF functions (kernel bpf_stats), without the hook's dispatch."
+    )
+    print()
+    print("peers (bench/peers.py; BCC tools and bpftrace from bench/setup.sh):")
+    names = list(dict.fromkeys(row.program.split()[0] for row in rows))
+    for name in names:
+        for entry in peers.peers_of(name):
+            if isinstance(entry, NoPeer):
+                print(f"  {name}: {entry.name}: n/a, {entry.reason}")
+            else:
+                print(f"  {name}: {entry.name}: {entry.job}")
+                print(f"      {shlex.join(entry.command)}")
+                print(f"      on {', '.join(entry.hooks)}")
 
 
 # --- part 2: nginx throughput -----------------------------------------------------------
@@ -1038,7 +1196,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated programs for the per-event table (default: all), each "
         "optionally with parameters: runqlat:per_cgroup=true or tcp:per_peer=false;rtt=true",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds per program (default: the preset's); more on a busy machine",
+    )
     p.add_argument("--no-throughput", action="store_true", help="skip the nginx/wrk part")
+    p.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="do not run the peers (BCC tools, bpftrace) in the per-event rounds",
+    )
     p.add_argument(
         "--config",
         type=Path,
@@ -1056,6 +1224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     settings = QUICK if args.quick else FULL
+    if args.rounds:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     # nginx, wrk and gcc: installed when missing (idempotent, quiet otherwise).
     subprocess.run([str(workloads.BENCH / "setup.sh")], check=True)
     catalog, problems = load_catalog()
@@ -1073,12 +1243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     started = time.monotonic()
-    print(f"# bench/overhead.py{' --quick' if args.quick else ''}: {machine()}")
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# bench/overhead.py {shown}: {machine()}".replace("  ", " "))
     print()
     with tempfile.TemporaryDirectory(prefix="ovhbench-") as tmpdir:
         tmp = Path(tmpdir)
         helper = workloads.build_helper(tmp)
-        bench = Bench(settings, helper, tmp / "generated", catalog)
+        bench = Bench(settings, helper, tmp / "generated", catalog, not args.no_peers)
         rows: list[Row] = []
         with workloads.loop_device() as (device, dev):
             by_name = {w.name: w for w in workloads.WORKLOADS}
@@ -1093,9 +1264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     field_filter=(("sport", port), ("dport", port)),
                 ),
             }
+            peer_states = "" if args.no_peers else ", each peer"
             print(
                 f"## Cost per event: {settings.rounds} interleaved rounds of "
-                f"~{settings.run_seconds} s runs per state (nothing, empty program, program)"
+                f"~{settings.run_seconds} s runs per state (nothing, empty program, "
+                f"program{peer_states})"
             )
             print()
             for name, parameters in wanted:
@@ -1115,6 +1288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows.append(Row(program.name, w.name, program.hooks, note=f"failed: {first}"))
         print_program_table(rows)
         print()
+        if not args.no_peers:
+            print("## Against the peers: the same job on the same workload, same rounds")
+            print()
+            print_peer_table(rows)
+            print()
         if not args.no_throughput:
             print("## Throughput: nginx + wrk with the default program set on vs off")
             print()

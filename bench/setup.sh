@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # Installs what bench/overhead.py needs beyond `make setup`: nginx and wrk for
-# the throughput comparison, gcc for the small C workload helpers it builds.
+# the throughput comparison, gcc for the small C workload helpers it builds,
+# and the peers the per-event table compares each program with: BCC's tools
+# (bpfcc-tools) and bpftrace, at the versions pinned in scripts/versions.sh.
 # Idempotent: quick and silent when everything is there.
 set -euo pipefail
 
-PACKAGES=(nginx wrk gcc libc6-dev)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/versions.sh
+. "$ROOT/scripts/versions.sh"
+
+# name or name=version (installed when missing or at another version)
+PACKAGES=(nginx wrk gcc libc6-dev
+  "bpfcc-tools=$BPFCC_TOOLS_DEB_VERSION" "bpftrace=$BPFTRACE_DEB_VERSION")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  name=${p%%=*}
+  want=${p#*=}
+  have=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
+  case $have in
+    "install ok installed "*) [ "$p" = "$name" ] || [ "${have##* }" = "$want" ] || missing+=("$p") ;;
+    *) missing+=("$p") ;;
+  esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
   printf '[bench-setup] installing Debian packages: %s\n' "${missing[*]}" >&2

@@ -23,8 +23,10 @@ from ebpf_sidecar import kernel
 
 BENCH = Path(__file__).resolve().parent
 HELPER_SOURCE = BENCH / "ovhbench.c"
-# The helper's comm; the counting program compares it byte by byte.
-HELPER_COMM = "ovhbench"
+# The helper's comm; the counting program compares it byte by byte. Unique to
+# this bench process (15 characters at most), so a helper of another bench run
+# on the same machine is not counted as this one's.
+HELPER_COMM = f"ovhbench{os.getpid() % 10**7}"
 
 
 @dataclass(frozen=True)

@@ -21,3 +21,8 @@ HELM_VERSION=v3.22.0
 # the sidecar's flame graph command writes pprof files with the Python code
 # scripts/gen-proto.sh generates from it, for `go tool pprof -http`.
 PPROF_VERSION=v0.0.0-20260906184651-6331bc6350fe
+# The peers bench/overhead.py compares the catalog with (bench/setup.sh only):
+# BCC's own tools at the version of the python3-bpfcc the sidecar uses, and
+# bpftrace; both Debian bookworm's.
+BPFCC_TOOLS_DEB_VERSION=0.26.0+ds-1
+BPFTRACE_DEB_VERSION=0.17.0-1
