@@ -223,7 +223,10 @@ def main() -> None:
     ap.add_argument("--snapshots", type=int, default=5, help="snapshots before steady state")
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache first")
     ap.add_argument("--log-dir", type=Path, help="keep the sidecars' logs here")
+    ap.add_argument("--quick", action="store_true", help="one start per checkout")
     args = ap.parse_args()
+    if args.quick:
+        args.runs = 1
     programs = chart_programs()
     checkouts = [("baseline", args.baseline.resolve())] if args.baseline else []
     checkouts.append(("this", REPO))

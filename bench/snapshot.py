@@ -266,7 +266,10 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cgroups", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="10 k and 100 k entries, one read")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.reads = "10000,100000", 1
     if args.child is not None:
         result = child(
             args.child, args.capacity, args.reads, args.out, args.changed / 100, args.cgroups
