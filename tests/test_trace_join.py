@@ -45,6 +45,7 @@ from test_accuracy_block import (
 )
 from test_accuracy_tcp import LOSS_PERCENT, SNAPSHOT_WAIT, netns
 
+from bpf_helpers import programs_held_by
 from conftest import KubeletContainer, Process, free_port, start_collector, wait_for
 
 APP = Path(__file__).with_name("trace_join_app.py")
@@ -143,21 +144,17 @@ def total(points: list[Point], metric: str, **attrs: str) -> float:
     return sum(p.value for p in points if p.metric == metric and attrs.items() <= p.attrs.items())
 
 
-def tcp_tracepoint_misses() -> int:
-    """Runs the kernel skipped of the tcp programs (BCC names them tracepoint__tcp…).
+def tcp_program_misses(sidecar_pid: int) -> int:
+    """Runs the kernel skipped of the sidecar's tcp programs (raw tracepoints tcp_*).
 
-    A classic tracepoint's BPF program does not run when another BPF program
-    is running on the same CPU (bpf_prog_active); bpftool shows how often.
+    A raw tracepoint's BPF program is skipped only when the same program is
+    already running on that CPU (a classic tracepoint's was skipped whenever
+    any BPF program ran there); bpftool shows how often.
     """
-    progs = json.loads(
-        subprocess.run(
-            ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
-        ).stdout
-    )
     return sum(
         int(p.get("recursion_misses", 0))
-        for p in progs
-        if str(p.get("name", "")).startswith("tracepoint__tcp")
+        for p in programs_held_by(sidecar_pid)
+        if p["hook"].startswith("tcp_")
     )
 
 
@@ -208,7 +205,7 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
     kubelet_containers: Callable[[], KubeletContainer],
     tmp_path: Path,
 ) -> None:
-    _, sock = sidecar
+    sidecar_process, sock = sidecar
     container = kubelet_containers()
     traces_file, metrics_file = tmp_path / "traces.jsonl", tmp_path / "metrics.jsonl"
     otlp_port = free_port()
@@ -247,13 +244,13 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
             assert hear(app) == "connected"
             disk0 = idle_diskstats(name)
             snmp0, netstat0 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
-            misses0 = tcp_tracepoint_misses()
+            misses0 = tcp_program_misses(sidecar_process.proc.pid)
             ns.loss(LOSS_PERCENT, ADDR)
             tell(app, "go")
             assert hear(app) == "done"
             ns.no_loss()
             snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
-            misses = tcp_tracepoint_misses() - misses0
+            misses = tcp_program_misses(sidecar_process.proc.pid) - misses0
             disk1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
             assert disk1["in_flight"] == 0, disk1
             tell(app, "close")
@@ -341,7 +338,7 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
     # stack counted in RetransSegs and failed to send. Both ends are the app's.
     assert retrans_kernel > 0, "the nftables loss rule caused no retransmits"
     # Nor does the program see a retransmit whose tracepoint fired while
-    # another BPF program ran on that CPU (a softirq interrupting it): the
+    # the same program ran on that CPU (a softirq interrupting it): the
     # kernel skips the nested run and counts it in the program's
     # recursion_misses, which bound the difference here.
     assert retrans_kernel - retrans_failed - misses <= retrans <= retrans_kernel, (

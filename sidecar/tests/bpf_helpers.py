@@ -36,6 +36,27 @@ def prog_ids_held_by(pid: int) -> set[int]:
     return _prog_ids_in(list(Path(f"/proc/{pid}/fdinfo").iterdir()))
 
 
+def programs_held_by(pid: int) -> list[dict[str, Any]]:
+    """bpftool's records (name, type, recursion_misses, ...) of the programs a process holds.
+
+    ``recursion_misses`` (absent when 0) counts the runs the kernel skipped
+    because the program could not run there: for a classic tracepoint, any
+    BPF tracing program already running on that CPU; for a raw tracepoint,
+    the same program. ``hook`` is added: the name without BCC's
+    ``raw_tracepoint__`` prefix, which bpftool shows for some names and not
+    for others (it shows the BTF name when the kernel's 15 characters are a
+    prefix of it).
+    """
+    ids = prog_ids_held_by(pid)
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    progs = [p for p in json.loads(out) if int(p["id"]) in ids]
+    for p in progs:
+        p["hook"] = str(p.get("name", "")).removeprefix("raw_tracepoint__")
+    return progs
+
+
 def wait_unloaded(ids: set[int], timeout: float = 5.0) -> set[int]:
     """The ids still loaded after up to ``timeout`` s.
 
