@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,38 @@ def programs_held_by(pid: int) -> list[dict[str, Any]]:
     for p in progs:
         p["hook"] = str(p.get("name", "")).removeprefix("raw_tracepoint__")
     return progs
+
+
+@contextlib.contextmanager
+def map_reads_running() -> Iterator[Callable[[], int]]:
+    """bpf() map lookups in a loop on another thread for as long as the block runs.
+
+    The kernel does each lookup with the CPU's bpf_prog_active held
+    (bpf_disable_instrumentation), as it does the sidecar's own reads of its
+    maps every collection interval: a classic tracepoint's program that
+    fires in an interrupt meanwhile is skipped (counted in its
+    recursion_misses). Yields a function that tells how many lookups ran.
+    """
+    from ebpf_sidecar import pins
+
+    fd = pins.create_array(8, 1)
+    stop = threading.Event()
+    done = [0]
+
+    def lookups() -> None:
+        while not stop.is_set():
+            for _ in range(1000):
+                pins._lookup(fd, 0, 8)
+            done[0] += 1000
+
+    thread = threading.Thread(target=lookups, daemon=True)
+    thread.start()
+    try:
+        yield lambda: done[0]
+    finally:
+        stop.set()
+        thread.join()
+        os.close(fd)
 
 
 def wait_unloaded(ids: set[int], timeout: float = 5.0) -> set[int]:
