@@ -241,17 +241,6 @@ def assert_exact(kernel: dict[str, int], ebpf: dict[str, int], total: int) -> No
         )
 
 
-def block_program_misses(sidecar_pid: int) -> dict[str, int]:
-    """recursion_misses of the sidecar's block programs, by hook."""
-    from bpf_helpers import programs_held_by  # conftest puts it on the path
-
-    return {
-        p["hook"]: int(p.get("recursion_misses", 0))
-        for p in programs_held_by(sidecar_pid)
-        if p["hook"].startswith("block_")
-    }
-
-
 def test_completions_are_not_skipped_while_bpf_is_busy(
     sidecar: tuple[Process, Path], loop_device: str, tmp_path: Path
 ) -> None:
@@ -267,16 +256,16 @@ def test_completions_are_not_skipped_while_bpf_is_busy(
     of their runs is skipped, and the counts stay exact. (With the classic
     tracepoints this test fails: block_rq_complete skipped 1 and 2 runs in
     two runs of it.)"""
-    from bpf_helpers import map_reads_running  # conftest puts it on the path
+    from bpf_helpers import map_reads_running, recursion_misses  # conftest puts them on the path
 
     process, sock = sidecar
     with (
         block_pipeline(sock, loop_device, tmp_path, "cpu") as (port, col),
         map_reads_running() as lookups,
     ):
-        misses0 = block_program_misses(process.proc.pid)
+        misses0 = recursion_misses(process.proc.pid, "block_")
         kernel, ebpf, total = measured_direct_io(port, loop_device, rounds=4)
-        misses = block_program_misses(process.proc.pid)
+        misses = recursion_misses(process.proc.pid, "block_")
         print(f"{lookups()} map lookups meanwhile")
     assert col.proc.returncode == 0, col.output()
     print(f"block programs' recursion_misses: before {misses0}, after {misses}")

@@ -45,7 +45,7 @@ from test_accuracy_block import (
 )
 from test_accuracy_tcp import LOSS_PERCENT, SNAPSHOT_WAIT, netns
 
-from bpf_helpers import programs_held_by
+from bpf_helpers import recursion_misses
 from conftest import KubeletContainer, Process, free_port, start_collector, wait_for
 
 APP = Path(__file__).with_name("trace_join_app.py")
@@ -144,20 +144,6 @@ def total(points: list[Point], metric: str, **attrs: str) -> float:
     return sum(p.value for p in points if p.metric == metric and attrs.items() <= p.attrs.items())
 
 
-def tcp_program_misses(sidecar_pid: int) -> int:
-    """Runs the kernel skipped of the sidecar's tcp programs (raw tracepoints tcp_*).
-
-    A raw tracepoint's BPF program is skipped only when the same program is
-    already running on that CPU (a classic tracepoint's was skipped whenever
-    any BPF program ran there); bpftool shows how often.
-    """
-    return sum(
-        int(p.get("recursion_misses", 0))
-        for p in programs_held_by(sidecar_pid)
-        if p["hook"].startswith("tcp_")
-    )
-
-
 def collector_config(sock: Path, otlp_port: int, traces: Path, metrics: Path) -> Json:
     return {
         "receivers": {
@@ -244,13 +230,13 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
             assert hear(app) == "connected"
             disk0 = idle_diskstats(name)
             snmp0, netstat0 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
-            misses0 = tcp_program_misses(sidecar_process.proc.pid)
+            misses0 = sum(recursion_misses(sidecar_process.proc.pid, "tcp_").values())
             ns.loss(LOSS_PERCENT, ADDR)
             tell(app, "go")
             assert hear(app) == "done"
             ns.no_loss()
             snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
-            misses = tcp_program_misses(sidecar_process.proc.pid) - misses0
+            misses = sum(recursion_misses(sidecar_process.proc.pid, "tcp_").values()) - misses0
             disk1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
             assert disk1["in_flight"] == 0, disk1
             tell(app, "close")

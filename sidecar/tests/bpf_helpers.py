@@ -61,6 +61,15 @@ def programs_held_by(pid: int) -> list[dict[str, Any]]:
     return progs
 
 
+def recursion_misses(pid: int, prefix: str) -> dict[str, int]:
+    """recursion_misses of the programs a process holds whose hook starts with ``prefix``."""
+    return {
+        p["hook"]: int(p.get("recursion_misses", 0))
+        for p in programs_held_by(pid)
+        if p["hook"].startswith(prefix)
+    }
+
+
 @contextlib.contextmanager
 def map_reads_running() -> Iterator[Callable[[], int]]:
     """bpf() map lookups in a loop on another thread for as long as the block runs.
