@@ -155,9 +155,10 @@ def total(points: list[Point], metric: str, **attrs: str) -> float:
 def tcp_recursion_misses(telemetry_port: int) -> float:
     """Runs the kernel skipped of this receiver's tcp programs, at the latest snapshot.
 
-    A classic tracepoint's BPF program does not run when another BPF program
-    is running on the same CPU (bpf_prog_active); the kernel counts them in
-    the program's recursion_misses, which the receiver's self-metric carries.
+    The tcp program's hooks are raw tracepoints, skipped only when the same
+    program is already running on that CPU (a retransmit from the timer
+    softirq interrupting it); the kernel counts such runs in the program's
+    recursion_misses, which the receiver's self-metric carries.
     """
     return (
         value(

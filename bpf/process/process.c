@@ -19,7 +19,7 @@
 // the exit code read from task_struct.exit_code (its offset from the running
 // kernel's BTF): the low 7 bits are the signal that killed it, bit 7 says a
 // core was dumped, bits 8-15 are the exit status. Normal exits (code 0) send
-// nothing. Who sent the signal: signal:signal_generate, in the sender's
+// nothing. Who sent the signal: the raw tracepoint signal_generate, in the sender's
 // context, keeps the latest signal generated for each process (its pid,
 // signal, sender) in last_signal; the exit event carries the sender when
 // that signal is the one it died of and a process sent it (not the kernel:
@@ -69,23 +69,47 @@ BPF_ARRAY(exit_events_dropped, u64, 1);
 
 // A signal generated for a process (group) or one of its threads, in the
 // sender's context; result 0 is TRACE_SIGNAL_DELIVERED. SIGCHLD never kills.
-TRACEPOINT_PROBE(signal, signal_generate) {
-    if (args->result != 0 || args->sig == 17)
+// A raw tracepoint: signals are also generated in interrupt context (POSIX
+// timers, itimers, SIGIO), where the kernel skips a classic tracepoint's
+// program whenever the CPU's bpf_prog_active is held (another BPF program
+// running, a bpf() map syscall); a raw one is skipped only when the same
+// program is running. Its arguments are the tracepoint's prototype, so the
+// classic fields are computed as there (TP_STORE_SIGINFO): code is SI_USER
+// for SEND_SIG_NOINFO (info 0), SI_KERNEL for SEND_SIG_PRIV (info 1), else
+// info->si_code; pid is task->pid. Offsets from the running kernel's BTF;
+// without them there are no exit events (above), so no signal is kept.
+#if defined(BTF_OFFSET_TASK_STRUCT_PID) && defined(BTF_OFFSET_KERNEL_SIGINFO_SI_CODE)
+#define SIGINFO_SI_USER 0    // SI_USER
+#define SIGINFO_SI_KERNEL 0x80  // SI_KERNEL
+// args: int sig, struct kernel_siginfo *info, struct task_struct *task,
+// int group, int result
+RAW_TRACEPOINT_PROBE(signal_generate) {
+    int sig = (int)ctx->args[0];
+    const void *info = (const void *)ctx->args[1];
+    const void *task = (const void *)ctx->args[2];
+    if ((int)ctx->args[4] != 0 || sig == 17)
         return 0;
+    int code = SIGINFO_SI_USER;
+    if ((unsigned long)info == 1)
+        code = SIGINFO_SI_KERNEL;
+    else if (info)
+        bpf_probe_read_kernel(&code, sizeof(code), info + BTF_OFFSET_KERNEL_SIGINFO_SI_CODE);
     struct signal_sent s = {};
-    s.sig = args->sig;
+    s.sig = sig;
     // Sent by a process (kill, tkill, sigqueue: si_code SI_USER 0 or
     // negative) names the sender; one the kernel raised (a fault's
     // SEGV_*, the OOM killer's SI_KERNEL: positive) has none, whatever
     // task happened to run.
-    if (args->code <= 0) {
+    if (code <= 0) {
         s.sender_pid = bpf_get_current_pid_tgid() >> 32;
         bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
     }
-    u32 pid = args->pid;
+    u32 pid = 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), task + BTF_OFFSET_TASK_STRUCT_PID);
     last_signal.update(&pid, &s);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(task, task_newtask) {
     if (args->clone_flags & THREAD_FLAG)

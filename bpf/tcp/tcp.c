@@ -1,7 +1,20 @@
 // tcp: retransmitted segments per peer, a histogram of smoothed RTT
 // samples, and resets sent and received, each by the container and pod of
-// the socket's owner. Tracepoints only (tcp:*): their fields come from
-// tracefs at run time.
+// the socket's owner, from the raw tracepoints tcp_retransmit_skb,
+// tcp_send_reset, tcp_receive_reset and (parameter rtt) tcp_probe.
+//
+// Raw tracepoints, not the classic tcp:* ones: retransmits fire from the
+// retransmission timer in softirq context, and the kernel skips a classic
+// tracepoint's BPF program whenever any other BPF tracing program is running
+// on that CPU (the per-CPU bpf_prog_active check of trace_call_bpf, counted
+// in the program's recursion_misses), so a retransmit that interrupted, say,
+// a sched_switch program was lost. A raw tracepoint's program is skipped only
+// when the same program is already running on that CPU. Its arguments are
+// the tracepoint's prototype (the socket, the skb), so what the classic
+// tracepoint computed from them (include/trace/events/tcp.h) is read here
+// at offsets from the running kernel's BTF (btf_offsets in the manifest):
+// the family, the peer's address and port (sk_family, sk_daddr or
+// sk_v6_daddr, sk_dport) and tcp_sk(sk)->srtt_us.
 //
 // Whose socket: retransmits fire from timers and softirqs, where the current
 // task is unrelated, so the cgroup is the socket's own: the cgroup v2 the
@@ -33,18 +46,28 @@
 #define RTT_MAX_LOG2 30
 #define RTT_SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, RTT_MIN_LOG2, RTT_MAX_LOG2)
 
-// tcp_send_reset's format (Linux 6.10+) has a field of type enum sk_rst_reason,
-// which BCC copies into the args struct it generates; headers older than the
-// running kernel do not declare it. The field is not read here, only its
-// 4-byte size matters, so a placeholder declaration completes the type.
-enum sk_rst_reason { SK_RST_REASON_PLACEHOLDER_FOR_BCC };
+#if !defined(BTF_OFFSET_SOCK___SK_COMMON) || !defined(BTF_OFFSET_SOCK_COMMON_SKC_FAMILY) || \
+    !defined(BTF_OFFSET_SOCK_COMMON_SKC_DADDR) || !defined(BTF_OFFSET_SOCK_COMMON_SKC_DPORT) || \
+    !defined(BTF_OFFSET_SOCK_COMMON_SKC_V6_DADDR) || !defined(BTF_OFFSET_TCP_SOCK_SRTT_US)
+#error "tcp reads struct sock at offsets from the kernel's BTF (/sys/kernel/btf/vmlinux), which this kernel does not have"
+#endif
+#define SK_COMMON(member) (BTF_OFFSET_SOCK___SK_COMMON + BTF_OFFSET_SOCK_COMMON_##member)
+
+// ntohs() of a port read from the socket (network byte order).
+static __always_inline u16 port_from_net(u16 port) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap16(port);
+#else
+    return port;
+#endif
+}
 
 #define FAMILY_INET 2
 #define FAMILY_INET6 10
 
 // The peer as the kernel sees it from this host: its address (IPv4 stored
 // IPv4-mapped, ::ffff:a.b.c.d, so one key serves both families) and its port
-// in host byte order (the tracepoint already converted it).
+// in host byte order (as the classic tracepoint's dport, ntohs(inet_dport)).
 struct peer_key {
     u64 cgroup_id;
 #if PER_PEER
@@ -120,34 +143,40 @@ static __always_inline u64 retransmitted_segments(const void *skb) {
 // attempts too (err != 0), e.g. -EBUSY while the original copy is still in a
 // host queue; only err == 0 means a segment went out again, so only those count
 // (RetransSegs in /proc/net/snmp also skips the early -EBUSY/-ENOMEM exits).
-TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
+// args: const struct sock *sk, const struct sk_buff *skb, int err (the
+// prototype gained err with the format's err field, whence the #ifdef)
+RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) {
+    const void *sk = (const void *)ctx->args[0];
+    const void *skb = (const void *)ctx->args[1];
 #ifdef TP_TCP_RETRANSMIT_SKB_HAS_ERR // defined by the sidecar when tracefs has the field
-    if (args->err != 0)
+    if ((int)ctx->args[2] != 0)
         return 0;
 #endif
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), sk + SK_COMMON(SKC_FAMILY));
+    if (family != FAMILY_INET && family != FAMILY_INET6)
+        return 0;
     struct peer_key key = {};
-    key.cgroup_id = sock_cgroup_id(args->skaddr);
+    key.cgroup_id = sock_cgroup_id(sk);
 #if PER_PEER
-    if (args->family == FAMILY_INET) {
+    if (family == FAMILY_INET) {
         key.addr[10] = 0xff;
         key.addr[11] = 0xff;
-        __builtin_memcpy(&key.addr[12], args->daddr, 4);
-    } else if (args->family == FAMILY_INET6) {
-        __builtin_memcpy(key.addr, args->daddr_v6, 16);
+        bpf_probe_read_kernel(&key.addr[12], 4, sk + SK_COMMON(SKC_DADDR));
     } else {
-        return 0;
+        bpf_probe_read_kernel(key.addr, 16, sk + SK_COMMON(SKC_V6_DADDR));
     }
-    key.port = args->dport;
+    u16 dport = 0;
+    bpf_probe_read_kernel(&dport, sizeof(dport), sk + SK_COMMON(SKC_DPORT));
+    key.port = port_from_net(dport);
     u64 zero = 0;
     u64 *count = retransmits.lookup_or_try_init(&key, &zero);
 #else
-    if (args->family != FAMILY_INET && args->family != FAMILY_INET6)
-        return 0;
     u64 zero = 0;
     u64 *count = retransmits_by_cgroup.lookup_or_try_init(&key, &zero);
 #endif
     if (count)
-        *count += retransmitted_segments(args->skbaddr);
+        *count += retransmitted_segments(skb);
     else
         count_dropped(retransmits_dropped.lookup(DROPPED_KEY));
     return 0;
@@ -158,14 +187,17 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
 // smoothed RTT in microseconds (srtt_us >> 3). 0 means no RTT sample yet.
 // Opt-in (parameter rtt): on a busy server it fires ~4 times per request,
 // the only hook of this program that runs on the data path.
-TRACEPOINT_PROBE(tcp, tcp_probe) {
-    u64 srtt = args->srtt;
+// args: struct sock *sk, const struct sk_buff *skb
+RAW_TRACEPOINT_PROBE(tcp_probe) {
+    const void *sk = (const void *)ctx->args[0];
+    u32 srtt_us = 0;
+    // tcp_sk(sk)->srtt_us: struct tcp_sock starts with the struct sock
+    bpf_probe_read_kernel(&srtt_us, sizeof(srtt_us), sk + BTF_OFFSET_TCP_SOCK_SRTT_US);
+    u64 srtt = srtt_us >> 3;
     if (srtt == 0)
         return 0;
     struct rtt_key key = {};
-#ifdef TP_TCP_PROBE_HAS_SKADDR // the socket came with the tracepoint in Linux 6.x
-    key.cgroup_id = sock_cgroup_id(args->skaddr);
-#endif
+    key.cgroup_id = sock_cgroup_id(sk);
     key.slot = latency_slot(srtt, HISTOGRAM_SCALE, RTT_MIN_LOG2, RTT_MAX_LOG2);
     struct rtt_value zero = {};
     struct rtt_value *v = rtt.lookup_or_try_init(&key, &zero);
@@ -191,12 +223,15 @@ static __always_inline void count_reset(const void *sk, u32 direction) {
         count_dropped(resets_dropped.lookup(DROPPED_KEY));
 }
 
-TRACEPOINT_PROBE(tcp, tcp_send_reset) {
-    count_reset(args->skaddr, 0);
+// args: const struct sock *sk (NULL for a reset sent for no socket),
+// const struct sk_buff *skb, enum sk_rst_reason reason
+RAW_TRACEPOINT_PROBE(tcp_send_reset) {
+    count_reset((const void *)ctx->args[0], 0);
     return 0;
 }
 
-TRACEPOINT_PROBE(tcp, tcp_receive_reset) {
-    count_reset(args->skaddr, 1);
+// args: struct sock *sk
+RAW_TRACEPOINT_PROBE(tcp_receive_reset) {
+    count_reset((const void *)ctx->args[0], 1);
     return 0;
 }

@@ -90,11 +90,18 @@ def test_tracepoint_fields_become_defines() -> None:
     from ebpf_sidecar import kernel
 
     flags = kernel.tracepoint_defines(
-        ["tracepoint:sched:sched_switch", "raw_tracepoint:sys_enter", "tracepoint:nope:missing"]
+        [
+            "tracepoint:sched:sched_switch",
+            "raw_tracepoint:tcp_retransmit_skb",
+            "raw_tracepoint:no_such_event",
+            "tracepoint:nope:missing",
+        ]
     )
     assert "-DTP_SCHED_SWITCH_HAS_PREV_STATE=1" in flags
     assert "-DTP_SCHED_SWITCH_HAS_NEXT_PID=1" in flags
-    assert not any("COMMON" in f or "NOPE" in f or "SYS_ENTER" in f for f in flags)
+    # a raw tracepoint gets the fields of the classic event of its name (tcp:tcp_retransmit_skb)
+    assert "-DTP_TCP_RETRANSMIT_SKB_HAS_SKADDR=1" in flags
+    assert not any("COMMON" in f or "NOPE" in f or "NO_SUCH_EVENT" in f for f in flags)
 
 
 def test_exclusive_instances_are_never_shared(programs: ProgramManager) -> None:
@@ -170,6 +177,31 @@ def test_btf_offsets_come_from_the_running_kernel() -> None:
     assert kernel.btf_member_offset("pt_regs", "orig_ax") == 120
     assert kernel.btf_member_offset("pt_regs", "no_such_member") is None
     assert kernel.btf_defines(["pt_regs.orig_ax"]) == ["-DBTF_OFFSET_PT_REGS_ORIG_AX=120"]
+
+
+def test_btf_offsets_reach_into_anonymous_members() -> None:
+    from ebpf_sidecar import kernel
+
+    # struct sock_common { union { __addrpair skc_addrpair; struct { __be32 skc_daddr;
+    # __be32 skc_rcv_saddr; }; }; union { skc_hash ... }; union { __portpair
+    # skc_portpair; struct { __be16 skc_dport; __u16 skc_num; }; }; ...}: the
+    # layout bpf/tcp reads the peer with, fixed by the kernel (inet_hashtables.h
+    # compares the pairs as one word).
+    assert kernel.btf_member_offset("sock_common", "skc_daddr") == 0
+    assert kernel.btf_member_offset("sock_common", "skc_rcv_saddr") == 4
+    assert kernel.btf_member_offset("sock_common", "skc_dport") == 12
+    assert kernel.btf_member_offset("sock_common", "skc_num") == 14
+
+
+def test_btf_enums_come_from_the_running_kernel() -> None:
+    from ebpf_sidecar import kernel
+
+    # enum req_op has been stable since the ops got their own field (Linux 4.10)
+    assert kernel.btf_enum_value("REQ_OP_READ") == 0
+    assert kernel.btf_enum_value("REQ_OP_WRITE") == 1
+    assert kernel.btf_enum_value("REQ_OP_NO_SUCH_OP") is None
+    flags = kernel.btf_defines([], ["REQ_OP_WRITE", "REQ_OP_NO_SUCH_OP"])
+    assert flags == ["-DBTF_ENUM_REQ_OP_WRITE=1"]
 
 
 # A program of a --programs-dir folder that uses the catalog's shared header:

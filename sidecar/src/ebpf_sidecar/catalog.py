@@ -402,6 +402,9 @@ class Program:
     # "struct.member" offsets the program needs, read from the running
     # kernel's BTF and passed as -DBTF_OFFSET_<STRUCT>_<MEMBER>=<bytes>.
     btf_offsets: tuple[str, ...] = ()
+    # enumerators (e.g. __REQ_FUA) whose values it needs from the running
+    # kernel's BTF, passed as -DBTF_ENUM_<NAME>=<value>.
+    btf_enums: tuple[str, ...] = ()
     # the kinds of events it sends, by event name (e.g. ebpf.oom.kill)
     events: Mapping[str, EventSpec] = field(default_factory=dict)
     profile: ProfileSpec | None = None

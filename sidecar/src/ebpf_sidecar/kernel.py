@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,59 +103,158 @@ def tracepoint_defines(hooks: list[str]) -> list[str]:
 
     Tracepoint formats change between kernels (tcp_retransmit_skb gained
     ``err`` in 6.x); a program can test ``#ifdef TP_<EVENT>_HAS_<FIELD>``
-    instead of failing to compile where a field is missing.
+    instead of failing to compile where a field is missing. A raw tracepoint
+    gets the fields of the classic event of the same name (found in any
+    category): its arguments are that event's prototype, which gains an
+    argument in the same kernel release as the field it fills.
     """
     flags = []
     for hook in hooks:
         kind, _, rest = hook.partition(":")
-        if kind != "tracepoint":
+        if kind == "tracepoint":
+            category, _, event = rest.partition(":")
+        elif kind == "raw_tracepoint":
+            event = rest
+            found = sorted(tracefs().glob(f"events/*/{event}/format"))
+            if len(found) != 1:
+                continue  # no classic event of that name, or an ambiguous one
+            category = found[0].parent.parent.name
+        else:
             continue
-        category, _, event = rest.partition(":")
         for field in tracepoint_fields(category, event):
             flags.append(f"-DTP_{event.upper()}_HAS_{field.upper()}=1")
     return flags
 
 
-@functools.cache
-def btf_member_offset(struct: str, member: str) -> int | None:
-    """Byte offset of ``struct.member`` in the running kernel's BTF, or None.
+_BTF_TYPE = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'")
+_BTF_MEMBER = re.compile(r"^\t'([^']*)' type_id=(\d+) bits_offset=(\d+)")
+_BTF_ENUMERATOR = re.compile(r"^\t'([^']*)' val=(-?\d+)")
 
-    Programs never trust the offsets of the headers BCC compiles against
-    (they may be another kernel's); the offsets they need come from here.
+# members of a struct or union: (name, type id, bit offset); "(anon)" for an
+# anonymous struct or union member, whose own members are reached through it
+_Members = list[tuple[str, int, int]]
+
+
+@functools.cache
+def _btf_scan(
+    structs: frozenset[str], enumerators: frozenset[str]
+) -> tuple[dict[str, _Members], dict[int, _Members], dict[str, int]]:
+    """One pass over the running kernel's BTF for what programs ask of it.
+
+    The members of the named ``structs``, the anonymous structs and unions
+    (which hold members like sock_common's skc_daddr), and the values of the
+    ``enumerators`` (e.g. __REQ_FUA of enum req_flag_bits). The pass stops as
+    soon as everything asked for is found.
     """
+    named: dict[str, _Members] = {}
+    anonymous: dict[int, _Members] = {}
+    values: dict[str, int] = {}
     if not BTF_VMLINUX.exists():
-        return None
+        return named, anonymous, values
     proc = subprocess.Popen(
         ["bpftool", "btf", "dump", "file", str(BTF_VMLINUX)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    header = f"STRUCT '{struct}' "
-    inside = False
+
+    def done() -> bool:
+        if len(named) < len(structs) or len(values) < len(enumerators):
+            return False
+        needed = [t for ms in named.values() for n, t, _ in ms if n == "(anon)"]
+        while needed:
+            type_id = needed.pop()
+            if type_id not in anonymous:
+                return False
+            needed += [t for n, t, _ in anonymous[type_id] if n == "(anon)"]
+        return True
+
+    members: _Members | None = None
+    enum = False
     try:
         for line in proc.stdout:
-            if not inside:
-                inside = header in line
-                continue
             if not line.startswith("\t"):
-                return None  # the struct ended without the member
-            name, _, rest = line.strip().partition(" ")
-            if name == f"'{member}'":
-                bits = int(rest.split("bits_offset=")[1].split()[0])
-                return bits // 8
-        return None
+                members, enum = None, False
+                header = _BTF_TYPE.match(line)
+                if not header:
+                    continue
+                kind, name = header[2], header[3]
+                if kind in ("STRUCT", "UNION") and name == "(anon)":
+                    members = anonymous.setdefault(int(header[1]), [])
+                elif kind == "STRUCT" and name in structs and name not in named:
+                    members = named.setdefault(name, [])
+                elif kind in ("ENUM", "ENUM64") and enumerators:
+                    enum = True
+                elif done():
+                    break
+                continue
+            if members is not None and (m := _BTF_MEMBER.match(line)):
+                members.append((m[1], int(m[2]), int(m[3])))
+            elif enum and (e := _BTF_ENUMERATOR.match(line)) and e[1] in enumerators:
+                values[e[1]] = int(e[2])
+        return named, anonymous, values
     finally:
         proc.kill()
         proc.wait()
 
 
-def btf_defines(offsets: list[str]) -> list[str]:
-    """-D flags with the BTF offsets a manifest asks for (``struct.member``)."""
-    flags = []
-    for spec in offsets:
+def _find_member(
+    members: _Members, member: str, anonymous: dict[int, _Members], depth: int = 0
+) -> int | None:
+    """Bit offset of ``member`` among ``members`` or inside their anonymous ones."""
+    for name, _, bits in members:
+        if name == member:
+            return bits
+    for name, type_id, bits in members:
+        if name == "(anon)" and type_id in anonymous and depth < 8:
+            inner = _find_member(anonymous[type_id], member, anonymous, depth + 1)
+            if inner is not None:
+                return bits + inner
+    return None
+
+
+def btf_member_offset(struct: str, member: str) -> int | None:
+    """Byte offset of ``struct.member`` in the running kernel's BTF, or None.
+
+    Programs never trust the offsets of the headers BCC compiles against
+    (they may be another kernel's); the offsets they need come from here.
+    A member of an anonymous struct or union inside ``struct`` counts as
+    its own (sock_common.skc_daddr).
+    """
+    return _btf_offsets((f"{struct}.{member}",)).get(f"{struct}.{member}")
+
+
+def _btf_offsets(specs: tuple[str, ...]) -> dict[str, int]:
+    named, anonymous, _ = _btf_scan(frozenset(s.partition(".")[0] for s in specs), frozenset())
+    offsets = {}
+    for spec in specs:
         struct, _, member = spec.partition(".")
-        offset = btf_member_offset(struct, member)
-        if offset is not None:
-            flags.append(f"-DBTF_OFFSET_{struct.upper()}_{member.upper()}={offset}")
+        bits = _find_member(named.get(struct, []), member, anonymous)
+        if bits is not None:
+            offsets[spec] = bits // 8
+    return offsets
+
+
+def btf_enum_value(enumerator: str) -> int | None:
+    """The value of an enumerator (e.g. ``__REQ_FUA``) in the running kernel's BTF, or None."""
+    return _btf_scan(frozenset(), frozenset({enumerator}))[2].get(enumerator)
+
+
+def btf_defines(offsets: list[str], enumerators: list[str] | None = None) -> list[str]:
+    """-D flags with the BTF offsets (``struct.member``) and enumerator values a manifest asks for.
+
+    ``-DBTF_OFFSET_<STRUCT>_<MEMBER>=<bytes>`` and ``-DBTF_ENUM_<NAME>=<value>``;
+    what this kernel lacks is left undefined, for the program to test with #ifdef.
+    """
+    flags = []
+    found = _btf_offsets(tuple(offsets))
+    for spec in offsets:
+        if spec in found:
+            struct, _, member = spec.partition(".")
+            flags.append(f"-DBTF_OFFSET_{struct.upper()}_{member.upper()}={found[spec]}")
+    if enumerators:
+        values = _btf_scan(frozenset(), frozenset(enumerators))[2]
+        for name in enumerators:
+            if name in values:
+                flags.append(f"-DBTF_ENUM_{name.upper()}={values[name]}")
     return flags
 
 

@@ -201,6 +201,8 @@ class ManifestDoc(_Schema):
     default_metrics: list[MetricDoc] = []
     # "struct.member" offsets the program needs from the running kernel's BTF
     btf_offsets: list[str] = []
+    # enumerator values the program needs from the running kernel's BTF
+    btf_enums: list[str] = []
     events: list[EventDoc] = []
     profile: ProfileDoc | None = None
 
@@ -328,6 +330,9 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
     for i, offset in enumerate(doc.btf_offsets):
         if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", offset):
             raise CatalogError(f"{where}.btf_offsets[{i}]: {offset!r} is not struct.member")
+    for i, enumerator in enumerate(doc.btf_enums):
+        if not re.fullmatch(r"[A-Za-z_]\w*", enumerator):
+            raise CatalogError(f"{where}.btf_enums[{i}]: {enumerator!r} is not an enumerator name")
     events: dict[str, EventSpec] = {}
     for i, e in enumerate(doc.events):
         event = _event(e, f"{where}.events[{i}] ({e.name})")
@@ -349,6 +354,7 @@ def _program(doc: ManifestDoc, path: Path) -> Program:
         source=source,
         hooks=tuple(doc.hooks),
         btf_offsets=tuple(doc.btf_offsets),
+        btf_enums=tuple(doc.btf_enums),
         maps=maps,
         parameters=params,
         default_metrics=metrics,

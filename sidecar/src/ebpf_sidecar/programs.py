@@ -289,7 +289,7 @@ def _full_cflags(program: Program, cflags: list[str], include_dirs: Sequence[Pat
         *cflags,
         *(f"-I{d}" for d in include_dirs),
         *tracepoint_flags,
-        *kernel.btf_defines(list(program.btf_offsets)),
+        *kernel.btf_defines(list(program.btf_offsets), list(program.btf_enums)),
     ]
 
 
