@@ -22,16 +22,6 @@
 // start is matched to the task by its task_struct pointer (the raw
 // tracepoint's `next`, stored as a number and only compared), which needs no
 // read of the incoming task at all.
-//
-// The clock is the run queue's (rq->clock, reached as
-// current->se.cfs_rq->rq), which __schedule() has just updated before this
-// tracepoint fires, instead of a bpf_ktime_get_ns() call per switch: the
-// scheduler's own sched_clock time of this switch, read with three loads. A
-// slice starts and ends on one CPU, so both ends come from one run queue's
-// monotonic clock. Where a wakeup asked __schedule() to skip the update
-// (the clock was updated at that wakeup, microseconds before), the time in
-// between counts for the incoming task instead of the outgoing one. Kernels
-// without group scheduling (no se.cfs_rq in their BTF) use bpf_ktime_get_ns().
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -89,32 +79,18 @@ BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 // the verifier checks against the kernel's BTF (a NULL pointer reads 0).
 #define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
 
-#if defined(BTF_OFFSET_TASK_STRUCT_SE) && defined(BTF_OFFSET_SCHED_ENTITY_CFS_RQ) &&            \
-    defined(BTF_OFFSET_CFS_RQ_RQ) && defined(BTF_OFFSET_RQ_CLOCK)
-// The clock of the run queue `task` (the current task) is on.
-static __always_inline u64 rq_clock(void *task) {
-    void *cfs_rq = BTF_FIELD(task, void *, BTF_OFFSET_TASK_STRUCT_SE + BTF_OFFSET_SCHED_ENTITY_CFS_RQ);
-    void *rq = BTF_FIELD(cfs_rq, void *, BTF_OFFSET_CFS_RQ_RQ);
-    return BTF_FIELD(rq, u64, BTF_OFFSET_RQ_CLOCK);
-}
-#else
-static __always_inline u64 rq_clock(void *task) {
-    return bpf_ktime_get_ns();
-}
-#endif
-
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
 // unsigned int prev_state (the raw task state, since Linux 5.18).
 RAW_TRACEPOINT_PROBE(sched_switch) {
+    u64 now = bpf_ktime_get_ns();
     int zero = 0;
     struct oncpu_start *since = oncpu_since.lookup(&zero);
     if (!since)
         return 0;
     void *prev = bpf_get_current_task_btf(); // = args[1]
-    u64 now = rq_clock(prev);
     if (BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_PID) != 0) { // pid 0 is the idle task
         u64 delta = 0;
-        if (since->ts != 0 && since->task == ctx->args[1] && now > since->ts) {
+        if (since->ts != 0 && since->task == ctx->args[1]) {
             delta = now - since->ts;
             u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
             struct slice_value *slice = cpu_usage.lookup(&slot);
