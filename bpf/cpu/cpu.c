@@ -8,13 +8,20 @@
 // measured under load, with the sidecar's own map reads as one such task).
 // Raw tracepoints only guard against their own recursion. They are cheaper too.
 //
-// When sched_switch fires, `current` is still the task being switched out, so
-// bpf_get_current_pid_tgid() names its process (tgid) and thread group leader
-// comm, and bpf_get_current_cgroup_id() its cgroup v2 (the sidecar derives
-// container.id and k8s.pod.uid from it; in the key, so a process that lived
-// between two reads is still attributed). Only the next task's thread id is
-// read from a struct: task_struct.pid, at the offset of the running kernel's
-// BTF that the sidecar passes in (never from the headers BCC compiles with).
+// When sched_switch fires, `current` is still the task being switched out.
+// It runs on every context switch, so every helper call counts (each costs
+// 10-30 ns on a VM with retpolines and return thunks, docs/overhead.md): the
+// outgoing task's process id (tgid), its comm and its cgroup v2 id (the
+// sidecar derives container.id and k8s.pod.uid from it; in the key, so a
+// process that lived between two reads is still attributed) are read with
+// plain loads from bpf_get_current_task_btf(), the pointer the verifier
+// knows as a task_struct, at the offsets of the running kernel's BTF that
+// the sidecar passes in (never from the headers BCC compiles with): the same
+// values bpf_get_current_pid_tgid(), bpf_get_current_comm() and
+// bpf_get_current_cgroup_id() return, without their three calls. The slice
+// start is matched to the task by its task_struct pointer (the raw
+// tracepoint's `next`, stored as a number and only compared), which needs no
+// read of the incoming task at all.
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -29,8 +36,11 @@
 #define MAX_LOG2 38
 #define SLOTS LATENCY_SLOTS(HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)
 
-#ifndef BTF_OFFSET_TASK_STRUCT_PID
-#error "the cpu program needs the offset of task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)"
+#if !defined(BTF_OFFSET_TASK_STRUCT_PID) || !defined(BTF_OFFSET_TASK_STRUCT_TGID) ||         \
+    !defined(BTF_OFFSET_TASK_STRUCT_COMM) || !defined(BTF_OFFSET_TASK_STRUCT_CGROUPS) ||       \
+    !defined(BTF_OFFSET_CSS_SET_DFL_CGRP) || !defined(BTF_OFFSET_CGROUP_KN) ||                 \
+    !defined(BTF_OFFSET_KERNFS_NODE_ID)
+#error "the cpu program needs task_struct.pid, .tgid, .comm, .cgroups, css_set.dfl_cgrp, cgroup.kn and kernfs_node.id from the kernel's BTF (/sys/kernel/btf/vmlinux)"
 #endif
 
 struct process_key {
@@ -52,7 +62,7 @@ struct slice_value {
 
 struct oncpu_start {
     u64 ts;
-    u32 tid;
+    u64 task; // the task switched in: its struct task_struct *, only compared
 };
 
 // A plain hash, not an LRU one: an LRU map would evict idle live processes
@@ -65,6 +75,10 @@ BPF_PERCPU_ARRAY(process_cpu_dropped, u64, 1);
 BPF_PERCPU_ARRAY(cpu_usage, struct slice_value, SLOTS);
 BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 
+// A field of a BTF-typed kernel pointer at a BTF offset: a plain load, which
+// the verifier checks against the kernel's BTF (a NULL pointer reads 0).
+#define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
+
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
 // unsigned int prev_state (the raw task state, since Linux 5.18).
 RAW_TRACEPOINT_PROBE(sched_switch) {
@@ -73,10 +87,10 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     struct oncpu_start *since = oncpu_since.lookup(&zero);
     if (!since)
         return 0;
-    u32 prev = (u32)bpf_get_current_pid_tgid();
-    if (prev != 0) { // pid 0 is the idle task, not a process
+    void *prev = bpf_get_current_task_btf(); // = args[1]
+    if (BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_PID) != 0) { // pid 0 is the idle task
         u64 delta = 0;
-        if (since->ts != 0 && since->tid == prev) {
+        if (since->ts != 0 && since->task == ctx->args[1]) {
             delta = now - since->ts;
             u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
             struct slice_value *slice = cpu_usage.lookup(&slot);
@@ -86,9 +100,16 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
             }
         }
         struct process_key key = {};
-        key.pid = bpf_get_current_pid_tgid() >> 32;
-        bpf_get_current_comm(&key.comm, sizeof(key.comm));
-        key.cgroup_id = bpf_get_current_cgroup_id();
+        key.pid = BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_TGID);
+        // comm is NUL-padded to its 16 bytes (__set_task_comm pads), as
+        // bpf_get_current_comm() would copy it.
+        *(u64 *)&key.comm[0] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM);
+        *(u64 *)&key.comm[8] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM + 8);
+        // task->cgroups->dfl_cgrp->kn->id, as bpf_get_current_cgroup_id() reads it.
+        void *cgroups = BTF_FIELD(prev, void *, BTF_OFFSET_TASK_STRUCT_CGROUPS);
+        void *cgrp = BTF_FIELD(cgroups, void *, BTF_OFFSET_CSS_SET_DFL_CGRP);
+        void *kn = BTF_FIELD(cgrp, void *, BTF_OFFSET_CGROUP_KN);
+        key.cgroup_id = BTF_FIELD(kn, u64, BTF_OFFSET_KERNFS_NODE_ID);
         struct process_value empty = {};
         struct process_value *v = process_cpu.lookup_or_try_init(&key, &empty);
         if (v) {
@@ -103,10 +124,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
             count_dropped(process_cpu_dropped.lookup(DROPPED_KEY));
         }
     }
-    u32 next = 0;
-    bpf_probe_read_kernel(&next, sizeof(next),
-                          (void *)ctx->args[2] + BTF_OFFSET_TASK_STRUCT_PID);
     since->ts = now;
-    since->tid = next;
+    since->task = ctx->args[2];
     return 0;
 }
