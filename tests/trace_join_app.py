@@ -136,7 +136,7 @@ def own_cpu_ns() -> int:
     for task in Path("/proc/self/task").iterdir():
         try:
             total += int((task / "schedstat").read_text().split()[0])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before open, or before read
             continue
     return total
 

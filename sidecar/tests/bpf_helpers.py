@@ -56,8 +56,20 @@ def programs_held_by(pid: int) -> list[dict[str, Any]]:
         ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
     ).stdout
     progs = [p for p in json.loads(out) if int(p["id"]) in ids]
+    # A program loaded from the sidecar's compile cache has no BTF, so bpftool
+    # shows only the kernel's 15 characters ("raw_tracepoint_"): its raw
+    # tracepoint link names the hook.
+    links = subprocess.run(
+        ["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    tp_names = {
+        int(link["prog_id"]): str(link["tp_name"])
+        for link in json.loads(links)
+        if "tp_name" in link and "prog_id" in link
+    }
     for p in progs:
-        p["hook"] = str(p.get("name", "")).removeprefix("raw_tracepoint__")
+        name = str(p.get("name", "")).removeprefix("raw_tracepoint__")
+        p["hook"] = tp_names.get(int(p["id"]), name)
     return progs
 
 
