@@ -145,29 +145,26 @@ static __always_inline u64 retransmitted_segments(const void *skb) {
 // (RetransSegs in /proc/net/snmp also skips the early -EBUSY/-ENOMEM exits).
 // args: const struct sock *sk, const struct sk_buff *skb, int err (the
 // prototype gained err with the format's err field, whence the #ifdef)
-RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) {
-    const void *sk = (const void *)ctx->args[0];
-    const void *skb = (const void *)ctx->args[1];
-#ifdef TP_TCP_RETRANSMIT_SKB_HAS_ERR // defined by the sidecar when tracefs has the field
-    if ((int)ctx->args[2] != 0)
-        return 0;
-#endif
+// Counts segments retransmitted by the socket owner's cgroup to the peer of
+// `peer`, a struct sock_common (first member of both struct sock and struct
+// request_sock, so the same offsets serve both).
+static __always_inline void count_retransmits(const void *peer, u64 cgroup_id, u64 segments) {
     u16 family = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), sk + SK_COMMON(SKC_FAMILY));
+    bpf_probe_read_kernel(&family, sizeof(family), peer + SK_COMMON(SKC_FAMILY));
     if (family != FAMILY_INET && family != FAMILY_INET6)
-        return 0;
+        return;
     struct peer_key key = {};
-    key.cgroup_id = sock_cgroup_id(sk);
+    key.cgroup_id = cgroup_id;
 #if PER_PEER
     if (family == FAMILY_INET) {
         key.addr[10] = 0xff;
         key.addr[11] = 0xff;
-        bpf_probe_read_kernel(&key.addr[12], 4, sk + SK_COMMON(SKC_DADDR));
+        bpf_probe_read_kernel(&key.addr[12], 4, peer + SK_COMMON(SKC_DADDR));
     } else {
-        bpf_probe_read_kernel(key.addr, 16, sk + SK_COMMON(SKC_V6_DADDR));
+        bpf_probe_read_kernel(key.addr, 16, peer + SK_COMMON(SKC_V6_DADDR));
     }
     u16 dport = 0;
-    bpf_probe_read_kernel(&dport, sizeof(dport), sk + SK_COMMON(SKC_DPORT));
+    bpf_probe_read_kernel(&dport, sizeof(dport), peer + SK_COMMON(SKC_DPORT));
     key.port = port_from_net(dport);
     u64 zero = 0;
     u64 *count = retransmits.lookup_or_try_init(&key, &zero);
@@ -176,9 +173,31 @@ RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) {
     u64 *count = retransmits_by_cgroup.lookup_or_try_init(&key, &zero);
 #endif
     if (count)
-        *count += retransmitted_segments(skb);
+        *count += segments;
     else
         count_dropped(retransmits_dropped.lookup(DROPPED_KEY));
+}
+
+RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) {
+    const void *sk = (const void *)ctx->args[0];
+    const void *skb = (const void *)ctx->args[1];
+#ifdef TP_TCP_RETRANSMIT_SKB_HAS_ERR // defined by the sidecar when tracefs has the field
+    if ((int)ctx->args[2] != 0)
+        return 0;
+#endif
+    count_retransmits(sk, sock_cgroup_id(sk), retransmitted_segments(skb));
+    return 0;
+}
+
+// A SYN-ACK sent again (tcp_rtx_synack): RetransSegs counts it, but it is no
+// tcp_retransmit_skb: the connection is still a request_sock of the
+// listener, e.g. when the client's last ACK of the handshake was lost.
+// Counted for the listener's owner and the request's peer.
+// args: const struct sock *sk (the listener), const struct request_sock *req
+RAW_TRACEPOINT_PROBE(tcp_retransmit_synack) {
+    const void *listener = (const void *)ctx->args[0];
+    const void *req = (const void *)ctx->args[1];
+    count_retransmits(req, sock_cgroup_id(listener), 1);
     return 0;
 }
 
