@@ -223,6 +223,10 @@ def program_run_totals(ids: list[int]) -> tuple[int, int]:
     return ns, count
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class PeerError(RuntimeError):
     pass
 
@@ -281,6 +285,10 @@ class PeerProcess:
             stdout=fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A bench started in the background of a script (nohup, CI) has
+            # SIGINT ignored, which children inherit: BCC's Python tools would
+            # then never see the Ctrl-C that stops them.
+            preexec_fn=_default_sigint,
         )
         os.close(fd)
         deadline = time.monotonic() + ATTACH_TIMEOUT_S

@@ -131,11 +131,14 @@ def child(
 
     from bcc import BPF
 
+    import ebpf_sidecar
     from ebpf_sidecar.manifest import load_manifest
     from ebpf_sidecar.maps import MapReader
     from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
-    spec = load_manifest(ROOT / "bpf" / "cpu" / "manifest.yaml").maps["process_cpu"]
+    # the manifest of the tree measured (--compare runs another tree's sidecar)
+    tree = Path(ebpf_sidecar.__file__).resolve().parents[3]
+    spec = load_manifest(tree / "bpf" / "cpu" / "manifest.yaml").maps["process_cpu"]
     b = BPF(text=SOURCE.replace("CAPACITY", str(capacity)).encode())
     try:
         table = b[b"process_cpu"]
