@@ -76,25 +76,9 @@ class _MapCreateOpts(ct.Structure):  # struct bpf_map_create_opts (libbpf 1.x)
 
 
 def _libbpf() -> ct.CDLL:
-    so = ct.CDLL("libbpf.so.1", use_errno=True)
-    so.bpf_map_create.argtypes = [
-        ct.c_int,
-        ct.c_char_p,
-        ct.c_uint32,
-        ct.c_uint32,
-        ct.c_uint32,
-        ct.c_void_p,
-    ]
-    so.bpf_prog_load.argtypes = [
-        ct.c_int,
-        ct.c_char_p,
-        ct.c_char_p,
-        ct.c_void_p,
-        ct.c_size_t,
-        ct.c_void_p,
-    ]
-    so.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
-    so.bpf_raw_tracepoint_open.argtypes = [ct.c_char_p, ct.c_int]
+    from ebpf_sidecar import libbpf
+
+    so: ct.CDLL = libbpf.lib.so
     return so
 
 

@@ -43,7 +43,23 @@ class _Lib:
         so.ring_buffer__new.argtypes = [ct.c_int, RINGBUF_CB_TYPE, vp, vp]
         so.ring_buffer__new.restype = vp
         so.ring_buffer__free.restype = None
+        # what only the compile cache calls, under libbpf's own names (lib.so)
+        so.bpf_map_create.argtypes = [
+            ct.c_int,
+            ct.c_char_p,
+            ct.c_uint32,
+            ct.c_uint32,
+            ct.c_uint32,
+            vp,
+        ]
+        so.bpf_prog_load.argtypes = [ct.c_int, ct.c_char_p, ct.c_char_p, vp, ct.c_size_t, vp]
+        so.bpf_raw_tracepoint_open.argtypes = [ct.c_char_p, ct.c_int]
         self._so = so
+
+    @property
+    def so(self) -> ct.CDLL:
+        """libbpf itself, for the calls with no libbcc-named wrapper here."""
+        return self._so
 
     def bpf_lookup_elem(self, fd: int, key: Any, value: Any) -> int:
         return int(self._so.bpf_map_lookup_elem(fd, key, value))
