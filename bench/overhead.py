@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import os
 import platform
@@ -51,6 +50,7 @@ import yaml
 from peers import NoPeer, PeerError, PeerProcess
 from workloads import Workload
 
+from ebpf_sidecar import cost
 from ebpf_sidecar.catalog import Catalog, CatalogError, Program
 from ebpf_sidecar.manifest import INCLUDE_FOLDER, load_manifest
 from ebpf_sidecar.programs import LoadedProgram, ProgramManager
@@ -258,27 +258,17 @@ class Switch(Protocol):
 
 # --- the kernel's own accounting of BPF run time ----------------------------------------
 
-# __NR_bpf; BPF_ENABLE_STATS (32) with BPF_STATS_RUN_TIME (0) returns an fd that
-# keeps run-time statistics on until it is closed (no sysctl left behind).
-_NR_BPF = {"x86_64": 321, "aarch64": 280}
-_BPF_ENABLE_STATS = 32
-
 
 @contextlib.contextmanager
 def bpf_run_time_stats() -> Iterator[bool]:
     """Kernel BPF run-time statistics on for the duration (yields False if unavailable).
 
     They cost every BPF program on the machine two clock reads per run, so they
-    are only on for these short runs, never during the timed ones.
+    are only on for these short runs, never during the timed ones. The sidecar's
+    own switch (BPF_ENABLE_STATS: off again when the fd closes, no sysctl).
     """
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        yield False
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint32 * 4)()  # enable_stats.type = BPF_STATS_RUN_TIME (0)
-    fd = int(libc.syscall(nr, _BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr)))
-    if fd < 0:
+    fd = cost.enable_run_time_stats()
+    if fd is None:
         yield False
         return
     try:
