@@ -340,16 +340,23 @@ def test_a_delta_streams_instance_from_a_loader_is_not_left_pinned(
         manager.close()
 
 
+def _compiled_into(cache: Path, catalog: Catalog, pin_root: Path, name: str) -> Path:
+    """``name`` loaded once by a sidecar with the compile cache ``cache``, then
+    released; its cache entry."""
+    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
+    try:
+        first.release(first.acquire(name, {}))
+    finally:
+        first.close()
+    [entry] = cache.glob(f"{name}-*.json")
+    return entry
+
+
 def test_a_restart_loads_the_program_from_the_compile_cache_and_it_counts(
     catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = tmp_path / "cache"
-    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
-    try:
-        first.release(first.acquire("syscalls", {}))
-    finally:
-        first.close()
-    [entry] = cache.glob("syscalls-*.json")
+    entry = _compiled_into(cache, catalog, pin_root, "syscalls")
     comm = Path("/proc/self/comm").read_text().strip()
     second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
     try:
@@ -378,12 +385,7 @@ def test_a_cache_entry_of_another_kernel_is_replaced_by_a_compile(
     catalog: Catalog, pin_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = tmp_path / "cache"
-    first = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
-    try:
-        first.release(first.acquire("oom", {}))
-    finally:
-        first.close()
-    [entry] = cache.glob("oom-*.json")
+    entry = _compiled_into(cache, catalog, pin_root, "oom")
     recorded = json.loads(entry.read_text())
     entry.write_text(json.dumps({**recorded, "kernel": "Linux version 0.0.1"}))
     second = ProgramManager(catalog, pin_root=pin_root, loader=True, compile_cache=cache)
