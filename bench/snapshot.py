@@ -2,8 +2,9 @@
 
 A map shaped like the cpu program's ``process_cpu`` (32-byte key: pid, comm,
 cgroup id; per-CPU value of three u64) is created in the real kernel with
-``--capacity`` entries (1 M by default) and filled from user space with 10 k,
-100 k and 1 M entries: distinct pids, 200 comms, and the cgroup ids of 300
+``--capacity`` entries (1 M by default) and filled from user space (by a
+forked process, as the kernel fills it in production) with 10 k, 100 k and
+1 M entries: distinct pids, 200 comms, and the cgroup ids of 300
 kubelet-shaped cgroups (100 pods of 3 containers, made by the benchmark
 under a cgroup of its own and removed at the end), so the cgroup,
 container_id and pod_uid decoders resolve real paths. For each size, in a
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,81 @@ def _fill(
     values[:, :, 1] = (idx % 1000 + generation)[:, None]
     values[:, :, 2] = (idx % 77)[:, None]
     assert keys.itemsize == ct.sizeof(table.Key) and values[0].nbytes == ct.sizeof(table.Leaf)
-    k = (table.Key * m).from_buffer(keys)
-    v = (table.Leaf * m).from_buffer(values)
-    table.items_update_batch(k, v)
+    if hasattr(table, "items_update_batch"):  # a BCC table
+        k = (table.Key * m).from_buffer(keys)
+        v = (table.Leaf * m).from_buffer(values)
+        table.items_update_batch(k, v)
+        return
+    from ebpf_sidecar.libbpf import lib
+
+    update = lib.so.bpf_map_update_batch
+    update.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p]
+    count = ct.c_uint32(m)
+    if update(table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None) != 0:
+        raise OSError(ct.get_errno(), "BPF_MAP_UPDATE_BATCH failed")
+
+
+def _fill_elsewhere(
+    table: Any, n: int, cpus: int, cgroups_top: Path, generation: int = 0, changed: float = 1.0
+) -> None:
+    """:func:`_fill` in a forked process: in production the kernel fills the
+    map, so the copy the entries were built in is not the sidecar's memory
+    (it stayed in the measured process's RSS as freed but unreturned heap)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _fill(table, n, cpus, cgroups_top, generation, changed)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"filling the map failed (status {status})")
+
+
+# process_cpu's key and value as the sidecar stores them with its pins
+# (ebpf_sidecar.maps.flat_type): member name, offset, size, signedness.
+PINNED_DESC = {
+    "key_type": {
+        "size": 32,
+        "members": [["pid", 0, 4, False], ["comm", 4, 16, None], ["cgroup_id", 24, 8, False]],
+    },
+    "leaf_type": {
+        "size": 24,
+        "members": [
+            ["oncpu_ns", 0, 8, False],
+            ["voluntary", 8, 8, False],
+            ["involuntary", 16, 8, False],
+        ],
+    },
+    "array": False,
+    "per_cpu": True,
+}
+BPF_MAP_TYPE_PERCPU_HASH = 5
+
+
+def _process_cpu_map(maps: Any, capacity: int) -> tuple[Any, Any]:
+    """The map to read, and the BCC module that made it (None when it did not).
+
+    As the sidecar runs it: a tree whose sidecar adopts pinned maps
+    (``PinnedTable``) reads without BCC in its address space (BCC maps LLVM
+    and clang in, ~60 MiB), so the map is made with libbpf and read through a
+    ``PinnedTable``; an older tree reads BCC's own table, as it did.
+    """
+    if hasattr(maps, "PinnedTable"):
+        from ebpf_sidecar.libbpf import lib
+
+        fd = lib.so.bpf_map_create(BPF_MAP_TYPE_PERCPU_HASH, b"process_cpu", 32, 24, capacity, None)
+        if fd < 0:
+            raise OSError(ct.get_errno(), "BPF_MAP_CREATE failed")
+        return None, maps.PinnedTable.from_desc(fd, dict(PINNED_DESC, max_entries=capacity))
+    from bcc import BPF
+
+    b = BPF(text=SOURCE.replace("CAPACITY", str(capacity)).encode())
+    return b, b[b"process_cpu"]
 
 
 def child(
@@ -129,9 +203,8 @@ def child(
 ) -> dict[str, Any]:
     import gc
 
-    from bcc import BPF
-
     import ebpf_sidecar
+    from ebpf_sidecar import maps
     from ebpf_sidecar.manifest import load_manifest
     from ebpf_sidecar.maps import MapReader
     from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -139,11 +212,10 @@ def child(
     # the manifest of the tree measured (--compare runs another tree's sidecar)
     tree = Path(ebpf_sidecar.__file__).resolve().parents[3]
     spec = load_manifest(tree / "bpf" / "cpu" / "manifest.yaml").maps["process_cpu"]
-    b = BPF(text=SOURCE.replace("CAPACITY", str(capacity)).encode())
+    b, table = _process_cpu_map(maps, capacity)
     try:
-        table = b[b"process_cpu"]
         cpus = int(table.total_cpu)
-        _fill(table, n, cpus, cgroups)
+        _fill_elsewhere(table, n, cpus, cgroups)
         reader = MapReader(table, spec, "cpu.process_cpu", capacity)
         # A stream that never reads: the exited-process reaper compares every
         # pid with /proc as usual but deletes nothing (it waits for this
@@ -194,7 +266,7 @@ def child(
             out.with_suffix(".base.pb").write_bytes(snap.SerializeToString())
             ctimes, cbytes = [], []
             for gen in range(1, reads + 1):
-                _fill(table, n, cpus, cgroups, generation=gen, changed=changed)
+                _fill_elsewhere(table, n, cpus, cgroups, generation=gen, changed=changed)
                 snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
                 ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
                 started = time.perf_counter()
@@ -212,7 +284,10 @@ def child(
             )
         return result
     finally:
-        b.cleanup()
+        if b is not None:
+            b.cleanup()
+        else:
+            os.close(table.map_fd)
 
 
 def _go_bench(
