@@ -206,6 +206,56 @@ def test_signal_deaths_are_one_record_each_and_normal_exits_none(
     assert "ebpf.process.signal.sender.pid" not in segv_record.attrs
 
 
+# Arms a POSIX timer (timer_create with no sigevent: SIGALRM, si_code
+# SI_TIMER) and waits for it; SIGALRM's default action ends the process.
+TIMER_VICTIM_CODE = r"""
+import ctypes, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+class itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", timespec), ("it_value", timespec)]
+timer = ctypes.c_void_p()
+assert libc.timer_create(1, None, ctypes.byref(timer)) == 0, ctypes.get_errno()  # CLOCK_MONOTONIC
+when = itimerspec(timespec(0, 0), timespec(0, int(float(sys.argv[1]) * 1e9)))
+assert libc.timer_settime(timer, 0, ctypes.byref(when), None) == 0, ctypes.get_errno()
+sys.stdout.write("armed\n"); sys.stdout.flush()
+signal.pause()
+"""
+SPINNER_CODE = "while True: pass"
+
+
+def test_a_timer_signal_names_no_sender(
+    logs_pipeline: Callable[[list[Json]], tuple[OtlpJsonLines, int]],
+) -> None:
+    """A POSIX timer's signal is raised in the timer interrupt, over whichever
+    task runs on that CPU: here a spinner pinned to the victim's CPU, so the
+    victim sleeps and the spinner is the task interrupted. It sent nothing."""
+    out, _ = logs_pipeline([{"program": "process"}])
+    cpu = min(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER_CODE])
+    try:
+        os.sched_setaffinity(spinner.pid, {cpu})
+        victim = subprocess.Popen(
+            [sys.executable, "-c", TIMER_VICTIM_CODE, "0.5"],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        )
+        assert victim.stdout and victim.stdout.readline().strip() == "armed"
+        victim.wait(10)
+        assert victim.returncode == -signal.SIGALRM
+        [record] = wait_for("the SIGALRM record", lambda: exit_records(out, victim.pid), 15)
+    finally:
+        spinner.kill()
+        spinner.wait(10)
+    print("SIGALRM record:", record)
+    assert record.attrs["process.exit.signal"] == "SIGALRM"
+    assert record.attrs["process.exit.code"] == str(128 + signal.SIGALRM)
+    assert "ebpf.process.signal.sender.pid" not in record.attrs, record
+    assert "ebpf.process.signal.sender.name" not in record.attrs, record
+
+
 OOM_VICTIM = "e2e-oom-event"
 
 

@@ -79,8 +79,10 @@ BPF_ARRAY(exit_events_dropped, u64, 1);
 // info->si_code; pid is task->pid. Offsets from the running kernel's BTF;
 // without them there are no exit events (above), so no signal is kept.
 #if defined(BTF_OFFSET_TASK_STRUCT_PID) && defined(BTF_OFFSET_KERNEL_SIGINFO_SI_CODE)
-#define SIGINFO_SI_USER 0    // SI_USER
+#define SIGINFO_SI_USER 0    // SI_USER: kill()
 #define SIGINFO_SI_KERNEL 0x80  // SI_KERNEL
+#define SIGINFO_SI_QUEUE -1  // sigqueue()
+#define SIGINFO_SI_TKILL -6  // tkill(), tgkill()
 // args: int sig, struct kernel_siginfo *info, struct task_struct *task,
 // int group, int result
 RAW_TRACEPOINT_PROBE(signal_generate) {
@@ -96,11 +98,13 @@ RAW_TRACEPOINT_PROBE(signal_generate) {
         bpf_probe_read_kernel(&code, sizeof(code), info + BTF_OFFSET_KERNEL_SIGINFO_SI_CODE);
     struct signal_sent s = {};
     s.sig = sig;
-    // Sent by a process (kill, tkill, sigqueue: si_code SI_USER 0 or
-    // negative) names the sender; one the kernel raised (a fault's
-    // SEGV_*, the OOM killer's SI_KERNEL: positive) has none, whatever
-    // task happened to run.
-    if (code <= 0) {
+    // Sent by a process with kill(), sigqueue(), tkill() or tgkill(): the
+    // task running is the sender. Any other code has none, whatever task
+    // happened to run: the kernel raised it (a fault's SEGV_*, the OOM
+    // killer's SI_KERNEL: positive codes), or it comes from a POSIX timer
+    // (SI_TIMER, fired in an interrupt over whichever task ran), an AIO
+    // completion, SIGIO or a message queue (negative codes, too).
+    if (code == SIGINFO_SI_USER || code == SIGINFO_SI_QUEUE || code == SIGINFO_SI_TKILL) {
         s.sender_pid = bpf_get_current_pid_tgid() >> 32;
         bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
     }
