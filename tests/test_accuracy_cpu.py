@@ -69,6 +69,16 @@ class Worker:
         self.proc.stdin.flush()
         assert self._read() == "done"
 
+    def blocked(self) -> float:
+        """The time once the child sleeps on its stdin (it says "done" just before)."""
+
+        def sleeping() -> bool:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+            return stat[stat.rindex(")") + 2] == "S"
+
+        wait_for(f"{self.comm} blocked on its stdin", sleeping, 10, every=0.001)
+        return time.time()
+
     def schedstat_ns(self) -> int:
         return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0])
 
@@ -164,7 +174,7 @@ def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
     try:
         w.do("spin 0.01")  # the series exists before the window opens
 
-        blocked = time.time()  # the child blocks on its stdin as it says "done"
+        blocked = w.blocked()
 
         def cpu_seconds() -> float:
             return settled(
@@ -178,22 +188,22 @@ def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
         for _ in range(2):
             before_metric, before_kernel = cpu_seconds(), w.schedstat_ns()
             w.do("spin 1.5")
-            blocked = time.time()
+            blocked = w.blocked()
             after_metric, after_kernel = cpu_seconds(), w.schedstat_ns()
             windows.append((after_metric - before_metric, (after_kernel - before_kernel) / 1e9))
     finally:
         w.close()
-    errors = sorted(abs(ours - kernel) / kernel for ours, kernel in windows)
+    errors = [abs(ours - kernel) / kernel for ours, kernel in windows]
     print("cpu time (ebpf s, schedstat s):", windows)
     assert all(kernel > 1.4 for _, kernel in windows), windows
-    # The program sums slices between sched_switch events with
-    # bpf_ktime_get_ns(); the scheduler sums them with rq_clock_task at
-    # update_curr, which leaves out hypervisor steal time
-    # (PARAVIRT_TIME_ACCOUNTING) and, where configured, interrupt time.
-    # Measured: within 0.05 % on a quiet machine; 1 % leaves room for steal
-    # and interrupts on a loaded VM.
-    assert errors[0] <= 0.01, windows
-    assert errors[1] <= 0.01, windows
+    # The program times slices with the run queue's task clock, the clock
+    # the scheduler adds sum_exec_runtime (schedstat) with, and takes the
+    # scheduler's own account of a slice whose switch-in had no
+    # sched_switch event (cpu.c): the two agree to the nanosecond, on a
+    # quiet machine and beside a CPU hog alike. 0.1 % (1.5 ms) is left for
+    # the few µs a CPU's idle balancing adds to a task that blocks there; a
+    # lost slice (milliseconds, up to the whole spin) fails.
+    assert max(errors) <= 0.001, windows
 
 
 def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
@@ -203,7 +213,7 @@ def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
     try:
         w.do("sleep 1")
 
-        blocked = time.time()
+        blocked = w.blocked()
 
         def switches(kind: str) -> float:
             return settled(
@@ -225,7 +235,7 @@ def test_context_switches_match_proc_status(cpu_pipeline: int) -> None:
         w.do("spin 1.2")
         for h in hogs:
             assert h._read() == "done"
-        blocked = time.time()
+        blocked = w.blocked()
         after = (switches("voluntary"), switches("involuntary"))
         kernel_after = w.switches()
     finally:
