@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -287,6 +287,42 @@ def expose_self_telemetry(cfg: dict[str, Any], port: int, level: str = "normal")
 
 
 Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape_stamped(port: int) -> list[tuple[str, dict[str, str], float, float]]:
+    """The exporter's samples with their timestamps in s: the time the sidecar
+    took the snapshot each comes from (needs the exporter's send_timestamps)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return [
+        (s.name, dict(s.labels), float(s.value), float(s.timestamp or 0))
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
+
+
+def scrape_since(
+    port: int, since: float, names: Iterable[str], timeout: float = 30, **labels: str
+) -> Samples:
+    """The exporter's samples once those called one of ``names`` with
+    ``labels`` all come from snapshots the sidecar took after ``since``
+    (``time.time()``), i.e. read from the kernel after it.
+
+    Causal, not by waiting for two equal scrapes: a snapshot read before
+    ``since`` can reach the exporter seconds later when the pipeline lags
+    (a loaded 2-CPU machine), and equal scrapes then show its stale value.
+    Needs the exporter's send_timestamps.
+    """
+    wanted = set(names)
+
+    def probe() -> Samples | None:
+        samples = scrape_stamped(port)
+        stamps = [ts for n, lab, _, ts in samples if n in wanted and labels.items() <= lab.items()]
+        if not stamps or min(stamps) <= since:
+            return None
+        return [(n, lab, v) for n, lab, v, _ in samples]
+
+    return wait_for(f"{sorted(wanted)} {labels} from snapshots after {since:.3f}", probe, timeout)
 
 
 def scrape(port: int) -> Samples:

@@ -34,6 +34,7 @@ from conftest import (
     free_port,
     pipeline_config,
     scrape,
+    scrape_since,
     start_collector,
     value,
     wait_for,
@@ -120,16 +121,12 @@ def ebpf_counts(samples: Samples, name: str) -> dict[str, int]:
     return counts
 
 
-def settled_counts(port: int, name: str) -> dict[str, int]:
-    """The metrics once two scrapes more than a collection interval apart agree."""
-
-    def stable() -> dict[str, int] | None:
-        first = ebpf_counts(scrape(port), name)
-        time.sleep(2.5)  # collection_interval is 1s: at least two fresh snapshots
-        second = ebpf_counts(scrape(port), name)
-        return second if first == second else None
-
-    return wait_for(f"stable block metrics for {name}", stable, 60)
+def settled_counts(port: int, name: str, since: float) -> dict[str, int]:
+    """The device's metrics from snapshots the sidecar read after ``since``
+    (when its I/O had completed), as scrape_since explains."""
+    return ebpf_counts(
+        scrape_since(port, since, (OPS, BYTES, LATENCY_COUNT), system_device=name), name
+    )
 
 
 def warm_up_read(dev: str) -> bool:
@@ -175,7 +172,10 @@ def block_pipeline(
         "collection_interval": "1s",
         "programs": [{"name": "block"}, *({"name": p} for p in also)],
     }
-    col = start_collector(pipeline_config(receiver, port), tmp_path)
+    config = pipeline_config(receiver, port)
+    # each sample with its snapshot's time: see settled_counts()
+    config["exporters"]["prometheus"]["send_timestamps"] = True
+    col = start_collector(config, tmp_path)
     try:
         wait_for(
             f"block metrics for {name}",
@@ -209,14 +209,14 @@ def measured_direct_io(
     total = 0
     try:
         kernel0 = idle_diskstats(name)
-        ebpf0 = settled_counts(port, name)
+        ebpf0 = settled_counts(port, name, time.time())
         for _ in range(rounds):
             fd, size = direct_io(loop_device)
             fds.append(fd)
             total += size
         kernel1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
         assert kernel1["in_flight"] == 0, kernel1
-        ebpf1 = settled_counts(port, name)
+        ebpf1 = settled_counts(port, name, time.time())
     finally:
         for fd in fds:
             os.close(fd)

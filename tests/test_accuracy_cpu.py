@@ -12,18 +12,17 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
     Process,
     free_port,
     pipeline_config,
     scrape,
+    scrape_stamped,
     start_collector,
     value,
     wait_for,
@@ -127,18 +126,6 @@ def cpu_pipeline(
         col.stop()
 
 
-def stamped(port: int) -> list[tuple[str, dict[str, str], float, float]]:
-    """The exporter's samples with their timestamps (s): the time the sidecar
-    took the snapshot they come from (the exporter's send_timestamps)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return [
-        (s.name, dict(s.labels), float(s.value), float(s.timestamp or 0))
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    ]
-
-
 def settled(port: int, name: str, since: float, **labels: str) -> float:
     """Metric ``name`` of the series with ``labels`` from a snapshot the
     sidecar took after ``since`` (wall-clock s), when the child was blocked.
@@ -154,7 +141,7 @@ def settled(port: int, name: str, since: float, **labels: str) -> float:
     def probe() -> tuple[float] | None:
         found = [
             (v, ts)
-            for n, lab, v, ts in stamped(port)
+            for n, lab, v, ts in scrape_stamped(port)
             if n == name and labels.items() <= lab.items()
         ]
         if not found or min(ts for _, ts in found) <= since:
