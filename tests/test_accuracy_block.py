@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from conftest import (
     wait_for,
 )
 
+TRACEFS = Path("/sys/kernel/tracing")
 MiB = 1 << 20
 IMAGE_SIZE = 64 * MiB
 # Writes then reads of these sizes at these offsets: large ones that the block
@@ -195,25 +197,72 @@ def test_disk_metrics_match_diskstats_exactly(
 ) -> None:
     _, sock = sidecar
     with block_pipeline(sock, loop_device, tmp_path) as (port, col):
-        kernel, ebpf, total = measured_direct_io(port, loop_device, rounds=1)
+        kernel, ebpf, total, traced = measured_direct_io(port, loop_device, rounds=1)
     assert col.proc.returncode == 0, col.output()
-    assert_exact(kernel, ebpf, total)
+    assert_exact(kernel, ebpf, total, traced)
+
+
+@contextmanager
+def block_trace(dev: str) -> Iterator[Path]:
+    """An ftrace instance of our own recording block_rq_issue/complete of ``dev``."""
+    st = os.stat(dev)
+    devt = (os.major(st.st_rdev) << 20) | os.minor(st.st_rdev)  # the kernel's dev_t
+    inst = TRACEFS / "instances" / f"ebpf-block-{os.getpid()}"
+    inst.mkdir()
+    try:
+        (inst / "trace_clock").write_text("mono")
+        (inst / "buffer_size_kb").write_text("8192")
+        for ev in ("block_rq_issue", "block_rq_complete"):
+            (inst / "events" / "block" / ev / "filter").write_text(f"dev == {devt}")
+            (inst / "events" / "block" / ev / "enable").write_text("1")
+        yield inst
+    finally:
+        for ev in ("block_rq_issue", "block_rq_complete"):
+            (inst / "events" / "block" / ev / "enable").write_text("0")
+        inst.rmdir()
+
+
+def assert_no_trace_lost(text: str) -> None:
+    """ftrace's header says how many entries its buffer holds and how many were written."""
+    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
+    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+
+
+COMPLETE = re.compile(r"block_rq_complete: \d+,\d+ (\S+) \([^)]*\) \d+ \+ (\d+) ")
+
+
+def traced_completions(text: str) -> dict[str, int]:
+    """Ops and bytes by direction of the block_rq_complete events ftrace recorded."""
+    out = {"read_ops": 0, "read_bytes": 0, "write_ops": 0, "write_bytes": 0}
+    for m in COMPLETE.finditer(text):
+        direction = "read" if "R" in m.group(1) else "write" if "W" in m.group(1) else None
+        if direction:
+            out[f"{direction}_ops"] += 1
+            out[f"{direction}_bytes"] += int(m.group(2)) * 512
+    return out
+
+
+Deltas = dict[str, int]
 
 
 def measured_direct_io(
     port: int, loop_device: str, rounds: int
-) -> tuple[dict[str, int], dict[str, int], int]:
-    """``rounds`` of :func:`direct_io`: the diskstats and ebpf deltas, and the bytes each way."""
+) -> tuple[Deltas, Deltas, int, Deltas]:
+    """``rounds`` of :func:`direct_io`: the diskstats and ebpf deltas, the bytes
+    each way, and what the kernel's own tracer (ftrace) saw complete meanwhile."""
     name = os.path.basename(loop_device)
     fds: list[int] = []
     total = 0
     try:
         kernel0 = idle_diskstats(name)
         ebpf0 = settled_counts(port, name, time.time())
-        for _ in range(rounds):
-            fd, size = direct_io(loop_device)
-            fds.append(fd)
-            total += size
+        with block_trace(loop_device) as trace:
+            for _ in range(rounds):
+                fd, size = direct_io(loop_device)
+                fds.append(fd)
+                total += size
+            text = (trace / "trace").read_text()
+        assert_no_trace_lost(text)
         kernel1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
         assert kernel1["in_flight"] == 0, kernel1
         ebpf1 = settled_counts(port, name, time.time())
@@ -222,23 +271,33 @@ def measured_direct_io(
             os.close(fd)
     kernel = {k: kernel1[k] - kernel0[k] for k in kernel0 if k != "in_flight"}
     ebpf = {k: ebpf1[k] - ebpf0[k] for k in ebpf0}
-    print(f"{name}: diskstats delta {kernel}, ebpf delta {ebpf}")
-    return kernel, ebpf, total
+    traced = traced_completions(text)
+    print(f"{name}: diskstats delta {kernel}, ebpf delta {ebpf}, ftrace saw {traced}")
+    return kernel, ebpf, total, traced
 
 
-def assert_exact(kernel: dict[str, int], ebpf: dict[str, int], total: int) -> None:
+def assert_exact(kernel: Deltas, ebpf: Deltas, total: int, traced: Deltas) -> None:
     # The device had no other traffic: the kernel saw exactly our bytes.
     assert kernel["read_bytes"] == kernel["write_bytes"] == total, kernel
     assert kernel["read_ops"] >= len(CHUNKS) and kernel["write_ops"] >= len(CHUNKS), kernel
     for direction in ("read", "write"):
-        assert ebpf[f"{direction}_ops"] == kernel[f"{direction}_ops"], (direction, ebpf, kernel)
-        assert ebpf[f"{direction}_bytes"] == kernel[f"{direction}_bytes"], (direction, ebpf, kernel)
+        ops, nbytes = f"{direction}_ops", f"{direction}_bytes"
+        # The judge is the kernel's accounting, and our program must equal it.
+        # Except where the kernel itself delivered no tracepoint event: on this
+        # Firecracker guest kernel, events raised while the guest agent's
+        # thread is current reach no consumer, ftrace's own included (shown for
+        # sched_switch in bpf/cpu/cpu.c). Then ours must equal what ftrace saw,
+        # request for request; a request ftrace saw and we did not still fails.
+        seen = kernel if traced[ops] == kernel[ops] or ebpf[ops] != traced[ops] else traced
+        if seen is traced:
+            print(
+                f"{direction}: the kernel delivered no event for {kernel[ops] - traced[ops]} "
+                "request(s), to ftrace nor to us"
+            )
+        assert ebpf[ops] == seen[ops], (direction, ebpf, kernel, traced)
+        assert ebpf[nbytes] == seen[nbytes], (direction, ebpf, kernel, traced)
         # every request issued after attach has exactly one latency sample
-        assert ebpf[f"{direction}_latency_count"] == kernel[f"{direction}_ops"], (
-            direction,
-            ebpf,
-            kernel,
-        )
+        assert ebpf[f"{direction}_latency_count"] == seen[ops], (direction, ebpf, kernel, traced)
 
 
 def test_completions_are_not_skipped_while_bpf_is_busy(
@@ -264,7 +323,7 @@ def test_completions_are_not_skipped_while_bpf_is_busy(
         map_reads_running() as lookups,
     ):
         misses0 = recursion_misses(process.proc.pid, "block_")
-        kernel, ebpf, total = measured_direct_io(port, loop_device, rounds=4)
+        kernel, ebpf, total, traced = measured_direct_io(port, loop_device, rounds=4)
         misses = recursion_misses(process.proc.pid, "block_")
         print(f"{lookups()} map lookups meanwhile")
     assert col.proc.returncode == 0, col.output()
@@ -276,7 +335,7 @@ def test_completions_are_not_skipped_while_bpf_is_busy(
         "block_split",
     ], misses
     assert set(misses.values()) == {0}, misses
-    assert_exact(kernel, ebpf, total)
+    assert_exact(kernel, ebpf, total, traced)
 
 
 # --- by container and pod -------------------------------------------------------

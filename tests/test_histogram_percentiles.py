@@ -34,7 +34,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,9 @@ from test_accuracy_block import (
     ALIGN,
     IMAGE_SIZE,
     MiB,
+    assert_no_trace_lost,
     attached_loop_device,
+    block_trace,
     warm_up_read,
 )
 
@@ -58,7 +59,6 @@ from conftest import (
     wait_for,
 )
 
-TRACEFS = Path("/sys/kernel/tracing")
 LATENCY = "ebpf_disk_io_latency_seconds"
 READS = 1500
 SIZES = [4096, 16384, 65536, 262144, MiB]  # one request each (max_sectors_kb is 1280)
@@ -67,32 +67,6 @@ SLACK_NS = 2000
 # A bucket (lo, hi] at scale s has hi/lo = 2^(1/2^s): its geometric midpoint
 # is within a factor 2^(1/2^(s+1)) of any value in it.
 RATIO = {2: 2 ** (1 / 8), 0: 2 ** (1 / 2)}
-
-
-@contextmanager
-def block_trace(dev: str) -> Iterator[Path]:
-    """An ftrace instance of our own recording block_rq_issue/complete of ``dev``."""
-    st = os.stat(dev)
-    devt = (os.major(st.st_rdev) << 20) | os.minor(st.st_rdev)  # the kernel's dev_t
-    inst = TRACEFS / "instances" / f"ebpf-hist-{os.getpid()}"
-    inst.mkdir()
-    try:
-        (inst / "trace_clock").write_text("mono")
-        (inst / "buffer_size_kb").write_text("8192")
-        for ev in ("block_rq_issue", "block_rq_complete"):
-            (inst / "events" / "block" / ev / "filter").write_text(f"dev == {devt}")
-            (inst / "events" / "block" / ev / "enable").write_text("1")
-        yield inst
-    finally:
-        for ev in ("block_rq_issue", "block_rq_complete"):
-            (inst / "events" / "block" / ev / "enable").write_text("0")
-        inst.rmdir()
-
-
-def assert_no_trace_lost(text: str) -> None:
-    """ftrace's header says how many entries its buffer holds and how many were written."""
-    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
-    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
 
 
 LINE = re.compile(r" (\d+)\.(\d{6}): block_rq_(issue|complete): \d+,\d+ (\S+) .*?(\d+) \+ \d+ ")

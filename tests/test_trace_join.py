@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,36 @@ from conftest import (
 
 APP = Path(__file__).with_name("trace_join_app.py")
 SERVICE = "order-service"
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+@contextmanager
+def ftrace_events(*events: str) -> Iterator[Path]:
+    """An ftrace instance of our own recording ``events`` ("system/event")."""
+    inst = TRACEFS / "instances" / f"ebpf-join-{os.getpid()}"
+    inst.mkdir()
+    try:
+        (inst / "buffer_size_kb").write_text("4096")
+        for ev in events:
+            (inst / "events" / ev / "enable").write_text("1")
+        yield inst
+    finally:
+        for ev in events:
+            (inst / "events" / ev / "enable").write_text("0")
+        inst.rmdir()
+
+
+def traced_retransmits(text: str) -> int:
+    """Segments retransmitted per the trace: a tcp_retransmit_skb event per
+    retransmission that was sent (err=0 where the kernel reports it), and one
+    per SYN-ACK sent again."""
+    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
+    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+    skb = [line for line in text.splitlines() if "tcp_retransmit_skb:" in line]
+    sent = [line for line in skb if " err=" not in line or " err=0" in line]
+    return len(sent) + text.count("tcp_retransmit_synack:")
+
+
 ADDR = "127.0.0.99"  # the app's server in the netns; the loss rule matches only it
 MESSAGES = 3000
 SPANS = {"POST /orders", "disk.io", "tcp.send"}
@@ -256,11 +288,13 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
             disk0 = idle_diskstats(name)
             snmp0, netstat0 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
             misses0 = tcp_recursion_misses(telemetry)
-            ns.loss(LOSS_PERCENT, ADDR)
-            tell(app, "go")
-            assert hear(app) == "done"
-            ns.no_loss()
-            snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
+            with ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack") as trace:
+                ns.loss(LOSS_PERCENT, ADDR)
+                tell(app, "go")
+                assert hear(app) == "done"
+                ns.no_loss()
+                snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
+                traced_retrans = traced_retransmits((trace / "trace").read_text())
             disk1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
             assert disk1["in_flight"] == 0, disk1
             tell(app, "close")
@@ -353,18 +387,26 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
     # another BPF program ran on that CPU (a softirq interrupting it): the
     # kernel skips the nested run and counts it in the program's
     # recursion_misses, which bound the difference here.
-    assert retrans_kernel - retrans_failed - misses <= retrans <= retrans_kernel, (
+    # And none that the kernel delivered to no tracepoint consumer: on this
+    # Firecracker guest kernel, events raised while the guest agent's thread
+    # is current reach none, ftrace's own included (bpf/cpu/cpu.c). ftrace
+    # recorded the same tracepoints meanwhile (the whole machine's, but
+    # nothing else here retransmits); what it missed of RetransSegs is not
+    # ours to see. A retransmit ftrace saw and we did not still fails.
+    seen = min(retrans_kernel, traced_retrans)
+    print(f"  retransmits ftrace saw: {traced_retrans}")
+    assert seen - retrans_failed - misses <= retrans <= retrans_kernel, (
         retrans,
         retrans_kernel,
         retrans_failed,
         misses,
+        traced_retrans,
     )
     # Every cpu series of the container is the app's process.
     assert {p.resource.get("process.pid") for p in cpu} == {pid}, cpu
     # The app's schedstat total leaves out threads that had exited by then
     # (the span exporter's) and the time after it was read; the metric leaves
-    # out the launching shell's moments before it moved into the container,
-    # and may miss a slice (the open issue in tests/test_accuracy_cpu.py).
+    # out the launching shell's moments before it moved into the container.
     assert 0.9 * app_cpu_seconds <= cpu_seconds <= 1.05 * app_cpu_seconds + 0.1, (
         cpu_seconds,
         app_cpu_seconds,
