@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -284,6 +286,37 @@ def expose_self_telemetry(cfg: dict[str, Any], port: int, level: str = "normal")
             ],
         }
     }
+
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+@contextmanager
+def ftrace_events(*events: str) -> Iterator[Path]:
+    """An ftrace instance of our own recording ``events`` ("system/event")."""
+    inst = TRACEFS / "instances" / f"ebpf-test-{os.getpid()}"
+    inst.mkdir()
+    try:
+        (inst / "buffer_size_kb").write_text("4096")
+        for ev in events:
+            (inst / "events" / ev / "enable").write_text("1")
+        yield inst
+    finally:
+        for ev in events:
+            (inst / "events" / ev / "enable").write_text("0")
+        inst.rmdir()
+
+
+def traced_retransmits(text: str) -> int:
+    """What ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack")
+    recorded, as the tcp program counts it: a tcp_retransmit_skb event per
+    retransmission that was sent (err=0 where the kernel reports it), and one
+    per SYN-ACK sent again."""
+    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
+    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+    skb = [line for line in text.splitlines() if "tcp_retransmit_skb:" in line]
+    sent = [line for line in skb if " err=" not in line or " err=0" in line]
+    return len(sent) + text.count("tcp_retransmit_synack:")
 
 
 Samples = list[tuple[str, dict[str, str], float]]

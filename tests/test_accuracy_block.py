@@ -378,11 +378,14 @@ def test_container_disk_metrics_match_diskstats_exactly(
     with block_pipeline(sock, loop_device, tmp_path) as (port, _):
         kernel0 = idle_diskstats(name)
         ours0 = container_counts(scrape(port), name, container.container_id)
-        worker = container.run(
-            [sys.executable, "-c", IN_CONTAINER, str(Path(__file__).parent), loop_device],
-            stdout=subprocess.PIPE,
-        )
-        out, _ = worker.communicate(timeout=60)
+        with block_trace(loop_device) as trace:
+            worker = container.run(
+                [sys.executable, "-c", IN_CONTAINER, str(Path(__file__).parent), loop_device],
+                stdout=subprocess.PIPE,
+            )
+            out, _ = worker.communicate(timeout=60)
+            text = (trace / "trace").read_text()
+        assert_no_trace_lost(text)
         assert worker.returncode == 0
         total = int(out)
         kernel1 = diskstats(name)
@@ -399,13 +402,12 @@ def test_container_disk_metrics_match_diskstats_exactly(
         }
     kernel = {k: kernel1[k] - kernel0[k] for k in kernel0 if k != "in_flight"}
     ours = {k: ours1[k] - ours0[k] for k in ours0}
-    print(f"{name}: diskstats delta {kernel}, container {container.container_id[:12]} {ours}")
-    assert kernel["read_bytes"] == kernel["write_bytes"] == total, kernel
-    for direction in ("read", "write"):
-        for what in ("ops", "bytes"):
-            key = f"{direction}_{what}"
-            assert ours[key] == kernel[key], (key, ours, kernel)
-        assert ours[f"{direction}_latency_count"] == kernel[f"{direction}_ops"], (ours, kernel)
+    traced = traced_completions(text)
+    print(
+        f"{name}: diskstats delta {kernel}, container {container.container_id[:12]} {ours}, "
+        f"ftrace saw {traced}"
+    )
+    assert_exact(kernel, ours, total, traced)
     assert pods == {container.pod_uid}
 
 

@@ -26,16 +26,35 @@ from conftest import (
     Process,
     Samples,
     free_port,
+    ftrace_events,
     pipeline_config,
     scrape,
     start_collector,
     start_sidecar,
+    traced_retransmits,
     value,
     wait_for,
 )
 
 ADDR = "127.0.0.77"  # in 127/8, so on the netns's own lo once it is up
 LOSS_PERCENT = 15
+
+
+# The tracepoints the tcp program counts retransmits on, for an ftrace witness.
+RETRANSMIT_EVENTS = ("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack")
+
+
+def delivered(kernel: int, traced: int) -> int:
+    """The retransmits the program can have seen: RetransSegs, or fewer when
+    ftrace recorded fewer of their events. On this Firecracker guest kernel
+    some tracepoint events reach no consumer, ftrace's own included
+    (bpf/cpu/cpu.c); those are not the program's to count. Ones ftrace saw
+    and the program did not still fail the tests."""
+    if traced < kernel:
+        print(f"the kernel delivered no tracepoint event for {kernel - traced} retransmit(s)")
+    return min(kernel, traced)
+
+
 MESSAGES = 3000
 RESETS = 200
 SNAPSHOT_WAIT = 2.5  # > two collection intervals: a snapshot taken after the traffic
@@ -286,14 +305,16 @@ def test_retransmits_match_retranssegs_of_the_netns(prom: int) -> None:
             before = retransmits(settled(prom), peer_port)
             snmp0 = ns.snmp()
             netstat0 = ns.snmp("TcpExt", "/proc/net/netstat")
-            ns.loss(LOSS_PERCENT)
-            p.stdin.write("go\n")
-            p.stdin.flush()
-            assert p.stdout.readline().strip() == "acked"
-            # every byte is acked: nothing is left to retransmit
-            ns.no_loss()
-            snmp1 = ns.snmp()
-            netstat1 = ns.snmp("TcpExt", "/proc/net/netstat")
+            with ftrace_events(*RETRANSMIT_EVENTS) as trace:
+                ns.loss(LOSS_PERCENT)
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                assert p.stdout.readline().strip() == "acked"
+                # every byte is acked: nothing is left to retransmit
+                ns.no_loss()
+                snmp1 = ns.snmp()
+                netstat1 = ns.snmp("TcpExt", "/proc/net/netstat")
+                traced = traced_retransmits((trace / "trace").read_text())
             p.stdin.write("close\n")
             p.stdin.flush()
             assert int(p.stdout.readline()) == MESSAGES * 100
@@ -305,13 +326,17 @@ def test_retransmits_match_retranssegs_of_the_netns(prom: int) -> None:
         kernel = snmp1["RetransSegs"] - snmp0["RetransSegs"]
         failed = netstat1["TCPRetransFail"] - netstat0["TCPRetransFail"]
         assert kernel > 0, "the nftables loss rule caused no retransmits"
+        seen = delivered(kernel, traced)
         wait_for(
-            f"{kernel} retransmits to {ADDR}:{peer_port}",
-            lambda: retransmits(scrape(prom), peer_port) - before >= kernel,
+            f"{seen} retransmits to {ADDR}:{peer_port}",
+            lambda: retransmits(scrape(prom), peer_port) - before >= seen - failed,
             15,
         )
         got = retransmits(settled(prom), peer_port) - before
-    print(f"retransmits: ebpf {got:.0f}, RetransSegs {kernel}, TCPRetransFail {failed}")
+    print(
+        f"retransmits: ebpf {got:.0f}, RetransSegs {kernel}, TCPRetransFail {failed}, "
+        f"ftrace saw {traced}"
+    )
     # Tolerance: exact, except for retransmissions the stack counted in
     # RetransSegs but failed to send (TCPRetransFail; the program counts only
     # tcp_retransmit_skb events with err == 0). RetransSegs adds
@@ -320,7 +345,7 @@ def test_retransmits_match_retranssegs_of_the_netns(prom: int) -> None:
     # ~65 kB), so segments = skbs. Only the client sends data and the
     # connection is set up before the loss, so no SYN-ACK (not on this
     # tracepoint) is ever retransmitted.
-    assert kernel - failed <= got <= kernel, (got, kernel, failed)
+    assert seen - failed <= got <= kernel, (got, kernel, failed, traced)
 
 
 def test_resets_sent_and_received(prom: int) -> None:
@@ -405,16 +430,18 @@ def test_retransmits_land_on_the_sending_containers_series(
             before = settled(prom)
             snmp0 = ns.snmp()
             netstat0 = ns.snmp("TcpExt", "/proc/net/netstat")
-            ns.loss(LOSS_PERCENT, ADDR)
-            for p in procs.values():
-                assert p.stdin
-                p.stdin.write("go\n")
-                p.stdin.flush()
-            for p in procs.values():
-                assert p.stdout and p.stdout.readline().strip() == "acked"
-            ns.no_loss()
-            snmp1 = ns.snmp()
-            netstat1 = ns.snmp("TcpExt", "/proc/net/netstat")
+            with ftrace_events(*RETRANSMIT_EVENTS) as trace:
+                ns.loss(LOSS_PERCENT, ADDR)
+                for p in procs.values():
+                    assert p.stdin
+                    p.stdin.write("go\n")
+                    p.stdin.flush()
+                for p in procs.values():
+                    assert p.stdout and p.stdout.readline().strip() == "acked"
+                ns.no_loss()
+                snmp1 = ns.snmp()
+                netstat1 = ns.snmp("TcpExt", "/proc/net/netstat")
+                traced = traced_retransmits((trace / "trace").read_text())
             for p in procs.values():
                 assert p.stdin and p.stdout
                 p.stdin.write("close\n")
@@ -430,9 +457,10 @@ def test_retransmits_land_on_the_sending_containers_series(
         failed = netstat1["TCPRetransFail"] - netstat0["TCPRetransFail"]
         assert kernel > 0, "the nftables loss rule caused no retransmits"
         a0 = container_retransmits(before, lossy.container_id)
+        seen = delivered(kernel, traced)
         wait_for(
-            f"{kernel} retransmits on container {lossy.container_id[:12]}",
-            lambda: container_retransmits(scrape(prom), lossy.container_id) - a0 >= kernel,
+            f"{seen} retransmits on container {lossy.container_id[:12]}",
+            lambda: container_retransmits(scrape(prom), lossy.container_id) - a0 >= seen - failed,
             15,
         )
         after = settled(prom)
@@ -451,6 +479,6 @@ def test_retransmits_land_on_the_sending_containers_series(
     )
     # As the netns-wide test: exact but for TCPRetransFail. Both ends of A's
     # connection are A's sockets, and B's connection sees no loss.
-    assert kernel - failed <= got <= kernel, (got, kernel, failed)
+    assert seen - failed <= got <= kernel, (got, kernel, failed, traced)
     assert quiet_got == 0
     assert pods == {lossy.pod_uid}

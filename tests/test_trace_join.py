@@ -29,20 +29,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from test_accuracy_block import (
+    assert_no_trace_lost,
     attached_loop_device,
+    block_trace,
     diskstats,
     idle_diskstats,
+    traced_completions,
     warm_up_read,
 )
 from test_accuracy_tcp import LOSS_PERCENT, SNAPSHOT_WAIT, netns
@@ -52,44 +53,16 @@ from conftest import (
     Process,
     expose_self_telemetry,
     free_port,
+    ftrace_events,
     scrape,
     start_collector,
+    traced_retransmits,
     value,
     wait_for,
 )
 
 APP = Path(__file__).with_name("trace_join_app.py")
 SERVICE = "order-service"
-TRACEFS = Path("/sys/kernel/tracing")
-
-
-@contextmanager
-def ftrace_events(*events: str) -> Iterator[Path]:
-    """An ftrace instance of our own recording ``events`` ("system/event")."""
-    inst = TRACEFS / "instances" / f"ebpf-join-{os.getpid()}"
-    inst.mkdir()
-    try:
-        (inst / "buffer_size_kb").write_text("4096")
-        for ev in events:
-            (inst / "events" / ev / "enable").write_text("1")
-        yield inst
-    finally:
-        for ev in events:
-            (inst / "events" / ev / "enable").write_text("0")
-        inst.rmdir()
-
-
-def traced_retransmits(text: str) -> int:
-    """Segments retransmitted per the trace: a tcp_retransmit_skb event per
-    retransmission that was sent (err=0 where the kernel reports it), and one
-    per SYN-ACK sent again."""
-    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
-    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
-    skb = [line for line in text.splitlines() if "tcp_retransmit_skb:" in line]
-    sent = [line for line in skb if " err=" not in line or " err=0" in line]
-    return len(sent) + text.count("tcp_retransmit_synack:")
-
-
 ADDR = "127.0.0.99"  # the app's server in the netns; the loss rule matches only it
 MESSAGES = 3000
 SPANS = {"POST /orders", "disk.io", "tcp.send"}
@@ -288,13 +261,18 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
             disk0 = idle_diskstats(name)
             snmp0, netstat0 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
             misses0 = tcp_recursion_misses(telemetry)
-            with ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack") as trace:
+            with (
+                ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack") as trace,
+                block_trace(device) as disk_trace,
+            ):
                 ns.loss(LOSS_PERCENT, ADDR)
                 tell(app, "go")
                 assert hear(app) == "done"
                 ns.no_loss()
                 snmp1, netstat1 = ns.snmp(), ns.snmp("TcpExt", "/proc/net/netstat")
                 traced_retrans = traced_retransmits((trace / "trace").read_text())
+                disk_text = (disk_trace / "trace").read_text()
+            assert_no_trace_lost(disk_text)
             disk1 = diskstats(name)  # O_DIRECT is synchronous: everything completed
             assert disk1["in_flight"] == 0, disk1
             tell(app, "close")
@@ -377,9 +355,17 @@ def test_a_slow_orders_spans_lead_to_its_own_kernel_metrics(
         f"the app's schedstat {app_cpu_seconds:.3f} s; run-queue waits {runq_waits:.0f}"
     )
 
-    # The app was the device's only user in the window: exact.
+    # The app was the device's only user in the window: exact, but for
+    # completions the kernel delivered to no tracepoint consumer (ftrace's
+    # own included; the same witness as tests/test_accuracy_block.py).
     assert disk["read_bytes"] > 0 and disk["write_bytes"] > 0, disk
-    assert ebpf_disk == disk, (ebpf_disk, disk)
+    traced_disk = traced_completions(disk_text)
+    print(f"  disk completions ftrace saw: {traced_disk}")
+    if ebpf_disk != disk and traced_disk != disk:
+        print("  the kernel delivered no event for some of the app's requests")
+        assert ebpf_disk == traced_disk, (ebpf_disk, traced_disk, disk)
+    else:
+        assert ebpf_disk == disk, (ebpf_disk, disk, traced_disk)
     # As tests/test_accuracy_tcp.py: exact but for retransmissions that the
     # stack counted in RetransSegs and failed to send. Both ends are the app's.
     assert retrans_kernel > 0, "the nftables loss rule caused no retransmits"
