@@ -22,7 +22,7 @@ from conftest import (
     free_port,
     pipeline_config,
     scrape,
-    scrape_stamped,
+    scrape_since,
     start_collector,
     value,
     wait_for,
@@ -128,30 +128,10 @@ def cpu_pipeline(
 
 def settled(port: int, name: str, since: float, **labels: str) -> float:
     """Metric ``name`` of the series with ``labels`` from a snapshot the
-    sidecar took after ``since`` (wall-clock s), when the child was blocked.
-
-    Causal, not by waiting for quiet: a snapshot stamped before ``since`` can
-    reach the exporter seconds later when the pipeline lags behind (a loaded
-    2-CPU machine), and one read while the child still ran shows a partial
-    value that stays put for as long as the child's last slice lasted.
-    """
-
-    stale: list[float] = []  # how long before `since` each earlier scrape's snapshot was
-
-    def probe() -> tuple[float] | None:
-        found = [
-            (v, ts)
-            for n, lab, v, ts in scrape_stamped(port)
-            if n == name and labels.items() <= lab.items()
-        ]
-        if not found or min(ts for _, ts in found) <= since:
-            stale.extend(since - ts for _, ts in found[:1])
-            return None
-        print(f"{name}: after {len(stale)} scrapes of snapshots older by {stale}")
-        return (sum(v for v, _ in found),)  # a 1-tuple: a settled 0 is not "not yet"
-
-    found: tuple[float] = wait_for(f"{name} from a snapshot after the child blocked", probe, 20)
-    return found[0]
+    sidecar took after ``since``, when the child was blocked (scrape_since)."""
+    found = value(scrape_since(port, since, (name,), timeout=20, **labels), name, **labels)
+    assert found is not None, (name, labels)
+    return found
 
 
 def test_cpu_time_matches_schedstat(cpu_pipeline: int) -> None:
