@@ -292,13 +292,18 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 
 @contextmanager
-def ftrace_events(*events: str) -> Iterator[Path]:
-    """An ftrace instance of our own recording ``events`` ("system/event")."""
-    inst = TRACEFS / "instances" / f"ebpf-test-{os.getpid()}"
+def ftrace_events(*events: str, name: str = "test", event_filter: str = "") -> Iterator[Path]:
+    """An ftrace instance of our own (``name`` tells two apart) recording
+    ``events`` ("system/event"), each with ``event_filter`` if given, on the
+    monotonic clock."""
+    inst = TRACEFS / "instances" / f"ebpf-{name}-{os.getpid()}"
     inst.mkdir()
     try:
-        (inst / "buffer_size_kb").write_text("4096")
+        (inst / "trace_clock").write_text("mono")
+        (inst / "buffer_size_kb").write_text("8192")
         for ev in events:
+            if event_filter:
+                (inst / "events" / ev / "filter").write_text(event_filter)
             (inst / "events" / ev / "enable").write_text("1")
         yield inst
     finally:
@@ -307,13 +312,18 @@ def ftrace_events(*events: str) -> Iterator[Path]:
         inst.rmdir()
 
 
+def assert_no_trace_lost(text: str) -> None:
+    """ftrace's header says how many entries its buffer holds and how many were written."""
+    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
+    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+
+
 def traced_retransmits(text: str) -> int:
     """What ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack")
     recorded, as the tcp program counts it: a tcp_retransmit_skb event per
     retransmission that was sent (err=0 where the kernel reports it), and one
     per SYN-ACK sent again."""
-    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
-    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+    assert_no_trace_lost(text)
     skb = [line for line in text.splitlines() if "tcp_retransmit_skb:" in line]
     sent = [line for line in skb if " err=" not in line or " err=0" in line]
     return len(sent) + text.count("tcp_retransmit_synack:")

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,9 @@ from conftest import (
     KubeletContainer,
     Process,
     Samples,
+    assert_no_trace_lost,
     free_port,
+    ftrace_events,
     pipeline_config,
     scrape,
     scrape_since,
@@ -41,7 +43,6 @@ from conftest import (
     wait_for,
 )
 
-TRACEFS = Path("/sys/kernel/tracing")
 MiB = 1 << 20
 IMAGE_SIZE = 64 * MiB
 # Writes then reads of these sizes at these offsets: large ones that the block
@@ -202,30 +203,16 @@ def test_disk_metrics_match_diskstats_exactly(
     assert_exact(kernel, ebpf, total, traced)
 
 
-@contextmanager
-def block_trace(dev: str) -> Iterator[Path]:
+def block_trace(dev: str) -> AbstractContextManager[Path]:
     """An ftrace instance of our own recording block_rq_issue/complete of ``dev``."""
     st = os.stat(dev)
     devt = (os.major(st.st_rdev) << 20) | os.minor(st.st_rdev)  # the kernel's dev_t
-    inst = TRACEFS / "instances" / f"ebpf-block-{os.getpid()}"
-    inst.mkdir()
-    try:
-        (inst / "trace_clock").write_text("mono")
-        (inst / "buffer_size_kb").write_text("8192")
-        for ev in ("block_rq_issue", "block_rq_complete"):
-            (inst / "events" / "block" / ev / "filter").write_text(f"dev == {devt}")
-            (inst / "events" / "block" / ev / "enable").write_text("1")
-        yield inst
-    finally:
-        for ev in ("block_rq_issue", "block_rq_complete"):
-            (inst / "events" / "block" / ev / "enable").write_text("0")
-        inst.rmdir()
-
-
-def assert_no_trace_lost(text: str) -> None:
-    """ftrace's header says how many entries its buffer holds and how many were written."""
-    m = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", text)
-    assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
+    return ftrace_events(
+        "block/block_rq_issue",
+        "block/block_rq_complete",
+        name="block",
+        event_filter=f"dev == {devt}",
+    )
 
 
 COMPLETE = re.compile(r"block_rq_complete: \d+,\d+ (\S+) \([^)]*\) \d+ \+ (\d+) ")

@@ -42,7 +42,6 @@ from test_accuracy_block import (
     ALIGN,
     IMAGE_SIZE,
     MiB,
-    assert_no_trace_lost,
     attached_loop_device,
     block_trace,
     warm_up_read,
@@ -51,6 +50,7 @@ from test_accuracy_block import (
 from conftest import (
     Process,
     Samples,
+    assert_no_trace_lost,
     expose_self_telemetry,
     free_port,
     scrape,
