@@ -86,16 +86,10 @@ def _walk(per_cpu: bool, entries: int, rounds: int) -> dict[str, Any]:
             keys["pid"] = np.arange(entries) + 1
             values = np.zeros((entries, n_cpu, 3), dtype=np.uint64)
             values[:, :, 0] = np.arange(entries)[:, None]
-            update = libbpf.so.bpf_map_update_batch
-            update.argtypes = [
-                ct.c_int,
-                ct.c_void_p,
-                ct.c_void_p,
-                ct.POINTER(ct.c_uint32),
-                ct.c_void_p,
-            ]
             count = ct.c_uint32(entries)
-            if update(table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None):
+            if libbpf.so.bpf_map_update_batch(
+                table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None
+            ):
                 raise OSError(ct.get_errno(), "BPF_MAP_UPDATE_BATCH failed")
 
             if modulo == 1:  # the batch lookup once per map, next to the first iterator

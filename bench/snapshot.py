@@ -128,10 +128,13 @@ def _fill(
         return
     from ebpf_sidecar.libbpf import lib
 
-    update = lib.so.bpf_map_update_batch
-    update.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p]
     count = ct.c_uint32(m)
-    if update(table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None) != 0:
+    if (
+        lib.so.bpf_map_update_batch(
+            table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None
+        )
+        != 0
+    ):
         raise OSError(ct.get_errno(), "BPF_MAP_UPDATE_BATCH failed")
 
 

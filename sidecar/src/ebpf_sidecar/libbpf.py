@@ -33,6 +33,7 @@ class _Lib:
             "bpf_map_lookup_batch": [ct.c_int, vp, vp, vp, vp, u32p, vp],
             "bpf_map_lookup_and_delete_batch": [ct.c_int, vp, vp, vp, vp, u32p, vp],
             "bpf_map_delete_batch": [ct.c_int, vp, u32p, vp],
+            "bpf_map_update_batch": [ct.c_int, vp, vp, u32p, vp],  # the benches fill maps
             "bpf_enable_stats": [ct.c_int],
             "bpf_obj_get_info_by_fd": [ct.c_int, vp, u32p],
             "ring_buffer__poll": [vp, ct.c_int],
