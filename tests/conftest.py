@@ -318,17 +318,6 @@ def assert_no_trace_lost(text: str) -> None:
     assert m and m.group(1) == m.group(2), "the trace buffer overflowed"
 
 
-def traced_retransmits(text: str) -> int:
-    """What ftrace_events("tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack")
-    recorded, as the tcp program counts it: a tcp_retransmit_skb event per
-    retransmission that was sent (err=0 where the kernel reports it), and one
-    per SYN-ACK sent again."""
-    assert_no_trace_lost(text)
-    skb = [line for line in text.splitlines() if "tcp_retransmit_skb:" in line]
-    sent = [line for line in skb if " err=" not in line or " err=0" in line]
-    return len(sent) + text.count("tcp_retransmit_synack:")
-
-
 Samples = list[tuple[str, dict[str, str], float]]
 
 
