@@ -11,6 +11,10 @@ type seriesSet struct {
 	attach      uint64
 	keys        map[string]*seriesEntry
 	overflowing bool // the overflow has been logged
+	// gen tells the sets of a binding apart (it grows with every new set),
+	// so that a changes-only table's series cache filled under an earlier
+	// set is not used (seriesCache).
+	gen uint64
 }
 
 // seriesEntry is one admitted series.

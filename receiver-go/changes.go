@@ -120,6 +120,76 @@ type mapTable struct {
 	values  []*column
 	live    []bool
 	entries int
+	// order is the slot of each entry of the latest whole snapshot made of
+	// the table (nil: entry i is slot i).
+	order []int32
+	// caches are the series each slot went to at the previous conversion,
+	// by binding index (seriesCache).
+	caches map[int]*seriesCache
+	// reshaped: since the previous conversion, a slot came, went or had
+	// its key columns change.
+	reshaped bool
+}
+
+// seriesCache remembers, for one binding of a changes-only table, which
+// series each slot's entry went to when it was last converted. Most
+// entries of a large map keep their key from one snapshot to the next
+// (only their values change), and the attributes, hence the series, come
+// from the key alone: such an entry skips encoding and looking up its
+// series key, which is most of a conversion's cost per entry. A slot's
+// cache is dropped when its key columns change or it is removed, and is
+// only used under the seriesSet generation it was filled under. A series
+// folded into the overflow is looked up again whenever the metric has
+// room (its series may be admitted now, as a whole conversion would).
+type seriesCache struct {
+	values  int
+	gen     []uint64       // by slot: the seriesSet generation it holds (0: none)
+	series  []*seriesEntry // by slot and value field: the admitted series, nil if folded
+	hash    []uint64       // by slot: a hash of its series key but the value (folded series)
+	folded  []uint64       // by slot: its value fields folded, a bit each
+	count   int            // distinct series folded at the previous conversion
+	counted bool           // count holds for the table as it is (nothing reshaped since)
+}
+
+// cacheFor is binding bi's series cache (values: its value fields).
+func (t *mapTable) cacheFor(bi, values int) *seriesCache {
+	if t.caches == nil {
+		t.caches = map[int]*seriesCache{}
+	}
+	sc := t.caches[bi]
+	if sc == nil || sc.values != values {
+		sc = &seriesCache{values: values}
+		t.caches[bi] = sc
+	}
+	if n := len(t.live); len(sc.gen) < n {
+		sc.gen = append(sc.gen, make([]uint64, n-len(sc.gen))...)
+		sc.series = append(sc.series, make([]*seriesEntry, n*values-len(sc.series))...)
+		sc.hash = append(sc.hash, make([]uint64, n-len(sc.hash))...)
+		sc.folded = append(sc.folded, make([]uint64, n-len(sc.folded))...)
+	}
+	if t.reshaped {
+		sc.counted = false
+	}
+	return sc
+}
+
+// forget drops slot s from every binding's cache: its key changed or it
+// is gone.
+func (t *mapTable) forget(s int) {
+	t.reshaped = true
+	for _, sc := range t.caches {
+		if s < len(sc.gen) {
+			sc.gen[s] = 0
+		}
+	}
+}
+
+// slotOf is the slot of entry e of the table's latest whole snapshot.
+func (t *mapTable) slotOf(e int) int {
+	if t.order == nil {
+		return e
+	}
+	return int(t.order[e])
 }
 
 var errNoWholeMap = errors.New("changes arrived for a map whose whole snapshot was not received; waiting for the next whole one")
@@ -147,19 +217,19 @@ func maxSlot(ms *sidecarpb.MapSnapshot, t *mapTable) int {
 }
 
 // applyChanges folds a slotted map snapshot (whole or changes) into the
-// table of its map and returns the whole map as one snapshot.
-func (c *converter) applyChanges(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
+// table of its map and returns the whole map as one snapshot, and the table.
+func (c *converter) applyChanges(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, *mapTable, error) {
 	slots, err := slotsOf(ms.GetSlots(), "slots")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	removed, err := slotsOf(ms.GetRemovedSlots(), "removed_slots")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n := int(ms.GetEntries())
 	if len(slots) != n {
-		return nil, fmt.Errorf("%d slots for %d entries", len(slots), n)
+		return nil, nil, fmt.Errorf("%d slots for %d entries", len(slots), n)
 	}
 	t := c.tables[k]
 	if !ms.GetChangesOnly() {
@@ -170,19 +240,20 @@ func (c *converter) applyChanges(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarp
 	} else if t == nil || t.attach != ms.GetAttachTimeUnixNano() ||
 		!sameFields(t.keys, ms.GetKeyColumns()) || !sameFields(t.values, ms.GetValueColumns()) {
 		delete(c.tables, k)
-		return nil, errNoWholeMap
+		return nil, nil, errNoWholeMap
 	}
 	limit := maxSlot(ms, t)
 	for _, s := range removed {
 		if int(s) < len(t.live) && t.live[s] {
 			t.live[s] = false
 			t.entries--
+			t.forget(int(s))
 		}
 	}
 	for i, s := range slots {
 		if int(s) >= limit {
 			delete(c.tables, k)
-			return nil, fmt.Errorf("slot %d is far beyond the map's %d entries", s, ms.GetMaxEntries())
+			return nil, nil, fmt.Errorf("slot %d is far beyond the map's %d entries", s, ms.GetMaxEntries())
 		}
 		if int(s) >= len(t.live) {
 			t.grow(int(s) + 1)
@@ -190,6 +261,9 @@ func (c *converter) applyChanges(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarp
 		if !t.live[s] {
 			t.live[s] = true
 			t.entries++
+			t.forget(int(s))
+		} else if !sameKey(t.keys, ms.GetKeyColumns(), int(s), i) {
+			t.forget(int(s))
 		}
 		for j, col := range ms.GetKeyColumns() {
 			setAt(t.keys[j], col, int(s), i, len(t.live))
@@ -198,7 +272,32 @@ func (c *converter) applyChanges(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarp
 			setAt(t.values[j], col, int(s), i, len(t.live))
 		}
 	}
-	return t.snapshot(ms), nil
+	return t.snapshot(ms), t, nil
+}
+
+// sameKey tells whether entry i of src has the key columns slot s of dst
+// holds.
+func sameKey(dst, src []*column, s, i int) bool {
+	for j, col := range src {
+		d := dst[j]
+		switch {
+		case i < len(col.GetUints()):
+			if s >= len(d.Uints) || d.Uints[s] != col.GetUints()[i] {
+				return false
+			}
+		case i < len(col.GetInts()):
+			if s >= len(d.Ints) || d.Ints[s] != col.GetInts()[i] {
+				return false
+			}
+		case i < len(col.GetStrings()):
+			if s >= len(d.Strings) || d.Strings[s] != col.GetStrings()[i] {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func emptyLike(cols []*column) []*column {
@@ -272,9 +371,25 @@ func (t *mapTable) grow(size int) {
 }
 
 // snapshot is the table as a whole map snapshot (entries in slot order;
-// the columns are the table's own when no slot is free, copies otherwise).
+// the columns are the table's own when the live slots are the first ones,
+// as after a whole snapshot and while entries come and go in step, copies
+// otherwise).
 func (t *mapTable) snapshot(ms *sidecarpb.MapSnapshot) *sidecarpb.MapSnapshot {
-	dense := t.entries == len(t.live)
+	hi := len(t.live) // one past the last live slot
+	for hi > 0 && !t.live[hi-1] {
+		hi--
+	}
+	dense := t.entries == hi
+	t.order = t.order[:0]
+	if dense {
+		t.order = nil
+	} else {
+		for s, ok := range t.live {
+			if ok {
+				t.order = append(t.order, int32(s))
+			}
+		}
+	}
 	pick := func(cols []*column) []*column {
 		out := make([]*column, len(cols))
 		for j, col := range cols {
@@ -299,8 +414,8 @@ func (t *mapTable) snapshot(ms *sidecarpb.MapSnapshot) *sidecarpb.MapSnapshot {
 }
 
 func compact[T any](vals []T, live []bool, n int, dense bool) []T {
-	if dense {
-		return vals[:len(live):len(live)]
+	if dense { // the live slots are the first n
+		return vals[:n:n]
 	}
 	out := make([]T, 0, n)
 	for s, ok := range live {

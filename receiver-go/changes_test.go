@@ -245,6 +245,53 @@ func TestChangesOnlyExportsWhatWholeSnapshotsExport(t *testing.T) {
 	}
 }
 
+// The series cache of a changes-only table (seriesCache) changes nothing:
+// converted with and without it, the same changes-only stream exports the
+// same metrics and folds the same series, whether the cardinality limit
+// folds most series, some, or none. The history has processes coming and
+// going (slots freed and reused), the map's order moving, and entries whose
+// key stays while a decoded attribute changes (a container id resolved
+// later: the same slot sent again with another key column).
+func TestSeriesCacheChangesNothing(t *testing.T) {
+	history := processHistory()
+	for step := range history {
+		for i := range history[step] {
+			if e := &history[step][i]; e.pid%5 == 1 && step >= 6 {
+				e.container, e.pod = fmt.Sprintf("%064x", 5000+e.pid), "0a1b2c3d-0000-4000-8000-000000000002"
+			}
+		}
+	}
+	for _, limit := range []int{3, 20, 40, 2000} {
+		for _, fullEvery := range []int{1, 4, 100} {
+			t.Run(fmt.Sprintf("limit=%d/full_every=%d", limit, fullEvery), func(t *testing.T) {
+				reference, cached := cpuConverter(t, limit), cpuConverter(t, limit)
+				reference.noSeriesCache = true
+				stream := &changesStream{fullEvery: fullEvery}
+				folds := 0
+				for i, entries := range history {
+					seq := uint64(i + 1)
+					raw, err := proto.Marshal(stream.snapshot(seq, entries))
+					require.NoError(t, err)
+					a, b := &sidecarpb.Snapshot{}, &sidecarpb.Snapshot{}
+					require.NoError(t, proto.Unmarshal(raw, a))
+					require.NoError(t, proto.Unmarshal(raw, b))
+					expected, actual := reference.convert(a), cached.convert(b)
+					require.NoError(t, pmetrictest.CompareMetrics(expected, actual), "snapshot %d", seq)
+					require.Equal(t, reference.folded, cached.folded, "series folded, snapshot %d", seq)
+					for _, f := range reference.folded {
+						folds += f
+					}
+				}
+				if limit < 40 {
+					assert.Positive(t, folds, "the limit folds series")
+				} else if limit == 2000 {
+					assert.Zero(t, folds)
+				}
+			})
+		}
+	}
+}
+
 func TestChangesWithoutAWholeMapFirstAreSkipped(t *testing.T) {
 	env := newConvEnv(t, func() *Config {
 		cfg := createDefaultConfig().(*Config)

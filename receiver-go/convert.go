@@ -38,6 +38,13 @@ type converter struct {
 	maps         map[mapKey]*mapState // read times, for delta start times
 	tables       map[mapKey]*mapTable // maps of a changes-only stream, whole
 	snapshots    uint64               // snapshots converted
+	seed         maphash.Seed         // for hashes of series keys
+	// noSeriesCache converts changes-only tables without their series
+	// cache (tests compare the two).
+	noSeriesCache bool
+	// folded is, by binding index, the number of series folded into the
+	// overflow at the latest conversion of its map.
+	folded []int
 }
 
 // mapState remembers when a map was last read, for delta start times.
@@ -57,11 +64,13 @@ func newConverter(bindings []*metricBinding, scopeVersion string, logger *zap.Lo
 		plans:        make([]keyPlan, len(bindings)),
 		maps:         map[mapKey]*mapState{},
 		tables:       map[mapKey]*mapTable{},
+		seed:         maphash.MakeSeed(),
+		folded:       make([]int, len(bindings)),
 	}
 	for i, b := range bindings {
 		k := mapKey{b.program, b.mapName}
 		c.byMap[k] = append(c.byMap[k], i)
-		c.series[i] = &seriesSet{keys: map[string]*seriesEntry{}}
+		c.series[i] = &seriesSet{keys: map[string]*seriesEntry{}, gen: 1}
 		c.plans[i] = newKeyPlan(b)
 	}
 	return c
@@ -82,7 +91,7 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 		}()
 	}
 	c.snapshots++
-	out := newMetricsBuilder(c.snapshots, c.series, c.plans)
+	out := newMetricsBuilder(c.snapshots, c.series, c.plans, c.seed)
 	ts := pcommon.Timestamp(snap.GetTimeUnixNano())
 	for _, ms := range snap.GetMaps() {
 		k := mapKey{ms.GetProgram(), ms.GetMap()}
@@ -97,7 +106,7 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 				zap.Uint64("sequence", snap.GetSequence()), zap.String("error", ms.GetError()))
 			continue
 		}
-		ms, err := c.whole(k, ms)
+		ms, table, err := c.whole(k, ms)
 		if err != nil {
 			c.tel.mapError(k, "malformed")
 			c.logger.Error("Malformed map snapshot from the sidecar; skipping the map",
@@ -127,15 +136,27 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 		for _, i := range idx {
 			b := c.bindings[i]
 			if set := c.series[i]; set.attach != attach {
-				*set = seriesSet{attach: attach, keys: map[string]*seriesEntry{}}
+				*set = seriesSet{attach: attach, keys: map[string]*seriesEntry{}, gen: set.gen + 1}
 			}
 			start := pcommon.Timestamp(attach)
 			if b.delta {
 				start = deltaStart
 			}
-			out.add(i, b, ms, cols, start, ts)
-			c.noteOverflow(i, b, out.folded(i))
+			var cache *seriesCache
+			if table != nil && !c.noSeriesCache {
+				cache = table.cacheFor(i, max(len(b.values), 1))
+			}
+			out.add(i, b, ms, cols, start, ts, table, cache)
+			if cache != nil {
+				c.folded[i] = foldedCached(cache, table, int(ms.GetEntries()))
+			} else {
+				c.folded[i] = out.folded(i)
+			}
+			c.noteOverflow(i, b, c.folded[i])
 			c.series[i].keepOnly(out.snap)
+		}
+		if table != nil {
+			table.reshaped = false
 		}
 	}
 	return out.build(c.bindings, c.scopeVersion)
@@ -144,16 +165,16 @@ func (c *converter) convert(snap *sidecarpb.Snapshot) pmetric.Metrics {
 // whole returns ms as a whole map snapshot with classic columns: packed
 // columns unpacked, and a changes-only stream's changes applied to the
 // map's table.
-func (c *converter) whole(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
+func (c *converter) whole(k mapKey, ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, *mapTable, error) {
 	if len(ms.GetPackedKeyColumns())+len(ms.GetPackedValueColumns()) > 0 {
 		var err error
 		if ms, err = unpackColumns(ms); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if !ms.GetChangesOnly() && len(ms.GetSlots()) == 0 {
 		delete(c.tables, k)
-		return ms, nil
+		return ms, nil, nil
 	}
 	return c.applyChanges(k, ms)
 }
@@ -287,7 +308,9 @@ type metricsBuilder struct {
 	points    []pointAcc
 	attrPool  []attr
 	buf       []byte
-	seed      maphash.Seed
+	seed      maphash.Seed   // the converter's: folded-series hashes outlive a snapshot (seriesCache)
+	cur       []*seriesEntry // the current entry's series, by value field (resolve)
+	admitted  []bool         // by binding: a series was admitted in this snapshot
 }
 
 // keyPlan is the order in which a binding's attributes enter its keys.
@@ -352,7 +375,12 @@ type foldedEntry struct {
 // overflow series in this snapshot (entries with the same key hash are one
 // series set: a hash collision only undercounts this self-metric).
 func (mb *metricsBuilder) folded(bi int) int {
-	entries := mb.foldedIn[bi]
+	return countFolded(mb.foldedIn[bi])
+}
+
+// countFolded is the number of distinct (series, value field) pairs among
+// folded entries (sorted in place).
+func countFolded(entries []foldedEntry) int {
 	slices.SortFunc(entries, func(a, b foldedEntry) int { return cmp.Compare(a.hash, b.hash) })
 	n := 0
 	for i := 0; i < len(entries); {
@@ -367,15 +395,16 @@ func (mb *metricsBuilder) folded(bi int) int {
 	return n
 }
 
-func newMetricsBuilder(snap uint64, series []*seriesSet, plans []keyPlan) *metricsBuilder {
+func newMetricsBuilder(snap uint64, series []*seriesSet, plans []keyPlan, seed maphash.Seed) *metricsBuilder {
 	mb := &metricsBuilder{
 		snap:     snap,
 		plans:    plans,
 		series:   series,
 		foldedIn: make([][]foldedEntry, len(series)),
+		admitted: make([]bool, len(series)),
 		overflow: make([]int32, len(series)),
 		resIndex: map[string]int32{},
-		seed:     maphash.MakeSeed(),
+		seed:     seed,
 	}
 	for i := range mb.overflow {
 		mb.overflow[i] = -1
@@ -446,26 +475,38 @@ func (mb *metricsBuilder) entryKey(b *metricBinding, plan *keyPlan, cols []*colu
 	return len(buf), rkEnd
 }
 
-// point returns the accumulator of entry e's series for value field
-// value (the series key is mb.buf[:base] and the value), or of the
-// binding's overflow series when the series is not admitted.
-func (mb *metricsBuilder) point(bi int, b *metricBinding, plan *keyPlan, cols []*column, e, base, rkEnd int, value int32, start, ts pcommon.Timestamp) *pointAcc {
+// seriesOf returns the admitted series whose key is mb.buf[:base] and value
+// field value, admitting it while the binding's limit allows; nil when it
+// is folded into the overflow series (noted in mb.folding).
+func (mb *metricsBuilder) seriesOf(bi int, b *metricBinding, base int, value int32) *seriesEntry {
 	mb.buf = binary.LittleEndian.AppendUint32(mb.buf[:base], uint32(value))
 	set := mb.series[bi]
 	entry, ok := set.keys[string(mb.buf)]
 	if !ok {
 		if len(set.keys) >= b.limit {
 			mb.folding |= 1 << min(uint64(value), 63) // counted by add (see folded)
-			return mb.overflowPoint(bi, b, start, ts)
+			return nil
 		}
 		entry = &seriesEntry{key: string(mb.buf)}
 		set.keys[entry.key] = entry
+		mb.admitted[bi] = true
+	}
+	return entry
+}
+
+// pointFor returns the accumulator of series entry's point in this
+// snapshot, made from entry e's attributes on the series' first entry; the
+// overflow series' for a nil entry.
+func (mb *metricsBuilder) pointFor(bi int, b *metricBinding, plan *keyPlan, cols []*column, e int, entry *seriesEntry, value int32, start, ts pcommon.Timestamp) *pointAcc {
+	if entry == nil {
+		return mb.overflowPoint(bi, b, start, ts)
 	}
 	if entry.snap == mb.snap {
 		return &mb.points[entry.point]
 	}
 	entry.snap = mb.snap
-	rk := entry.key[4:rkEnd]
+	// the key starts with the resource key's length, then the resource key
+	rk := entry.key[4 : 4+binary.LittleEndian.Uint32([]byte(entry.key[:4]))]
 	r, ok := mb.resIndex[rk]
 	if !ok {
 		from := len(mb.attrPool)
@@ -565,8 +606,10 @@ func (mb *metricsBuilder) pointAttrs(b *metricBinding, plan *keyPlan, cols []*co
 	return mb.attrPool[start:len(mb.attrPool):len(mb.attrPool)]
 }
 
-// add accumulates every entry of ms for binding b.
-func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapshot, cols map[string]*column, start, ts pcommon.Timestamp) {
+// add accumulates every entry of ms for binding b. With a changes-only
+// table's cache, an entry whose slot the cache holds skips its series
+// lookup (seriesCache).
+func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapshot, cols map[string]*column, start, ts pcommon.Timestamp, table *mapTable, cache *seriesCache) {
 	n := int(ms.GetEntries())
 	plan := &mb.plans[bi]
 	attrCols := make([]*column, len(b.attributes))
@@ -577,8 +620,19 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 	if points == 0 {
 		points = 1
 	}
-	mb.grow(n, points)
-	mb.attrPool = slicesGrow(mb.attrPool, n*(len(b.attributes)+1))
+	// at most the admitted series and the overflow: a large map's entries
+	// beyond the limit all fold into one point
+	series := min(n, b.limit+1)
+	mb.grow(series, points)
+	mb.attrPool = slicesGrow(mb.attrPool, series*(len(b.attributes)+1))
+	if cap(mb.cur) < points {
+		mb.cur = make([]*seriesEntry, points)
+	}
+	cur := mb.cur[:points]
+	slot := func(e int) int { return e }
+	if table != nil {
+		slot = table.slotOf
+	}
 	if b.typ == MetricTypeHistogram {
 		slotCol, countCol := cols[b.slot.name], cols[b.count.name]
 		var sumCol *column
@@ -586,9 +640,8 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 			sumCol = cols[b.sum.name]
 		}
 		for e := 0; e < n; e++ {
-			base, rkEnd := mb.entryKey(b, plan, attrCols, e)
-			p := mb.point(bi, b, plan, attrCols, e, base, rkEnd, 0, start, ts)
-			mb.noteFolding(bi, base)
+			mb.resolve(bi, b, plan, attrCols, e, cur, cache, slot(e))
+			p := mb.pointFor(bi, b, plan, attrCols, e, cur[0], 0, start, ts)
 			slot := clampSlot(intAt(slotCol, b.slot, e), b.slots)
 			var count uint64
 			if c := intAt(countCol, b.count, e); c > 0 {
@@ -607,27 +660,77 @@ func (mb *metricsBuilder) add(bi int, b *metricBinding, ms *sidecarpb.MapSnapsho
 		valueCols[v] = cols[ref.field.name]
 	}
 	for e := 0; e < n; e++ {
-		base, rkEnd := mb.entryKey(b, plan, attrCols, e)
+		mb.resolve(bi, b, plan, attrCols, e, cur, cache, slot(e))
 		for v, ref := range b.values {
-			p := mb.point(bi, b, plan, attrCols, e, base, rkEnd, plan.value[v], start, ts)
+			p := mb.pointFor(bi, b, plan, attrCols, e, cur[v], plan.value[v], start, ts)
 			if b.scale == 1 {
 				p.i += intAt(valueCols[v], ref.field, e)
 			} else {
 				p.f += floatAt(valueCols[v], ref.field, e) * b.scale
 			}
 		}
-		mb.noteFolding(bi, base)
 	}
 }
 
-// noteFolding records the current entry when some of its series were
-// folded (its key is mb.buf[:base]).
-func (mb *metricsBuilder) noteFolding(bi, base int) {
-	if mb.folding != 0 {
-		h := maphash.Bytes(mb.seed, mb.buf[:base])
-		mb.foldedIn[bi] = append(mb.foldedIn[bi], foldedEntry{hash: h, values: mb.folding})
-		mb.folding = 0
+// resolve sets cur to entry e's series, one per value field (nil where
+// folded into the overflow series). With a cache (entry e in slot s):
+// from the cache where it holds the slot under the current series set,
+// unless the slot was folded and the metric has room or admitted a series
+// in this conversion;
+// else looked up, and the cache filled. Without one, the folded entry is recorded for
+// folded().
+func (mb *metricsBuilder) resolve(bi int, b *metricBinding, plan *keyPlan, cols []*column, e int, cur []*seriesEntry, cache *seriesCache, s int) {
+	set := mb.series[bi]
+	nv := len(cur)
+	// A folded series stays folded while the metric is full and nothing was
+	// admitted in this conversion: it was not admitted when last looked up,
+	// and only an admission (of its own key, by another entry of the same
+	// series) could change that, which needs room.
+	if cache != nil && cache.gen[s] == set.gen &&
+		(cache.folded[s] == 0 || (len(set.keys) >= b.limit && !mb.admitted[bi])) {
+		copy(cur, cache.series[s*nv:(s+1)*nv])
+		return
 	}
+	base, _ := mb.entryKey(b, plan, cols, e)
+	for v := range cur {
+		value := int32(0)
+		if v < len(plan.value) {
+			value = plan.value[v]
+		}
+		cur[v] = mb.seriesOf(bi, b, base, value)
+	}
+	folding := mb.folding
+	mb.folding = 0
+	var h uint64
+	if folding != 0 {
+		h = maphash.Bytes(mb.seed, mb.buf[:base])
+		if cache == nil {
+			mb.foldedIn[bi] = append(mb.foldedIn[bi], foldedEntry{hash: h, values: folding})
+		}
+	}
+	if cache != nil {
+		cache.counted = false // a lookup: what is folded may have changed
+		cache.gen[s] = set.gen
+		copy(cache.series[s*nv:(s+1)*nv], cur)
+		cache.hash[s], cache.folded[s] = h, folding
+	}
+}
+
+// foldedCached is folded() for a binding converted through a cache: the
+// distinct folded series of the table's entries, counted again only when
+// a lookup or a change of the table's shape may have changed them.
+func foldedCached(cache *seriesCache, table *mapTable, n int) int {
+	if cache.counted {
+		return cache.count
+	}
+	var entries []foldedEntry
+	for e := 0; e < n; e++ {
+		if s := table.slotOf(e); cache.folded[s] != 0 {
+			entries = append(entries, foldedEntry{hash: cache.hash[s], values: cache.folded[s]})
+		}
+	}
+	cache.count, cache.counted = countFolded(entries), true
+	return cache.count
 }
 
 // build emits one ResourceMetrics per resource attribute set, in order of

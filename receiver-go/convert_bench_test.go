@@ -150,3 +150,39 @@ func BenchmarkSnapshot(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkChangesOnly is the receiver's side of a changes-only stream in
+// steady state: a whole n-entry process_cpu snapshot with slots, then the
+// same 1 % of its entries changed again and again (EBPF_BENCH_ENTRIES,
+// default 10000), under the default cardinality limit; with
+// EBPF_BENCH_NO_SERIES_CACHE set, without the table's series cache.
+//
+//	EBPF_BENCH_ENTRIES=1000000 go test -run '^$' -bench BenchmarkChangesOnly -benchmem
+func BenchmarkChangesOnly(b *testing.B) {
+	n := 10000
+	if s := os.Getenv("EBPF_BENCH_ENTRIES"); s != "" {
+		var err error
+		n, err = strconv.Atoi(s)
+		require.NoError(b, err)
+	}
+	base := syntheticProcessCPU(n)
+	slots := make([]uint32, n)
+	for i := range slots {
+		slots[i] = uint32(i)
+	}
+	base.Maps[0].Slots = u32bytes(slots)
+	changed := syntheticProcessCPU(n / 100)
+	ms := changed.Maps[0]
+	ms.ChangesOnly, ms.Slots = true, u32bytes(slots[:n/100])
+	changed.Sequence = 2
+	conv := benchCPUConverter(b, createDefaultConfig().(*Config).CardinalityLimit)
+	conv.noSeriesCache = os.Getenv("EBPF_BENCH_NO_SERIES_CACHE") != "" // the whole table's conversion
+	conv.convert(base)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, col := range ms.ValueColumns {
+			col.Uints[0]++ // a change every time
+		}
+		conv.convert(changed)
+	}
+}
