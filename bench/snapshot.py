@@ -103,9 +103,18 @@ def _cgroup_ids(top: Path) -> list[int]:
 
 
 def _fill(
-    table: Any, n: int, cpus: int, cgroups_top: Path, generation: int = 0, changed: float = 1.0
+    table: Any,
+    n: int,
+    cpus: int,
+    cgroups_top: Path,
+    generation: int = 0,
+    changed: float = 1.0,
+    written: list[Any] | None = None,
 ) -> None:
-    """Entries 0..n-1; with ``generation`` > 0, bump the values of the first ``changed`` part."""
+    """Entries 0..n-1; with ``generation`` > 0, bump the values of the first
+    ``changed`` part. With ``written`` (the written-keys maps), what the cpu
+    program does as it writes: each entry's value holds the epoch, and the
+    keys go into the epoch's set (once the sidecar has started the epochs)."""
     import numpy as np
 
     cgroups = np.array(_cgroup_ids(cgroups_top), dtype=np.uint64)
@@ -116,30 +125,40 @@ def _fill(
     comms = np.array([f"worker-{i}".encode() for i in range(200)], dtype="S16")
     keys["comm"] = comms[idx % 200]
     keys["cg"] = cgroups[idx % len(cgroups)]
-    values = np.zeros((m, cpus, 3), dtype=np.uint64)
+    words = ct.sizeof(table.Leaf) // cpus // 8  # 3, or 4 with the epoch (__written)
+    values = np.zeros((m, cpus, words), dtype=np.uint64)
     values[:, :, 0] = (idx * 1_000_003 + generation)[:, None]
     values[:, :, 1] = (idx % 1000 + generation)[:, None]
     values[:, :, 2] = (idx % 77)[:, None]
     assert keys.itemsize == ct.sizeof(table.Key) and values[0].nbytes == ct.sizeof(table.Leaf)
+    epoch = int(written[0][ct.c_uint32(0)].value) if written else 0
+    if written and epoch:
+        values[:, :, 3] = epoch
+        _update_batch(written[1 + (epoch & 1)].map_fd, keys, np.ones(m, np.uint8))
     if hasattr(table, "items_update_batch"):  # a BCC table
         k = (table.Key * m).from_buffer(keys)
         v = (table.Leaf * m).from_buffer(values)
         table.items_update_batch(k, v)
         return
+    _update_batch(table.map_fd, keys, values)
+
+
+def _update_batch(fd: int, keys: Any, values: Any) -> None:
     from ebpf_sidecar.libbpf import lib
 
-    count = ct.c_uint32(m)
-    if (
-        lib.so.bpf_map_update_batch(
-            table.map_fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None
-        )
-        != 0
-    ):
+    count = ct.c_uint32(len(keys))
+    if lib.so.bpf_map_update_batch(fd, keys.ctypes.data, values.ctypes.data, ct.byref(count), None):
         raise OSError(ct.get_errno(), "BPF_MAP_UPDATE_BATCH failed")
 
 
 def _fill_elsewhere(
-    table: Any, n: int, cpus: int, cgroups_top: Path, generation: int = 0, changed: float = 1.0
+    table: Any,
+    n: int,
+    cpus: int,
+    cgroups_top: Path,
+    generation: int = 0,
+    changed: float = 1.0,
+    written: list[Any] | None = None,
 ) -> None:
     """:func:`_fill` in a forked process: in production the kernel fills the
     map, so the copy the entries were built in is not the sidecar's memory
@@ -148,7 +167,7 @@ def _fill_elsewhere(
     if pid == 0:
         code = 1
         try:
-            _fill(table, n, cpus, cgroups_top, generation, changed)
+            _fill(table, n, cpus, cgroups_top, generation, changed, written)
             code = 0
         except BaseException:
             traceback.print_exc()
@@ -161,7 +180,7 @@ def _fill_elsewhere(
 
 # process_cpu's key and value as the sidecar stores them with its pins
 # (ebpf_sidecar.maps.flat_type): member name, offset, size, signedness.
-PINNED_DESC = {
+PINNED_DESC: dict[str, Any] = {
     "key_type": {
         "size": 32,
         "members": [["pid", 0, 4, False], ["comm", 4, 16, None], ["cgroup_id", 24, 8, False]],
@@ -177,28 +196,65 @@ PINNED_DESC = {
     "array": False,
     "per_cpu": True,
 }
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_HASH = 5
 
 
-def _process_cpu_map(maps: Any, capacity: int) -> tuple[Any, Any]:
-    """The map to read, and the BCC module that made it (None when it did not).
+def _process_cpu_map(maps: Any, capacity: int) -> tuple[Any, Any, list[Any] | None]:
+    """The map to read, the BCC module that made it (None when it did not),
+    and its written-keys maps (None in a tree without them).
 
     As the sidecar runs it: a tree whose sidecar adopts pinned maps
     (``PinnedTable``) reads without BCC in its address space (BCC maps LLVM
     and clang in, ~60 MiB), so the map is made with libbpf and read through a
-    ``PinnedTable``; an older tree reads BCC's own table, as it did.
+    ``PinnedTable``; an older tree reads BCC's own table, as it did. A tree
+    with written keys (``WrittenKeys``) gets them as bpf/cpu/cpu.c has them:
+    the value ends in the epoch it was written in, and four maps beside it.
     """
     if hasattr(maps, "PinnedTable"):
         from ebpf_sidecar.libbpf import lib
 
-        fd = lib.so.bpf_map_create(BPF_MAP_TYPE_PERCPU_HASH, b"process_cpu", 32, 24, capacity, None)
-        if fd < 0:
-            raise OSError(ct.get_errno(), "BPF_MAP_CREATE failed")
-        return None, maps.PinnedTable.from_desc(fd, dict(PINNED_DESC, max_entries=capacity))
+        def create(kind: int, name: bytes, key: int, value: int, entries: int) -> int:
+            fd = int(lib.so.bpf_map_create(kind, name, key, value, entries, None))
+            if fd < 0:
+                raise OSError(ct.get_errno(), "BPF_MAP_CREATE failed")
+            return fd
+
+        desc = dict(PINNED_DESC, max_entries=capacity)
+        written: list[Any] | None = None
+        if hasattr(maps, "WrittenKeys"):
+            members = [*PINNED_DESC["leaf_type"]["members"], ["__written", 24, 8, False]]
+            desc["leaf_type"] = {"size": 32, "members": members}
+            u64 = {"size": 8, "scalar": False}
+            one = {"key_type": {"size": 4, "scalar": False}, "leaf_type": u64, "max_entries": 1}
+            one |= {"array": True, "per_cpu": False}
+            key_set = {
+                "key_type": PINNED_DESC["key_type"],
+                "leaf_type": {"size": 1, "scalar": False},
+            }
+            key_set |= {"array": False, "per_cpu": False, "max_entries": capacity}
+            written = [
+                maps.PinnedTable.from_desc(
+                    create(BPF_MAP_TYPE_ARRAY, b"written_epoch", 4, 8, 1), one
+                ),
+                *(
+                    maps.PinnedTable.from_desc(
+                        create(BPF_MAP_TYPE_HASH, b"written_%d" % i, 32, 1, capacity), key_set
+                    )
+                    for i in (0, 1)
+                ),
+                maps.PinnedTable.from_desc(
+                    create(BPF_MAP_TYPE_ARRAY, b"written_lost", 4, 8, 1), one
+                ),
+            ]
+        value_size = desc["leaf_type"]["size"]
+        fd = create(BPF_MAP_TYPE_PERCPU_HASH, b"process_cpu", 32, value_size, capacity)
+        return None, maps.PinnedTable.from_desc(fd, desc), written
     from bcc import BPF
 
     b = BPF(text=SOURCE.replace("CAPACITY", str(capacity)).encode())
-    return b, b[b"process_cpu"]
+    return b, b[b"process_cpu"], None
 
 
 def child(
@@ -215,11 +271,14 @@ def child(
     # the manifest of the tree measured (--compare runs another tree's sidecar)
     tree = Path(ebpf_sidecar.__file__).resolve().parents[3]
     spec = load_manifest(tree / "bpf" / "cpu" / "manifest.yaml").maps["process_cpu"]
-    b, table = _process_cpu_map(maps, capacity)
+    b, table, written = _process_cpu_map(maps, capacity)
     try:
         cpus = int(table.total_cpu)
         _fill_elsewhere(table, n, cpus, cgroups)
-        reader = MapReader(table, spec, "cpu.process_cpu", capacity)
+        # the written keys, where the tree has them (changes-only reads look up
+        # only those; whole reads are as before)
+        extra: dict[str, Any] = {"written": written} if written else {}
+        reader = MapReader(table, spec, "cpu.process_cpu", capacity, **extra)
         # A stream that never reads: the exited-process reaper compares every
         # pid with /proc as usual but deletes nothing (it waits for this
         # stream's exports), so every read sees the whole map.
@@ -269,7 +328,7 @@ def child(
             out.with_suffix(".base.pb").write_bytes(snap.SerializeToString())
             ctimes, cbytes = [], []
             for gen in range(1, reads + 1):
-                _fill_elsewhere(table, n, cpus, cgroups, generation=gen, changed=changed)
+                _fill_elsewhere(table, n, cpus, cgroups, gen, changed, written)
                 snap = pb.Snapshot(sequence=1, time_unix_nano=time.time_ns())
                 ms = snap.maps.add(program="cpu", map="process_cpu", attach_time_unix_nano=1)
                 started = time.perf_counter()
@@ -291,6 +350,8 @@ def child(
             b.cleanup()
         else:
             os.close(table.map_fd)
+            for t in written or []:
+                os.close(t.map_fd)
 
 
 def _go_bench(

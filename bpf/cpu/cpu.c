@@ -53,6 +53,7 @@ struct process_value {
     u64 oncpu_ns;
     u64 voluntary;
     u64 involuntary;
+    u64 __written; // the written-keys epoch this CPU's part was last written in
 };
 
 struct slice_value {
@@ -72,6 +73,22 @@ struct oncpu_start {
 // after their last export, and max_processes raises the size.
 BPF_PERCPU_HASH(process_cpu, struct process_key, struct process_value, MAX_PROCESSES);
 BPF_PERCPU_ARRAY(process_cpu_dropped, u64, 1);
+// Written keys (the manifest's written_keys), for changes-only reads of a
+// large map: the sidecar looks up only the keys written since its previous
+// read instead of walking the whole map (the kernel's walk alone takes
+// ~0.5 s for a million per-CPU entries, docs/overhead.md). The sidecar
+// counts epochs in process_cpu_written_epoch, 0 while no changes-only stream
+// reads the map: then nothing is recorded and this costs one compare per
+// switch. Otherwise the first write of an entry in an epoch (per CPU: the
+// epoch is kept in the value) puts its key in the set of the epoch's
+// parity; the sidecar starts the next epoch, then takes the previous one's
+// set, so a write racing the switch lands in a set it takes one read later.
+// A key that does not fit is counted in process_cpu_written_lost, and the
+// sidecar reads the whole map then.
+BPF_ARRAY(process_cpu_written_epoch, u64, 1);
+BPF_HASH(process_cpu_written_0, struct process_key, u8, MAX_PROCESSES);
+BPF_HASH(process_cpu_written_1, struct process_key, u8, MAX_PROCESSES);
+BPF_ARRAY(process_cpu_written_lost, u64, 1);
 BPF_PERCPU_ARRAY(cpu_usage, struct slice_value, SLOTS);
 BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 
@@ -164,6 +181,16 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
                 v->voluntary++;
             else
                 v->involuntary++;
+            u64 *epoch = process_cpu_written_epoch.lookup(&zero);
+            if (epoch && *epoch != v->__written) {
+                u64 e = *epoch;
+                v->__written = e;
+                u8 one = 1;
+                int failed = (e & 1) ? process_cpu_written_1.update(&key, &one)
+                                     : process_cpu_written_0.update(&key, &one);
+                if (failed)
+                    count_dropped_shared(process_cpu_written_lost.lookup(DROPPED_KEY));
+            }
         } else {
             count_dropped(process_cpu_dropped.lookup(DROPPED_KEY));
         }

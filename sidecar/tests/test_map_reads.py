@@ -533,3 +533,139 @@ def test_packed_columns_hold_what_columns_hold(bpf: tuple[Any, dict[str, MapRead
             c.field for c in classic.key_columns
         ]
         assert sorted(_rows(packed)) == sorted(_rows(classic))
+
+
+WRITTEN_SOURCE = """
+struct k { u32 pid; };
+struct v { u64 n; u64 m; u64 __written; };
+BPF_PERCPU_HASH(procs, struct k, struct v, 64);
+BPF_ARRAY(procs_written_epoch, u64, 1);
+BPF_HASH(procs_written_0, struct k, u8, 64);
+BPF_HASH(procs_written_1, struct k, u8, 64);
+BPF_ARRAY(procs_written_lost, u64, 1);
+"""
+
+WRITTEN_MANIFEST = """
+name: prog
+hooks: []
+maps:
+  - name: procs
+    max_entries: 64
+    pid_field: pid
+    written_keys: procs_written
+    key:
+      - {name: pid, type: u32}
+    value:
+      - {name: n, type: u64}
+      - {name: m, type: u64}
+"""
+
+
+class _Program:
+    """What bpf/cpu/cpu.c does on a write, from user space: the value (on
+    every CPU) and, at an entry's first write in an epoch, its key in the
+    epoch's set."""
+
+    def __init__(self, b: Any) -> None:
+        self.b = b
+        self.procs = b[b"procs"]
+
+    def write(self, pid: int, n: int) -> None:
+        epoch = self.b[b"procs_written_epoch"][0].value
+        key = self.procs.Key(pid)
+        leaf = self.procs.Leaf()
+        before = self.procs.get(key)
+        for cpu in range(len(leaf)):
+            leaf[cpu].n, leaf[cpu].m = n, pid
+            setattr(leaf[cpu], "__written", epoch)
+        self.procs[key] = leaf
+        if epoch and (before is None or getattr(before[0], "__written") != epoch):
+            self.b[f"procs_written_{epoch & 1}".encode()][key] = ct.c_uint8(1)
+
+    def expected(self) -> list[tuple[Any, ...]]:
+        return sorted(
+            (k.pid, sum(c.n for c in v), sum(c.m for c in v)) for k, v in self.procs.items()
+        )
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> Iterator[tuple[_Program, MapReader, Path]]:
+    from bcc import BPF
+
+    d = tmp_path / "prog"
+    d.mkdir()
+    (d / "manifest.yaml").write_text(WRITTEN_MANIFEST)
+    (d / "prog.c").write_text(WRITTEN_SOURCE)
+    spec = load_manifest(d / "manifest.yaml").maps["procs"]
+    b = BPF(text=WRITTEN_SOURCE.encode())
+    proc = tmp_path / "proc"  # the reaper's /proc: which pids live
+    proc.mkdir()
+    try:
+        written = [b[m.encode()] for m in spec.written_maps]
+        reader = MapReader(b[b"procs"], spec, "procs", 64, written=written)
+        assert reader.reaper is not None
+        reader.reaper.proc = str(proc)
+        yield _Program(b), reader, proc
+    finally:
+        b.cleanup()
+
+
+def test_written_keys_reads_look_up_only_what_was_written(
+    written: tuple[_Program, MapReader, Path],
+) -> None:
+    """A changes-only state of a map with written_keys sends what the
+    program wrote since its previous read, found without walking the map,
+    and what the exited-process reaper deleted; its client holds what the
+    map holds after every read. Two streams read the same map, each getting
+    every write."""
+    from ebpf_sidecar.maps import Changes
+
+    program, reader, proc = written
+    streams: dict[str, tuple[object, Changes, dict[int, tuple[Any, ...]]]] = {
+        name: (object(), Changes(full_every=100), {}) for name in ("a", "b")
+    }
+    for stream, _, _ in streams.values():
+        reader.subscribe(stream)
+
+    def read(name: str) -> tuple[int, int] | None:
+        stream, changes, state = streams[name]
+        snap = pb.MapSnapshot()
+        held = program.expected()  # as read (the reaper deletes after the read)
+        reader.read(snap, stream=stream, packed=True, changes=changes)
+        _apply(state, snap)
+        assert sorted(state.values()) == held, name
+        return (snap.entries, len(_slots(snap.removed_slots))) if snap.changes_only else None
+
+    for pid in (1, 2, 3):
+        (proc / str(pid)).mkdir()
+        program.write(pid, 10 * pid)
+    assert read("a") is None  # the first read is whole, and starts the epochs
+    assert read("b") is None
+    program.write(2, 21)
+    program.write(2, 22)  # twice in one epoch: the key once
+    assert read("a") == (1, 0)
+    assert read("a") == (0, 0)  # nothing written since
+    program.write(4, 40)  # a new entry
+    (proc / "4").mkdir()
+    assert read("a") == (1, 0)
+    assert read("b") == (2, 0)  # b gets both writes since its read
+    (proc / "3").rmdir()  # pid 3 exits: deleted once both streams exported it twice
+    assert read("a") == (0, 0)
+    assert read("b") == (0, 0)
+    assert read("a") == (0, 0)
+    assert read("b") == (0, 0)  # exported twice by both: the reaper deletes it now
+    assert [k.pid for k in program.procs].count(3) == 0
+    assert read("a") == (0, 1)  # the client is told
+    assert read("b") == (0, 1)
+    program.write(3, 5)  # the pid comes back: a new entry
+    program.write(1, 11)
+    assert read("a") == (2, 0)
+    # a set that could not take a key: the state reads the whole map
+    lost = program.b[b"procs_written_lost"]
+    lost[0] = ct.c_uint64(lost[0].value + 1)
+    program.write(2, 23)
+    assert read("a") is None
+    assert read("b") is None
+    program.write(1, 12)
+    assert read("a") == (1, 0)
+    assert read("b") == (1, 0)

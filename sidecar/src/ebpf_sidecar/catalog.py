@@ -223,6 +223,17 @@ class MapSpec:
     pid_field: str = ""
     # Key fields the sidecar computes from other key fields (after ``key``).
     derived: tuple[DerivedSpec, ...] = ()
+    # The prefix of the maps in which the program records the keys it wrote
+    # (<prefix>_epoch, _0, _1, _lost; ebpf_sidecar.maps.WrittenKeys), which
+    # changes-only reads look up instead of walking the map.
+    written_keys: str = ""
+
+    @property
+    def written_maps(self) -> list[str]:
+        """The maps of written_keys, none without it."""
+        if not self.written_keys:
+            return []
+        return [f"{self.written_keys}_{part}" for part in ("epoch", "0", "1", "lost")]
 
     @property
     def key_names(self) -> list[str]:

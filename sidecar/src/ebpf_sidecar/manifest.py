@@ -107,6 +107,7 @@ class MapDoc(_Schema):
     dropped_counter: str = ""
     enabled_by: str = ""
     pid_field: str = ""
+    written_keys: str = ""
     derived: list[DerivedDoc] = []
 
 
@@ -582,6 +583,7 @@ def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpe
         dropped_counter=doc.dropped_counter,
         enabled_by=doc.enabled_by,
         pid_field=doc.pid_field,
+        written_keys=doc.written_keys,
         derived=tuple(derived),
     )
 

@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,9 @@ class Layout:
         """Check ``fields`` against BCC's ctypes type and build the record type."""
         if hasattr(ctype, "_fields_"):
             placed = []
-            compiled = {n for n, *_ in ctype._fields_ if not n.startswith("__pad")}
+            # members named __* are the program's own bookkeeping (padding,
+            # cpu.c's __written), not fields of the manifest
+            compiled = {n for n, *_ in ctype._fields_ if not n.startswith("__")}
             declared = {f.name for f in fields}
             if compiled != declared:
                 raise LayoutError(
@@ -281,6 +284,7 @@ class ExitedProcessReaper:
         # live one; 2 at most)
         self._keys: Array = np.empty(0, dtype="S1")
         self._exports: dict[object, Array] = {}
+        self.deleted: Array = np.empty(0, dtype="S1")  # the keys the last reap deleted
 
     def subscribe(self, stream: object) -> None:
         """``stream`` reads the map from now on: deletions wait for it too."""
@@ -297,13 +301,19 @@ class ExitedProcessReaper:
         key_size: int,
         pids: Sequence[int] | Array,
         stream: object = None,
+        same_keys: bool = False,
     ) -> int:
-        """After ``stream`` exported a read: delete what every stream has exported twice."""
+        """After ``stream`` exported a read: delete what every stream has exported twice.
+
+        ``same_keys``: the caller knows the keys are the previous call's, in
+        the same order (a written-keys state whose slots did not change):
+        not compared again.
+        """
         pid_col = np.asarray(pids, dtype=np.int64)
         alive = _proc_pids(self.proc)  # one listing of /proc per snapshot
         keys = _key_column(keys_raw, key_size, len(pid_col))
         dead = ~np.isin(pid_col, alive)
-        if len(keys) == len(self._keys) and bool((keys == self._keys).all()):
+        if len(keys) == len(self._keys) and (same_keys or bool((keys == self._keys).all())):
             # the map's entries in the same order as at the previous read
             exports = {s: np.where(dead, c, 0).astype(np.uint8) for s, c in self._exports.items()}
         else:
@@ -318,9 +328,10 @@ class ExitedProcessReaper:
             else:
                 expired[:] = False
         self._exports = exports
-        n = int(expired.sum())
+        self.deleted = keys[expired]
+        n = len(self.deleted)
         if n:
-            _delete_batch(map_fd, keys[expired].tobytes(), key_size)
+            _delete_batch(map_fd, self.deleted.tobytes(), key_size)
         return n
 
     def _carry(self, keys: Array, dead: Array) -> dict[object, Array]:
@@ -488,15 +499,32 @@ class Changes:
         self._slots: Array = np.empty(0, np.intp)  # the slot of each row to send
         self._had: Array = np.empty(0, bool)  # whether the client has that slot already
         self._removed: Array = np.empty(0, np.intp)
+        # written-keys reads (match_written): the live slots sorted by a hash
+        # of their key, kept up to date instead of sorted at every read
+        self._index: tuple[Array, Array] | None = None
+        # the reader's deletion log entries applied (MapReader._deletions)
+        self.deletions_seen = 0
+        # the written-keys sets' overflow count when this state last took keys
+        self.written_lost = 0
+        # grows whenever a slot comes or goes (live_ids caches by it)
+        self.layout = 0
+        self._live_ids: tuple[int, Array] | None = None
 
-    def match(self, ids: Array, raw: Array) -> Array | None:
+    def full_due(self, width: int) -> bool:
+        """Whether the next read goes whole (its rows ``width`` bytes)."""
+        return self.reads % self.full_every == 0 or (width,) != self.raw.shape[1:]
+
+    def match(self, ids: Array, raw: Array, whole: bool = False) -> Array | None:
         """Match a read's rows (``ids``: key bytes; ``raw``: value bytes, a row
         each) against the state; the rows to decode and send, in read order
-        (None: every row, the read is sent whole). :meth:`settle` finishes."""
+        (None: every row, the read is sent whole, as always with ``whole``).
+        :meth:`settle` finishes."""
         n = len(ids)
-        full = self.reads % self.full_every == 0 or raw.shape[1:] != self.raw.shape[1:]
+        full = whole or self.full_due(raw.shape[1])
         self.reads += 1
+        self.layout += 1
         self._full = full
+        self._index = None  # rebuilt by a written-keys read that needs it
         if full:
             self.ids, self.raw = ids.copy(), raw.copy()
             self.live = np.ones(n, bool)
@@ -525,6 +553,69 @@ class Changes:
         self._removed = removed
         return sent
 
+    def match_written(self, ids: Array, raw: Array, gone: Array) -> Array:
+        """A written-keys read: ``ids``/``raw`` are only the rows written since
+        the previous read, ``gone`` the keys deleted since; every row is
+        sent (its slot found by a hash of its key, or a new one), and the
+        slots of the keys gone are sent as removed. :meth:`settle` finishes."""
+        self.reads += 1
+        self._full = False
+        hashes, slots = self._sorted_index()
+        removed = np.empty(0, np.intp)
+        if len(gone):
+            at, found = self._find(hashes, slots, gone)
+            removed = np.unique(slots[at[found]])
+            removed = removed[self.live[removed]]
+            self.live[removed] = False
+            keep = np.ones(len(slots), bool)
+            keep[at[found]] = False
+            hashes, slots = hashes[keep], slots[keep]
+        at, found = self._find(hashes, slots, ids)
+        slot_of = np.zeros(len(ids), np.intp)
+        slot_of[found] = slots[at[found]]
+        new = np.flatnonzero(~found)
+        if len(new):
+            slot_of[new] = self._allocate(len(new))
+            self.ids[slot_of[new]] = ids[new]
+            self.live[slot_of[new]] = True
+            h = _hash_rows(ids[new])
+            order = np.argsort(h)
+            where = np.searchsorted(hashes, h[order])
+            hashes = np.insert(hashes, where, h[order])
+            slots = np.insert(slots, where, slot_of[new][order])
+        self._index = (hashes, slots)
+        if len(removed) or not self.live[slot_of].all():
+            self.layout += 1
+        self.live[slot_of] = True  # also a slot a decoder dropped before
+        self.raw[slot_of] = raw
+        self._slots, self._had = slot_of, found
+        self._removed = removed
+        return np.arange(len(ids))
+
+    def live_ids(self) -> Array:
+        """The keys of the live slots (what the client holds), in slot order;
+        the same array while no slot came or went."""
+        if self._live_ids is None or self._live_ids[0] != self.layout:
+            self._live_ids = (self.layout, np.ascontiguousarray(self.ids[self.live]))
+        return self._live_ids[1]
+
+    def _sorted_index(self) -> tuple[Array, Array]:
+        if self._index is None:
+            slots = np.flatnonzero(self.live)
+            h = _hash_rows(self.ids[slots])
+            order = np.argsort(h)
+            self._index = (h[order], slots[order])
+        return self._index
+
+    def _find(self, hashes: Array, slots: Array, ids: Array) -> tuple[Array, Array]:
+        """Per key of ``ids``: its position in the index, and whether it is there."""
+        h = _hash_rows(ids)
+        at = np.searchsorted(hashes, h)
+        found = at < len(hashes)
+        found[found] = hashes[at[found]] == h[found]
+        found[found] = self.ids[slots[at[found]]] == ids[found]
+        return at, found
+
     def settle(self, kept: Array | None, snap: pb.MapSnapshot) -> None:
         """Set the snapshot's slots once the rows :meth:`match` returned are
         decoded; ``kept``: which of them a decoder did not drop (None: all)."""
@@ -532,6 +623,8 @@ class Changes:
         if kept is not None:
             dropped = slots[~kept]
             self.live[dropped] = False  # not sent: the client must not hold it
+            self._index = None  # nor may a written-keys read find it by its key
+            self.layout += 1
             removed = np.concatenate([removed, dropped[self._had[~kept]]])
             slots = slots[kept]
         snap.changes_only = not self._full
@@ -578,6 +671,108 @@ def _rows_differ(a: Array, b: Array) -> Array:
     return np.asarray((a != b).any(axis=1), dtype=bool)
 
 
+class WrittenKeys:
+    """The keys a program wrote since the sidecar's previous read of a map
+    (the manifest's ``written_keys``; bpf/cpu/cpu.c shows the program's side).
+
+    ``tables``: the maps ``<prefix>_epoch`` (u64[1]), ``<prefix>_0`` and
+    ``_1`` (key -> u8) and ``_lost`` (u64[1]). The program keeps, per entry,
+    the epoch it was last written in, and puts the entry's key into the set
+    of the epoch's parity the first time it writes it in an epoch; epoch 0
+    records nothing. A read starts the next epoch, then drains the set of
+    the one that ended: a write racing the switch lands in the other set,
+    drained one read later. Every changes-only state (one per stream) gets
+    every key drained, so several streams can read the map; a state reads
+    the whole map instead when a set overflowed (``_lost`` grew) since it
+    last took keys.
+    """
+
+    def __init__(self, tables: Sequence[Any], key_size: int) -> None:
+        epoch, set0, set1, lost = tables
+        self.epoch_fd, self.lost_fd = int(epoch.map_fd), int(lost.map_fd)
+        self.set_fds = (int(set0.map_fd), int(set1.map_fd))
+        self.capacity = int(set0.max_entries)
+        self.buffers = BatchBuffers(key_size, ct.sizeof(set0.Leaf), self.capacity)
+        self.key_size = key_size
+        self._pending: weakref.WeakKeyDictionary[Changes, list[Array]] = weakref.WeakKeyDictionary()
+
+    def begin(self, changes: Changes) -> None:
+        """Before ``changes`` reads the whole map: from now on it is given the
+        keys written (those written before are in the whole read)."""
+        self._advance()
+        self._pending[changes] = []
+        changes.written_lost = self._u64(self.lost_fd)
+
+    def take(self, changes: Changes) -> Array | None:
+        """The keys written since ``changes`` last read (distinct, in no
+        order); None when it must read the whole map instead."""
+        lost = self._u64(self.lost_fd)
+        if changes not in self._pending or lost != changes.written_lost:
+            return None
+        self._advance()
+        taken = self._pending[changes]
+        self._pending[changes] = []
+        if not taken:
+            return np.empty(0, f"S{self.key_size}")
+        return np.unique(np.concatenate(taken))
+
+    def _advance(self) -> None:
+        """Start the next epoch and hand the ended one's keys to every state."""
+        epoch = self._u64(self.epoch_fd)
+        self._set_u64(self.epoch_fd, epoch + 1)
+        n = _lookup_batch(self.set_fds[epoch & 1], self.buffers, self.capacity, delete=True)
+        if n:
+            keys = _key_column(self.buffers.keys, self.key_size, n).copy()
+            for pending in self._pending.values():
+                pending.append(keys)
+        self.buffers.fit(n)
+
+    @staticmethod
+    def _u64(fd: int) -> int:
+        from ebpf_sidecar.libbpf import lib
+
+        key, value = ct.c_int(0), ct.c_uint64(0)
+        if lib.bpf_lookup_elem(fd, ct.byref(key), ct.byref(value)) != 0:
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_MAP_LOOKUP_ELEM failed: {os.strerror(err)}")
+        return int(value.value)
+
+    @staticmethod
+    def _set_u64(fd: int, v: int) -> None:
+        from ebpf_sidecar.libbpf import lib
+
+        key, value = ct.c_int(0), ct.c_uint64(v)
+        if lib.bpf_update_elem(fd, ct.byref(key), ct.byref(value), 0) != 0:
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
+
+
+def _lookup_keys(map_fd: int, keys: Array, key_size: int, value_size: int) -> tuple[Array, Array]:
+    """The values of ``keys`` (one lookup each); the keys found and their
+    values as byte buffers laid out as a batch read lays them out."""
+    from ebpf_sidecar.libbpf import lib
+
+    n = len(keys)
+    kbuf = np.ascontiguousarray(keys).view(np.uint8).reshape(-1)
+    vbuf = np.empty(n * value_size, np.uint8)
+    kp, vp = kbuf.ctypes.data, vbuf.ctypes.data
+    found = np.zeros(n, bool)
+    lookup = lib.so.bpf_map_lookup_elem
+    for i in range(n):
+        found[i] = lookup(map_fd, kp + i * key_size, vp + i * value_size) == 0
+    if found.all():
+        return kbuf, vbuf
+    rows = np.flatnonzero(found)
+    k = kbuf.reshape(n, key_size)[rows].reshape(-1)
+    v = vbuf.reshape(n, value_size)[rows].reshape(-1)
+    return k, v
+
+
+# How many reaper deletions a map remembers for changes-only states reading
+# written keys; a state further behind reads the whole map.
+DELETIONS_KEPT = 64
+
+
 class MapReader:
     """Reads one map of a loaded program into a MapSnapshot.
 
@@ -598,10 +793,12 @@ class MapReader:
         max_entries: int,
         dropped_table: Any = None,
         dropped_name: str | None = None,
+        written: Sequence[Any] | None = None,
     ) -> None:
         """``table``: BCC's table, or a :class:`PinnedTable` of an adopted instance.
 
         ``max_entries``: the size the manifest gives the map for the parameters used.
+        ``written``: the maps of its written_keys (:class:`WrittenKeys`).
         """
         self.table = table
         self.spec = spec
@@ -626,6 +823,14 @@ class MapReader:
         self.reaper = ExitedProcessReaper() if spec.pid_field else None
         # array maps read with clear: the previous raw values, by key bytes
         self._previous: dict[bytes, tuple[Any, ...]] = {}
+        self.written = WrittenKeys(written, self.key_size) if written else None
+        # what the reaper deleted, for states reading written keys (which do
+        # not walk the map, so see no entry go): the log's entries from
+        # number _deletions_base on
+        self._deletions: list[Array] = []
+        self._deletions_base = 0
+        # the state and its layout the reaper last went over (written keys)
+        self._reaped: tuple[weakref.ref[Changes], int] | None = None
 
     def read(
         self,
@@ -672,22 +877,48 @@ class MapReader:
     ) -> None:
         delete = clear and not self.is_array
         buffers = self.buffers
-        n = _lookup_batch(self.table.map_fd, buffers, self.capacity, delete=delete)
         c = self.cpus if self.per_cpu else 1
-        keys = self.key_layout.arrays(buffers.keys, n)
-        values: dict[str, Any] = self.value_layout.arrays(buffers.values, n * c)  # c per key
+        # Changes-only with written keys: only the keys the program wrote
+        # since this state's previous read are looked up, not the whole map.
+        tracked = changes is not None and self.written is not None and not per_cpu
+        taken: Array | None = None
+        if tracked:
+            assert changes is not None and self.written is not None
+            behind = changes.deletions_seen < self._deletions_base
+            if not changes.full_due(self.value_size) and not behind:
+                taken = self.written.take(changes)
+            if taken is None:
+                self.written.begin(changes)  # before the walk, which sees what came before
+        if taken is not None:
+            kbuf, vbuf = _lookup_keys(self.table.map_fd, taken, self.key_size, self.value_size)
+            n = len(kbuf) // self.key_size
+        else:
+            n = _lookup_batch(self.table.map_fd, buffers, self.capacity, delete=delete)
+            kbuf, vbuf = buffers.keys, buffers.values
+        keys = self.key_layout.arrays(kbuf, n)
+        values: dict[str, Any] = self.value_layout.arrays(vbuf, n * c)  # c per key
         if clear and self.is_array:
-            values = self._since_previous(buffers.keys[: n * self.key_size].tobytes(), n, c, values)
+            values = self._since_previous(kbuf[: n * self.key_size].tobytes(), n, c, values)
         pids = keys[self.spec.pid_field] if self.reaper is not None else None
         # Changes-only: rows are matched and compared raw, and only the rows
         # that changed are decoded (the decoders are most of a read's cost).
         sent: Array | None = None
         if changes is not None:
             rows_per_entry = c if per_cpu else 1
-            raw = buffers.values[: n * self.value_size].reshape(
+            raw = vbuf[: n * self.value_size].reshape(
                 n * rows_per_entry, self.value_size // rows_per_entry
             )
-            sent = changes.match(self._identities(n, rows_per_entry), raw)
+            if taken is not None:
+                seen = changes.deletions_seen - self._deletions_base
+                gone = self._deletions[seen:]
+                gone_keys = np.concatenate(gone) if gone else np.empty(0, f"S{self.key_size}")
+                sent = changes.match_written(
+                    _key_column(kbuf, self.key_size, n).copy(), raw.copy(), gone_keys
+                )
+            else:
+                sent = changes.match(self._identities(n, rows_per_entry), raw, whole=tracked)
+            # what the reaper deletes from here on goes out at the next read
+            changes.deletions_seen = self._deletions_base + len(self._deletions)
             if sent is not None:
                 chosen = np.unique(sent // c) if per_cpu else sent
                 keys = {name: col[chosen] for name, col in keys.items()}
@@ -790,8 +1021,26 @@ class MapReader:
         if self.dropped_table is not None:
             snap.dropped_updates = sum_counter(self.dropped_table)
         if self.reaper is not None and pids is not None and not delete:
-            self.reaper.reap(self.table.map_fd, buffers.keys, self.key_size, pids, stream)
-        buffers.fit(n)
+            if taken is not None:
+                # the read held only the keys written: the reaper goes over
+                # every entry the stream's client holds
+                assert changes is not None
+                held = changes.live_ids()
+                pids = held.view(self.key_layout.dtype)[self.spec.pid_field]
+                last = self._reaped
+                same = last is not None and last[0]() is changes and last[1] == changes.layout
+                self.reaper.reap(self.table.map_fd, held, self.key_size, pids, stream, same)
+                self._reaped = (weakref.ref(changes), changes.layout)
+            else:
+                self.reaper.reap(self.table.map_fd, buffers.keys, self.key_size, pids, stream)
+                self._reaped = None
+            if self.written is not None and len(self.reaper.deleted):
+                self._deletions.append(self.reaper.deleted.copy())
+                if len(self._deletions) > DELETIONS_KEPT:
+                    self._deletions.pop(0)
+                    self._deletions_base += 1
+        if taken is None:
+            buffers.fit(n)
 
     def _identities(self, n: int, c: int) -> Array:
         """What identifies each row of a read: its key's bytes (and CPU, ``c`` > 1)."""

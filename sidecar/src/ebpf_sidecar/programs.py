@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ebpf_sidecar import compile_cache, cost, includes, kernel, pins
-from ebpf_sidecar.catalog import Catalog, Program, RequestError
+from ebpf_sidecar.catalog import Catalog, MapSpec, Program, RequestError
 from ebpf_sidecar.events import EventSource, compiled_members
 from ebpf_sidecar.maps import LayoutError, MapReader, PinnedTable, flat_type
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -364,6 +364,7 @@ def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> dict[str, Any]:
     names = [
         *loaded.readers,
         *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
+        *(m for r in loaded.readers.values() for m in r.spec.written_maps),
         *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
     ]
     layout: dict[str, Any] = {
@@ -953,10 +954,25 @@ def _readers(
                 spec.entries(values),
                 table(dropped) if dropped else None,
                 dropped_name=dropped,
+                written=_written_tables(program, spec, table),
             )
     except LayoutError as e:
         raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
     return readers
+
+
+def _written_tables(
+    program: Program, spec: MapSpec, table: Callable[[str], Any]
+) -> list[Any] | None:
+    """The maps of a map's written_keys, in WrittenKeys' order; None without it."""
+    try:
+        return [table(m) for m in spec.written_maps] or None
+    except KeyError as e:
+        raise LoadError(
+            f"program {program.name!r}: map {spec.name!r} has written_keys "
+            f"{spec.written_keys!r}, but the program defines no map {e}; define "
+            f"{', '.join(spec.written_maps)} (bpf/cpu/cpu.c shows how) or drop written_keys"
+        ) from None
 
 
 def _event_sources(
