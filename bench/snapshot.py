@@ -341,6 +341,7 @@ def child(
             result.update(
                 changes_entries=snap.maps[0].entries,
                 changes_read_s=statistics.median(ctimes),
+                changes_read_max_s=max(ctimes),
                 changes_wire_bytes=statistics.median(cbytes),
                 changes_peak_rss_mib=_status_kib("VmHWM") / 1024,
             )
@@ -519,20 +520,22 @@ def _report(args: Any, rows: list[Any]) -> None:
         print(f"\nChanges only: {args.changed:g} % of the entries changed since the previous read")
         print()
         print(
-            "| entries | changed sent | sidecar read | wire size | receiver unmarshal | "
-            "convert (default limit) | convert (all admitted) | end to end |"
+            "| entries | changed sent | sidecar read (slowest) | wire size | sidecar peak RSS | "
+            "receiver unmarshal | convert (default limit) | convert (all admitted) | end to end |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for n, side, _, gc in rows:
             if gc is None:
                 continue
             um = gc["unmarshal"]["ns/op"] / 1e9
             dl, al = gc["convert/default_limit"], gc["convert/all_admitted"]
             e2e = side["changes_read_s"] + um + dl["ns/op"] / 1e9
+            slowest = side.get("changes_read_max_s", side["changes_read_s"])
             print(
-                f"| {n} | {side['changes_entries']} | {side['changes_read_s']:.3f} s | "
-                f"{_mib(side['changes_wire_bytes'])} | {um:.3f} s | {dl['ns/op'] / 1e9:.3f} s | "
-                f"{al['ns/op'] / 1e9:.3f} s | {e2e:.3f} s |"
+                f"| {n} | {side['changes_entries']} | {side['changes_read_s']:.3f} s "
+                f"({slowest:.3f} s) | {_mib(side['changes_wire_bytes'])} | "
+                f"{side['changes_peak_rss_mib']:.0f} MiB | {um:.3f} s | "
+                f"{dl['ns/op'] / 1e9:.3f} s | {al['ns/op'] / 1e9:.3f} s | {e2e:.3f} s |"
             )
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"\n(children's user+sys CPU: {usage.ru_utime + usage.ru_stime:.1f} s)")

@@ -599,6 +599,10 @@ class Changes:
             self._live_ids = (self.layout, np.ascontiguousarray(self.ids[self.live]))
         return self._live_ids[1]
 
+    def index_keys(self) -> None:
+        """Build what :meth:`match_written` finds slots by, if not built yet."""
+        self._sorted_index()
+
     def _sorted_index(self) -> tuple[Array, Array]:
         if self._index is None:
             slots = np.flatnonzero(self.live)
@@ -917,6 +921,11 @@ class MapReader:
                 )
             else:
                 sent = changes.match(self._identities(n, rows_per_entry), raw, whole=tracked)
+                if tracked:
+                    # the index the next reads find their keys by, built
+                    # now: a whole read is slow anyway, a written-keys read
+                    # should stay fast
+                    changes.index_keys()
             # what the reaper deletes from here on goes out at the next read
             changes.deletions_seen = self._deletions_base + len(self._deletions)
             if sent is not None:
