@@ -1,10 +1,12 @@
 """runqlat: run queue latency against the kernel's own sched_info accounting.
 
 The kernel keeps, per thread, the total time it waited on a run queue
-(``run_delay``, the second field of /proc/<pid>/task/<tid>/schedstat). It
-starts a wait where runqlat does (wakeup, or a switch-out while still
-runnable) and ends it where runqlat does (the switch-in), so the sum of our
-histogram over a window should equal the sum of run_delay over all threads.
+(``run_delay``, the second field of /proc/<pid>/task/<tid>/schedstat).
+runqlat counts each wait as the delta the kernel adds to it at the switch-in
+(from sched_info.last_queued), so the sum of our histogram over a window
+should equal the sum of run_delay over all threads, less the waits of
+queued tasks before they migrated to another CPU (the kernel adds those
+when it dequeues the task, with no switch-in).
 """
 
 from __future__ import annotations

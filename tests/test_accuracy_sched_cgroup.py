@@ -25,6 +25,7 @@ from conftest import (
     free_port,
     pipeline_config,
     scrape,
+    scrape_since,
     start_collector,
     wait_for,
 )
@@ -101,9 +102,122 @@ def test_per_container_waits_match_their_tasks_run_delay(
         # The container holds only these tasks: the same waits on both sides,
         # less the window's edges (snapshots and /proc read up to 1 s apart;
         # a wait in flight at an edge falls on one side only), as in the
-        # node-wide runqlat test.
+        # node-wide runqlat test, and less what a task waited before it
+        # migrated (run_delay takes it at the dequeue, with no switch-in;
+        # 2-3 % beside a CPU hog). The pinned test below is exact.
         assert kernel > 0.5, "the workers hardly waited: not enough contention to compare"
         assert 0.95 * kernel <= ours <= 1.05 * kernel, (cid, ours, kernel)
     # a series per container: the waits are not folded into the node's
     labels = {lab.get("container_id") for n, lab, _ in after if n == f"{NAME}_sum"}
     assert {c.container_id for c in containers} <= labels
+
+
+def schedstat(pid: int) -> tuple[int, int]:
+    """(run_delay in ns, pcount) of a process: /proc/<pid>/schedstat's 2nd and 3rd fields."""
+    fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(fields[1]), int(fields[2])
+
+
+def asleep(pids: list[int]) -> float:
+    """Once every one of ``pids`` sleeps (state S, blocked on its stdin): the time."""
+
+    def sleeping() -> bool:
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.rindex(")") + 2] != "S":
+                return False
+        return True
+
+    wait_for("the workers blocked on their stdin", sleeping, 10, every=0.001)
+    return time.time()
+
+
+def container_histogram(samples: Samples, container_id: str) -> tuple[int, float]:
+    """(count, sum in s) of a container's run queue histogram."""
+    count = sum(
+        v
+        for n, lab, v in samples
+        if n == f"{NAME}_count" and lab.get("container_id") == container_id
+    )
+    return int(count), wait_sum(samples, container_id)
+
+
+def test_pinned_waits_are_the_kernels_run_delay_and_pcount(
+    sidecar: tuple[Process, Path],
+    kubelet_containers: Callable[[], KubeletContainer],
+    tmp_path: Path,
+) -> None:
+    """Each wait is the delta the scheduler adds to the task's run_delay, at
+    the switch-in that adds it (runqlat reads sched_info.last_queued and the
+    run queue's clock): with the container's busy tasks pinned to one CPU
+    (no migration, whose dequeue the kernel adds to run_delay without a
+    switch-in), the container's histogram holds exactly their pcount waits
+    and their run_delay. Baselines and results come from snapshots taken
+    while every task slept."""
+    _, sock = sidecar
+    port = free_port()
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "runqlat", "parameters": {"per_cgroup": "true"}}],
+    }
+    config = pipeline_config(receiver, port)
+    config["exporters"]["prometheus"]["send_timestamps"] = True
+    col = start_collector(config, tmp_path)
+    container = kubelet_containers()
+    cid = container.container_id
+    cpu = str(max(os.sched_getaffinity(0)))
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        wait_for(
+            f"first {NAME} scrape", lambda: any(n.startswith(NAME) for n, _, _ in scrape(port)), 30
+        )
+        workers = [
+            container.run(
+                ["taskset", "-c", cpu, sys.executable, "-c", BUSY_WORKER, "1.0"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            for _ in range(3)
+        ]
+        pids = [w.pid for w in workers]
+        for w in workers:
+            assert w.stdout and w.stdout.readline().strip() == "ready"
+        since = asleep(pids)
+        kernel0 = [schedstat(p) for p in pids]
+        ours0 = container_histogram(
+            scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
+        )
+        for w in workers:
+            assert w.stdin
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        for w in workers:
+            assert w.stdout and w.stdout.readline().strip() == "done"
+        since = asleep(pids)
+        kernel1 = [schedstat(p) for p in pids]
+        ours1 = container_histogram(
+            scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
+        )
+    finally:
+        for w in workers:
+            if w.stdin:
+                w.stdin.close()
+            w.wait(10)
+        col.stop()
+    delay_ns = sum(b[0] - a[0] for a, b in zip(kernel0, kernel1, strict=True))
+    pcount = sum(b[1] - a[1] for a, b in zip(kernel0, kernel1, strict=True))
+    count = ours1[0] - ours0[0]
+    ours_ns = round((ours1[1] - ours0[1]) * 1e9)
+    print(f"waits: ours {count} ({ours_ns} ns), kernel pcount {pcount} (run_delay {delay_ns} ns)")
+    assert pcount > 10 and delay_ns > 100_000_000, "the pinned workers hardly waited"
+    if count == pcount:
+        # the same waits: the same nanoseconds (float seconds on the wire)
+        assert abs(ours_ns - delay_ns) <= 2, (ours_ns, delay_ns)
+    else:
+        # On this Firecracker guest kernel a switch now and then raises no
+        # sched_switch event at all (the guest agent's thread leaving the
+        # CPU; ftrace's own event is missing too, bpf/cpu/cpu.c): the wait
+        # it ends is not seen. About one a second.
+        assert 0 < pcount - count <= 3, (count, pcount)
+        assert 0.9 * delay_ns <= ours_ns < delay_ns, (ours_ns, delay_ns)

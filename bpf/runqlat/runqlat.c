@@ -1,36 +1,34 @@
 // runqlat: how long runnable tasks wait on a CPU run queue before they run,
-// as a histogram (exponential, or BCC's log2 at histogram_scale 0), like BCC's runqlat. From the raw tracepoints
-// sched_wakeup, sched_wakeup_new and sched_switch (and sched_process_free,
-// to forget a thread).
+// as a histogram (exponential, or BCC's log2 at histogram_scale 0), like
+// BCC's runqlat. From the raw tracepoint sched_switch alone.
 //
-// A task is enqueued when it is woken (or, new, first woken) and when it is
-// switched out while still runnable (preempted); the latency is the time from
-// that moment to the sched_switch that switches it in.
+// A task waits from when it is enqueued runnable (woken, new, or switched
+// out while still runnable, i.e. preempted) to the sched_switch that
+// switches it in. The scheduler keeps that start itself, for
+// /proc/<pid>/schedstat's run_delay: task->sched_info.last_queued, set from
+// the run queue's clock when the task is enqueued (sched_info_enqueue) and
+// cleared when it arrives on the CPU (sched_info_arrive), which adds
+// rq_clock(rq) - last_queued to run_delay. When sched_switch fires the
+// scheduler has picked `next` and made it rq->curr, but has not yet called
+// sched_info_arrive; rq->clock is the value it will use. So each sample is
+// exactly the delta the kernel adds to next's run_delay (and a sample is
+// counted exactly when the kernel counts one in pcount), with no map of
+// enqueue times and no wakeup hooks: every read is a plain load through
+// BTF-typed pointers (bpf_get_current_task_btf() is `prev`; its
+// se.cfs_rq->rq is this CPU's run queue; rq->curr is `next`), at offsets
+// from the running kernel's BTF.
 //
-// These hooks run on every wakeup and context switch, so the hot path does as
-// little as it can (docs/overhead.md measures it). Enqueue times are kept in
-// a bounded hash keyed by the thread's struct task_struct pointer, a number
-// the raw tracepoints pass in (only compared, never read: no read of the
-// task's pid on every event). A thread's entry is written in place at each
-// enqueue and its start time zeroed in place at its switch-in; it is
-// inserted at the thread's first wait and deleted only when the thread is
-// freed (sched_process_free, after which its pointer can be reused). An
-// insert and a delete on every wait cost about three times a lookup, so the
-// map holds the live threads that have waited at least once, not only those
-// waiting right now, and max_waiting is sized for threads.
+// One difference from timing wakeup to switch-in: a queued task that
+// migrates to another CPU is dequeued (the kernel adds the wait so far to
+// run_delay then) and enqueued again there, so its sample is the wait on
+// the CPU it runs on.
 //
 // With PER_CGROUP, each wait is counted under the waiting task's cgroup v2 id
 // (a noisy neighbour shows up as other pods' waits), instead of in one
-// node-wide histogram. The cgroup is taken when the wait starts: from the
-// task itself at a preemption (it is the current task), and through
-// task->cgroups->dfl_cgrp->kn->id at a wakeup, where the current task is the
-// waker; the offsets come from the running kernel's BTF.
+// node-wide histogram: next->cgroups->dfl_cgrp->kn->id, read the same way.
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
-#ifndef MAX_WAITING
-#define MAX_WAITING 32768
-#endif
 #ifndef HISTOGRAM_SCALE
 #define HISTOGRAM_SCALE 2
 #endif
@@ -46,123 +44,70 @@
 #define MAX_CGROUPS 1024
 #endif
 
+#if !defined(BTF_OFFSET_TASK_STRUCT_SE) || !defined(BTF_OFFSET_SCHED_ENTITY_CFS_RQ) ||        \
+    !defined(BTF_OFFSET_CFS_RQ_RQ) || !defined(BTF_OFFSET_RQ_CURR) ||                        \
+    !defined(BTF_OFFSET_RQ_CLOCK) || !defined(BTF_OFFSET_TASK_STRUCT_SCHED_INFO) ||          \
+    !defined(BTF_OFFSET_SCHED_INFO_LAST_QUEUED)
+#error "runqlat reads the scheduler's sched_info (CONFIG_SCHED_INFO) and run queue through task_struct.se, sched_entity.cfs_rq, cfs_rq.rq (group scheduling), rq.curr, rq.clock, task_struct.sched_info and sched_info.last_queued from the kernel's BTF, which this kernel does not all have"
+#endif
+
 struct slot_value {
     u64 count;
     u64 sum_ns;
 };
+
+// A field of a BTF-typed kernel pointer at a BTF offset: a plain load, which
+// the verifier checks against the kernel's BTF (a NULL pointer reads 0).
+#define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
 
 #if PER_CGROUP
 #if !defined(BTF_OFFSET_TASK_STRUCT_CGROUPS) || !defined(BTF_OFFSET_CSS_SET_DFL_CGRP) || \
     !defined(BTF_OFFSET_CGROUP_KN) || !defined(BTF_OFFSET_KERNFS_NODE_ID)
 #error "runqlat per_cgroup needs task_struct.cgroups, css_set.dfl_cgrp, cgroup.kn and kernfs_node.id from the kernel's BTF"
 #endif
-struct wait_start {
-    u64 ts;
-    u64 cgroup_id;
-};
 struct cgroup_slot {
     u64 cgroup_id;
     u32 slot;
 };
-BPF_HASH(enqueued_at, u64, struct wait_start, MAX_WAITING);
-// Waits not measured: their enqueue time or their cgroup's slot did not fit.
 BPF_PERCPU_ARRAY(runqueue_latency_by_cgroup_dropped, u64, 1);
-// Shared by all CPUs (a per-CPU hash would take its size once per CPU), so
-// the counts are added atomically.
 BPF_HASH(runqueue_latency_by_cgroup, struct cgroup_slot, struct slot_value, MAX_CGROUPS * SLOTS);
-
-// The cgroup v2 id of a task that is not the current one, as
-// bpf_get_current_cgroup_id() would give it for the current one.
 #else
-BPF_HASH(enqueued_at, u64, u64, MAX_WAITING); // 0: not waiting
-// Enqueue times that did not fit in enqueued_at: each is one lost sample.
-BPF_PERCPU_ARRAY(runqueue_latency_dropped, u64, 1);
 BPF_PERCPU_ARRAY(runqueue_latency, struct slot_value, SLOTS);
 #endif
 
-// task: the waiting task's struct task_struct pointer (the key); current:
-// whether it is the current task (a preemption), whose cgroup is read
-// without following pointers.
-static __always_inline void enqueue(u64 task, int current) {
-#if PER_CGROUP
-    struct wait_start start = {.ts = bpf_ktime_get_ns()};
-    start.cgroup_id = current ? bpf_get_current_cgroup_id() : task_cgroup_id((void *)task);
-    struct wait_start *waiting = enqueued_at.lookup(&task);
-    if (waiting) {
-        *waiting = start;
-        return;
-    }
-    if (enqueued_at.update(&task, &start) != 0)
-        count_dropped(runqueue_latency_by_cgroup_dropped.lookup(DROPPED_KEY));
-#else
-    u64 ts = bpf_ktime_get_ns();
-    u64 *waiting = enqueued_at.lookup(&task);
-    if (waiting) {
-        *waiting = ts;
-        return;
-    }
-    if (enqueued_at.update(&task, &ts) != 0)
-        count_dropped(runqueue_latency_dropped.lookup(DROPPED_KEY));
-#endif
-}
-
-// Raw tracepoints, not classic ones: a classic tracepoint program is skipped
-// while any task on the CPU is inside a bpf() map syscall (bpf_prog_active),
-// so a wakeup or switch-in of such a task would be lost.
-
-// args: struct task_struct *p (never the idle task)
-RAW_TRACEPOINT_PROBE(sched_wakeup) {
-    enqueue(ctx->args[0], 0);
-    return 0;
-}
-
-RAW_TRACEPOINT_PROBE(sched_wakeup_new) {
-    enqueue(ctx->args[0], 0);
-    return 0;
-}
-
-// args: struct task_struct *p, freed after its last switch: its pointer may
-// name a new task from now on.
-RAW_TRACEPOINT_PROBE(sched_process_free) {
-    u64 task = ctx->args[0];
-    enqueued_at.delete(&task);
-    return 0;
-}
-
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
-// unsigned int prev_state (the raw task state; 0 = still runnable)
+// unsigned int prev_state
 RAW_TRACEPOINT_PROBE(sched_switch) {
-    // Still on the run queue after this switch: preempted (even if it had
-    // just set a sleeping state, it stays queued until it calls schedule()
-    // itself), or switched out while runnable (yield, cond_resched). The
-    // idle task (pid 0) is never queued.
-    if ((ctx->args[0] || (unsigned int)ctx->args[3] == 0) && (u32)bpf_get_current_pid_tgid() != 0)
-        enqueue(ctx->args[1], 1);
-    // The idle task switched in finds no entry: it is never enqueued.
-    u64 next = ctx->args[2];
+    void *prev = bpf_get_current_task_btf();
+    void *cfs_rq = BTF_FIELD(prev, void *, BTF_OFFSET_TASK_STRUCT_SE + BTF_OFFSET_SCHED_ENTITY_CFS_RQ);
+    void *rq = BTF_FIELD(cfs_rq, void *, BTF_OFFSET_CFS_RQ_RQ);
+    void *next = BTF_FIELD(rq, void *, BTF_OFFSET_RQ_CURR);
+    // rq->curr is next here on the kernels this is written for; were it
+    // not, nothing is counted rather than another task's wait
+    if ((u64)next != ctx->args[2])
+        return 0;
+    u64 queued = BTF_FIELD(next, u64, BTF_OFFSET_TASK_STRUCT_SCHED_INFO + BTF_OFFSET_SCHED_INFO_LAST_QUEUED);
+    if (queued == 0)
+        return 0; // not waiting (the idle task, or enqueued before sched_info counted it)
+    u64 now = BTF_FIELD(rq, u64, BTF_OFFSET_RQ_CLOCK);
+    u64 delta = now > queued ? now - queued : 0;
+    u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
 #if PER_CGROUP
-    struct wait_start *start = enqueued_at.lookup(&next);
-    if (!start || start->ts == 0)
-        return 0; // woken before the program was attached
-    u64 now = bpf_ktime_get_ns();
-    u64 delta = now > start->ts ? now - start->ts : 0;
-    struct cgroup_slot key = {.cgroup_id = start->cgroup_id, .slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2)};
-    start->ts = 0;
+    struct cgroup_slot key = {};
+    void *cgroups = BTF_FIELD(next, void *, BTF_OFFSET_TASK_STRUCT_CGROUPS);
+    void *cgrp = BTF_FIELD(cgroups, void *, BTF_OFFSET_CSS_SET_DFL_CGRP);
+    void *kn = BTF_FIELD(cgrp, void *, BTF_OFFSET_CGROUP_KN);
+    key.cgroup_id = BTF_FIELD(kn, u64, BTF_OFFSET_KERNFS_NODE_ID);
+    key.slot = slot;
     struct slot_value zero = {};
     struct slot_value *v = runqueue_latency_by_cgroup.lookup_or_try_init(&key, &zero);
     if (v) {
         __sync_fetch_and_add(&v->count, 1);
         __sync_fetch_and_add(&v->sum_ns, delta);
-    } else
+    } else {
         count_dropped(runqueue_latency_by_cgroup_dropped.lookup(DROPPED_KEY));
+    }
 #else
-    u64 *start = enqueued_at.lookup(&next);
-    if (!start || *start == 0)
-        return 0; // woken before the program was attached
-    u64 now = bpf_ktime_get_ns();
-    u64 delta = now > *start ? now - *start : 0;
-    *start = 0;
-    u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
     struct slot_value *v = runqueue_latency.lookup(&slot);
     if (v) {
         v->count++;
