@@ -660,6 +660,15 @@ def test_written_keys_reads_look_up_only_what_was_written(
     program.write(3, 5)  # the pid comes back: a new entry
     program.write(1, 11)
     assert read("a") == (2, 0)
+    assert read("b") == (2, 0)
+    program.write(9, 90)  # a process that is already gone when read: reaped too
+    assert read("a") == (1, 0)
+    assert read("b") == (1, 0)  # pid 3 (gone again) exported twice by both: deleted
+    assert read("a") == (0, 1)
+    assert read("b") == (0, 1)  # and now pid 9
+    assert [k.pid for k in program.procs].count(9) == 0, "a new entry of a dead pid stays"
+    assert read("a") == (0, 1)
+    assert read("b") == (0, 1)
     # a set that could not take a key: the state reads the whole map
     lost = program.b[b"procs_written_lost"]
     lost[0] = ct.c_uint64(lost[0].value + 1)

@@ -584,8 +584,8 @@ class Changes:
             hashes = np.insert(hashes, where, h[order])
             slots = np.insert(slots, where, slot_of[new][order])
         self._index = (hashes, slots)
-        if len(removed) or not self.live[slot_of].all():
-            self.layout += 1
+        if len(removed) or len(new) or not self.live[slot_of].all():
+            self.layout += 1  # slots came or went
         self.live[slot_of] = True  # also a slot a decoder dropped before
         self.raw[slot_of] = raw
         self._slots, self._had = slot_of, found
