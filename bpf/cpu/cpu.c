@@ -92,10 +92,6 @@ BPF_ARRAY(process_cpu_written_lost, u64, 1);
 BPF_PERCPU_ARRAY(cpu_usage, struct slice_value, SLOTS);
 BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 
-// A field of a BTF-typed kernel pointer at a BTF offset: a plain load, which
-// the verifier checks against the kernel's BTF (a NULL pointer reads 0).
-#define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
-
 #if defined(BTF_OFFSET_TASK_STRUCT_SE) && defined(BTF_OFFSET_SCHED_ENTITY_CFS_RQ) &&              \
     defined(BTF_OFFSET_CFS_RQ_RQ) && defined(BTF_OFFSET_RQ_CLOCK_TASK)
 // The run queue's task clock, task->se.cfs_rq->rq->clock_task: the clock
@@ -106,9 +102,7 @@ BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 // left out as there. Three loads instead of bpf_ktime_get_ns(), a call to
 // the clocksource behind a retpoline (docs/overhead.md).
 static __always_inline u64 task_clock(void *task) {
-    void *cfs_rq = BTF_FIELD(task, void *, BTF_OFFSET_TASK_STRUCT_SE + BTF_OFFSET_SCHED_ENTITY_CFS_RQ);
-    void *rq = BTF_FIELD(cfs_rq, void *, BTF_OFFSET_CFS_RQ_RQ);
-    return BTF_FIELD(rq, u64, BTF_OFFSET_RQ_CLOCK_TASK);
+    return BTF_FIELD(btf_task_rq(task), u64, BTF_OFFSET_RQ_CLOCK_TASK);
 }
 #else
 // A kernel without group scheduling (no cfs_rq.rq): the monotonic clock.
@@ -166,11 +160,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
         // bpf_get_current_comm() would copy it.
         *(u64 *)&key.comm[0] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM);
         *(u64 *)&key.comm[8] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM + 8);
-        // task->cgroups->dfl_cgrp->kn->id, as bpf_get_current_cgroup_id() reads it.
-        void *cgroups = BTF_FIELD(prev, void *, BTF_OFFSET_TASK_STRUCT_CGROUPS);
-        void *cgrp = BTF_FIELD(cgroups, void *, BTF_OFFSET_CSS_SET_DFL_CGRP);
-        void *kn = BTF_FIELD(cgrp, void *, BTF_OFFSET_CGROUP_KN);
-        key.cgroup_id = BTF_FIELD(kn, u64, BTF_OFFSET_KERNFS_NODE_ID);
+        key.cgroup_id = btf_task_cgroup_id(prev);
         struct process_value empty = {};
         struct process_value *v = process_cpu.lookup_or_try_init(&key, &empty);
         if (v) {

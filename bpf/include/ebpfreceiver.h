@@ -163,6 +163,38 @@ static __always_inline u64 task_cgroup_id(const void *task) {
 #endif
 }
 
+// A field of a BTF-typed kernel pointer (bpf_get_current_task_btf(), or a
+// pointer loaded through one) at an offset from the running kernel's BTF
+// (the manifest's btf_offsets): a plain load, which the verifier checks
+// against the kernel's BTF and which reads 0 through a NULL pointer. No
+// helper call, unlike bpf_probe_read_kernel(), which the same reads through
+// a pointer the verifier does not know (a raw tracepoint's argument) need.
+#define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
+
+#if defined(BTF_OFFSET_TASK_STRUCT_SE) && defined(BTF_OFFSET_SCHED_ENTITY_CFS_RQ) && \
+    defined(BTF_OFFSET_CFS_RQ_RQ)
+// The run queue (struct rq *) of a BTF-typed task: task->se.cfs_rq->rq, the
+// CPU's run queue whatever the task's group (needs group scheduling: no
+// cfs_rq.rq in the BTF, no btf_task_rq()).
+static __always_inline void *btf_task_rq(void *task) {
+    void *cfs_rq = BTF_FIELD(task, void *, BTF_OFFSET_TASK_STRUCT_SE + BTF_OFFSET_SCHED_ENTITY_CFS_RQ);
+    return BTF_FIELD(cfs_rq, void *, BTF_OFFSET_CFS_RQ_RQ);
+}
+#endif
+
+#if defined(BTF_OFFSET_TASK_STRUCT_CGROUPS) && defined(BTF_OFFSET_CSS_SET_DFL_CGRP) && \
+    defined(BTF_OFFSET_CGROUP_KN) && defined(BTF_OFFSET_KERNFS_NODE_ID)
+// task_cgroup_id() of a BTF-typed task, with plain loads:
+// task->cgroups->dfl_cgrp->kn->id, what bpf_get_current_cgroup_id() returns
+// for the current task.
+static __always_inline u64 btf_task_cgroup_id(void *task) {
+    void *cgroups = BTF_FIELD(task, void *, BTF_OFFSET_TASK_STRUCT_CGROUPS);
+    void *cgrp = BTF_FIELD(cgroups, void *, BTF_OFFSET_CSS_SET_DFL_CGRP);
+    void *kn = BTF_FIELD(cgrp, void *, BTF_OFFSET_CGROUP_KN);
+    return BTF_FIELD(kn, u64, BTF_OFFSET_KERNFS_NODE_ID);
+}
+#endif
+
 // Events: a program writes an event with
 //     events.ringbuf_output(&event, sizeof(event), 0)
 // into a BPF_RINGBUF_OUTPUT its manifest declares under events, and, when

@@ -56,10 +56,6 @@ struct slot_value {
     u64 sum_ns;
 };
 
-// A field of a BTF-typed kernel pointer at a BTF offset: a plain load, which
-// the verifier checks against the kernel's BTF (a NULL pointer reads 0).
-#define BTF_FIELD(ptr, type, offset) (*(type *)((void *)(ptr) + (offset)))
-
 #if PER_CGROUP
 #if !defined(BTF_OFFSET_TASK_STRUCT_CGROUPS) || !defined(BTF_OFFSET_CSS_SET_DFL_CGRP) || \
     !defined(BTF_OFFSET_CGROUP_KN) || !defined(BTF_OFFSET_KERNFS_NODE_ID)
@@ -78,9 +74,7 @@ BPF_PERCPU_ARRAY(runqueue_latency, struct slot_value, SLOTS);
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
 // unsigned int prev_state
 RAW_TRACEPOINT_PROBE(sched_switch) {
-    void *prev = bpf_get_current_task_btf();
-    void *cfs_rq = BTF_FIELD(prev, void *, BTF_OFFSET_TASK_STRUCT_SE + BTF_OFFSET_SCHED_ENTITY_CFS_RQ);
-    void *rq = BTF_FIELD(cfs_rq, void *, BTF_OFFSET_CFS_RQ_RQ);
+    void *rq = btf_task_rq(bpf_get_current_task_btf()); // prev's: this CPU's
     void *next = BTF_FIELD(rq, void *, BTF_OFFSET_RQ_CURR);
     // rq->curr is next here on the kernels this is written for; were it
     // not, nothing is counted rather than another task's wait
@@ -94,10 +88,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u32 slot = latency_slot(delta, HISTOGRAM_SCALE, MIN_LOG2, MAX_LOG2);
 #if PER_CGROUP
     struct cgroup_slot key = {};
-    void *cgroups = BTF_FIELD(next, void *, BTF_OFFSET_TASK_STRUCT_CGROUPS);
-    void *cgrp = BTF_FIELD(cgroups, void *, BTF_OFFSET_CSS_SET_DFL_CGRP);
-    void *kn = BTF_FIELD(cgrp, void *, BTF_OFFSET_CGROUP_KN);
-    key.cgroup_id = BTF_FIELD(kn, u64, BTF_OFFSET_KERNFS_NODE_ID);
+    key.cgroup_id = btf_task_cgroup_id(next);
     key.slot = slot;
     struct slot_value zero = {};
     struct slot_value *v = runqueue_latency_by_cgroup.lookup_or_try_init(&key, &zero);
