@@ -387,6 +387,37 @@ sys.stdin.readline()
 """
 
 
+def hear(procs: Iterable[subprocess.Popen[str]], word: str) -> None:
+    """Each of ``procs`` says ``word`` (a line of its stdout), in turn."""
+    for p in procs:
+        assert p.stdout
+        assert p.stdout.readline().strip() == word
+
+
+def busy_round(workers: list[subprocess.Popen[str]]) -> None:
+    """Tell every BUSY_WORKER "go", then wait until each says "done"."""
+    for w in workers:
+        assert w.stdin
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    hear(workers, "done")
+
+
+def blocked_on_stdin(*pids: int) -> float:
+    """The time once every one of ``pids`` sleeps (state S) on its stdin, as a
+    worker does right after it said "done": nothing it does after counts."""
+
+    def sleeping() -> bool:
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.rindex(")") + 2] != "S":
+                return False
+        return True
+
+    wait_for(f"{list(pids)} blocked on their stdin", sleeping, 10, every=0.001)
+    return time.time()
+
+
 SYSCALL_CHILD = r"""
 import ctypes, os, sys
 # PR_SET_NAME: a comm of our own, so only this loop's calls count under it

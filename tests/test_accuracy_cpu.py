@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from conftest import (
     Process,
+    blocked_on_stdin,
     free_port,
     pipeline_config,
     scrape,
@@ -70,13 +70,7 @@ class Worker:
 
     def blocked(self) -> float:
         """The time once the child sleeps on its stdin (it says "done" just before)."""
-
-        def sleeping() -> bool:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-            return stat[stat.rindex(")") + 2] == "S"
-
-        wait_for(f"{self.comm} blocked on its stdin", sleeping, 10, every=0.001)
-        return time.time()
+        return blocked_on_stdin(self.proc.pid)
 
     def schedstat_ns(self) -> int:
         return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0])

@@ -21,7 +21,9 @@ from conftest import (
     BUSY_WORKER,
     Process,
     Samples,
+    busy_round,
     free_port,
+    hear,
     pipeline_config,
     scrape,
     start_collector,
@@ -80,16 +82,10 @@ def test_runqueue_latency_matches_run_delay(sidecar: tuple[Process, Path], tmp_p
             )
             for _ in range(WORKERS)
         ]
-        for w in workers:
-            assert w.stdout and w.stdout.readline().strip() == "ready"
+        hear(workers, "ready")
         time.sleep(2.5)  # the workers' start-up waits land in a snapshot before the window
         before, proc_before = histogram(scrape(port)), run_delay_total()
-        for w in workers:
-            assert w.stdin
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        for w in workers:
-            assert w.stdout and w.stdout.readline().strip() == "done"
+        busy_round(workers)
         time.sleep(2.5)  # two more snapshots: every wait of the window is in
         after, proc_after = histogram(scrape(port)), run_delay_total()
     finally:

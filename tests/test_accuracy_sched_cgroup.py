@@ -14,7 +14,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import (
@@ -22,7 +23,10 @@ from conftest import (
     KubeletContainer,
     Process,
     Samples,
+    blocked_on_stdin,
+    busy_round,
     free_port,
+    hear,
     pipeline_config,
     scrape,
     scrape_since,
@@ -41,8 +45,58 @@ def wait_sum(samples: Samples, container_id: str) -> float:
     )
 
 
+def schedstat(pid: int) -> tuple[int, int]:
+    """(run_delay in ns, pcount) of a process: /proc/<pid>/schedstat's 2nd and 3rd fields."""
+    fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(fields[1]), int(fields[2])
+
+
 def run_delay_s(pids: list[int]) -> float:
-    return sum(int(Path(f"/proc/{p}/schedstat").read_text().split()[1]) for p in pids) / 1e9
+    return sum(schedstat(p)[0] for p in pids) / 1e9
+
+
+@contextmanager
+def runqlat_by_cgroup(sock: Path, tmp_path: Path) -> Iterator[int]:
+    """A collector with runqlat per_cgroup (samples stamped with their
+    snapshot's time, for scrape_since) until the block ends; its port once
+    the histogram is scraped."""
+    port = free_port()
+    receiver = {
+        "endpoint": f"unix://{sock}",
+        "collection_interval": "1s",
+        "programs": [{"name": "runqlat", "parameters": {"per_cgroup": "true"}}],
+    }
+    config = pipeline_config(receiver, port)
+    config["exporters"]["prometheus"]["send_timestamps"] = True
+    col = start_collector(config, tmp_path)
+    try:
+        wait_for(
+            f"first {NAME} scrape", lambda: any(n.startswith(NAME) for n, _, _ in scrape(port)), 30
+        )
+        yield port
+    finally:
+        col.stop()
+
+
+def busy_workers(
+    container: KubeletContainer, n: int, seconds: float, *prefix: str
+) -> list[subprocess.Popen[str]]:
+    """``n`` BUSY_WORKERs in ``container`` (their argv after ``prefix``, e.g. taskset)."""
+    return [
+        container.run(
+            [*prefix, sys.executable, "-c", BUSY_WORKER, str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(n)
+    ]
+
+
+def close(workers: Iterable[subprocess.Popen[str]]) -> None:
+    for w in workers:
+        if w.stdin:
+            w.stdin.close()
+        w.wait(10)
 
 
 def test_per_container_waits_match_their_tasks_run_delay(
@@ -51,49 +105,23 @@ def test_per_container_waits_match_their_tasks_run_delay(
     tmp_path: Path,
 ) -> None:
     _, sock = sidecar
-    port = free_port()
-    receiver = {
-        "endpoint": f"unix://{sock}",
-        "collection_interval": "1s",
-        "programs": [{"name": "runqlat", "parameters": {"per_cgroup": "true"}}],
-    }
-    col = start_collector(pipeline_config(receiver, port), tmp_path)
     containers = [kubelet_containers(), kubelet_containers()]
     workers: dict[str, list[subprocess.Popen[str]]] = {}
-    try:
-        wait_for(
-            f"first {NAME} scrape", lambda: any(n.startswith(NAME) for n, _, _ in scrape(port)), 30
-        )
-        for c in containers:
-            workers[c.container_id] = [
-                c.run(
-                    [sys.executable, "-c", BUSY_WORKER, str(BUSY_SECONDS)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-                for _ in range(PER_CONTAINER)
-            ]
-        every = [w for ws in workers.values() for w in ws]
-        for w in every:
-            assert w.stdout and w.stdout.readline().strip() == "ready"
-        time.sleep(2.5)  # start-up waits land in a snapshot before the window
-        before = scrape(port)
-        delay_before = {cid: run_delay_s([w.pid for w in ws]) for cid, ws in workers.items()}
-        for w in every:
-            assert w.stdin
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        for w in every:
-            assert w.stdout and w.stdout.readline().strip() == "done"
-        time.sleep(2.5)  # two more snapshots: every wait of the window is in
-        after = scrape(port)
-        delay_after = {cid: run_delay_s([w.pid for w in ws]) for cid, ws in workers.items()}
-    finally:
-        for w in (w for ws in workers.values() for w in ws):
-            if w.stdin:
-                w.stdin.close()
-            w.wait(10)
-        col.stop()
+    with runqlat_by_cgroup(sock, tmp_path) as port:
+        try:
+            for c in containers:
+                workers[c.container_id] = busy_workers(c, PER_CONTAINER, BUSY_SECONDS)
+            every = [w for ws in workers.values() for w in ws]
+            hear(every, "ready")
+            time.sleep(2.5)  # start-up waits land in a snapshot before the window
+            before = scrape(port)
+            delay_before = {cid: run_delay_s([w.pid for w in ws]) for cid, ws in workers.items()}
+            busy_round(every)
+            time.sleep(2.5)  # two more snapshots: every wait of the window is in
+            after = scrape(port)
+            delay_after = {cid: run_delay_s([w.pid for w in ws]) for cid, ws in workers.items()}
+        finally:
+            close(w for ws in workers.values() for w in ws)
     for c in containers:
         cid = c.container_id
         ours = wait_sum(after, cid) - wait_sum(before, cid)
@@ -110,26 +138,6 @@ def test_per_container_waits_match_their_tasks_run_delay(
     # a series per container: the waits are not folded into the node's
     labels = {lab.get("container_id") for n, lab, _ in after if n == f"{NAME}_sum"}
     assert {c.container_id for c in containers} <= labels
-
-
-def schedstat(pid: int) -> tuple[int, int]:
-    """(run_delay in ns, pcount) of a process: /proc/<pid>/schedstat's 2nd and 3rd fields."""
-    fields = Path(f"/proc/{pid}/schedstat").read_text().split()
-    return int(fields[1]), int(fields[2])
-
-
-def asleep(pids: list[int]) -> float:
-    """Once every one of ``pids`` sleeps (state S, blocked on its stdin): the time."""
-
-    def sleeping() -> bool:
-        for pid in pids:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if stat[stat.rindex(")") + 2] != "S":
-                return False
-        return True
-
-    wait_for("the workers blocked on their stdin", sleeping, 10, every=0.001)
-    return time.time()
 
 
 def container_histogram(samples: Samples, container_id: str) -> tuple[int, float]:
@@ -155,56 +163,28 @@ def test_pinned_waits_are_the_kernels_run_delay_and_pcount(
     and their run_delay. Baselines and results come from snapshots taken
     while every task slept."""
     _, sock = sidecar
-    port = free_port()
-    receiver = {
-        "endpoint": f"unix://{sock}",
-        "collection_interval": "1s",
-        "programs": [{"name": "runqlat", "parameters": {"per_cgroup": "true"}}],
-    }
-    config = pipeline_config(receiver, port)
-    config["exporters"]["prometheus"]["send_timestamps"] = True
-    col = start_collector(config, tmp_path)
     container = kubelet_containers()
     cid = container.container_id
     cpu = str(max(os.sched_getaffinity(0)))
     workers: list[subprocess.Popen[str]] = []
-    try:
-        wait_for(
-            f"first {NAME} scrape", lambda: any(n.startswith(NAME) for n, _, _ in scrape(port)), 30
-        )
-        workers = [
-            container.run(
-                ["taskset", "-c", cpu, sys.executable, "-c", BUSY_WORKER, "1.0"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+    with runqlat_by_cgroup(sock, tmp_path) as port:
+        try:
+            workers = busy_workers(container, 3, 1.0, "taskset", "-c", cpu)
+            pids = [w.pid for w in workers]
+            hear(workers, "ready")
+            since = blocked_on_stdin(*pids)
+            kernel0 = [schedstat(p) for p in pids]
+            ours0 = container_histogram(
+                scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
             )
-            for _ in range(3)
-        ]
-        pids = [w.pid for w in workers]
-        for w in workers:
-            assert w.stdout and w.stdout.readline().strip() == "ready"
-        since = asleep(pids)
-        kernel0 = [schedstat(p) for p in pids]
-        ours0 = container_histogram(
-            scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
-        )
-        for w in workers:
-            assert w.stdin
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        for w in workers:
-            assert w.stdout and w.stdout.readline().strip() == "done"
-        since = asleep(pids)
-        kernel1 = [schedstat(p) for p in pids]
-        ours1 = container_histogram(
-            scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
-        )
-    finally:
-        for w in workers:
-            if w.stdin:
-                w.stdin.close()
-            w.wait(10)
-        col.stop()
+            busy_round(workers)
+            since = blocked_on_stdin(*pids)
+            kernel1 = [schedstat(p) for p in pids]
+            ours1 = container_histogram(
+                scrape_since(port, since, (f"{NAME}_count",), container_id=cid), cid
+            )
+        finally:
+            close(workers)
     delay_ns = sum(b[0] - a[0] for a, b in zip(kernel0, kernel1, strict=True))
     pcount = sum(b[1] - a[1] for a, b in zip(kernel0, kernel1, strict=True))
     count = ours1[0] - ours0[0]

@@ -41,7 +41,9 @@ from conftest import (
     REPO,
     KubeletContainer,
     Process,
+    busy_round,
     free_port,
+    hear,
     start_collector,
     start_sidecar,
     wait_for,
@@ -159,14 +161,8 @@ def burn_cpu(container: KubeletContainer, seconds: float, n: int = 3) -> None:
         for _ in range(n)
     ]
     try:
-        for p in procs:
-            assert p.stdout and p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in procs:
-            assert p.stdout and p.stdout.readline().strip() == "done"
+        hear(procs, "ready")
+        busy_round(procs)
     finally:
         for p in procs:
             if p.stdin:
