@@ -151,23 +151,16 @@ def _update_batch(fd: int, keys: Any, values: Any) -> None:
         raise OSError(ct.get_errno(), "BPF_MAP_UPDATE_BATCH failed")
 
 
-def _fill_elsewhere(
-    table: Any,
-    n: int,
-    cpus: int,
-    cgroups_top: Path,
-    generation: int = 0,
-    changed: float = 1.0,
-    written: list[Any] | None = None,
-) -> None:
-    """:func:`_fill` in a forked process: in production the kernel fills the
-    map, so the copy the entries were built in is not the sidecar's memory
-    (it stayed in the measured process's RSS as freed but unreturned heap)."""
+def _fill_elsewhere(*args: Any) -> None:
+    """:func:`_fill` (with the same arguments) in a forked process: in
+    production the kernel fills the map, so the copy the entries were built
+    in is not the sidecar's memory (it stayed in the measured process's RSS
+    as freed but unreturned heap)."""
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            _fill(table, n, cpus, cgroups_top, generation, changed, written)
+            _fill(*args)
             code = 0
         except BaseException:
             traceback.print_exc()
