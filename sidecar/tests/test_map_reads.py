@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ebpf_sidecar.catalog import MapSpec
+from ebpf_sidecar.catalog import MapSpec, Program
 from ebpf_sidecar.manifest import load_manifest
 from ebpf_sidecar.maps import ExitedProcessReaper, LayoutError, MapReader
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
@@ -63,15 +63,20 @@ maps:
 """
 
 
+def _program(tmp_path: Path, name: str, source: str, manifest: str) -> Program:
+    """A catalog folder ``name`` with ``source`` and ``manifest``, loaded."""
+    d = tmp_path / name
+    d.mkdir()
+    (d / f"{name}.c").write_text(source)
+    (d / "manifest.yaml").write_text(manifest)
+    return load_manifest(d / "manifest.yaml")
+
+
 @pytest.fixture
 def bpf(tmp_path: Path) -> Iterator[tuple[Any, dict[str, MapReader]]]:
     from bcc import BPF
 
-    d = tmp_path / "prog"
-    d.mkdir()
-    (d / "prog.c").write_text(SOURCE)
-    (d / "manifest.yaml").write_text(MANIFEST)
-    program = load_manifest(d / "manifest.yaml")
+    program = _program(tmp_path, "prog", SOURCE, MANIFEST)
     b = BPF(text=SOURCE.encode())
     try:
         readers = {
@@ -218,11 +223,8 @@ def test_exited_processes_are_deleted_after_two_more_reads(
 def test_a_size_other_than_the_compiled_one_is_refused(tmp_path: Path) -> None:
     from bcc import BPF
 
-    d = tmp_path / "prog"
-    d.mkdir()
-    (d / "prog.c").write_text(SOURCE)
-    (d / "manifest.yaml").write_text(MANIFEST.replace("max_entries: 64", "max_entries: 32"))
-    spec = load_manifest(d / "manifest.yaml").maps["h"]
+    manifest = MANIFEST.replace("max_entries: 64", "max_entries: 32")
+    spec = _program(tmp_path, "prog", SOURCE, manifest).maps["h"]
     b = BPF(text=SOURCE.encode())
     try:
         with pytest.raises(
@@ -278,11 +280,7 @@ def large_map(tmp_path: Path) -> Iterator[tuple[Any, MapSpec]]:
     """An empty 1M-entry hash map (not preallocated) and its manifest spec."""
     from bcc import BPF
 
-    d = tmp_path / "large"
-    d.mkdir()
-    (d / "manifest.yaml").write_text(LARGE_MANIFEST)
-    (d / "large.c").write_text(LARGE_SOURCE)
-    spec = load_manifest(d / "manifest.yaml").maps["large"]
+    spec = _program(tmp_path, "large", LARGE_SOURCE, LARGE_MANIFEST).maps["large"]
     b = BPF(text=LARGE_SOURCE.encode())
     try:
         yield b[b"large"], spec
@@ -362,11 +360,7 @@ def test_a_cgroup_name_that_is_not_utf8_does_not_break_the_map(
     from ebpf_sidecar.decoders.cgroup import PATHS
 
     monkeypatch.setattr(PATHS, "_walked_at", None)  # walk now, whenever the last walk was
-    d = tmp_path / "by_cgroup"
-    d.mkdir()
-    (d / "manifest.yaml").write_text(CGROUP_MANIFEST)
-    (d / "by_cgroup.c").write_text(CGROUP_SOURCE)
-    spec = load_manifest(d / "manifest.yaml").maps["by_cgroup"]
+    spec = _program(tmp_path, "by_cgroup", CGROUP_SOURCE, CGROUP_MANIFEST).maps["by_cgroup"]
     b = BPF(text=CGROUP_SOURCE.encode())
     try:
         table = b[b"by_cgroup"]
@@ -592,11 +586,7 @@ class _Program:
 def written(tmp_path: Path) -> Iterator[tuple[_Program, MapReader, Path]]:
     from bcc import BPF
 
-    d = tmp_path / "prog"
-    d.mkdir()
-    (d / "manifest.yaml").write_text(WRITTEN_MANIFEST)
-    (d / "prog.c").write_text(WRITTEN_SOURCE)
-    spec = load_manifest(d / "manifest.yaml").maps["procs"]
+    spec = _program(tmp_path, "prog", WRITTEN_SOURCE, WRITTEN_MANIFEST).maps["procs"]
     b = BPF(text=WRITTEN_SOURCE.encode())
     proc = tmp_path / "proc"  # the reaper's /proc: which pids live
     proc.mkdir()
