@@ -288,15 +288,16 @@ def expose_self_telemetry(cfg: dict[str, Any], port: int, level: str = "normal")
     }
 
 
-TRACEFS = Path("/sys/kernel/tracing")
-
-
 @contextmanager
 def ftrace_events(*events: str, name: str = "test", event_filter: str = "") -> Iterator[Path]:
     """An ftrace instance of our own (``name`` tells two apart) recording
     ``events`` ("system/event"), each with ``event_filter`` if given, on the
-    monotonic clock."""
-    inst = TRACEFS / "instances" / f"ebpf-{name}-{os.getpid()}"
+    monotonic clock. tracefs is mounted first where it is missing (a new
+    machine), by the sidecar's own code, not left to a sidecar that ran
+    before."""
+    from ebpf_sidecar.kernel import tracefs
+
+    inst = tracefs() / "instances" / f"ebpf-{name}-{os.getpid()}"
     inst.mkdir()
     try:
         (inst / "trace_clock").write_text("mono")
