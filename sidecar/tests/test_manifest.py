@@ -226,7 +226,7 @@ METRIC = DERIVED.replace(
             GOOD.replace("max_entries: 8", "max_entires: 8"),
             r"\.yaml\.maps\[0\] \(m\): unknown key 'max_entires'; valid keys: name, max_entries, "
             r"key, value, description, histogram, dropped_counter, enabled_by, pid_field, "
-            r"written_keys, derived$",
+            r"written_keys, write_behind, derived$",
         ),
         (GOOD + "extra: 1\n", r"\.yaml: unknown key 'extra'; valid keys: name, hooks, maps, "),
         (

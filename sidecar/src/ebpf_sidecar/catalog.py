@@ -227,6 +227,10 @@ class MapSpec:
     # (<prefix>_epoch, _0, _1, _lost; ebpf_sidecar.maps.WrittenKeys), which
     # changes-only reads look up instead of walking the map.
     written_keys: str = ""
+    # The prefix of the maps of the barrier that makes the program write the
+    # updates it keeps per CPU into this map before a read (<prefix>_generation,
+    # _flushed; ebpf_sidecar.write_behind).
+    write_behind: str = ""
 
     @property
     def written_maps(self) -> list[str]:
@@ -234,6 +238,13 @@ class MapSpec:
         if not self.written_keys:
             return []
         return [f"{self.written_keys}_{part}" for part in ("epoch", "0", "1", "lost")]
+
+    @property
+    def write_behind_maps(self) -> list[str]:
+        """The maps of write_behind's barrier, none without it."""
+        if not self.write_behind:
+            return []
+        return [f"{self.write_behind}_{part}" for part in ("generation", "flushed")]
 
     @property
     def key_names(self) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import functools
+import os
 from typing import Any
 
 # int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size), as BCC's
@@ -122,3 +123,44 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
             first, _, last = part.partition("-")
             count += int(last or first) - int(first) + 1
     return count
+
+
+def cpu_list(path: str) -> set[int]:
+    """The CPUs of a kernel CPU list file ("0-3,8")."""
+    cpus: set[int] = set()
+    with open(path) as f:
+        for part in f.read().strip().split(","):
+            if part:
+                first, _, last = part.partition("-")
+                cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def online_cpus() -> set[int]:
+    return cpu_list("/sys/devices/system/cpu/online")
+
+
+def read_u64(fd: int) -> int:
+    """Element 0 of a map of u64 (a 1-element array)."""
+    key, value = ct.c_int(0), ct.c_uint64(0)
+    if _lib().bpf_lookup_elem(fd, ct.byref(key), ct.byref(value)) != 0:
+        err = ct.get_errno()
+        raise OSError(err, f"BPF_MAP_LOOKUP_ELEM failed: {os.strerror(err)}")
+    return int(value.value)
+
+
+def write_u64(fd: int, v: int) -> None:
+    """Sets element 0 of a map of u64 (a 1-element array)."""
+    key, value = ct.c_int(0), ct.c_uint64(v)
+    if _lib().bpf_update_elem(fd, ct.byref(key), ct.byref(value), 0) != 0:
+        err = ct.get_errno()
+        raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
+
+
+def read_per_cpu_u64(fd: int) -> list[int]:
+    """Element 0 of a per-CPU map of u64, one value per possible CPU."""
+    key, values = ct.c_int(0), (ct.c_uint64 * possible_cpus())()
+    if _lib().bpf_lookup_elem(fd, ct.byref(key), values) != 0:
+        err = ct.get_errno()
+        raise OSError(err, f"BPF_MAP_LOOKUP_ELEM failed: {os.strerror(err)}")
+    return list(values)

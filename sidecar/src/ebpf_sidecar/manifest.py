@@ -108,6 +108,7 @@ class MapDoc(_Schema):
     enabled_by: str = ""
     pid_field: str = ""
     written_keys: str = ""
+    write_behind: str = ""
     derived: list[DerivedDoc] = []
 
 
@@ -584,6 +585,7 @@ def _map(doc: MapDoc, params: Mapping[str, ParameterSpec], where: str) -> MapSpe
         enabled_by=doc.enabled_by,
         pid_field=doc.pid_field,
         written_keys=doc.written_keys,
+        write_behind=doc.write_behind,
         derived=tuple(derived),
     )
 

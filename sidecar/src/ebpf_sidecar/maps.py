@@ -30,6 +30,8 @@ import numpy.typing as npt
 from ebpf_sidecar import decoders
 from ebpf_sidecar.catalog import FieldSpec, MapSpec
 from ebpf_sidecar.decoders import DROP
+from ebpf_sidecar.libbpf import read_u64, write_u64
+from ebpf_sidecar.write_behind import WriteBehind
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -705,12 +707,12 @@ class WrittenKeys:
         keys written (those written before are in the whole read)."""
         self._advance()
         self._pending[changes] = []
-        changes.written_lost = self._u64(self.lost_fd)
+        changes.written_lost = read_u64(self.lost_fd)
 
     def take(self, changes: Changes) -> Array | None:
         """The keys written since ``changes`` last read (distinct, in no
         order); None when it must read the whole map instead."""
-        lost = self._u64(self.lost_fd)
+        lost = read_u64(self.lost_fd)
         if changes not in self._pending or lost != changes.written_lost:
             return None
         self._advance()
@@ -722,33 +724,14 @@ class WrittenKeys:
 
     def _advance(self) -> None:
         """Start the next epoch and hand the ended one's keys to every state."""
-        epoch = self._u64(self.epoch_fd)
-        self._set_u64(self.epoch_fd, epoch + 1)
+        epoch = read_u64(self.epoch_fd)
+        write_u64(self.epoch_fd, epoch + 1)
         n = _lookup_batch(self.set_fds[epoch & 1], self.buffers, self.capacity, delete=True)
         if n:
             keys = _key_column(self.buffers.keys, self.key_size, n).copy()
             for pending in self._pending.values():
                 pending.append(keys)
         self.buffers.fit(n)
-
-    @staticmethod
-    def _u64(fd: int) -> int:
-        from ebpf_sidecar.libbpf import lib
-
-        key, value = ct.c_int(0), ct.c_uint64(0)
-        if lib.bpf_lookup_elem(fd, ct.byref(key), ct.byref(value)) != 0:
-            err = ct.get_errno()
-            raise OSError(err, f"BPF_MAP_LOOKUP_ELEM failed: {os.strerror(err)}")
-        return int(value.value)
-
-    @staticmethod
-    def _set_u64(fd: int, v: int) -> None:
-        from ebpf_sidecar.libbpf import lib
-
-        key, value = ct.c_int(0), ct.c_uint64(v)
-        if lib.bpf_update_elem(fd, ct.byref(key), ct.byref(value), 0) != 0:
-            err = ct.get_errno()
-            raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
 
 
 def _lookup_keys(map_fd: int, keys: Array, key_size: int, value_size: int) -> tuple[Array, Array]:
@@ -803,11 +786,13 @@ class MapReader:
         dropped_table: Any = None,
         dropped_name: str | None = None,
         written: Sequence[Any] | None = None,
+        write_behind: Sequence[Any] | None = None,
     ) -> None:
         """``table``: BCC's table, or a :class:`PinnedTable` of an adopted instance.
 
         ``max_entries``: the size the manifest gives the map for the parameters used.
         ``written``: the maps of its written_keys (:class:`WrittenKeys`).
+        ``write_behind``: the maps of its write_behind barrier (:class:`WriteBehind`).
         """
         self.table = table
         self.spec = spec
@@ -833,6 +818,7 @@ class MapReader:
         # array maps read with clear: the previous raw values, by key bytes
         self._previous: dict[bytes, tuple[Any, ...]] = {}
         self.written = WrittenKeys(written, self.key_size) if written else None
+        self.write_behind = WriteBehind(write_behind) if write_behind else None
         # what the reaper deleted, for states reading written keys (which do
         # not walk the map, so see no entry go): the log's entries from
         # number _deletions_base on
@@ -884,6 +870,8 @@ class MapReader:
         packed: bool,
         changes: Changes | None,
     ) -> None:
+        if self.write_behind is not None:
+            self.write_behind.flush()  # what the CPUs still hold, into the map first
         delete = clear and not self.is_array
         buffers = self.buffers
         c = self.cpus if self.per_cpu else 1

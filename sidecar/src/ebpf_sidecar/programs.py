@@ -365,6 +365,7 @@ def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> dict[str, Any]:
         *loaded.readers,
         *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
         *(m for r in loaded.readers.values() for m in r.spec.written_maps),
+        *(m for r in loaded.readers.values() for m in r.spec.write_behind_maps),
         *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
     ]
     layout: dict[str, Any] = {
@@ -955,6 +956,7 @@ def _readers(
                 table(dropped) if dropped else None,
                 dropped_name=dropped,
                 written=_written_tables(program, spec, table),
+                write_behind=_write_behind_tables(program, spec, table),
             )
     except LayoutError as e:
         raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
@@ -972,6 +974,20 @@ def _written_tables(
             f"program {program.name!r}: map {spec.name!r} has written_keys "
             f"{spec.written_keys!r}, but the program defines no map {e}; define "
             f"{', '.join(spec.written_maps)} (bpf/cpu/cpu.c shows how) or drop written_keys"
+        ) from None
+
+
+def _write_behind_tables(
+    program: Program, spec: MapSpec, table: Callable[[str], Any]
+) -> list[Any] | None:
+    """The maps of a map's write_behind barrier, in WriteBehind's order; None without it."""
+    try:
+        return [table(m) for m in spec.write_behind_maps] or None
+    except KeyError as e:
+        raise LoadError(
+            f"program {program.name!r}: map {spec.name!r} has write_behind "
+            f"{spec.write_behind!r}, but the program defines no map {e}; define "
+            f"{', '.join(spec.write_behind_maps)} (bpf/cpu/cpu.c shows how) or drop write_behind"
         ) from None
 
 
