@@ -22,6 +22,18 @@
 // start is matched to the task by its task_struct pointer (the raw
 // tracepoint's `next`, stored as a number and only compared), which needs no
 // read of the incoming task at all.
+//
+// Write-behind (the manifest's write_behind): the per-process hash lookup is
+// most of what the program costs (~40-60 ns of ~100 per switch, the kernel's
+// jhash and bucket walk behind a call, docs/overhead.md), and a CPU mostly
+// switches between a few processes. So each CPU adds its switches to a small
+// direct-mapped cache of its recent processes (process_cpu_pending), and
+// writes an entry into process_cpu only when another process takes its slot,
+// or when the sidecar is about to read: the sidecar bumps
+// process_cpu_pending_generation, makes every CPU switch (a thread of its
+// own visits each CPU), and waits until each CPU's
+// process_cpu_pending_flushed shows that it wrote its whole cache at that
+// switch. A read thus sees every switch before its barrier, as before.
 #include <uapi/linux/ptrace.h>
 #include <ebpfreceiver.h>
 
@@ -89,6 +101,22 @@ BPF_ARRAY(process_cpu_written_epoch, u64, 1);
 BPF_HASH(process_cpu_written_0, struct process_key, u8, MAX_PROCESSES);
 BPF_HASH(process_cpu_written_1, struct process_key, u8, MAX_PROCESSES);
 BPF_ARRAY(process_cpu_written_lost, u64, 1);
+// Write-behind (see the top): per CPU, PENDING_SLOTS recent processes and
+// what their switches added since the entry was last written into
+// process_cpu; pid 0 marks a free slot (the idle task is not counted).
+#define PENDING_SLOTS_LOG2 5
+#define PENDING_SLOTS (1 << PENDING_SLOTS_LOG2)
+struct pending_process {
+    struct process_key key;
+    u64 oncpu_ns;
+    u64 voluntary;
+    u64 involuntary;
+};
+BPF_PERCPU_ARRAY(process_cpu_pending, struct pending_process, PENDING_SLOTS);
+// The sidecar's barrier count (0 until its first read), and per CPU the
+// count whose barrier it last wrote its whole cache for.
+BPF_ARRAY(process_cpu_pending_generation, u64, 1);
+BPF_PERCPU_ARRAY(process_cpu_pending_flushed, u64, 1);
 BPF_PERCPU_ARRAY(cpu_usage, struct slice_value, SLOTS);
 BPF_PERCPU_ARRAY(oncpu_since, struct oncpu_start, 1);
 
@@ -131,6 +159,32 @@ static __always_inline u64 untraced_slice(void *task, u64 since_last_event) {
 static __always_inline u64 untraced_slice(void *task, u64 since_last_event) { return 0; }
 #endif
 
+// Adds a pending entry into process_cpu (created on its first write) and
+// frees its slot; a full map drops it, counted in process_cpu_dropped.
+static __always_inline void write_pending(struct pending_process *p) {
+    struct process_value empty = {};
+    struct process_value *v = process_cpu.lookup_or_try_init(&p->key, &empty);
+    if (v) {
+        v->oncpu_ns += p->oncpu_ns;
+        v->voluntary += p->voluntary;
+        v->involuntary += p->involuntary;
+        int zero = 0;
+        u64 *epoch = process_cpu_written_epoch.lookup(&zero);
+        if (epoch && *epoch != v->__written) {
+            u64 e = *epoch;
+            v->__written = e;
+            u8 one = 1;
+            int failed = (e & 1) ? process_cpu_written_1.update(&p->key, &one)
+                                 : process_cpu_written_0.update(&p->key, &one);
+            if (failed)
+                count_dropped_shared(process_cpu_written_lost.lookup(DROPPED_KEY));
+        }
+    } else {
+        count_dropped(process_cpu_dropped.lookup(DROPPED_KEY));
+    }
+    p->key.pid = 0;
+}
+
 // args: bool preempt, struct task_struct *prev, struct task_struct *next,
 // unsigned int prev_state (the raw task state, since Linux 5.18).
 RAW_TRACEPOINT_PROBE(sched_switch) {
@@ -140,6 +194,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     struct oncpu_start *since = oncpu_since.lookup(&zero);
     if (!since)
         return 0;
+    u32 tgid = BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_TGID);
     if (BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_PID) != 0) { // pid 0 is the idle task
         u64 delta = 0;
         if (since->ts != 0) {
@@ -154,38 +209,52 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
                 slice->sum_ns += delta;
             }
         }
-        struct process_key key = {};
-        key.pid = BTF_FIELD(prev, u32, BTF_OFFSET_TASK_STRUCT_TGID);
         // comm is NUL-padded to its 16 bytes (__set_task_comm pads), as
         // bpf_get_current_comm() would copy it.
-        *(u64 *)&key.comm[0] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM);
-        *(u64 *)&key.comm[8] = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM + 8);
-        key.cgroup_id = btf_task_cgroup_id(prev);
-        struct process_value empty = {};
-        struct process_value *v = process_cpu.lookup_or_try_init(&key, &empty);
-        if (v) {
-            v->oncpu_ns += delta;
+        u64 comm0 = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM);
+        u64 comm1 = BTF_FIELD(prev, u64, BTF_OFFSET_TASK_STRUCT_COMM + 8);
+        u64 cgroup_id = btf_task_cgroup_id(prev);
+        // Fibonacci hashing: consecutive pids go to different slots.
+        u32 at = (tgid * 2654435769u) >> (32 - PENDING_SLOTS_LOG2);
+        struct pending_process *p = process_cpu_pending.lookup(&at);
+        if (p) {
+            if (p->key.pid != tgid || *(u64 *)&p->key.comm[0] != comm0 ||
+                *(u64 *)&p->key.comm[8] != comm1 || p->key.cgroup_id != cgroup_id) {
+                if (p->key.pid != 0)
+                    write_pending(p); // another process had the slot
+                p->key.pid = tgid;
+                *(u64 *)&p->key.comm[0] = comm0;
+                *(u64 *)&p->key.comm[8] = comm1;
+                p->key.cgroup_id = cgroup_id;
+                p->oncpu_ns = 0;
+                p->voluntary = 0;
+                p->involuntary = 0;
+            }
+            p->oncpu_ns += delta;
             // As __schedule() counts nvcsw/nivcsw: voluntary when the task
             // was not preempted and no longer runnable.
             if (!ctx->args[0] && (unsigned int)ctx->args[3] != 0)
-                v->voluntary++;
+                p->voluntary++;
             else
-                v->involuntary++;
-            u64 *epoch = process_cpu_written_epoch.lookup(&zero);
-            if (epoch && *epoch != v->__written) {
-                u64 e = *epoch;
-                v->__written = e;
-                u8 one = 1;
-                int failed = (e & 1) ? process_cpu_written_1.update(&key, &one)
-                                     : process_cpu_written_0.update(&key, &one);
-                if (failed)
-                    count_dropped_shared(process_cpu_written_lost.lookup(DROPPED_KEY));
-            }
-        } else {
-            count_dropped(process_cpu_dropped.lookup(DROPPED_KEY));
+                p->involuntary++;
         }
     }
     since->ts = now;
     since->task = ctx->args[2];
+    // The sidecar's barrier: after this switch's own slice, write the whole
+    // cache, then say so.
+    u64 *generation = process_cpu_pending_generation.lookup(&zero);
+    u64 *flushed = process_cpu_pending_flushed.lookup(&zero);
+    if (generation && flushed && *generation != *flushed) {
+        u64 g = *generation;
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < PENDING_SLOTS; i++) {
+            u32 slot = i;
+            struct pending_process *p = process_cpu_pending.lookup(&slot);
+            if (p && p->key.pid != 0)
+                write_pending(p);
+        }
+        *flushed = g;
+    }
     return 0;
 }
