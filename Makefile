@@ -57,7 +57,7 @@ fuzz: setup
 # The benchmarks `make bench` runs one after the other, each printing its
 # tables (numbers and commands in docs/overhead.md): add further bench/*.py
 # scripts here. BENCH_ARGS is passed to each (e.g. BENCH_ARGS=--quick).
-BENCH_SCRIPTS := bench/overhead.py bench/snapshot.py bench/map_walk.py bench/sidecar_startup.py
+BENCH_SCRIPTS := bench/overhead.py bench/snapshot.py bench/map_walk.py bench/sidecar_startup.py bench/barrier.py
 
 bench: setup
 	set -e; for script in $(BENCH_SCRIPTS); do .venv/bin/python $$script $(BENCH_ARGS); done

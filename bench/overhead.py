@@ -1198,6 +1198,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not run the peers (BCC tools, bpftrace) in the per-event rounds",
     )
     p.add_argument(
+        "--also-on",
+        default="",
+        help="comma-separated workloads to measure the programs on as well, where "
+        "they fire the programs' hooks (ring: 64 processes switching on one CPU)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         default=DEFAULT_CONFIG,
@@ -1232,6 +1238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    by_name = {w.name: w for w in workloads.WORKLOADS}
+    also_on = [by_name[n] for n in args.also_on.split(",") if n in by_name]
+    if len(also_on) != len([n for n in args.also_on.split(",") if n]):
+        print(f"--also-on: workloads are {', '.join(by_name)}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     shown = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# bench/overhead.py {shown}: {machine()}".replace("  ", " "))
@@ -1242,7 +1253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(settings, helper, tmp / "generated", catalog, not args.no_peers)
         rows: list[Row] = []
         with workloads.loop_device() as (device, dev):
-            by_name = {w.name: w for w in workloads.WORKLOADS}
             port = workloads.free_port()
             configured = {
                 "block": dataclasses.replace(
@@ -1267,15 +1277,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(target, str):
                     rows.append(Row(program.name, "-", program.hooks, note=target))
                     continue
-                w = configured.get(target.name, target)
-                print(f"  measuring {program.name} on {w.name} ...", file=sys.stderr)
-                try:
-                    rows.append(bench.measure(program, w, parameters))
-                except Exception as e:  # a program being written may not compile yet
-                    text = str(e).strip()
-                    print(f"  {program.name}: {text}", file=sys.stderr)
-                    first = text.splitlines()[0] if text else repr(e)
-                    rows.append(Row(program.name, w.name, program.hooks, note=f"failed: {first}"))
+                chosen = [configured.get(target.name, target)]
+                for extra in also_on:
+                    fires = any(re.search(p, h) for p in extra.hooks for h in program.hooks)
+                    if fires and extra.name != target.name:
+                        chosen.append(extra)
+                for w in chosen:
+                    print(f"  measuring {program.name} on {w.name} ...", file=sys.stderr)
+                    try:
+                        rows.append(bench.measure(program, w, parameters))
+                    except Exception as e:  # a program being written may not compile yet
+                        text = str(e).strip()
+                        print(f"  {program.name}: {text}", file=sys.stderr)
+                        first = text.splitlines()[0] if text else repr(e)
+                        note = f"failed: {first}"
+                        rows.append(Row(program.name, w.name, program.hooks, note=note))
         print_program_table(rows)
         print()
         if not args.no_peers:

@@ -6,6 +6,8 @@
 //   ovhbench syscall N            getppid() N times (raw_syscalls enter + exit)
 //   ovhbench pipe N               N ping-pong round trips between two processes
 //                                 over two pipes (context switches, wake-ups)
+//   ovhbench ring N K             N hops of a token around a ring of K processes
+//                                 over K pipes (K processes switching on one CPU)
 //   ovhbench fault N              N anonymous pages touched (N page faults), in
 //                                 mmap/touch/munmap chunks of 64 pages
 //   ovhbench fork N               N × fork, exit, wait
@@ -92,6 +94,39 @@ static uint64_t do_pipe(long n) {
     uint64_t dt = now_ns() - t0;
     waitpid(pid, NULL, 0);
     return dt;
+}
+
+static uint64_t do_ring(long n, int k) {
+    if (k < 2 || k > 1024)
+        die("ring size");
+    int (*fds)[2] = calloc((size_t)k, sizeof(*fds));
+    char c = 'x';
+    long rounds = n / k > 0 ? n / k : 1;
+    for (int i = 0; i < k; i++)
+        if (!fds || pipe(fds[i]))
+            die("pipe");
+    for (int i = 1; i < k; i++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork");
+        if (pid == 0) {
+            for (long r = 0; r < rounds; r++) {
+                full_read(fds[i][0], &c, 1);
+                full_write(fds[(i + 1) % k][1], &c, 1);
+            }
+            _exit(0);
+        }
+    }
+    uint64_t t0 = now_ns();
+    for (long r = 0; r < rounds; r++) {
+        full_write(fds[1][1], &c, 1);
+        full_read(fds[0][0], &c, 1);
+    }
+    uint64_t dt = now_ns() - t0;
+    while (wait(NULL) > 0) {
+    }
+    free(fds);
+    return dt * (uint64_t)n / (uint64_t)(rounds * k); // per the n hops asked for
 }
 
 static uint64_t do_fault(long n) {
@@ -216,7 +251,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "noop") == 0)
         return 0;
     if (argc < 3) {
-        fprintf(stderr, "usage: ovhbench syscall|pipe|fault|fork|exec|block|tcp N [arg]\n");
+        fprintf(stderr, "usage: ovhbench syscall|pipe|ring|fault|fork|exec|block|tcp N [arg]\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -226,6 +261,8 @@ int main(int argc, char **argv) {
         dt = do_syscall(n);
     else if (strcmp(mode, "pipe") == 0)
         dt = do_pipe(n);
+    else if (strcmp(mode, "ring") == 0 && argc >= 4)
+        dt = do_ring(n, atoi(argv[3]));
     else if (strcmp(mode, "fault") == 0)
         dt = do_fault(n);
     else if (strcmp(mode, "fork") == 0)

@@ -68,6 +68,19 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
         5_000,
     ),
+    # Not any hook's first choice (pipe comes first): --also-on ring measures
+    # sched_switch programs with many processes per CPU too, where caches of
+    # recent processes (cpu's write-behind) miss.
+    Workload(
+        "ring",
+        "one hop of a token around a ring of 64 processes over pipes, all on one CPU",
+        (
+            r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
+            r"^raw_tracepoint:sched_(switch|wakeup|waking)$",
+        ),
+        5_000,
+        args=("64",),
+    ),
     Workload(
         "fault",
         "anonymous page touched (mmap/touch/munmap)",
