@@ -83,6 +83,7 @@ func unpackColumns(ms *sidecarpb.MapSnapshot) (*sidecarpb.MapSnapshot, error) {
 		KeyColumns:   append(keys, ms.GetKeyColumns()...),
 		ValueColumns: append(values, ms.GetValueColumns()...),
 		ChangesOnly:  ms.GetChangesOnly(), Slots: ms.GetSlots(), RemovedSlots: ms.GetRemovedSlots(),
+		LateCpus: ms.GetLateCpus(),
 	}, nil
 }
 
@@ -409,7 +410,7 @@ func (t *mapTable) snapshot(ms *sidecarpb.MapSnapshot) *sidecarpb.MapSnapshot {
 	return &sidecarpb.MapSnapshot{
 		Program: ms.GetProgram(), Map: ms.GetMap(), AttachTimeUnixNano: ms.GetAttachTimeUnixNano(),
 		Entries: uint32(t.entries), MaxEntries: ms.GetMaxEntries(), DroppedUpdates: ms.GetDroppedUpdates(),
-		KeyColumns: pick(t.keys), ValueColumns: pick(t.values),
+		KeyColumns: pick(t.keys), ValueColumns: pick(t.values), LateCpus: ms.GetLateCpus(),
 	}
 }
 

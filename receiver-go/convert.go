@@ -185,6 +185,9 @@ func (c *converter) checkFull(k mapKey, ms *sidecarpb.MapSnapshot) {
 		c.logger.Warn("BPF map is at capacity: new keys are dropped, or evict the least recently updated ones in LRU maps; raise the program's size parameter",
 			zap.String("program", k.program), zap.String("map", k.name), zap.Uint32("max_entries", maxEntries))
 	}
+	if n := ms.GetLateCpus(); n > 0 {
+		c.tel.lateCPUs(k, n) // the sidecar logs which CPUs, once
+	}
 	if grew, d := c.tel.droppedUpdates(k, ms.GetAttachTimeUnixNano(), ms.GetDroppedUpdates()); grew {
 		c.logger.Warn("BPF map is full: the kernel program dropped updates, so counts are low; raise the map size in the sidecar",
 			zap.String("program", k.program), zap.String("map", k.name),

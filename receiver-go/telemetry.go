@@ -96,6 +96,13 @@ func (t *selfTelemetry) droppedUpdates(k mapKey, attach, total uint64) (bool, ui
 	return true, total
 }
 
+// lateCPUs counts the CPUs whose cached updates a read of a write-behind
+// map did not include (MapSnapshot.late_cpus).
+func (t *selfTelemetry) lateCPUs(k mapKey, n uint32) {
+	t.tb.ReceiverEbpfLateCpus.Add(context.Background(), int64(n), metric.WithAttributes(
+		attribute.String("program", k.program), attribute.String("map", k.name)))
+}
+
 // mapFull counts a snapshot of a map at capacity and tells whether this is
 // the first one since the map's program was attached (worth a log line).
 func (t *selfTelemetry) mapFull(k mapKey, attach uint64) bool {

@@ -23,6 +23,7 @@ const (
 	metricMapErrors      = "otelcol_receiver_ebpf_map_errors"
 	metricDroppedUpdates = "otelcol_receiver_ebpf_dropped_updates"
 	metricFullMaps       = "otelcol_receiver_ebpf_full_map_snapshots"
+	metricLateCPUs       = "otelcol_receiver_ebpf_late_cpus"
 )
 
 func TestConvertLogsFullMapOnce(t *testing.T) {
@@ -74,6 +75,25 @@ func TestMapAtCapacityIsCountedAndLoggedOncePerAttach(t *testing.T) {
 
 	env.conv.convert(snap(5, 7, 2)) // re-attached and full again
 	assert.Equal(t, 2, atCapacity())
+}
+
+func TestLateCPUsOfWriteBehindReadsAreCounted(t *testing.T) {
+	cfg := cfgWith(nil, MetricConfig{
+		Name: "ebpf.container.bytes", MapName: "by_container", Type: MetricTypeSum,
+		Attributes: []AttributeConfig{{Field: "container_id", Name: "container.id", Resource: true}},
+	})
+	env := newConvEnv(t, cfg, testDescribe())
+	snap := func(seq uint64, late uint32) *sidecarpb.Snapshot {
+		s := containerSnapshot(seq, seq*10, 1, "a", "b")
+		s.Maps[0].LateCpus = late
+		return s
+	}
+	env.conv.convert(snap(1, 0))
+	assert.Empty(t, env.counterValues(t, metricLateCPUs))
+	env.conv.convert(snap(2, 2))
+	env.conv.convert(snap(3, 1))
+	// each read's late CPUs add up: a CPU late in every read keeps it growing
+	assert.Equal(t, map[string]int64{"map=by_container,program=misc": 3}, env.counterValues(t, metricLateCPUs))
 }
 
 func TestSnapshotSizeAndDurationsAreRecorded(t *testing.T) {

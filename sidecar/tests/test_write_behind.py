@@ -117,6 +117,7 @@ def test_a_read_sees_the_switches_still_cached(programs: ProgramManager, sleeper
     # Every switch before a read is in it: the sleeper's last ones (and the
     # one that blocked it) were only in its CPU's cache when the read began.
     assert ours == kernel_second - kernel_first >= 300
+    assert first.late_cpus == second.late_cpus == 0
     generation = reader.write_behind.flushed_counts()
     assert all(generation[c] == max(generation) > 0 for c in online_cpus()), generation
 

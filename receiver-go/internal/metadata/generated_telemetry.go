@@ -29,6 +29,7 @@ type TelemetryBuilder struct {
 	ReceiverEbpfDroppedEvents           metric.Int64Counter
 	ReceiverEbpfDroppedUpdates          metric.Int64Counter
 	ReceiverEbpfFullMapSnapshots        metric.Int64Counter
+	ReceiverEbpfLateCpus                metric.Int64Counter
 	ReceiverEbpfMapErrors               metric.Int64Counter
 	ReceiverEbpfOverflowMetricPoints    metric.Int64Counter
 	ReceiverEbpfProgramRecursionMisses  metric.Int64Counter
@@ -86,6 +87,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_receiver_ebpf_full_map_snapshots",
 		metric.WithDescription("Map snapshots with as many entries as the map holds; new keys are dropped (see dropped_updates) or, in LRU maps, evict the least recently updated ones. [Development]"),
 		metric.WithUnit("{snapshot}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ReceiverEbpfLateCpus, err = builder.meter.Int64Counter(
+		"otelcol_receiver_ebpf_late_cpus",
+		metric.WithDescription("CPUs whose cached updates a read of a write-behind map (cpu's process_cpu) did not include, summed over reads; the sidecar could not make them write their cache (outside its cpuset, or no context switch in time), so their updates go out in a later read. [Development]"),
+		metric.WithUnit("{cpu}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ReceiverEbpfMapErrors, err = builder.meter.Int64Counter(

@@ -22,6 +22,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ReceiverEbpfDroppedEvents.Add(context.Background(), 1)
 	tb.ReceiverEbpfDroppedUpdates.Add(context.Background(), 1)
 	tb.ReceiverEbpfFullMapSnapshots.Add(context.Background(), 1)
+	tb.ReceiverEbpfLateCpus.Add(context.Background(), 1)
 	tb.ReceiverEbpfMapErrors.Add(context.Background(), 1)
 	tb.ReceiverEbpfOverflowMetricPoints.Add(context.Background(), 1)
 	tb.ReceiverEbpfProgramRecursionMisses.Add(context.Background(), 1)
@@ -39,6 +40,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfFullMapSnapshots(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualReceiverEbpfLateCpus(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualReceiverEbpfMapErrors(t, testTel,

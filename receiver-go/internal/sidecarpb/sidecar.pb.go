@@ -1930,7 +1930,12 @@ type MapSnapshot struct {
 	Slots []byte `protobuf:"bytes,13,opt,name=slots,proto3" json:"slots,omitempty"`
 	// The slots of entries removed since the previous snapshot, 4 bytes
 	// little-endian (uint32) each.
-	RemovedSlots  []byte `protobuf:"bytes,14,opt,name=removed_slots,json=removedSlots,proto3" json:"removed_slots,omitempty"`
+	RemovedSlots []byte `protobuf:"bytes,14,opt,name=removed_slots,json=removedSlots,proto3" json:"removed_slots,omitempty"`
+	// Maps a program writes behind (the manifest's write_behind): how many
+	// CPUs did not write their cached updates before this read (outside the
+	// sidecar's cpuset, or no context switch in time). Their updates go out
+	// in a later read; 0 otherwise.
+	LateCpus      uint32 `protobuf:"varint,15,opt,name=late_cpus,json=lateCpus,proto3" json:"late_cpus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2061,6 +2066,13 @@ func (x *MapSnapshot) GetRemovedSlots() []byte {
 		return x.RemovedSlots
 	}
 	return nil
+}
+
+func (x *MapSnapshot) GetLateCpus() uint32 {
+	if x != nil {
+		return x.LateCpus
+	}
+	return 0
 }
 
 type Snapshot struct {
@@ -2776,7 +2788,7 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"dictionary\x18\x04 \x03(\tR\n" +
 	"dictionary\x12\x18\n" +
 	"\aindexes\x18\x05 \x01(\fR\aindexes\x12\x14\n" +
-	"\x05width\x18\x06 \x01(\rR\x05width\"\xfa\x04\n" +
+	"\x05width\x18\x06 \x01(\rR\x05width\"\x97\x05\n" +
 	"\vMapSnapshot\x12\x18\n" +
 	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x10\n" +
 	"\x03map\x18\x02 \x01(\tR\x03map\x121\n" +
@@ -2794,7 +2806,8 @@ const file_ebpfreceiver_sidecar_v1_sidecar_proto_rawDesc = "" +
 	"\x14packed_value_columns\x18\v \x03(\v2%.ebpfreceiver.sidecar.v1.PackedColumnR\x12packedValueColumns\x12!\n" +
 	"\fchanges_only\x18\f \x01(\bR\vchangesOnly\x12\x14\n" +
 	"\x05slots\x18\r \x01(\fR\x05slots\x12#\n" +
-	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\"\xd0\x03\n" +
+	"\rremoved_slots\x18\x0e \x01(\fR\fremovedSlots\x12\x1b\n" +
+	"\tlate_cpus\x18\x0f \x01(\rR\blateCpus\"\xd0\x03\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x128\n" +

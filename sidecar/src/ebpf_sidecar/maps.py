@@ -871,7 +871,8 @@ class MapReader:
         changes: Changes | None,
     ) -> None:
         if self.write_behind is not None:
-            self.write_behind.flush()  # what the CPUs still hold, into the map first
+            # what the CPUs still hold, into the map first
+            snap.late_cpus = len(self.write_behind.flush())
         delete = clear and not self.is_array
         buffers = self.buffers
         c = self.cpus if self.per_cpu else 1

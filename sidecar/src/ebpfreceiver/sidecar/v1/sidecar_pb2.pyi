@@ -346,7 +346,7 @@ class PackedColumn(_message.Message):
     def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., values: _Optional[bytes] = ..., dictionary: _Optional[_Iterable[str]] = ..., indexes: _Optional[bytes] = ..., width: _Optional[int] = ...) -> None: ...
 
 class MapSnapshot(_message.Message):
-    __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error", "packed_key_columns", "packed_value_columns", "changes_only", "slots", "removed_slots")
+    __slots__ = ("program", "map", "attach_time_unix_nano", "entries", "key_columns", "value_columns", "max_entries", "dropped_updates", "error", "packed_key_columns", "packed_value_columns", "changes_only", "slots", "removed_slots", "late_cpus")
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     ATTACH_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +361,7 @@ class MapSnapshot(_message.Message):
     CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    LATE_CPUS_FIELD_NUMBER: _ClassVar[int]
     program: str
     map: str
     attach_time_unix_nano: int
@@ -375,7 +376,8 @@ class MapSnapshot(_message.Message):
     changes_only: bool
     slots: bytes
     removed_slots: bytes
-    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ..., packed_key_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., packed_value_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., changes_only: _Optional[bool] = ..., slots: _Optional[bytes] = ..., removed_slots: _Optional[bytes] = ...) -> None: ...
+    late_cpus: int
+    def __init__(self, program: _Optional[str] = ..., map: _Optional[str] = ..., attach_time_unix_nano: _Optional[int] = ..., entries: _Optional[int] = ..., key_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., value_columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., max_entries: _Optional[int] = ..., dropped_updates: _Optional[int] = ..., error: _Optional[str] = ..., packed_key_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., packed_value_columns: _Optional[_Iterable[_Union[PackedColumn, _Mapping]]] = ..., changes_only: _Optional[bool] = ..., slots: _Optional[bytes] = ..., removed_slots: _Optional[bytes] = ..., late_cpus: _Optional[int] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("sequence", "time_unix_nano", "maps", "read_duration", "logs", "profiles", "event_drops", "program_costs", "sidecar_cost")
