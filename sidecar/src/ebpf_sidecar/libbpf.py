@@ -117,12 +117,7 @@ def __getattr__(name: str) -> Any:
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     """How many CPUs per-CPU maps hold values for (BCC's ``len(get_possible_cpus())``)."""
-    count = 0
-    with open(path) as f:
-        for part in f.read().strip().split(","):
-            first, _, last = part.partition("-")
-            count += int(last or first) - int(first) + 1
-    return count
+    return len(cpu_list(path))
 
 
 def cpu_list(path: str) -> set[int]:
@@ -155,12 +150,3 @@ def write_u64(fd: int, v: int) -> None:
     if _lib().bpf_update_elem(fd, ct.byref(key), ct.byref(value), 0) != 0:
         err = ct.get_errno()
         raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
-
-
-def read_per_cpu_u64(fd: int) -> list[int]:
-    """Element 0 of a per-CPU map of u64, one value per possible CPU."""
-    key, values = ct.c_int(0), (ct.c_uint64 * possible_cpus())()
-    if _lib().bpf_lookup_elem(fd, ct.byref(key), values) != 0:
-        err = ct.get_errno()
-        raise OSError(err, f"BPF_MAP_LOOKUP_ELEM failed: {os.strerror(err)}")
-    return list(values)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ebpf_sidecar.libbpf import online_cpus, read_per_cpu_u64, read_u64, write_u64
+from ebpf_sidecar.libbpf import online_cpus, read_u64, write_u64
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,8 @@ class WriteBehind:
     """
 
     def __init__(self, tables: Sequence[Any], visitor: CpuVisitor | None = None) -> None:
-        generation, flushed = tables
+        generation, self.flushed = tables
         self.generation_fd = int(generation.map_fd)
-        self.flushed_fd = int(flushed.map_fd)
         self.visitor = visitor or cpu_visitor()
         self._lock = threading.Lock()
         self._reported: set[int] = set()
@@ -160,4 +159,4 @@ class WriteBehind:
 
     def flushed_counts(self) -> list[int]:
         """Per possible CPU, the barrier count it last wrote its cache for."""
-        return read_per_cpu_u64(self.flushed_fd)
+        return list(self.flushed[ct.c_int(0)])  # as maps.sum_counter reads a counter
