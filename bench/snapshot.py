@@ -270,7 +270,7 @@ def child(
         _fill_elsewhere(table, n, cpus, cgroups)
         # the written keys, where the tree has them (changes-only reads look up
         # only those; whole reads are as before)
-        extra: dict[str, Any] = {"written": written} if written else {}
+        extra: dict[str, Any] = {"written_keys": written} if written else {}
         reader = MapReader(table, spec, "cpu.process_cpu", capacity, **extra)
         # A stream that never reads: the exited-process reaper compares every
         # pid with /proc as usual but deletes nothing (it waits for this

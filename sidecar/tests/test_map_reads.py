@@ -592,7 +592,7 @@ def written(tmp_path: Path) -> Iterator[tuple[_Program, MapReader, Path]]:
     proc.mkdir()
     try:
         written = [b[m.encode()] for m in spec.written_maps]
-        reader = MapReader(b[b"procs"], spec, "procs", 64, written=written)
+        reader = MapReader(b[b"procs"], spec, "procs", 64, written_keys=written)
         assert reader.reaper is not None
         reader.reaper.proc = str(proc)
         yield _Program(b), reader, proc

@@ -10,7 +10,7 @@ to by name; source never comes over the wire.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,6 +206,11 @@ def enabling_parameter(enabled_by: str) -> tuple[str, bool]:
     return (enabled_by[1:], False) if enabled_by.startswith("!") else (enabled_by, True)
 
 
+def _prefixed(prefix: str, parts: Sequence[str]) -> list[str]:
+    """``<prefix>_<part>`` for each part; none without a prefix."""
+    return [f"{prefix}_{part}" for part in parts] if prefix else []
+
+
 @dataclass(frozen=True)
 class MapSpec:
     name: str
@@ -235,16 +240,19 @@ class MapSpec:
     @property
     def written_maps(self) -> list[str]:
         """The maps of written_keys, none without it."""
-        if not self.written_keys:
-            return []
-        return [f"{self.written_keys}_{part}" for part in ("epoch", "0", "1", "lost")]
+        return _prefixed(self.written_keys, ("epoch", "0", "1", "lost"))
 
     @property
     def write_behind_maps(self) -> list[str]:
         """The maps of write_behind's barrier, none without it."""
-        if not self.write_behind:
-            return []
-        return [f"{self.write_behind}_{part}" for part in ("generation", "flushed")]
+        return _prefixed(self.write_behind, ("generation", "flushed"))
+
+    @property
+    def side_maps(self) -> dict[str, list[str]]:
+        """Per option that names further maps of the program (written_keys,
+        write_behind), the maps it names, for the options set."""
+        options = {"written_keys": self.written_maps, "write_behind": self.write_behind_maps}
+        return {option: maps for option, maps in options.items() if maps}
 
     @property
     def key_names(self) -> list[str]:

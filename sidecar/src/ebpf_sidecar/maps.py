@@ -785,14 +785,14 @@ class MapReader:
         max_entries: int,
         dropped_table: Any = None,
         dropped_name: str | None = None,
-        written: Sequence[Any] | None = None,
+        written_keys: Sequence[Any] | None = None,
         write_behind: Sequence[Any] | None = None,
     ) -> None:
         """``table``: BCC's table, or a :class:`PinnedTable` of an adopted instance.
 
         ``max_entries``: the size the manifest gives the map for the parameters used.
-        ``written``: the maps of its written_keys (:class:`WrittenKeys`).
-        ``write_behind``: the maps of its write_behind barrier (:class:`WriteBehind`).
+        ``written_keys``, ``write_behind``: the maps those options of its
+        manifest name (MapSpec.side_maps; :class:`WrittenKeys`, :class:`WriteBehind`).
         """
         self.table = table
         self.spec = spec
@@ -817,7 +817,7 @@ class MapReader:
         self.reaper = ExitedProcessReaper() if spec.pid_field else None
         # array maps read with clear: the previous raw values, by key bytes
         self._previous: dict[bytes, tuple[Any, ...]] = {}
-        self.written = WrittenKeys(written, self.key_size) if written else None
+        self.written = WrittenKeys(written_keys, self.key_size) if written_keys else None
         self.write_behind = WriteBehind(write_behind) if write_behind else None
         # what the reaper deleted, for states reading written keys (which do
         # not walk the map, so see no entry go): the log's entries from

@@ -364,8 +364,7 @@ def pin(loaded: LoadedProgram, pin_dir: pins.PinDir) -> dict[str, Any]:
     names = [
         *loaded.readers,
         *(r.dropped_name for r in loaded.readers.values() if r.dropped_name),
-        *(m for r in loaded.readers.values() for m in r.spec.written_maps),
-        *(m for r in loaded.readers.values() for m in r.spec.write_behind_maps),
+        *(m for r in loaded.readers.values() for ms in r.spec.side_maps.values() for m in ms),
         *(e.dropped_counter for e in loaded.program.events.values() if e.dropped_counter),
     ]
     layout: dict[str, Any] = {
@@ -955,40 +954,29 @@ def _readers(
                 spec.entries(values),
                 table(dropped) if dropped else None,
                 dropped_name=dropped,
-                written=_written_tables(program, spec, table),
-                write_behind=_write_behind_tables(program, spec, table),
+                **_side_tables(program, spec, table),
             )
     except LayoutError as e:
         raise LoadError(f"program {program.name!r} does not match its manifest: {e}") from None
     return readers
 
 
-def _written_tables(
+def _side_tables(
     program: Program, spec: MapSpec, table: Callable[[str], Any]
-) -> list[Any] | None:
-    """The maps of a map's written_keys, in WrittenKeys' order; None without it."""
-    try:
-        return [table(m) for m in spec.written_maps] or None
-    except KeyError as e:
-        raise LoadError(
-            f"program {program.name!r}: map {spec.name!r} has written_keys "
-            f"{spec.written_keys!r}, but the program defines no map {e}; define "
-            f"{', '.join(spec.written_maps)} (bpf/cpu/cpu.c shows how) or drop written_keys"
-        ) from None
-
-
-def _write_behind_tables(
-    program: Program, spec: MapSpec, table: Callable[[str], Any]
-) -> list[Any] | None:
-    """The maps of a map's write_behind barrier, in WriteBehind's order; None without it."""
-    try:
-        return [table(m) for m in spec.write_behind_maps] or None
-    except KeyError as e:
-        raise LoadError(
-            f"program {program.name!r}: map {spec.name!r} has write_behind "
-            f"{spec.write_behind!r}, but the program defines no map {e}; define "
-            f"{', '.join(spec.write_behind_maps)} (bpf/cpu/cpu.c shows how) or drop write_behind"
-        ) from None
+) -> dict[str, list[Any]]:
+    """The further maps a map's options name (written_keys, write_behind), by
+    option (MapReader's keyword arguments), in the order MapSpec.side_maps lists them."""
+    tables: dict[str, list[Any]] = {}
+    for option, names in spec.side_maps.items():
+        try:
+            tables[option] = [table(m) for m in names]
+        except KeyError as e:
+            raise LoadError(
+                f"program {program.name!r}: map {spec.name!r} has {option} "
+                f"{getattr(spec, option)!r}, but the program defines no map {e}; define "
+                f"{', '.join(names)} (bpf/cpu/cpu.c shows how) or drop {option}"
+            ) from None
+    return tables
 
 
 def _event_sources(
