@@ -28,6 +28,7 @@ from ebpf_sidecar import events, pins
 from ebpf_sidecar.catalog import Catalog
 from ebpf_sidecar.programs import LoadedProgram, ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+from snapshots import column_sum
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -114,15 +115,7 @@ def _getppid_loop(comm: str, n: int) -> None:
 
 
 def _count(snap: pb.MapSnapshot, syscall: str, comm: str) -> int:
-    keys = {c.field: c for c in snap.key_columns}
-    values = {c.field: c for c in snap.value_columns}
-    return sum(
-        n
-        for s, c, n in zip(
-            keys["syscall_id"].strings, keys["comm"].strings, values["count"].uints, strict=True
-        )
-        if s == syscall and c == comm
-    )
+    return column_sum(snap, "count", syscall_id=syscall, comm=comm)
 
 
 def test_a_killed_sidecars_programs_keep_counting_and_are_adopted(

@@ -11,6 +11,7 @@ from ebpf_sidecar.catalog import Catalog, RequestError
 from ebpf_sidecar.manifest import load_catalog
 from ebpf_sidecar.programs import ProgramManager
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+from snapshots import column_sum
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -74,16 +75,8 @@ def test_reading_counts_own_getppid_calls_exactly(programs: ProgramManager) -> N
 
 
 def _count(snap: pb.MapSnapshot, syscall: str) -> int:
-    keys = {c.field: c for c in snap.key_columns}
-    values = {c.field: c for c in snap.value_columns}
     comm = Path("/proc/self/comm").read_text().strip()
-    return sum(
-        n
-        for s, c, n in zip(
-            keys["syscall_id"].strings, keys["comm"].strings, values["count"].uints, strict=True
-        )
-        if s == syscall and c == comm
-    )
+    return column_sum(snap, "count", syscall_id=syscall, comm=comm)
 
 
 def test_tracepoint_fields_become_defines() -> None:

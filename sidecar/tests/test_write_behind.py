@@ -24,6 +24,7 @@ from ebpf_sidecar.libbpf import online_cpus
 from ebpf_sidecar.programs import ProgramManager
 from ebpf_sidecar.write_behind import CpuVisitor, WriteBehind
 from ebpfreceiver.sidecar.v1 import sidecar_pb2 as pb
+from snapshots import column_sum
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -89,15 +90,7 @@ def sleeper() -> Iterator[Sleeper]:
 
 
 def _voluntary(snap: pb.MapSnapshot, pid: int, comm: str) -> int:
-    keys = {c.field: c for c in snap.key_columns}
-    values = {c.field: c for c in snap.value_columns}
-    return sum(
-        n
-        for p, c, n in zip(
-            keys["pid"].uints, keys["comm"].strings, values["voluntary"].uints, strict=True
-        )
-        if p == pid and c == comm
-    )
+    return column_sum(snap, "voluntary", pid=pid, comm=comm)
 
 
 def test_a_read_sees_the_switches_still_cached(programs: ProgramManager, sleeper: Sleeper) -> None:
