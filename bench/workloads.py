@@ -51,6 +51,12 @@ class Workload:
     rounds_factor: int = 1
 
 
+# Context switches and wake-ups: what the pipe and ring workloads fire.
+SCHEDULER_HOOKS = (
+    r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
+    r"^raw_tracepoint:sched_(switch|wakeup|waking)$",
+)
+
 # Order matters: the first workload whose patterns match a hook wins.
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
@@ -62,10 +68,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "pipe",
         "pipe ping-pong round trip between 2 processes",
-        (
-            r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
-            r"^raw_tracepoint:sched_(switch|wakeup|waking)$",
-        ),
+        SCHEDULER_HOOKS,
         5_000,
     ),
     # Not any hook's first choice (pipe comes first): --also-on ring measures
@@ -74,10 +77,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "ring",
         "one hop of a token around a ring of 64 processes over pipes, all on one CPU",
-        (
-            r"sched:sched_(switch|wakeup|waking|stat_\w+)$",
-            r"^raw_tracepoint:sched_(switch|wakeup|waking)$",
-        ),
+        SCHEDULER_HOOKS,
         5_000,
         args=("64",),
     ),
